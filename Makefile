@@ -1,0 +1,31 @@
+# Fresh machine: `make demo` and `make test` install everything they need (uv + uv.lock).
+# Python 3.10 is selected by .python-version (lava-nc and lava-dl require < 3.11).
+PYTHON ?= python
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-all bench clean
+
+$(STAMP): pyproject.toml uv.lock
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check uv
+	$(PYTHON) -m uv sync --frozen
+	touch $@
+
+install: $(STAMP)
+
+demo: install  ## convert the bundled CartPole DQN, run 10 episodes on Lava (fixed-point), print a table
+	$(BIN)/lavaloop convert checkpoints/cartpole_dqn.pt --env CartPole-v1 -o build/cartpole.h5
+	$(BIN)/lavaloop run build/cartpole.h5 --episodes 10 --json build/demo.json
+
+test: install  ## the suite CI runs (~10 min); slow end-to-end cases excluded
+	$(BIN)/python -m pytest -m "not slow"
+
+test-all: install  ## everything, including the slow end-to-end cases
+	$(BIN)/python -m pytest
+
+bench: install  ## T x percentile x readout sweep on CartPole -> results/
+	$(BIN)/python -m benchmarks.sweep_cartpole
+
+clean:
+	rm -rf build $(VENV)

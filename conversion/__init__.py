@@ -1,0 +1,1 @@
+"""Checkpoint -> canonical network -> calibrated, quantized artifact. Knows PyTorch, not Lava."""

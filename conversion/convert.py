@@ -1,0 +1,86 @@
+"""Checkpoint -> calibrated, normalized, quantized artifact."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from conversion.artifact import READOUTS, Artifact, lavaloop_version
+from conversion.envs import EnvSpec, make_env
+from conversion.errors import LavaloopError, ShapeMismatchError
+from conversion.loaders import load_checkpoint
+from conversion.network import SourceNetwork
+from conversion.normalize import collect_observations, layer_scales, normalize
+from conversion.profiles import load_profile
+from conversion.quantize import input_scale_bits, quantization_report, quantize_layer
+
+
+@dataclass
+class ConvertOptions:
+    percentile: float = 99.9
+    timesteps: int = 32
+    readout: str = "robust"
+    profile: str = "loihi2"
+    calib_steps: int = 5_000
+    calib_seed: int = 0
+    calib_epsilon: float = 0.05
+    epsilon: float = 0.0          # evaluation epsilon recorded for `run`
+
+
+def check_env_fits(net: SourceNetwork, env: gym.Env, env_id: str) -> tuple[list[int], int]:
+    """Observation shape and action count of `env`, checked against the network."""
+    obs_space, act_space = env.observation_space, env.action_space
+    if not isinstance(act_space, gym.spaces.Discrete):
+        raise ShapeMismatchError(f"{env_id} has a {type(act_space).__name__} action space; "
+                                 "a Q-network needs Discrete actions")
+    if not isinstance(obs_space, gym.spaces.Box):
+        raise ShapeMismatchError(f"{env_id} has a {type(obs_space).__name__} observation space; need Box")
+    n_obs = int(np.prod(obs_space.shape))
+    if n_obs != net.in_features:
+        raise ShapeMismatchError(f"network takes {net.in_features} inputs but {env_id} observations "
+                                 f"have shape {tuple(obs_space.shape)}")
+    if int(act_space.n) != net.n_actions:
+        raise ShapeMismatchError(f"network has {net.n_actions} outputs but {env_id} has "
+                                 f"{act_space.n} actions")
+    return list(obs_space.shape), int(act_space.n)
+
+
+def convert(checkpoint: str | Path, env_id: str, opts: ConvertOptions = ConvertOptions(),
+            log=print) -> Artifact:
+    """Load, calibrate, normalize and quantize; returns the artifact (not yet saved)."""
+    if opts.readout not in READOUTS:
+        raise LavaloopError(f"unknown readout {opts.readout!r} (choose from {', '.join(READOUTS)})")
+    if not 0 < opts.percentile <= 100:
+        raise LavaloopError(f"percentile must be in (0, 100], got {opts.percentile}")
+    t0 = time.time()
+    profile = load_profile(opts.profile)
+    net = load_checkpoint(checkpoint)
+    spec = EnvSpec(env_id)
+    env = make_env(spec)
+    obs_shape, n_actions = check_env_fits(net, env, env_id)
+    env.close()
+    q = net.to_torch()
+    obs = collect_observations(q, spec, opts.calib_steps, opts.calib_seed, opts.calib_epsilon)
+    scales = layer_scales(q, obs, opts.percentile)
+    normed = normalize(net.layers, scales)
+    layers = [quantize_layer(l, profile) for l in normed]
+    report = [quantization_report(ql, l) for ql, l in zip(layers, normed)]
+    manifest = {
+        "env": spec.to_dict(), "obs_shape": obs_shape, "n_actions": n_actions,
+        "action_map": list(range(n_actions)), "timesteps": opts.timesteps, "readout": opts.readout,
+        "input_scale_bits": input_scale_bits(obs, profile), "epsilon": opts.epsilon,
+        "normalization": {"percentile": opts.percentile, "scales": scales,
+                          "calib_steps": opts.calib_steps, "calib_seed": opts.calib_seed,
+                          "calib_epsilon": opts.calib_epsilon},
+        "profile": profile.to_dict(), "quantization": report,
+        "source": {"file": Path(checkpoint).name, "format": net.format, "sha256": net.sha256,
+                   "layers": [l.name for l in net.layers]},
+        "lavaloop_version": lavaloop_version(),
+        "conversion_seconds": round(time.time() - t0, 2),
+    }
+    art = Artifact(manifest, layers, net.layers)
+    art.validate()
+    return art

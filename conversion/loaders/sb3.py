@@ -1,0 +1,45 @@
+"""stable-baselines3 DQN zips: `policy.pth` (a state dict) and `data` (JSON), read member by member."""
+from __future__ import annotations
+
+import json
+import zipfile
+from typing import Callable
+
+from conversion.errors import CheckpointError
+from conversion.loaders.state_dict import parse_state_dict
+from conversion.network import SourceNetwork
+
+
+def read_data(zf: zipfile.ZipFile) -> dict:
+    """The JSON `data` member; serialized (pickled) entries inside it are never decoded."""
+    try:
+        return json.loads(zf.read("data"))
+    except (KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"stable-baselines3 zip without a readable 'data' member: {exc}") from exc
+
+
+def check_dqn_policy(data: dict) -> None:
+    """Reject non-DQN policies and non-ReLU activations, using only the readable JSON fields."""
+    module = (data.get("policy_class") or {}).get("__module__", "")
+    if module and module != "stable_baselines3.dqn.policies":
+        raise CheckpointError(f"stable-baselines3 zip holds a {module} policy, not a DQN")
+    act = str((data.get("policy_kwargs") or {}).get("activation_fn", "ReLU"))
+    if "ReLU" not in act:
+        raise CheckpointError(f"stable-baselines3 DQN with activation {act}: only ReLU is supported")
+
+
+def load_sb3_zip(zf: zipfile.ZipFile, sha256: str, torch_load: Callable[[bytes, str], object]) -> SourceNetwork:
+    data = read_data(zf)
+    check_dqn_policy(data)
+    try:
+        policy = torch_load(zf.read("policy.pth"), "policy.pth")
+    except zipfile.BadZipFile as exc:
+        raise CheckpointError(f"stable-baselines3 zip is damaged: {exc}") from exc
+    layers = parse_state_dict(policy, "policy.pth", prefix="q_net.q_net.")
+    obs_shape = (data.get("observation_space") or {}).get("_shape")
+    n_actions = (data.get("action_space") or {}).get("n")
+    meta = {"observation_shape": obs_shape, "n_actions": int(n_actions) if n_actions else None}
+    if obs_shape is not None and [layers[0].weight.shape[1]] != list(obs_shape):
+        raise CheckpointError(f"policy input size {layers[0].weight.shape[1]} does not match "
+                              f"the saved observation space {obs_shape}")
+    return SourceNetwork(layers=layers, format="sb3", sha256=sha256, meta=meta)

@@ -1,0 +1,1 @@
+"""PyTorch models and their trainers (the source side of conversion)."""

@@ -1,0 +1,1 @@
+"""Artifact -> Lava process graph -> closed-loop episodes, metrics and the CLI."""

@@ -1,0 +1,122 @@
+"""The `lavaloop` command line: convert, info, run."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from conversion.errors import LavaloopError
+
+
+def cmd_convert(args) -> None:
+    from conversion.convert import ConvertOptions, convert
+
+    opts = ConvertOptions(percentile=args.percentile, timesteps=args.timesteps, readout=args.readout,
+                          profile=args.profile, calib_steps=args.calib_steps, calib_seed=args.calib_seed,
+                          epsilon=args.epsilon)
+    art = convert(args.checkpoint, args.env, opts)
+    art.save(args.output)
+    m = art.manifest
+    print(f"wrote {args.output}: {len(art.layers)} layers, profile {m['profile']['name']}, "
+          f"T={m['timesteps']}, readout={m['readout']}, percentile {m['normalization']['percentile']} "
+          f"({m['conversion_seconds']:.1f} s)")
+    for r in m["quantization"]:
+        print(f"  {r['layer']:<24} vth={r['vth']:<6d} exp={r['weight_exp']:<3d} "
+              f"weight error {100 * r['weight_rel_rms_error']:.2f}% (rel. RMS), "
+              f"bias error {100 * r['bias_rel_rms_error']:.2f}%")
+
+
+def cmd_info(args) -> None:
+    from conversion.artifact import Artifact
+
+    art = Artifact.load(args.artifact)
+    m = art.manifest
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return
+    src = m["source"]
+    print(f"{args.artifact}: lavaloop artifact v{m.get('format_version', 1)} (lavaloop {m['lavaloop_version']})")
+    print(f"  env        {m['env']['id']}  observation {tuple(m['obs_shape'])}, {m['n_actions']} actions")
+    print(f"  source     {src['file']} ({src['format']}), sha256 {src['sha256'][:16]}...")
+    print(f"  profile    {m['profile']['name']}: {m['profile']['description']}")
+    print(f"  coding     T={m['timesteps']} steps per decision, readout={m['readout']}, "
+          f"input payload obs*2^{m['input_scale_bits']}, epsilon {m['epsilon']}")
+    n = m["normalization"]
+    print(f"  normalize  percentile {n['percentile']} over {n['calib_steps']} calibration steps; "
+          f"scales {', '.join(f'{s:.3g}' for s in n['scales'])}")
+    for q, r in zip(art.layers, m["quantization"]):
+        print(f"  layer      {r['layer']:<24} {q.weight.shape[1]:>5} -> {q.weight.shape[0]:<5} IF "
+              f"vth={q.vth} exp={q.weight_exp} weight error {100 * r['weight_rel_rms_error']:.2f}%")
+
+
+def cmd_run(args) -> None:
+    from conversion.artifact import Artifact
+    from deploy.episodes import decision_agreement, source_returns
+    from deploy.results import build_record, summary_table, write_json
+    from deploy.runner import RunSettings, run
+
+    art = Artifact.load(args.artifact)
+    settings = RunSettings.for_artifact(art, args.episodes, args.seed, args.timesteps, args.readout,
+                                        args.epsilon, args.backend)
+    log = run(art, settings, progress=not args.no_progress)
+    agreement, per_episode = decision_agreement(art, log)
+    rec = build_record(art, args.artifact, settings, log, agreement, per_episode,
+                       source_returns(art, settings.seeds, settings.epsilon))
+    print(summary_table(rec))
+    if args.json:
+        write_json(args.json, rec)
+        print(f"results: {args.json}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lavaloop", description="Run trained RL policies as spiking "
+                                "networks on Lava, closed-loop, under a chip's constraints.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("convert", help="checkpoint -> artifact (.h5)")
+    c.add_argument("checkpoint", help="SB3 DQN .zip, or a PyTorch/CleanRL state dict (.pt)")
+    c.add_argument("--env", required=True, help="gymnasium environment id, e.g. CartPole-v1")
+    c.add_argument("-o", "--output", required=True, help="artifact path (.h5)")
+    c.add_argument("--percentile", type=float, default=99.9, help="normalization percentile (100 = max-norm)")
+    c.add_argument("--timesteps", type=int, default=32, help="SNN steps per decision (T)")
+    c.add_argument("--readout", default="robust", choices=["robust", "spike_count"])
+    c.add_argument("--profile", default="loihi2", help="chip profile name or JSON file")
+    c.add_argument("--calib-steps", type=int, default=5000, help="calibration env steps")
+    c.add_argument("--calib-seed", type=int, default=0)
+    c.add_argument("--epsilon", type=float, default=0.0, help="evaluation epsilon recorded for `run`")
+    c.set_defaults(func=cmd_convert)
+
+    i = sub.add_parser("info", help="describe an artifact")
+    i.add_argument("artifact")
+    i.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    i.set_defaults(func=cmd_info)
+
+    r = sub.add_parser("run", help="run closed-loop episodes")
+    r.add_argument("artifact")
+    r.add_argument("--episodes", type=int, default=20)
+    r.add_argument("--seed", type=int, default=0, help="first seed; episode k uses seed + k")
+    r.add_argument("--timesteps", type=int, help="override the artifact's T")
+    r.add_argument("--readout", choices=["robust", "spike_count"], help="override the artifact's readout")
+    r.add_argument("--epsilon", type=float, help="override the artifact's evaluation epsilon")
+    r.add_argument("--backend", default="lava", choices=["lava", "emulator"])
+    r.add_argument("--json", help="write the results record here")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except LavaloopError as exc:
+        print(f"lavaloop: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lavaloop: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Run episodes of an artifact on a backend (Lava or the emulator) and measure fidelity."""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from conversion.artifact import READOUTS, Artifact
+from conversion.convert import check_env_fits
+from conversion.envs import EnvSpec, episode_limit, make_env
+from conversion.errors import ArtifactError, LavaloopError
+from conversion.network import SourceNetwork
+from deploy.build import build_graph
+from deploy.emulator import run_emulator
+from deploy.episodes import EpisodeLog
+from processes.envio.process import decode_error
+
+BACKENDS = ("lava", "emulator")
+
+
+class LavaRuntimeError(LavaloopError):
+    """The Lava runtime failed; the message carries the cause from the child process."""
+
+
+@dataclass
+class RunSettings:
+    seeds: list[int]
+    timesteps: int
+    readout: str
+    epsilon: float
+    backend: str = "lava"
+
+    @classmethod
+    def for_artifact(cls, art: Artifact, episodes: int, seed: int = 0, timesteps: int | None = None,
+                     readout: str | None = None, epsilon: float | None = None,
+                     backend: str = "lava") -> "RunSettings":
+        s = cls(seeds=list(range(seed, seed + episodes)),
+                timesteps=timesteps or art.timesteps, readout=readout or art.manifest["readout"],
+                epsilon=art.manifest["epsilon"] if epsilon is None else epsilon, backend=backend)
+        if episodes < 1 or s.timesteps < 1:
+            raise LavaloopError("episodes and timesteps must be >= 1")
+        if s.readout not in READOUTS:
+            raise LavaloopError(f"unknown readout {s.readout!r} (choose from {', '.join(READOUTS)})")
+        if backend not in BACKENDS:
+            raise LavaloopError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+        return s
+
+
+def check_deployable(art: Artifact) -> None:
+    """The artifact's environment exists and matches the network's input and output shapes."""
+    spec = EnvSpec.from_dict(art.manifest["env"])
+    env = make_env(spec)
+    try:
+        shape, _ = check_env_fits(SourceNetwork(art.source, "artifact", ""), env, spec.id)
+    finally:
+        env.close()
+    if list(shape) != list(art.manifest["obs_shape"]):
+        raise ArtifactError(f"artifact observation shape {tuple(art.manifest['obs_shape'])} does not "
+                            f"match {spec.id}'s {tuple(shape)}")
+
+
+def child_error(exc: BaseException) -> str:
+    """The most informative line of a Lava runtime failure."""
+    text = str(exc).strip()
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    errors = [l for l in lines if "Error" in l or "Exception" in l]
+    return (errors[-1] if errors else lines[-1] if lines else type(exc).__name__)[:300]
+
+
+def run_lava(art: Artifact, settings: RunSettings, progress: bool = True) -> EpisodeLog:
+    """Run the episodes inside one Lava runtime (Loihi2SimCfg, fixed-point models)."""
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    spec = EnvSpec.from_dict(art.manifest["env"])
+    limit = episode_limit(spec)
+    n = len(settings.seeds)
+    g = build_graph(art, settings.seeds, settings.timesteps, settings.readout, settings.epsilon, limit)
+    cfg = Loihi2SimCfg(select_tag="fixed_pt", loglevel=logging.WARNING)
+    chunk = g.window * 25
+    steps, done = 0, 0
+    bar = tqdm(total=n, desc="episodes (lava)", unit="ep", disable=not progress, leave=False)
+    t_compile = time.time()
+    try:
+        g.envio.create_runtime(run_cfg=cfg)
+        t0 = time.time()
+        compile_s = t0 - t_compile
+        slowest = wall_so_far = 0.0
+        while done < n:
+            guarded_run(g.envio, chunk, cfg, timeout=max(120.0, 20 * slowest))
+            slowest = max(slowest, time.time() - t0 - wall_so_far)
+            wall_so_far = time.time() - t0
+            steps += chunk
+            error = decode_error(g.envio.error.get())
+            if error:
+                raise LavaRuntimeError(f"environment failed inside the Lava runtime: {error}")
+            now = int(g.envio.episodes_done.get()[0])
+            bar.update(now - done)
+            done = now
+        wall = time.time() - t0
+        lengths = g.envio.lengths.get().astype(np.int64)
+        spikes, synops = idle_corrected_counters(g, cfg, idle_windows=steps // g.window - int(lengths.sum()))
+        actions, greedy = g.envio.actions.get(), g.envio.greedy.get()
+        log = EpisodeLog(
+            seeds=settings.seeds, returns=g.envio.returns.get().astype(float), lengths=lengths,
+            actions=[actions[i, :l].astype(np.int64) for i, l in enumerate(lengths)],
+            greedy=[greedy[i, :l].astype(np.int64) for i, l in enumerate(lengths)],
+            spikes=spikes, synops=synops,
+            steps=steps, wall_s=wall, extra={"compile_s": round(compile_s, 3)})
+    except (LavaloopError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise LavaRuntimeError(f"Lava runtime failed: {child_error(exc)}") from exc
+    finally:
+        bar.close()
+        stop_runtime(g.envio)
+    return log
+
+
+class RuntimeHung(LavaRuntimeError):
+    """The runtime did not finish a run in time; its processes were terminated."""
+
+
+def guarded_run(proc, num_steps: int, cfg, timeout: float) -> None:
+    """proc.run(RunSteps(num_steps)) that cannot hang or leave processes behind.
+
+    Lava waits forever when a ProcessModel dies (the others block on their ports), and
+    Ctrl-C leaves its children running. The run goes in a worker thread; on a timeout or
+    an interrupt every child process is terminated.
+    """
+    from lava.magma.core.run_conditions import RunSteps
+
+    failure: list[BaseException] = []
+
+    def target():
+        try:
+            proc.run(condition=RunSteps(num_steps=num_steps), run_cfg=cfg)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            failure.append(exc)
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    try:
+        worker.join(timeout)
+    except KeyboardInterrupt:
+        terminate_children()
+        raise
+    if worker.is_alive():
+        terminate_children()
+        raise RuntimeHung(f"Lava runtime did not complete {num_steps} steps in {timeout:.0f} s "
+                          "(a process model probably failed); its processes were terminated")
+    if failure:
+        raise failure[0]
+
+
+def terminate_children() -> None:
+    """Terminate (then kill) every child process of this process, and mark no runtime alive."""
+    for child in multiprocessing.active_children():
+        child.terminate()
+    for child in multiprocessing.active_children():
+        child.join(2)
+        if child.is_alive():
+            child.kill()
+
+
+def idle_corrected_counters(g, cfg, idle_windows: int) -> tuple[list[int], list[int]]:
+    """Spike and synop totals of the decision windows only.
+
+    The last chunk runs past the last decision; those idle windows (zero input, fresh
+    state) are all alike, so one more window measures what each of them added.
+    """
+    from lava.magma.core.run_conditions import RunSteps
+
+    def read():
+        return (np.array([int(l.spikes.get()[0]) for l in g.layers]),
+                np.array([int(l.synops.get()[0]) for l in g.layers]))
+
+    spikes, synops = read()
+    g.envio.run(condition=RunSteps(num_steps=g.window), run_cfg=cfg)
+    spikes2, synops2 = read()
+    return ((spikes - idle_windows * (spikes2 - spikes)).tolist(),
+            (synops - idle_windows * (synops2 - synops)).tolist())
+
+
+def stop_runtime(proc) -> None:
+    """Stop the runtime of `proc` if it is alive; otherwise make sure no child is left."""
+    runtime = getattr(proc, "runtime", None)
+    if runtime is not None and getattr(runtime, "_is_started", False) and multiprocessing.active_children():
+        stopper = threading.Thread(target=proc.stop, daemon=True)
+        stopper.start()
+        stopper.join(30)
+    terminate_children()
+
+
+def run(art: Artifact, settings: RunSettings, progress: bool = True) -> EpisodeLog:
+    """Run on the chosen backend after checking the artifact fits its environment."""
+    check_deployable(art)
+    if settings.backend == "emulator":
+        return run_emulator(art, settings.seeds, settings.timesteps, settings.readout,
+                            settings.epsilon, progress)
+    return run_lava(art, settings, progress)

@@ -1,0 +1,1 @@
+"""Lava Processes and their ProcessModels. Knows nothing of PyTorch or chip profiles."""

@@ -1,0 +1,69 @@
+"""The integer arithmetic of every neuron and synapse: one source of truth.
+
+Lava ProcessModels call these functions in `run_spk`; the fast emulator calls the very
+same functions on batches. All arrays are integer (int64 holds every intermediate); a
+leading batch dimension is allowed everywhere.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def saturate(x: np.ndarray, bits: int) -> np.ndarray:
+    """Clip to the range of a signed `bits`-bit integer."""
+    hi = (1 << (bits - 1)) - 1
+    return np.clip(x, -hi - 1, hi)
+
+
+def shift(x: np.ndarray, exp: int) -> np.ndarray:
+    """Multiply by 2**exp: left shift, or right shift rounding half up."""
+    if exp >= 0:
+        return x << exp
+    return (x + (1 << (-exp - 1))) >> -exp
+
+
+def encode_input(obs: np.ndarray, scale: int, bits: int) -> np.ndarray:
+    """Analog observation -> graded-spike payload round(obs * scale), saturated to `bits`."""
+    return saturate(np.rint(np.asarray(obs, np.float64) * scale).astype(np.int64), bits)
+
+
+def dense(weight: np.ndarray, x: np.ndarray, exp: int) -> np.ndarray:
+    """Synaptic current of a dense layer: (W_mant @ x) * 2**exp; W is (out, in)."""
+    return shift(x @ weight.T, exp)
+
+
+def synops(fanout: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Synaptic operations triggered by input `x`: the fan-out of every non-zero input."""
+    return (x != 0) @ fanout
+
+
+def if_step(v: np.ndarray, a_in: np.ndarray, vth: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integrate-and-fire, no leak, reset by subtraction: v += a; s = v >= vth; v -= s * vth."""
+    v = saturate(v + a_in, bits)
+    s = (v >= vth).astype(np.int64)
+    return v - s * vth, s
+
+
+def readout(count: np.ndarray, v: np.ndarray, vth: int, mode: str) -> np.ndarray:
+    """Decision value of an output neuron, in units of the membrane state.
+
+    "robust": spike count * vth + residual potential (the total integrated input);
+    "spike_count": the spike count alone.
+    """
+    if mode == "robust":
+        return count * vth + v
+    if mode == "spike_count":
+        return count
+    raise ValueError(f"unknown readout mode {mode!r}")
+
+
+def epsilon_greedy(rng: np.random.Generator, values: np.ndarray, epsilon: float) -> tuple[int, int]:
+    """(greedy action, taken action): argmax of `values` (first on ties), random with prob. epsilon.
+
+    Exactly one uniform draw per decision (plus one integer when exploring), so the random
+    stream is the same for any policy driven by the same seed.
+    """
+    greedy = int(np.argmax(values))
+    if rng.random() < epsilon:
+        return greedy, int(rng.integers(len(values)))
+    return greedy, greedy

@@ -1,0 +1,98 @@
+"""ProcessModel of EnvIO (fixed-point: integer observation payload and readout)."""
+from __future__ import annotations
+
+import numpy as np
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+from processes.dynamics import encode_input, epsilon_greedy
+from processes.envio.process import EnvIO
+
+
+@implements(proc=EnvIO, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyEnvIOModel(PyLoihiProcessModel):
+    obs_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    q_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    returns: np.ndarray = LavaPyType(np.ndarray, float)
+    lengths: np.ndarray = LavaPyType(np.ndarray, np.int32)
+    actions: np.ndarray = LavaPyType(np.ndarray, np.int32)
+    greedy: np.ndarray = LavaPyType(np.ndarray, np.int32)
+    episodes_done: np.ndarray = LavaPyType(np.ndarray, np.int32)
+    decisions: np.ndarray = LavaPyType(np.ndarray, np.int32)
+    error: np.ndarray = LavaPyType(np.ndarray, np.int32)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = proc_params
+        self.timesteps, self.window = p["timesteps"], p["timesteps"] + p["latency"]
+        self.seeds, self.epsilon, self.max_steps = p["seeds"], p["epsilon"], p["max_steps"]
+        self.action_map = p["action_map"]
+        self.env = None
+        self.episode = -1          # index of the running episode; len(seeds) when finished
+        self.payload = None
+
+    def encode(self, obs) -> np.ndarray:
+        return encode_input(np.ravel(obs), 1 << self.proc_params["input_scale_bits"],
+                            self.proc_params["input_bits"])
+
+    def start_episode(self) -> None:
+        self.episode += 1
+        self.t = 0
+        if self.episode < len(self.seeds):
+            seed = self.seeds[self.episode]
+            self.rng = np.random.default_rng(seed)
+            obs, _ = self.env.reset(seed=seed)
+            self.payload = self.encode(obs)
+        else:
+            self.payload = np.zeros_like(self.payload)
+            self.env.close()
+
+    def decide(self, q: np.ndarray) -> None:
+        greedy, taken = epsilon_greedy(self.rng, q, self.epsilon)
+        ep, t = self.episode, self.t
+        self.greedy[ep, t], self.actions[ep, t] = greedy, taken
+        obs, reward, term, trunc, _ = self.env.step(self.action_map[taken])
+        self.returns[ep] += float(reward)
+        self.t += 1
+        self.lengths[ep] = self.t
+        self.decisions[0] += 1
+        if term or trunc or self.t >= self.max_steps:
+            self.episodes_done[0] += 1
+            self.start_episode()
+        else:
+            self.payload = self.encode(obs)
+
+    def fail(self, exc: Exception) -> None:
+        """Record the error for the host and go idle."""
+        msg = f"{type(exc).__name__}: {exc}".encode("ascii", "replace")[: len(self.error)]
+        self.error[: len(msg)] = list(msg)
+        self.episode = len(self.seeds)
+        self.payload = np.zeros(self.obs_out.shape, np.int64)
+
+    def open_env(self) -> None:
+        self.env = self.proc_params["env_fn"]()
+        self.start_episode()
+
+    def guarded(self, fn, *args) -> None:
+        """Run env work; an exception must not reach the runtime (see EnvIO)."""
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001
+            self.fail(exc)
+
+    def run_spk(self):
+        if self.payload is None:
+            self.payload = np.zeros(self.obs_out.shape, np.int64)
+            self.guarded(self.open_env)
+        phase = (self.time_step - 1) % self.window
+        active = phase < self.timesteps and self.episode < len(self.seeds)
+        self.obs_out.send(self.payload if active else np.zeros_like(self.payload))
+        q = self.q_in.recv()
+        if phase == self.window - 1 and self.episode < len(self.seeds):
+            self.guarded(self.decide, q)

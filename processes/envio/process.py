@@ -1,0 +1,53 @@
+"""EnvIO: a gymnasium environment living inside the Lava runtime."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.process.variable import Var
+
+
+class EnvIO(AbstractProcess):
+    """Closes the loop between a rate-coded network and an environment.
+
+    Every decision takes a window of `timesteps + latency` Lava steps: the encoded
+    observation is sent on `obs_out` for the first `timesteps` steps, the readout arrives
+    on `q_in` at the window's last step, and the action decoded from it steps the
+    environment. Episodes run with the given seeds (env reset and epsilon draws); their
+    returns, lengths and actions are left in Vars. An exception raised by the environment
+    does not escape into the runtime (Lava would hang waiting for the other processes):
+    its message is left in the `error` Var as ASCII codes and EnvIO goes idle.
+
+    Parameters
+    ----------
+    env_fn: builds the environment (called inside the runtime).
+    input_scale_bits, input_bits: payload round(obs * 2**input_scale_bits), saturated.
+    max_steps: length of the per-episode action logs.
+    """
+
+    def __init__(self, *, env_fn: Callable, obs_size: int, n_actions: int, action_map: Sequence[int],
+                 input_scale_bits: int, input_bits: int, timesteps: int, latency: int,
+                 seeds: Sequence[int], epsilon: float, max_steps: int, name: str = "envio"):
+        super().__init__(env_fn=env_fn, action_map=list(action_map), input_scale_bits=input_scale_bits,
+                         input_bits=input_bits, timesteps=timesteps, latency=latency,
+                         seeds=list(seeds), epsilon=epsilon, max_steps=max_steps, name=name)
+        n_ep = len(seeds)
+        self.obs_out = OutPort(shape=(obs_size,))
+        self.q_in = InPort(shape=(n_actions,))
+        self.returns = Var(shape=(n_ep,), init=0.0)
+        self.lengths = Var(shape=(n_ep,), init=0)
+        self.actions = Var(shape=(n_ep, max_steps), init=-1)
+        self.greedy = Var(shape=(n_ep, max_steps), init=-1)
+        self.episodes_done = Var(shape=(1,), init=0)
+        self.decisions = Var(shape=(1,), init=0)
+        self.error = Var(shape=(ERROR_LEN,), init=0)
+
+
+ERROR_LEN = 300
+
+
+def decode_error(codes: np.ndarray) -> str:
+    """The message stored in EnvIO's `error` Var ('' if none)."""
+    return bytes(int(c) for c in codes if c).decode("ascii", "replace")

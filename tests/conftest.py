@@ -1,0 +1,25 @@
+"""Shared fixtures: the bundled reference checkpoint and artifacts converted from it."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CARTPOLE = ROOT / "checkpoints" / "cartpole_dqn.pt"
+
+
+@pytest.fixture(scope="session")
+def cartpole_artifact(tmp_path_factory):
+    """The bundled CartPole DQN converted with a short calibration (path, Artifact)."""
+    from conversion.convert import ConvertOptions, convert
+
+    art = convert(CARTPOLE, "CartPole-v1", ConvertOptions(calib_steps=1000), log=lambda *a: None)
+    path = tmp_path_factory.mktemp("artifacts") / "cartpole.h5"
+    art.save(path)
+    return path, art
+
+
+def pytest_configure(config):
+    os.environ.setdefault("TQDM_DISABLE", "1")
