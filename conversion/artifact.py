@@ -4,7 +4,7 @@ Layout (lava-dl netx conventions, plus what deployment needs):
 
     /                      attrs: format="lavaloop-artifact", format_version, manifest (JSON)
     /layer/{i}/            type="dense", shape=[n_out], weight (int mantissa), weight_exp, bias
-    /layer/{i}/neuron/     type="IF", vThMant, vDecay=0, iDecay=4096, refDelay=0, reset="subtract"
+    /layer/{i}/neuron/     type="IF", vThMant, vInit (per neuron), vDecay=0, iDecay=4096, refDelay=0, reset="subtract"
     /source/{i}/           weight, bias: the float source network, for fidelity measurement
 
 The manifest holds the env spec and observation shape, action map, T, readout,
@@ -75,7 +75,7 @@ class Artifact:
                     g.attrs["name"] = q.name
                     n = g.create_group("neuron")
                     n["type"], n["vThMant"], n["vDecay"], n["iDecay"], n["refDelay"] = "IF", q.vth, 0, 4096, 0
-                    n["reset"] = "subtract"
+                    n["reset"], n["vInit"] = "subtract", q.v_init
                 for i, s in enumerate(self.source):
                     g = f.create_group(f"source/{i}")
                     g["weight"], g["bias"] = s.weight, s.bias
@@ -115,7 +115,9 @@ class Artifact:
             if g["type"][()].decode() != "dense" or g["neuron/type"][()].decode() != "IF":
                 raise ArtifactError(f"{what}: layer {i} is not a dense IF layer")
             layers.append(QuantizedLayer(g.attrs["name"], g["weight"][()], int(g["weight_exp"][()]),
-                                         g["bias"][()].astype(np.int64), int(g["neuron/vThMant"][()])))
+                                         g["bias"][()].astype(np.int64),
+                                         np.asarray(g["neuron/vThMant"][()], np.int64),
+                                         np.asarray(g["neuron/vInit"][()], np.int64)))
         for i in range(len(f["source"])):
             g = f[f"source/{i}"]
             source.append(DenseLayer(g.attrs["name"], g["weight"][()], g["bias"][()]))
@@ -133,9 +135,12 @@ class Artifact:
             if q.weight.shape != s.weight.shape or q.weight.shape[1] != n_in or q.bias.shape != (q.weight.shape[0],):
                 raise ArtifactError(f"{what}: layer {i} has inconsistent shapes "
                                     f"(weight {q.weight.shape}, bias {q.bias.shape}, expected {n_in} inputs)")
-            if q.vth < 1:
-                raise ArtifactError(f"{what}: layer {i} threshold {q.vth} < 1")
+            if q.vth.shape != q.bias.shape or q.v_init.shape != q.bias.shape or q.vth.min() < 1:
+                raise ArtifactError(f"{what}: layer {i} needs one threshold >= 1 and one "
+                                    "initial potential per neuron")
             n_in = q.weight.shape[0]
+        if len(set(self.layers[-1].vth.tolist())) != 1:
+            raise ArtifactError(f"{what}: output neurons must share one threshold (comparable readouts)")
         if n_in != m["n_actions"] or len(m["action_map"]) != m["n_actions"]:
             raise ArtifactError(f"{what}: output layer has {n_in} neurons for {m['n_actions']} actions")
         if m["readout"] not in READOUTS:

@@ -15,7 +15,7 @@ from conversion.loaders import load_checkpoint
 from conversion.network import SourceNetwork
 from conversion.normalize import collect_observations, layer_scales, normalize
 from conversion.profiles import load_profile
-from conversion.quantize import input_scale_bits, quantization_report, quantize_layer
+from conversion.quantize import V_INITS, input_scale_bits, quantization_report, quantize
 
 
 @dataclass
@@ -28,6 +28,7 @@ class ConvertOptions:
     calib_seed: int = 0
     calib_epsilon: float = 0.05
     epsilon: float = 0.0          # evaluation epsilon recorded for `run`
+    v_init: str = "half"          # membrane potential at each decision's start: "half" | "zero"
 
 
 def check_env_fits(net: SourceNetwork, env: gym.Env, env_id: str) -> tuple[list[int], int]:
@@ -53,6 +54,8 @@ def convert(checkpoint: str | Path, env_id: str, opts: ConvertOptions = ConvertO
     """Load, calibrate, normalize and quantize; returns the artifact (not yet saved)."""
     if opts.readout not in READOUTS:
         raise LavaloopError(f"unknown readout {opts.readout!r} (choose from {', '.join(READOUTS)})")
+    if opts.v_init not in V_INITS:
+        raise LavaloopError(f"unknown v_init {opts.v_init!r} (choose from {', '.join(V_INITS)})")
     if not 0 < opts.percentile <= 100:
         raise LavaloopError(f"percentile must be in (0, 100], got {opts.percentile}")
     t0 = time.time()
@@ -66,11 +69,12 @@ def convert(checkpoint: str | Path, env_id: str, opts: ConvertOptions = ConvertO
     obs = collect_observations(q, spec, opts.calib_steps, opts.calib_seed, opts.calib_epsilon)
     scales = layer_scales(q, obs, opts.percentile)
     normed = normalize(net.layers, scales)
-    layers = [quantize_layer(l, profile) for l in normed]
+    layers = quantize(normed, profile, obs, opts.v_init)
     report = [quantization_report(ql, l) for ql, l in zip(layers, normed)]
     manifest = {
         "env": spec.to_dict(), "obs_shape": obs_shape, "n_actions": n_actions,
         "action_map": list(range(n_actions)), "timesteps": opts.timesteps, "readout": opts.readout,
+        "v_init": opts.v_init,
         "input_scale_bits": input_scale_bits(obs, profile), "epsilon": opts.epsilon,
         "normalization": {"percentile": opts.percentile, "scales": scales,
                           "calib_steps": opts.calib_steps, "calib_seed": opts.calib_seed,

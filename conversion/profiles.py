@@ -19,6 +19,7 @@ class ChipProfile:
     state_bits: int                  # membrane potential / current width
     input_bits: int                  # graded-spike payload width of the input layer
     threshold_bits: int              # target resolution of the threshold (vth ~ 2**threshold_bits)
+    per_neuron_threshold: bool = False   # thresholds are per-neuron parameters
     neurons_per_core: int | None = None
     fan_in: int | None = None
     description: str = ""
@@ -41,9 +42,9 @@ class ChipProfile:
 PROFILES = {
     "loihi2": ChipProfile(
         name="loihi2", weight_bits=8, weight_exp_min=-8, weight_exp_max=7, state_bits=24,
-        input_bits=16, threshold_bits=12, neurons_per_core=8192,
+        input_bits=16, threshold_bits=12, per_neuron_threshold=True, neurons_per_core=8192,
         description="Intel Loihi 2: 8-bit weight mantissa with a per-layer exponent, "
-                    "24-bit neuron states, graded spikes"),
+                    "24-bit neuron states, graded spikes, per-neuron thresholds"),
 }
 
 

@@ -39,7 +39,7 @@ def build_graph(art: Artifact, seeds: Sequence[int], timesteps: int, readout: st
                   max_steps=max_steps)
     layers, src = [], envio.obs_out
     for i, (q, exp) in enumerate(zip(art.layers, layer_exponents(art))):
-        common = dict(weight=q.weight, weight_exp=exp, bias=q.bias, vth=q.vth,
+        common = dict(weight=q.weight, weight_exp=exp, bias=q.bias, vth=q.vth, v_init=q.v_init,
                       state_bits=prof.state_bits, offset=i, timesteps=timesteps, window=window,
                       name=f"layer{i}")
         layer = ReadoutLayer(readout=readout, **common) if i == depth - 1 else IFLayer(**common)

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+
+# One BLAS thread per process: Lava runs one process per layer, and on a small machine
+# their thread pools would fight over the cores.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from conversion.errors import LavaloopError
 
@@ -13,7 +19,7 @@ def cmd_convert(args) -> None:
 
     opts = ConvertOptions(percentile=args.percentile, timesteps=args.timesteps, readout=args.readout,
                           profile=args.profile, calib_steps=args.calib_steps, calib_seed=args.calib_seed,
-                          epsilon=args.epsilon)
+                          epsilon=args.epsilon, v_init=args.v_init)
     art = convert(args.checkpoint, args.env, opts)
     art.save(args.output)
     m = art.manifest
@@ -21,7 +27,7 @@ def cmd_convert(args) -> None:
           f"T={m['timesteps']}, readout={m['readout']}, percentile {m['normalization']['percentile']} "
           f"({m['conversion_seconds']:.1f} s)")
     for r in m["quantization"]:
-        print(f"  {r['layer']:<24} vth={r['vth']:<6d} exp={r['weight_exp']:<3d} "
+        print(f"  {r['layer']:<24} vth={r['vth_min']}..{r['vth_max']} exp={r['weight_exp']:<3d} "
               f"weight error {100 * r['weight_rel_rms_error']:.2f}% (rel. RMS), "
               f"bias error {100 * r['bias_rel_rms_error']:.2f}%")
 
@@ -46,7 +52,7 @@ def cmd_info(args) -> None:
           f"scales {', '.join(f'{s:.3g}' for s in n['scales'])}")
     for q, r in zip(art.layers, m["quantization"]):
         print(f"  layer      {r['layer']:<24} {q.weight.shape[1]:>5} -> {q.weight.shape[0]:<5} IF "
-              f"vth={q.vth} exp={q.weight_exp} weight error {100 * r['weight_rel_rms_error']:.2f}%")
+              f"vth={q.vth.min()}..{q.vth.max()} exp={q.weight_exp} weight error {100 * r['weight_rel_rms_error']:.2f}%")
 
 
 def cmd_run(args) -> None:
@@ -84,6 +90,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--calib-steps", type=int, default=5000, help="calibration env steps")
     c.add_argument("--calib-seed", type=int, default=0)
     c.add_argument("--epsilon", type=float, default=0.0, help="evaluation epsilon recorded for `run`")
+    c.add_argument("--v-init", default="half", choices=["half", "zero"],
+                   help="membrane potential at each decision's start (zero = the paper's reset)")
     c.set_defaults(func=cmd_convert)
 
     i = sub.add_parser("info", help="describe an artifact")

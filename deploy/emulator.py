@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from conversion.artifact import Artifact
@@ -25,7 +26,7 @@ class FixedPointNetwork:
         self.layers = art.layers
         self.exps = layer_exponents(art)
         self.fanouts = [np.count_nonzero(q.weight, axis=0) for q in art.layers]
-        self.weights = [q.weight.astype(np.int64) for q in art.layers]
+        self.weights = [q.weight.astype(np.float64) for q in art.layers]
         self.bits = art.profile.state_bits
         self.timesteps, self.mode = timesteps, readout_mode
         self.spikes = np.zeros(len(self.layers), np.int64)
@@ -33,7 +34,7 @@ class FixedPointNetwork:
 
     def decide(self, x: np.ndarray) -> np.ndarray:
         """Readout values for a batch of encoded observations x (B, n_in)."""
-        v = [np.zeros((len(x), q.weight.shape[0]), np.int64) for q in self.layers]
+        v = [np.repeat(q.v_init[None], len(x), axis=0) for q in self.layers]
         count = np.zeros_like(v[-1])
         for _ in range(self.timesteps):
             inp = x
@@ -50,6 +51,11 @@ class FixedPointNetwork:
 def run_emulator(art: Artifact, seeds: list[int], timesteps: int, readout_mode: str,
                  epsilon: float, progress: bool = True) -> EpisodeLog:
     """Run one episode per seed, all episodes batched together."""
+    with threadpool_limits(limits=1, user_api="blas"):  # small matrices: threads only contend
+        return _run_batched(art, seeds, timesteps, readout_mode, epsilon, progress)
+
+
+def _run_batched(art, seeds, timesteps, readout_mode, epsilon, progress) -> EpisodeLog:
     spec = EnvSpec.from_dict(art.manifest["env"])
     amap = art.manifest["action_map"]
     limit = episode_limit(spec)

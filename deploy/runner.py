@@ -21,6 +21,7 @@ from deploy.episodes import EpisodeLog
 from processes.envio.process import decode_error
 
 BACKENDS = ("lava", "emulator")
+HANG_TIMEOUT_S = 120.0   # the least time a run chunk gets before the runtime counts as hung
 
 
 class LavaRuntimeError(LavaloopError):
@@ -92,7 +93,7 @@ def run_lava(art: Artifact, settings: RunSettings, progress: bool = True) -> Epi
         compile_s = t0 - t_compile
         slowest = wall_so_far = 0.0
         while done < n:
-            guarded_run(g.envio, chunk, cfg, timeout=max(120.0, 20 * slowest))
+            guarded_run(g.envio, chunk, cfg, timeout=max(HANG_TIMEOUT_S, 20 * slowest))
             slowest = max(slowest, time.time() - t0 - wall_so_far)
             wall_so_far = time.time() - t0
             steps += chunk

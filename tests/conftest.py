@@ -4,10 +4,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the CLI does (see deploy/cli.py)
+
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CARTPOLE = ROOT / "checkpoints" / "cartpole_dqn.pt"
+
+
+@pytest.fixture(scope="session")
+def cartpole_checkpoint():
+    return CARTPOLE
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,7 @@ class Config:
     exploration_fraction: float = 0.16
     final_eps: float = 0.04
     hidden: tuple = (256, 256)
+    action_gap: float = 0.0      # advantage learning (Bellemare et al. 2016); 0 = plain DQN
 
 
 PRESETS = {
@@ -119,6 +120,9 @@ def train(env_id: str, out: str, seed: int, cfg: Config, eval_every: int) -> flo
                 b = {k: torch.as_tensor(v[idx]) for k, v in buf.items()}
                 with torch.no_grad():
                     y = b["reward"] + cfg.gamma * (1 - b["done"]) * target(b["next_obs"]).max(1).values
+                    if cfg.action_gap:  # gap-increasing operator: same optimal policy, wider gaps
+                        q_t = target(b["obs"])
+                        y -= cfg.action_gap * (q_t.max(1).values - q_t.gather(1, b["action"][:, None]).squeeze(1))
                 pred = q(b["obs"]).gather(1, b["action"][:, None]).squeeze(1)
                 loss = F.smooth_l1_loss(pred, y)
                 opt.zero_grad()
@@ -150,11 +154,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--total-steps", type=int)
     p.add_argument("--gamma", type=float)
+    p.add_argument("--action-gap", type=float, help="advantage-learning alpha (0 = plain DQN)")
     p.add_argument("--eval-every", type=int, default=5_000)
     p.add_argument("-o", "--out", required=True)
     args = p.parse_args()
     cfg = PRESETS[args.env]
-    overrides = {k: v for k, v in (("total_steps", args.total_steps), ("gamma", args.gamma)) if v}
+    overrides = {k: v for k, v in (("total_steps", args.total_steps), ("gamma", args.gamma),
+                                                 ("action_gap", args.action_gap)) if v}
     cfg = Config(**{**asdict(cfg), **overrides})
     train(args.env, args.out, args.seed, cfg, args.eval_every)
 

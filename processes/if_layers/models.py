@@ -17,6 +17,8 @@ class AbstractPyIFLayerModel(PyLoihiProcessModel):
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     weight: np.ndarray = LavaPyType(np.ndarray, np.int16, precision=8)
     bias: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    vth: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    v_init: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
     v: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
     spikes: np.ndarray = LavaPyType(np.ndarray, np.int64)
     synops: np.ndarray = LavaPyType(np.ndarray, np.int64)
@@ -24,7 +26,7 @@ class AbstractPyIFLayerModel(PyLoihiProcessModel):
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = proc_params
-        self.exp, self.vth, self.bits = p["weight_exp"], p["vth"], p["state_bits"]
+        self.exp, self.bits = p["weight_exp"], p["state_bits"]
         self.offset, self.timesteps, self.window = p["offset"], p["timesteps"], p["window"]
         self.fanout = None
         self.out = None
@@ -35,10 +37,11 @@ class AbstractPyIFLayerModel(PyLoihiProcessModel):
 
     def integrate(self, x: np.ndarray) -> np.ndarray:
         """One IF update on input `x`; returns the spikes and updates the counters."""
-        if self.fanout is None:
+        if self.fanout is None:  # weights are static: derive what the arithmetic needs once
             self.fanout = np.count_nonzero(self.weight, axis=0)
+            self.weight_f64 = self.weight.astype(np.float64)
         x = x.astype(np.int64)
-        v, s = if_step(self.v, dense(self.weight, x, self.exp) + self.bias, self.vth, self.bits)
+        v, s = if_step(self.v, dense(self.weight_f64, x, self.exp) + self.bias, self.vth, self.bits)
         self.v[:] = v
         self.spikes[0] += s.sum()
         self.synops[0] += synops(self.fanout, x)
@@ -58,7 +61,7 @@ class PyIFLayerModel(AbstractPyIFLayerModel):
         x = self.s_in.recv()
         k = self.local_step()
         if k == 0:
-            self.v[:] = 0
+            self.v[:] = self.v_init
         self.out = self.integrate(x) if 0 <= k < self.timesteps else np.zeros_like(self.out)
 
 
@@ -76,7 +79,7 @@ class PyReadoutLayerModel(AbstractPyIFLayerModel):
         x = self.s_in.recv()
         k = self.local_step()
         if k == 0:
-            self.v[:] = 0
+            self.v[:] = self.v_init
             self.count[:] = 0
         if 0 <= k < self.timesteps:
             self.count[:] += self.integrate(x)

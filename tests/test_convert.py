@@ -1,0 +1,129 @@
+"""Normalization, quantization and the artifact contract."""
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from conversion.artifact import Artifact
+from conversion.convert import ConvertOptions, convert
+from conversion.errors import ArtifactError, LavaloopError, ProfileError, ShapeMismatchError
+from conversion.network import DenseLayer
+from conversion.normalize import normalize
+from conversion.profiles import PROFILES, ChipProfile, load_profile
+from conversion.quantize import quantize_layer
+
+
+def test_normalization_rescales_outputs_exactly(cartpole_artifact):
+    _, art = cartpole_artifact
+    scales = art.manifest["normalization"]["scales"]
+    normed = normalize(art.source, scales)
+    obs = np.random.default_rng(0).normal(size=(64, 4))
+    x, y = obs, obs
+    for i, (src, nrm) in enumerate(zip(art.source, normed)):
+        x = x @ src.weight.T + src.bias
+        y = y @ nrm.weight.T + nrm.bias
+        if i < len(normed) - 1:
+            x, y = np.maximum(x, 0), np.maximum(y, 0)
+        np.testing.assert_allclose(y * scales[i], x, rtol=1e-4, atol=1e-4)
+
+
+def test_percentile_scales_are_ordered(cartpole_checkpoint):
+    obs_opts = dict(calib_steps=1000)
+    lo = convert(cartpole_checkpoint, "CartPole-v1", ConvertOptions(percentile=99.0, **obs_opts))
+    hi = convert(cartpole_checkpoint, "CartPole-v1", ConvertOptions(percentile=100.0, **obs_opts))
+    assert all(a < b for a, b in zip(lo.manifest["normalization"]["scales"],
+                                     hi.manifest["normalization"]["scales"]))
+
+
+def test_quantization_follows_loihi2_rules_and_reports_error(cartpole_artifact):
+    _, art = cartpole_artifact
+    prof = PROFILES["loihi2"]
+    for q, rep in zip(art.layers, art.manifest["quantization"]):
+        assert np.abs(q.weight).max() == 127                      # full 8-bit signed mantissa used
+        assert prof.weight_exp_min <= q.weight_exp <= prof.weight_exp_max
+        assert q.vth.min() >= 2 ** 12                               # threshold resolution target
+        assert 0 < rep["weight_rel_rms_error"] < 0.05
+
+
+def test_quantize_layer_rejects_bias_outside_state_range():
+    layer = DenseLayer("x", np.array([[1.0, -0.5]]), np.array([1e6]))
+    with pytest.raises(ProfileError, match="bias does not fit"):
+        quantize_layer(layer, PROFILES["loihi2"], per_neuron=True)
+
+
+def test_artifact_round_trip(cartpole_artifact):
+    path, art = cartpole_artifact
+    back = Artifact.load(path)
+    assert back.manifest == art.manifest
+    for a, b in zip(art.layers, back.layers):
+        assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
+        assert np.array_equal(a.vth, b.vth) and a.weight_exp == b.weight_exp
+    with h5py.File(path) as f:                                     # netx-style layout
+        assert f["layer/0/type"][()] == b"dense" and f["layer/0/neuron/type"][()] == b"IF"
+        assert "vThMant" in f["layer/0/neuron"]
+
+
+def test_manifest_records_provenance(cartpole_artifact):
+    _, art = cartpole_artifact
+    m = art.manifest
+    assert m["env"]["id"] == "CartPole-v1" and m["obs_shape"] == [4] and m["action_map"] == [0, 1]
+    assert len(m["source"]["sha256"]) == 64 and m["profile"]["name"] == "loihi2"
+    assert m["normalization"]["percentile"] == 99.9 and m["lavaloop_version"]
+
+
+def test_failed_save_leaves_no_file(tmp_path, cartpole_artifact, monkeypatch):
+    _, art = cartpole_artifact
+    bad = Artifact({**art.manifest, "unserializable": object()}, art.layers, art.source)
+    with pytest.raises(TypeError):
+        bad.save(tmp_path / "out.h5")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupted_and_foreign_artifacts(tmp_path, cartpole_artifact):
+    path, _ = cartpole_artifact
+    data = path.read_bytes()
+    (tmp_path / "trunc.h5").write_bytes(data[: len(data) // 3])
+    (tmp_path / "noise.h5").write_bytes(b"\x89HDF\r\n" + bytes(range(256)) * 10)
+    with h5py.File(tmp_path / "foreign.h5", "w") as f:
+        f["x"] = [1, 2, 3]
+    for name in ("trunc.h5", "noise.h5", "foreign.h5", "missing.h5"):
+        with pytest.raises(ArtifactError):
+            Artifact.load(tmp_path / name)
+
+
+def test_tampered_artifact_is_rejected(tmp_path, cartpole_artifact):
+    path, _ = cartpole_artifact
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(path.read_bytes())
+    with h5py.File(bad, "r+") as f:
+        w = f["layer/1/weight"][()]
+        w[0, 0] = 1000                                            # no longer an 8-bit mantissa
+        f["layer/1/weight"][...] = w
+    with pytest.raises(ArtifactError, match="break profile"):
+        Artifact.load(bad)
+    with h5py.File(bad, "r+") as f:
+        f.attrs["format_version"] = 99
+    with pytest.raises(ArtifactError, match="format version 99"):
+        Artifact.load(bad)
+
+
+def test_convert_rejects_env_that_does_not_fit(cartpole_checkpoint):
+    with pytest.raises(ShapeMismatchError, match="takes 4 inputs"):
+        convert(cartpole_checkpoint, "Acrobot-v1", ConvertOptions(calib_steps=10))
+    with pytest.raises(LavaloopError, match="unknown environment id"):
+        convert(cartpole_checkpoint, "NoSuchEnv-v0", ConvertOptions(calib_steps=10))
+
+
+def test_profiles_are_data(tmp_path):
+    assert load_profile("loihi2") is PROFILES["loihi2"]
+    good = tmp_path / "chip.json"
+    good.write_text(json.dumps({**PROFILES["loihi2"].to_dict(), "name": "mychip", "weight_bits": 6}))
+    assert load_profile(str(good)).weight_bits == 6
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "half", "weight_bits": 8}))
+    with pytest.raises(ProfileError, match="missing fields"):
+        load_profile(str(bad))
+    with pytest.raises(ProfileError, match="unknown chip profile"):
+        load_profile("loihi9")
+    assert isinstance(ChipProfile.from_dict(PROFILES["loihi2"].to_dict()), ChipProfile)
