@@ -29,7 +29,7 @@ def cmd_convert(args) -> None:
     for r in m["quantization"]:
         print(f"  {r['layer']:<24} vth={r['vth_min']}..{r['vth_max']} exp={r['weight_exp']:<3d} "
               f"weight error {100 * r['weight_rel_rms_error']:.2f}% (rel. RMS), "
-              f"bias error {100 * r['bias_rel_rms_error']:.2f}%")
+              f"bias change {100 * r['bias_rel_rms_error']:.2f}% (incl. bias correction)")
 
 
 def cmd_info(args) -> None:
