@@ -49,8 +49,7 @@ def check_env_fits(net: SourceNetwork, env: gym.Env, env_id: str) -> tuple[list[
     return list(obs_space.shape), int(act_space.n)
 
 
-def convert(checkpoint: str | Path, env_id: str, opts: ConvertOptions = ConvertOptions(),
-            log=print) -> Artifact:
+def convert(checkpoint: str | Path, env_id: str, opts: ConvertOptions = ConvertOptions()) -> Artifact:
     """Load, calibrate, normalize and quantize; returns the artifact (not yet saved)."""
     if opts.readout not in READOUTS:
         raise LavaloopError(f"unknown readout {opts.readout!r} (choose from {', '.join(READOUTS)})")

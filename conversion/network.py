@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from conversion.models.qnet import QNetwork
+
 
 @dataclass
 class DenseLayer:
@@ -36,7 +38,6 @@ class SourceNetwork:
     def n_actions(self) -> int:
         return self.layers[-1].weight.shape[0]
 
-    def to_torch(self):
-        """The float reference network (a QNetwork) with these weights."""
-        from conversion.models.qnet import QNetwork
+    def to_torch(self) -> QNetwork:
+        """The float reference network with these weights."""
         return QNetwork.from_arrays([l.weight for l in self.layers], [l.bias for l in self.layers])

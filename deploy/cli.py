@@ -33,7 +33,7 @@ def cmd_convert(args) -> None:
 
 
 def cmd_info(args) -> None:
-    from conversion.artifact import Artifact
+    from conversion.artifact import FORMAT_VERSION, Artifact
 
     art = Artifact.load(args.artifact)
     m = art.manifest
@@ -41,7 +41,7 @@ def cmd_info(args) -> None:
         print(json.dumps(m, indent=2))
         return
     src = m["source"]
-    print(f"{args.artifact}: lavaloop artifact v{m.get('format_version', 1)} (lavaloop {m['lavaloop_version']})")
+    print(f"{args.artifact}: lavaloop artifact v{FORMAT_VERSION} (lavaloop {m['lavaloop_version']})")
     print(f"  env        {m['env']['id']}  observation {tuple(m['obs_shape'])}, {m['n_actions']} actions")
     print(f"  source     {src['file']} ({src['format']}), sha256 {src['sha256'][:16]}...")
     print(f"  profile    {m['profile']['name']}: {m['profile']['description']}")

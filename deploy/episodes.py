@@ -8,6 +8,7 @@ import numpy as np
 from conversion.artifact import Artifact
 from conversion.envs import EnvSpec, make_env
 from conversion.errors import LavaloopError
+from conversion.models.qnet import QNetwork
 from processes.dynamics import epsilon_greedy
 
 
@@ -62,8 +63,8 @@ def decision_agreement(art: Artifact, log: EpisodeLog) -> tuple[float, list[floa
     return hits / max(log.decisions, 1), per_episode
 
 
-def source_network(art: Artifact):
-    from conversion.models.qnet import QNetwork
+def source_network(art: Artifact) -> QNetwork:
+    """The float source network stored in the artifact."""
     return QNetwork.from_arrays([s.weight for s in art.source], [s.bias for s in art.source])
 
 

@@ -22,7 +22,7 @@ def cartpole_artifact(tmp_path_factory):
     """The bundled CartPole DQN converted with a short calibration (path, Artifact)."""
     from conversion.convert import ConvertOptions, convert
 
-    art = convert(CARTPOLE, "CartPole-v1", ConvertOptions(calib_steps=1000), log=lambda *a: None)
+    art = convert(CARTPOLE, "CartPole-v1", ConvertOptions(calib_steps=1000))
     path = tmp_path_factory.mktemp("artifacts") / "cartpole.h5"
     art.save(path)
     return path, art
