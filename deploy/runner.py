@@ -75,7 +75,6 @@ def child_error(exc: BaseException) -> str:
 
 def run_lava(art: Artifact, settings: RunSettings, progress: bool = True) -> EpisodeLog:
     """Run the episodes inside one Lava runtime (Loihi2SimCfg, fixed-point models)."""
-    from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
 
     spec = EnvSpec.from_dict(art.manifest["env"])
