@@ -148,6 +148,12 @@ class Artifact:
         if int(m["timesteps"]) < 1:
             raise ArtifactError(f"{what}: timesteps must be >= 1")
         prof = self.profile
+        # processes.dynamics.dense computes in float64: exact only within these widths
+        fan_in = max(q.weight.shape[1] for q in self.layers)
+        if prof.weight_bits > 16 or max(prof.state_bits, prof.input_bits) > 24 or fan_in >= 1 << 13:
+            raise ArtifactError(f"{what}: profile {prof.name!r} / fan-in {fan_in} exceed the exact "
+                                "arithmetic range (weights <= 16 bits, states and inputs <= 24 bits, "
+                                "fan-in < 8192)")
         mant_max = (1 << (prof.weight_bits - 1)) - 1
         for i, q in enumerate(self.layers):
             if np.abs(q.weight.astype(np.int64)).max() > mant_max or not (

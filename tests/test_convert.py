@@ -127,3 +127,10 @@ def test_profiles_are_data(tmp_path):
     with pytest.raises(ProfileError, match="unknown chip profile"):
         load_profile("loihi9")
     assert isinstance(ChipProfile.from_dict(PROFILES["loihi2"].to_dict()), ChipProfile)
+
+
+def test_profile_beyond_exact_arithmetic_is_rejected(cartpole_artifact):
+    _, art = cartpole_artifact
+    wide = {**art.manifest, "profile": {**art.manifest["profile"], "state_bits": 32}}
+    with pytest.raises(ArtifactError, match="exact arithmetic range"):
+        Artifact(wide, art.layers, art.source).validate()
