@@ -10,11 +10,11 @@ import numpy as np
 
 from conversion.artifact import READOUTS, Artifact, lavaloop_version
 from conversion.envs import EnvSpec, make_env
-from conversion.errors import LavaloopError, ShapeMismatchError
+from conversion.errors import LavaloopError, ProfileError, ShapeMismatchError
 from conversion.loaders import load_checkpoint
 from conversion.network import SourceNetwork
 from conversion.normalize import collect_observations, layer_scales, normalize
-from conversion.profiles import load_profile
+from conversion.profiles import ChipProfile, load_profile
 from conversion.quantize import V_INITS, input_scale_bits, quantization_report, quantize
 
 
@@ -59,6 +59,9 @@ def convert(checkpoint: str | Path, env_id: str, opts: ConvertOptions = ConvertO
         raise LavaloopError(f"percentile must be in (0, 100], got {opts.percentile}")
     t0 = time.time()
     profile = load_profile(opts.profile)
+    if not isinstance(profile, ChipProfile):
+        raise ProfileError(f"profile {profile.name!r} is a {profile.kind} chip; converting a DQN needs "
+                           "a fixed-point profile (e.g. loihi2)")
     net = load_checkpoint(checkpoint)
     spec = EnvSpec(env_id)
     env = make_env(spec)

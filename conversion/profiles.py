@@ -24,19 +24,63 @@ class ChipProfile:
     fan_in: int | None = None
     description: str = ""
 
+    kind = "fixed_point"
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"kind": self.kind, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ChipProfile":
-        required = [f.name for f in fields(cls) if f.default is MISSING]
-        missing = [k for k in required if k not in d]
-        if missing:
-            raise ProfileError(f"profile {d.get('name', '?')!r} is missing fields: {', '.join(missing)}")
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ProfileError(f"profile {d.get('name', '?')!r} has unknown fields: {', '.join(unknown)}")
-        return cls(**d)
+    def from_dict(cls, d: dict):
+        return _from_dict(cls, d)
+
+
+@dataclass(frozen=True)
+class MixedSignalProfile:
+    """An analog/mixed-signal chip (DYNAP-SE family): shared weights, few levels, mismatch.
+
+    Neurons are leaky integrate-and-fire with an exponential (DPI) synapse, simulated at
+    `dt_ms`; the threshold is 1 in units of the synaptic current. Device mismatch scales
+    every neuron's threshold, time constants and synaptic gain by 1 + N(0, mismatch_sigma),
+    frozen per chip instance (a seed). Weights: a connection of multiplicity m has weight
+    m * the core's shared weight; `repeated_synapses` chips build it from m 1-bit synapses
+    (each uses one of the `fan_in` entries), others store m as one code < `weight_levels`.
+    """
+
+    name: str
+    neurons_per_core: int
+    cores_per_chip: int
+    fan_in: int                     # input synapses (CAM entries) per neuron
+    synapse_types: int              # synapse types per neuron, each with one shared weight per core
+    weight_levels: int              # distinct weight values of one synapse (2 = on/off)
+    repeated_synapses: bool         # multiplicity m uses m synapse entries
+    dt_ms: float
+    tau_mem_ms: float
+    tau_syn_ms: float
+    refractory_ms: float
+    mismatch_sigma: float           # coefficient of variation of every analog parameter
+    noise_sigma: float = 0.0        # membrane noise per step, in threshold units
+    description: str = ""
+
+    kind = "mixed_signal"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        return _from_dict(cls, d)
+
+
+def _from_dict(cls, d: dict):
+    d = {k: v for k, v in d.items() if k != "kind"}
+    required = [f.name for f in fields(cls) if f.default is MISSING]
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise ProfileError(f"profile {d.get('name', '?')!r} is missing fields: {', '.join(missing)}")
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ProfileError(f"profile {d.get('name', '?')!r} has unknown fields: {', '.join(unknown)}")
+    return cls(**d)
 
 
 PROFILES = {
@@ -45,17 +89,36 @@ PROFILES = {
         input_bits=16, threshold_bits=12, per_neuron_threshold=True, neurons_per_core=8192,
         description="Intel Loihi 2: 8-bit weight mantissa with a per-layer exponent, "
                     "24-bit neuron states, graded spikes, per-neuron thresholds"),
+    "dynapse1": MixedSignalProfile(
+        name="dynapse1", neurons_per_core=256, cores_per_chip=4, fan_in=64, synapse_types=4,
+        weight_levels=2, repeated_synapses=True, dt_ms=1.0, tau_mem_ms=20.0, tau_syn_ms=50.0,
+        refractory_ms=1.0, mismatch_sigma=0.2,
+        description="DYNAP-SE1: 4 cores x 256 AdExp/ExLIF neurons per chip, 64 1-bit CAM synapses "
+                    "per neuron, weights shared per core, mismatch 1 + N(0, 0.2)"),
+    "dynapse2": MixedSignalProfile(
+        name="dynapse2", neurons_per_core=256, cores_per_chip=4, fan_in=64, synapse_types=4,
+        weight_levels=16, repeated_synapses=False, dt_ms=1.0, tau_mem_ms=20.0, tau_syn_ms=50.0,
+        refractory_ms=1.0, mismatch_sigma=0.1,
+        description="DYNAP-SE2: 4 cores x 256 neurons, 64 synapses per neuron with 4-bit weights "
+                    "from 4 shared bit-currents per core, mismatch 1 + N(0, 0.1)"),
 }
 
 
-def load_profile(name_or_path: str) -> ChipProfile:
-    """A built-in profile by name, or a profile JSON file."""
+KINDS = {cls.kind: cls for cls in (ChipProfile, MixedSignalProfile)}
+
+
+def load_profile(name_or_path: str) -> ChipProfile | MixedSignalProfile:
+    """A built-in profile by name, or a profile JSON file (its `kind` picks the schema)."""
     if name_or_path in PROFILES:
         return PROFILES[name_or_path]
     path = Path(name_or_path)
     if path.suffix == ".json" and path.is_file():
         try:
-            return ChipProfile.from_dict(json.loads(path.read_text()))
-        except ValueError as exc:
+            d = json.loads(path.read_text())
+            kind = d.get("kind", ChipProfile.kind)
+            if kind not in KINDS:
+                raise ProfileError(f"{path}: unknown profile kind {kind!r} (known: {', '.join(KINDS)})")
+            return KINDS[kind].from_dict(d)
+        except (ValueError, AttributeError) as exc:
             raise ProfileError(f"{path}: not a valid profile JSON file ({exc})") from exc
     raise ProfileError(f"unknown chip profile {name_or_path!r} (known: {', '.join(sorted(PROFILES))})")

@@ -158,14 +158,18 @@ def guarded_run(proc, num_steps: int, cfg, timeout: float) -> None:
         raise failure[0]
 
 
-def terminate_children() -> None:
+def terminate_children(grace_s: float = 2.0) -> None:
     """Terminate (then kill) every child process of this process, and mark no runtime alive."""
-    for child in multiprocessing.active_children():
+    children = multiprocessing.active_children()
+    for child in children:
         child.terminate()
-    for child in multiprocessing.active_children():
-        child.join(2)
+    deadline = time.monotonic() + grace_s
+    while any(c.is_alive() for c in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for child in children:
         if child.is_alive():
             child.kill()
+    multiprocessing.active_children()   # reap
 
 
 def idle_corrected_counters(g, cfg, idle_windows: int) -> tuple[list[int], list[int]]:

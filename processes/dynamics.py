@@ -75,3 +75,50 @@ def epsilon_greedy(rng: np.random.Generator, values: np.ndarray, epsilon: float)
     if rng.random() < epsilon:
         return greedy, int(rng.integers(len(values)))
     return greedy, greedy
+
+
+# --- Mixed-signal chips (DYNAP-SE): regular spike generators and LIF neurons --------------
+#
+# These run in float64 with per-neuron constants drawn beforehand (mismatch, decay factors),
+# so every step is elementwise +, * and comparisons (bit-identical for any batch shape) plus
+# one product of 0/1 spikes with integer multiplicities (exact).
+
+def regular_spikes(phase: np.ndarray, increment: np.ndarray, one: int) -> tuple[np.ndarray, np.ndarray]:
+    """Regular spike generators (integer phase accumulators): phase += increment; spike on reaching `one`."""
+    phase = phase + increment
+    s = (phase >= one).astype(np.int64)
+    return phase - s * one, s
+
+
+def lif_step(state: dict, spikes_in: np.ndarray, p: dict, noise: np.ndarray | None = None) -> np.ndarray:
+    """One step of leaky integrate-and-fire neurons with exponential (DPI-like) synapses.
+
+    i_syn <- a_syn * i_syn + gain * (spikes_in @ conn)     conn: integer multiplicities (in, n)
+    v     <- a_mem * v + (1 - a_mem) * i_syn (+ noise)     held at 0 while refractory
+    spike when v >= vth; then v <- 0 for `refractory` steps.
+    `state` (i_syn, v float64; refr int64) is updated in place; returns the 0/1 spikes.
+    """
+    drive = np.matmul(np.asarray(spikes_in, np.float64)[..., None, :], p["conn"])[..., 0, :]
+    state["i_syn"] = p["a_syn"] * state["i_syn"] + p["gain"] * drive
+    v = p["a_mem"] * state["v"] + p["b_mem"] * state["i_syn"]
+    if noise is not None:
+        v = v + noise
+    refractory = state["refr"] > 0
+    v = np.where(refractory, 0.0, v)
+    s = (v >= p["vth"]).astype(np.int64)
+    state["v"] = np.where(s == 1, 0.0, v)
+    state["refr"] = np.where(s == 1, p["refractory"], np.maximum(state["refr"] - 1, 0))
+    return s
+
+
+def place_cell_increments(views: np.ndarray, table: np.ndarray, action_increment: int) -> np.ndarray:
+    """Generator increments for what the place cells show.
+
+    views (..., 9) int: the agent's 4 state bytes, the world model's 4 state bytes and the
+    world model's action (-1: none). table (256, cells): increments per byte value.
+    Returns (..., 8 * cells + 3): agent cells, world-model cells, action channels.
+    """
+    views = np.asarray(views, np.int64)
+    cells = table[views[..., :8]].reshape(*views.shape[:-1], -1)
+    actions = (views[..., 8:9] == np.arange(3)) * action_increment
+    return np.concatenate([cells, actions], axis=-1)

@@ -1,0 +1,113 @@
+"""The dreaming agent's chip on the Lava runtime: one run, one runtime for all its games.
+
+    host ──Injector──▶ PongIO ──views──▶ PlaceCells ──spikes──▶ LIFPopulation ──▶ Extractor ──▶ host
+                         └──────────────── info ───────────────────────────────▶ Extractor ──▶ host
+
+The host sends one command and window-1 HOLDs per window; the Injector blocks until they
+arrive, so the chip never runs ahead of the host. The Extractors sum a window's messages
+(spike counts; state, reward and error of the command step).
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from deploy.dreaming.chip import ChipSetup
+from deploy.runner import HANG_TIMEOUT_S, LavaRuntimeError, RuntimeHung, stop_runtime, terminate_children
+from processes.envio.process import decode_error
+from processes.pong_io.game import COMMAND_LEN, INFO_LEN
+
+
+class LavaChip:
+    """A chip backend (see EmulatedChip) for a single run on Lava's CPU simulator."""
+
+    def __init__(self, setup: ChipSetup):
+        from lava.magma.core.run_configs import Loihi2SimCfg
+        from lava.proc.io import utils
+        from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
+        from lava.proc.io.injector import Injector, PyLoihiInjectorModel
+
+        from processes.lif_population.process import LIFPopulation
+        from processes.place_cells.process import PlaceCells
+        from processes.pong_io.process import PongIO
+
+        s, p = setup, setup.network.params
+        self.window_steps = s.window
+        accumulate = utils.ChannelConfig(receive_not_empty=utils.ReceiveNotEmpty.ACCUMULATE)
+        self.injector = Injector(shape=(COMMAND_LEN,), buffer_size=2 * s.window)
+        self.io = PongIO(env_fn=s.env_fn, env_seed=s.env_seed, ram_index=s.ram_index, action_map=s.action_map,
+                         noop_steps=s.noop_steps)
+        self.cells = PlaceCells(table=s.table, action_increment=s.action_increment, phase_one=s.phase_one)
+        self.pop = LIFPopulation(conn=p["conn"], gain=p["gain"], a_syn=p["a_syn"], a_mem=p["a_mem"],
+                                 b_mem=p["b_mem"], vth=p["vth"], refractory=p["refractory"],
+                                 noise_sigma=s.noise_sigma, noise_seed=s.noise_seed)
+        self.spikes = Extractor(shape=(setup.network.size,), buffer_size=2 * s.window, channel_config=accumulate)
+        self.info = Extractor(shape=(INFO_LEN,), buffer_size=2 * s.window, channel_config=accumulate)
+        self.injector.out_port.connect(self.io.cmd_in)
+        self.io.views_out.connect(self.cells.views_in)
+        self.io.info_out.connect(self.info.in_port)
+        self.cells.s_out.connect(self.pop.s_in)
+        self.pop.s_out.connect(self.spikes.in_port)
+        self.cfg = Loihi2SimCfg(select_tag="fixed_pt", loglevel=logging.WARNING,
+                                exception_proc_model_map={Injector: PyLoihiInjectorModel,
+                                                          Extractor: PyLoihiExtractorModel})
+        self.hold = np.zeros(COMMAND_LEN)
+        self.windows_left = 0
+        self.steps = 0
+        try:
+            self.io.create_runtime(run_cfg=self.cfg)
+        except Exception as exc:
+            self.close()
+            raise LavaRuntimeError(f"could not start the Lava runtime: {exc}") from exc
+
+    def expect(self, windows: int) -> None:
+        """Start a non-blocking run of exactly `windows` windows (the next game or dream)."""
+        from lava.magma.core.run_conditions import RunSteps
+
+        self.io.run(condition=RunSteps(num_steps=windows * self.window_steps, blocking=False), run_cfg=self.cfg)
+        self.windows_left = windows
+
+    def window(self, commands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.windows_left <= 0:
+            raise RuntimeError("LavaChip.window called outside an expected run")
+        self.injector.send(np.asarray(commands[0], np.float64))
+        for _ in range(self.window_steps - 1):
+            self.injector.send(self.hold)
+        counts = self._receive(self.spikes)
+        info = self._receive(self.info)
+        self.steps += self.window_steps
+        self.windows_left -= 1
+        if self.windows_left == 0:
+            self.io.wait()
+        if info[-1] > 0:
+            raise LavaRuntimeError(f"the game failed inside the Lava runtime: {self._error()}")
+        return np.rint(counts).astype(np.int64)[None], info[None]
+
+    def _receive(self, extractor) -> np.ndarray:
+        """The sum of one window's messages; never waits forever on a dead runtime."""
+        port = extractor.out_port.external_pipe_csp_recv_port
+        deadline = time.monotonic() + HANG_TIMEOUT_S
+        while port._queue.qsize() < self.window_steps:
+            if time.monotonic() > deadline:
+                terminate_children()
+                raise RuntimeHung(f"the Lava runtime sent nothing for {HANG_TIMEOUT_S:.0f} s "
+                                  "(a process model probably failed); its processes were terminated")
+            time.sleep(1e-4)
+        return extractor.receive()
+
+    def _error(self) -> str:
+        """The game's error message, after running out the current run on HOLDs."""
+        for _ in range(self.windows_left):
+            for _ in range(self.window_steps):
+                self.injector.send(self.hold)
+            self._receive(self.spikes)
+            self._receive(self.info)
+        if self.windows_left:
+            self.io.wait()
+        self.windows_left = 0
+        return decode_error(self.io.error.get()) or "unknown error"
+
+    def close(self) -> None:
+        stop_runtime(self.io)

@@ -1,0 +1,110 @@
+"""The on-chip part of the dreaming agent: two fixed populations, drawn and mapped to a chip.
+
+Input channels (all regular spike generators): 40 place cells of the state the agent sees,
+40 place cells of the state the world model sees, 3 action channels of the world model.
+The agent population listens to the first 40, the world model to the other 43.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from conversion.errors import ProfileError
+from conversion.profiles import MixedSignalProfile
+from deploy.dreaming.pong import CELLS_PER_VAR, N_VARS
+
+N_PLACE = N_VARS * CELLS_PER_VAR
+N_CHANNELS = 2 * N_PLACE + 3
+MIN_FACTOR = 0.05     # mismatch factors are clipped here: no negative thresholds or gains
+
+
+@dataclass(frozen=True)
+class Topology:
+    hidden: int = 510             # neurons per population
+    synapses: int = 8             # input synapse entries per neuron (sum of multiplicities)
+    max_multiplicity: int = 4
+    weight: float = 0.04          # shared per-core synaptic weight, in threshold units
+
+
+@dataclass
+class ChipNetwork:
+    """Concrete numbers for the population process (see processes.dynamics.lif_step)."""
+
+    params: dict          # conn (N_CHANNELS, 2*hidden), gain, a_syn, a_mem, b_mem, vth, refractory
+    multiplicity: np.ndarray   # (2*hidden, synapses) per neuron, padded with 0
+    hidden: int
+
+    @property
+    def size(self) -> int:
+        return 2 * self.hidden
+
+
+def partition(rng: np.random.Generator, total: int, largest: int) -> list[int]:
+    """A random composition of `total` into parts of 1..largest."""
+    parts = []
+    while total > 0:
+        parts.append(int(rng.integers(1, min(largest, total) + 1)))
+        total -= parts[-1]
+    return parts
+
+
+def draw_connectivity(topo: Topology, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer multiplicity matrix (N_CHANNELS, 2*hidden) and the per-neuron multiplicities.
+
+    Agent neurons pick their generators among the agent's place cells; world-model neurons
+    give their first connection to a random action channel and the rest to its place cells.
+    """
+    rng = np.random.default_rng(seed)
+    n = 2 * topo.hidden
+    conn = np.zeros((N_CHANNELS, n), np.int64)
+    mult = np.zeros((n, topo.synapses), np.int64)
+    for j in range(n):
+        parts = partition(rng, topo.synapses, topo.max_multiplicity)
+        mult[j, :len(parts)] = parts
+        if j < topo.hidden:
+            sources = rng.choice(N_PLACE, size=len(parts), replace=False)
+        else:
+            sources = np.concatenate([[2 * N_PLACE + rng.integers(3)],
+                                      N_PLACE + rng.choice(N_PLACE, size=len(parts) - 1, replace=False)])
+        conn[sources, j] += parts
+    return conn, mult
+
+
+def check_mapping(topo: Topology, mult: np.ndarray, profile: MixedSignalProfile) -> None:
+    """Reject a network that breaks a limit of the chip, naming the limit."""
+    p = profile
+    cores = 2 * -(-topo.hidden // p.neurons_per_core)
+    if cores > p.cores_per_chip:
+        raise ProfileError(f"{p.name}: the agent and world-model populations ({topo.hidden} neurons each, "
+                           f"weights shared per core) need {cores} cores of {p.neurons_per_core} neurons; "
+                           f"the chip has {p.cores_per_chip}")
+    entries = mult.sum(1) if p.repeated_synapses else (mult > 0).sum(1)
+    if entries.max() > p.fan_in:
+        raise ProfileError(f"{p.name}: neuron {int(entries.argmax())} needs {int(entries.max())} input "
+                           f"synapses; the fan-in limit is {p.fan_in}")
+    if not p.repeated_synapses and mult.max() > p.weight_levels - 1:
+        raise ProfileError(f"{p.name}: a connection of multiplicity {int(mult.max())} needs more than the "
+                           f"{p.weight_levels} weight levels of one synapse")
+
+
+def draw_network(topo: Topology, profile: MixedSignalProfile, seed: int, mismatch_seed: int,
+                 mismatch_sigma: float | None = None) -> ChipNetwork:
+    """Connectivity from `seed`; device mismatch of one chip instance from `mismatch_seed`."""
+    conn, mult = draw_connectivity(topo, seed)
+    check_mapping(topo, mult, profile)
+    sigma = profile.mismatch_sigma if mismatch_sigma is None else mismatch_sigma
+    rng = np.random.default_rng(mismatch_seed)
+    n = 2 * topo.hidden
+    f_th, f_mem, f_syn, f_w = (np.maximum(1 + sigma * rng.standard_normal(n), MIN_FACTOR) for _ in range(4))
+    a_mem = np.exp(-profile.dt_ms / (profile.tau_mem_ms * f_mem))
+    params = {
+        "conn": conn.astype(np.float64),
+        "gain": topo.weight * f_w,
+        "a_syn": np.exp(-profile.dt_ms / (profile.tau_syn_ms * f_syn)),
+        "a_mem": a_mem,
+        "b_mem": 1.0 - a_mem,
+        "vth": f_th,
+        "refractory": int(round(profile.refractory_ms / profile.dt_ms)),
+    }
+    return ChipNetwork(params=params, multiplicity=mult, hidden=topo.hidden)

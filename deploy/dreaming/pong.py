@@ -1,0 +1,40 @@
+"""Pong from RAM as the dreaming agent sees it: 4 state bytes, 3 actions, place-cell coding."""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+RAM_INDEX = (49, 54, 21, 51)               # ball_x, ball_y, cpu_paddle_y, player_paddle_y
+STATE_NAMES = ("ball_x", "ball_y", "cpu_paddle_y", "player_paddle_y")
+ACTIONS = (0, 2, 3)                        # ALE NOOP, UP (RIGHT), DOWN (LEFT)
+N_VARS, CELLS_PER_VAR = len(RAM_INDEX), 10
+PHASE_ONE = 1 << 20                        # a generator spikes when its phase reaches this
+
+
+def make_env(sticky: float = 0.25, frameskip: int = 4):
+    """ALE Pong v5 with RAM observations, difficulty 0, the minimal action set."""
+    import ale_py
+
+    gym.register_envs(ale_py)
+    return gym.make("ALE/Pong-v5", obs_type="ram", frameskip=frameskip,
+                    repeat_action_probability=sticky, difficulty=0, full_action_space=False)
+
+
+def state_of(ram: np.ndarray) -> np.ndarray:
+    return np.asarray(ram, np.int64)[list(RAM_INDEX)]
+
+
+def place_cell_rates(rate_scale: float = 7000.0, sigma: float = 20.0, spacing: float = 26.6,
+                     offset: float = -10.0) -> np.ndarray:
+    """Firing rate (Hz) of place cell i for every byte value x: rate_scale * N(x; spacing*i + offset, sigma).
+
+    Shape (256, 10): row x holds the 10 cells of one state variable.
+    """
+    x = np.arange(256, dtype=np.float64)[:, None]
+    mu = spacing * np.arange(CELLS_PER_VAR) + offset
+    return rate_scale * np.exp(-0.5 * ((x - mu) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+
+
+def increments(rates_hz: np.ndarray, dt_ms: float) -> np.ndarray:
+    """Integer phase increments per time step of regular generators firing at `rates_hz`."""
+    return np.rint(rates_hz * dt_ms * 1e-3 * PHASE_ONE).astype(np.int64)

@@ -1,0 +1,148 @@
+"""Host-side readouts of the on-chip populations, batched over independent runs (leading axis R).
+
+The policy learns by REINFORCE with an eligibility trace and no baseline; the world model's
+readouts by an online delta rule. Both use Adam. All products are elementwise followed by a
+sum over the last axis, so a run computes the same bits alone or in a batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ReadoutRules:
+    filter_decay: float = 0.6065      # s <- decay * s + (1 - decay) * gain * counts (tau = 2 steps)
+    filter_gain: float = 5.0
+    logit_clip: float = 50.0
+    init_std: float = 0.1
+    trace_decay: float = 0.998
+    lr_policy: float = 0.004
+    lr_state: float = 0.002
+    lr_reward: float = 0.0004
+    reward_decay: float = 0.5         # reward target: r_l <- 0.5 r_l + r
+    max_delta: float = 30.0           # larger state changes (wrap-around, resets) count as 0
+
+
+class Adam:
+    """Adam ascent on arrays of any shape (one step counter for all runs: they update together)."""
+
+    def __init__(self, shape, lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
+        self.lr, self.b1, self.b2, self.eps = lr, b1, b2, eps
+        self.m, self.v, self.t = np.zeros(shape), np.zeros(shape), 0
+
+    def step(self, grad: np.ndarray) -> np.ndarray:
+        """The parameter change for gradient `grad` (to be added: ascent)."""
+        self.t += 1
+        self.m = self.b1 * self.m + (1 - self.b1) * grad
+        self.v = self.b2 * self.v + (1 - self.b2) * grad * grad
+        m_hat = self.m / (1 - self.b1 ** self.t)
+        v_hat = self.v / (1 - self.b2 ** self.t)
+        return self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+    def state(self, prefix: str) -> dict:
+        return {f"{prefix}.m": self.m, f"{prefix}.v": self.v, f"{prefix}.t": np.array(self.t)}
+
+    def load(self, prefix: str, d: dict) -> None:
+        self.m, self.v, self.t = d[f"{prefix}.m"], d[f"{prefix}.v"], int(d[f"{prefix}.t"])
+
+
+def linear(w: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """w (R, k, N) applied to s (R, N) -> (R, k)."""
+    return (w * s[:, None, :]).sum(-1)
+
+
+class Filter:
+    """Low-pass filtered spike counts of one population, per run."""
+
+    def __init__(self, rules: ReadoutRules, runs: int, n: int):
+        self.rules, self.s = rules, np.zeros((runs, n))
+
+    def update(self, counts: np.ndarray) -> np.ndarray:
+        r = self.rules
+        self.s = r.filter_decay * self.s + (1 - r.filter_decay) * r.filter_gain * counts
+        return self.s
+
+    def reset(self) -> None:
+        self.s[:] = 0.0
+
+
+class Policy:
+    """Softmax policy over 3 actions read out from the agent population."""
+
+    def __init__(self, rules: ReadoutRules, runs: int, n: int, rngs: list[np.random.Generator]):
+        self.rules, self.rngs = rules, rngs
+        self.J = np.stack([rng.normal(0.0, rules.init_std, (3, n)) for rng in rngs])
+        self.filter = Filter(rules, runs, n)
+        self.adam = Adam(self.J.shape, rules.lr_policy)
+        self.e, self.G = np.zeros_like(self.J), np.zeros_like(self.J)
+
+    def start_episode(self) -> None:
+        self.filter.reset()
+        self.e[:] = 0.0
+        self.G[:] = 0.0
+
+    def act(self, counts: np.ndarray) -> np.ndarray:
+        """Sample one action per run and extend the eligibility trace."""
+        s = self.filter.update(counts)
+        logits = np.clip(linear(self.J, s), -self.rules.logit_clip, self.rules.logit_clip)
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        u = np.array([rng.random() for rng in self.rngs])
+        actions = np.minimum((np.cumsum(p, 1) <= u[:, None]).sum(1), 2)
+        onehot = np.eye(3)[actions]
+        self.e = self.rules.trace_decay * self.e + (onehot - p)[:, :, None] * s[:, None, :]
+        return actions
+
+    def reward(self, r: np.ndarray) -> None:
+        self.G += r[:, None, None] * self.e
+
+    def update(self) -> None:
+        """Once per game (or dream): Adam ascent along the accumulated G."""
+        self.J += self.adam.step(self.G)
+
+    def state(self) -> dict:
+        return {"policy.J": self.J, **self.adam.state("policy.adam")}
+
+    def load(self, d: dict) -> None:
+        self.J = d["policy.J"]
+        self.adam.load("policy.adam", d)
+
+
+class WorldModel:
+    """Predicts the change of the 4 state bytes and the reward trace from the model population."""
+
+    def __init__(self, rules: ReadoutRules, runs: int, n: int):
+        self.rules = rules
+        self.filter = Filter(rules, runs, n)
+        self.W_s, self.W_r = np.zeros((runs, 4, n)), np.zeros((runs, 1, n))
+        self.adam_s, self.adam_r = Adam(self.W_s.shape, rules.lr_state), Adam(self.W_r.shape, rules.lr_reward)
+        self.r_trace = np.zeros(runs)
+
+    def start_episode(self) -> None:
+        self.filter.reset()
+        self.r_trace[:] = 0.0
+
+    def predict(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(delta state (R, 4), reward (R,)) for the transition the model population was shown."""
+        s = self.filter.update(counts)
+        return linear(self.W_s, s), linear(self.W_r, s)[:, 0]
+
+    def learn(self, delta_pred, reward_pred, delta: np.ndarray, reward: np.ndarray) -> None:
+        """One delta-rule step toward the observed change and reward trace."""
+        r = self.rules
+        delta = np.where(np.abs(delta) > r.max_delta, 0.0, delta)
+        self.r_trace = r.reward_decay * self.r_trace + reward
+        s = self.filter.s[:, None, :]
+        self.W_s += self.adam_s.step((delta - delta_pred)[:, :, None] * s)
+        self.W_r += self.adam_r.step((self.r_trace - reward_pred)[:, None, None] * s)
+
+    def state(self) -> dict:
+        return {"model.W_s": self.W_s, "model.W_r": self.W_r,
+                **self.adam_s.state("model.adam_s"), **self.adam_r.state("model.adam_r")}
+
+    def load(self, d: dict) -> None:
+        self.W_s, self.W_r = d["model.W_s"], d["model.W_r"]
+        self.adam_s.load("model.adam_s", d)
+        self.adam_r.load("model.adam_r", d)

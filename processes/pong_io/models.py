@@ -1,0 +1,53 @@
+"""ProcessModel of PongIO."""
+from __future__ import annotations
+
+import numpy as np
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+from processes.pong_io.game import HOLD, RamGame
+from processes.pong_io.process import PongIO
+
+
+@implements(proc=PongIO, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyPongIOModel(PyLoihiProcessModel):
+    cmd_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    views_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    info_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    error: np.ndarray = LavaPyType(np.ndarray, np.int32)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.game = None
+        self.failed = False
+
+    def fail(self, exc: Exception) -> None:
+        msg = f"{type(exc).__name__}: {exc}".encode("ascii", "replace")[: len(self.error)]
+        self.error[: len(msg)] = list(msg)
+        self.failed = True
+
+    def run_spk(self):
+        cmd = np.rint(self.cmd_in.recv()).astype(np.int64)
+        reward = 0.0
+        if not self.failed:
+            try:   # an exception must not reach the runtime: Lava would hang
+                if self.game is None:
+                    p = self.proc_params
+                    self.game = RamGame(p["env_fn"], p["env_seed"], p["ram_index"], p["action_map"],
+                                        p["noop_steps"])
+                if cmd[0] != HOLD:
+                    reward = self.game.apply(cmd)
+            except Exception as exc:  # noqa: BLE001
+                self.fail(exc)
+        if self.failed:
+            self.views_out.send(np.zeros(self.views_out.shape))
+            self.info_out.send(np.r_[np.zeros(self.info_out.shape[0] - 1), 1.0])
+        else:
+            self.views_out.send(self.game.views)
+            self.info_out.send(self.game.info(reward) if cmd[0] != HOLD else np.zeros(self.info_out.shape))

@@ -1,0 +1,28 @@
+"""PongIO: a RAM-observed Atari game inside the Lava runtime, driven by host commands."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.process.variable import Var
+
+from processes.envio.process import ERROR_LEN
+from processes.pong_io.game import COMMAND_LEN, INFO_LEN, VIEW_LEN
+
+
+class PongIO(AbstractProcess):
+    """Receives a command per step on `cmd_in` (see game.RamGame), sends what the place cells
+    show on `views_out` every step, and [state, reward, error flag] on `info_out` on the step of
+    each command (zeros on HOLD steps; the error flag on every step once failed). An exception raised by the game is stored in
+    `error` (ASCII codes) and flagged, never raised into the runtime.
+    """
+
+    def __init__(self, *, env_fn: Callable, env_seed: int, ram_index: Sequence[int],
+                 action_map: Sequence[int], noop_steps: int, name: str = "pong_io"):
+        super().__init__(env_fn=env_fn, env_seed=env_seed, ram_index=list(ram_index),
+                         action_map=list(action_map), noop_steps=noop_steps, name=name)
+        self.cmd_in = InPort(shape=(COMMAND_LEN,))
+        self.views_out = OutPort(shape=(VIEW_LEN,))
+        self.info_out = OutPort(shape=(INFO_LEN,))
+        self.error = Var(shape=(ERROR_LEN,), init=0)
