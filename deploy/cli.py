@@ -1,4 +1,4 @@
-"""The `lavaloop` command line: convert, info, run."""
+"""The `lavaloop` command line: convert, info, run, dream."""
 from __future__ import annotations
 
 import argparse
@@ -74,6 +74,27 @@ def cmd_run(args) -> None:
         print(f"results: {args.json}")
 
 
+def cmd_dream(args) -> None:
+    from deploy.dreaming.agent import DreamConfig
+    from deploy.dreaming.protocol import run
+
+    if args.env != "pong":
+        raise LavaloopError(f"unknown dreaming environment {args.env!r} (known: pong)")
+    cfg = DreamConfig(runs=args.runs, games=args.games, dream=not args.no_dream, profile=args.profile,
+                      mismatch_sigma=args.mismatch_sigma, mismatch_seed=args.mismatch_seed, seed=args.seed)
+    out = args.out or f"runs/pong_{'dream' if cfg.dream else 'nodream'}_{args.backend}"
+    rec = run(cfg, out, args.backend, args.checkpoint_every, progress=not args.no_progress)
+    c = rec["curve"]
+    print(f"{cfg.runs} runs x {cfg.games} games on {rec['backend']} ({rec['profile']['name']}, "
+          f"mismatch sigma {rec['mismatch_sigma']}, {'with' if cfg.dream else 'without'} dreaming): "
+          f"{rec['wall_s']:.0f} s")
+    if c:
+        print(f"  mean return over the last 50 games: start {c['start_mean']:+.2f}, "
+              f"final {c['final_mean']:+.2f} +- {c['final_sd']:.2f}; reaches -0.5 at game "
+              f"{c['first_game_mean_ge_-0.5']}, 0 at game {c['first_game_mean_ge_0']}")
+    print(f"results: {out}/results.json")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lavaloop", description="Run trained RL policies as spiking "
                                 "networks on Lava, closed-loop, under a chip's constraints.")
@@ -110,6 +131,22 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--json", help="write the results record here")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("dream", help="on-chip agent with host-trained readouts, learning from real "
+                       "games and dreams (resumable)")
+    d.add_argument("env", help="pong (Atari Pong from RAM)")
+    d.add_argument("--runs", type=int, default=10)
+    d.add_argument("--games", type=int, default=2000)
+    d.add_argument("--no-dream", action="store_true", help="learn from real games only")
+    d.add_argument("--profile", default="dynapse1", help="mixed-signal chip profile name or JSON file")
+    d.add_argument("--mismatch-sigma", type=float, help="override the profile's device mismatch")
+    d.add_argument("--mismatch-seed", type=int, default=0, help="the chip instance")
+    d.add_argument("--seed", type=int, default=0, help="run r uses seed + r")
+    d.add_argument("--backend", default="emulator", choices=["emulator", "lava"])
+    d.add_argument("--out", help="run directory (resumed if it exists); default runs/pong_<condition>_<backend>")
+    d.add_argument("--checkpoint-every", type=int, default=50, help="games between checkpoints (emulator)")
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=cmd_dream)
     return p
 
 

@@ -90,6 +90,21 @@ def regular_spikes(phase: np.ndarray, increment: np.ndarray, one: int) -> tuple[
     return phase - s * one, s
 
 
+def synaptic_drive(spikes_in: np.ndarray, conn: np.ndarray) -> np.ndarray:
+    """spikes_in @ conn for sparse spikes: the weighted sum of the rows of the spiking inputs.
+
+    spikes_in (in,) or (R, in); conn (in, n) or (R, in, n). Exact: the sums are of integers.
+    """
+    s = np.atleast_2d(spikes_in)
+    c = np.broadcast_to(conn, (s.shape[0], *conn.shape[-2:]))
+    drive = np.zeros((s.shape[0], c.shape[-1]))
+    for r in range(s.shape[0]):
+        idx = np.flatnonzero(s[r])
+        if len(idx):
+            drive[r] = s[r, idx] @ c[r, idx]
+    return drive.reshape(*np.shape(spikes_in)[:-1], c.shape[-1])
+
+
 def lif_step(state: dict, spikes_in: np.ndarray, p: dict, noise: np.ndarray | None = None) -> np.ndarray:
     """One step of leaky integrate-and-fire neurons with exponential (DPI-like) synapses.
 
@@ -98,7 +113,7 @@ def lif_step(state: dict, spikes_in: np.ndarray, p: dict, noise: np.ndarray | No
     spike when v >= vth; then v <- 0 for `refractory` steps.
     `state` (i_syn, v float64; refr int64) is updated in place; returns the 0/1 spikes.
     """
-    drive = np.matmul(np.asarray(spikes_in, np.float64)[..., None, :], p["conn"])[..., 0, :]
+    drive = synaptic_drive(spikes_in, p["conn"])
     state["i_syn"] = p["a_syn"] * state["i_syn"] + p["gain"] * drive
     v = p["a_mem"] * state["v"] + p["b_mem"] * state["i_syn"]
     if noise is not None:

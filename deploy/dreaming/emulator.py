@@ -48,8 +48,7 @@ class EmulatedChip:
 
     def get_state(self) -> dict:
         return {"chip.i_syn": self.state["i_syn"], "chip.v": self.state["v"], "chip.refr": self.state["refr"],
-                "chip.phase": self.phase,
-                "chip.games": np.stack([g.get_state() for g in self.games])}
+                "chip.phase": self.phase, **{f"chip.game{r}": g.get_state() for r, g in enumerate(self.games)}}
 
     def noise_states(self) -> list[dict]:
         return [rng.bit_generator.state for rng in self.noise]
@@ -57,8 +56,8 @@ class EmulatedChip:
     def set_state(self, d: dict, noise_states: list[dict]) -> None:
         self.state = {"i_syn": d["chip.i_syn"], "v": d["chip.v"], "refr": d["chip.refr"]}
         self.phase = d["chip.phase"]
-        for game, blob in zip(self.games, d["chip.games"]):
-            game.set_state(blob)
+        for r, game in enumerate(self.games):
+            game.set_state(d[f"chip.game{r}"])
         for rng, st in zip(self.noise, noise_states):
             rng.bit_generator.state = st
 

@@ -24,7 +24,7 @@ class Topology:
     hidden: int = 510             # neurons per population
     synapses: int = 8             # input synapse entries per neuron (sum of multiplicities)
     max_multiplicity: int = 4
-    weight: float = 0.04          # shared per-core synaptic weight, in threshold units
+    weight: float = 0.03          # shared per-core synaptic weight, in threshold units
 
 
 @dataclass

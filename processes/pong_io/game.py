@@ -30,7 +30,7 @@ class RamGame:
 
     def __init__(self, env_fn: Callable, seed: int, ram_index: Sequence[int], action_map: Sequence[int],
                  noop_steps: int):
-        self.env = env_fn()
+        self.env = env_fn().unwrapped   # the bare ALE env: wrappers cost more than the game
         self.env.reset(seed=seed)       # seeds the emulator once; later resets continue its RNG
         self.ram_index, self.action_map, self.noop_steps = list(ram_index), list(action_map), noop_steps
         self.views = np.array([0] * 8 + [-1], np.int64)

@@ -1,0 +1,170 @@
+"""The paper's protocol: R runs x G games, checkpointed in a run directory, summarized as curves.
+
+The emulator plays all runs as one batch and checkpoints every few games; Lava plays the runs
+one after another (one runtime per run, for all its games) and checkpoints after each run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from conversion.errors import LavaloopError
+from deploy.dreaming.agent import DreamConfig, DreamingAgent
+from deploy.dreaming.emulator import EmulatedChip
+from deploy.results import versions, write_json
+
+BACKENDS = ("emulator", "lava")
+CURVE_EVERY = 50          # the curve: mean return over the last 50 games, every 50 games
+
+
+class RunDirError(LavaloopError):
+    """A run directory that cannot be resumed with this configuration."""
+
+
+class RunDir:
+    """config.json (what was asked) and checkpoint.npz (where it stands), both written atomically."""
+
+    def __init__(self, path: str | Path, cfg: DreamConfig, backend: str):
+        self.path, self.cfg, self.backend = Path(path), cfg, backend
+        self.config = {"backend": backend, **cfg.to_dict()}
+
+    def open(self) -> dict | None:
+        """Create the directory, or check it holds the same configuration; the last checkpoint or None."""
+        cfg_file = self.path / "config.json"
+        if cfg_file.exists():
+            try:
+                old = json.loads(cfg_file.read_text())
+            except ValueError as exc:
+                raise RunDirError(f"{cfg_file} is not valid JSON ({exc})") from exc
+            if old != json.loads(json.dumps(self.config)):
+                diff = sorted(k for k in set(old) | set(self.config) if old.get(k) != json.loads(json.dumps(self.config)).get(k))
+                raise RunDirError(f"{self.path} holds a run with a different configuration (differs in: "
+                                  f"{', '.join(diff)}); use another --out or the same options")
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            write_json(cfg_file, self.config)
+        ckpt = self.path / "checkpoint.npz"
+        if not ckpt.exists():
+            return None
+        with np.load(ckpt, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+        data["meta"] = json.loads(str(data["meta"]))
+        return data
+
+    def save(self, arrays: dict, meta: dict) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.path, suffix=".npz.tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+            os.replace(tmp, self.path / "checkpoint.npz")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def run_emulator(cfg: DreamConfig, rundir: RunDir, data: dict | None, checkpoint_every: int,
+                 progress: bool) -> tuple[np.ndarray, dict]:
+    chip = EmulatedChip(cfg.setups())
+    agent = DreamingAgent(cfg, chip)
+    returns = np.zeros((cfg.runs, cfg.games))
+    done, wall = 0, 0.0
+    if data is not None:
+        meta = data["meta"]
+        done, wall = meta["games_done"], meta["wall_s"]
+        returns[:, :done] = data["returns"][:, :done]
+        agent.load(data)
+        agent.set_rng_states(meta["rng"])
+        chip.set_state(data, meta["noise_rng"])
+    t0 = time.time() - wall
+    try:
+        with tqdm(total=cfg.games, initial=done, desc=f"games ({cfg.runs} runs, emulator)", unit="game",
+                  disable=not progress) as bar:
+            for g in range(done, cfg.games):
+                returns[:, g] = agent.play(g)
+                if cfg.dream:
+                    agent.dream(g)
+                bar.update(1)
+                if (g + 1) % checkpoint_every == 0 or g + 1 == cfg.games:
+                    meta = {"games_done": g + 1, "wall_s": time.time() - t0, "rng": agent.rng_states(),
+                            "noise_rng": chip.noise_states()}
+                    rundir.save({"returns": returns, **agent.state(), **chip.get_state()}, meta)
+                    if progress:
+                        bar.set_postfix(last50=f"{returns[:, max(0, g - 49):g + 1].mean():+.2f}")
+    finally:
+        chip.close()
+    return returns, {"wall_s": time.time() - t0, "wall_s_per_run": None}
+
+
+def run_lava(cfg: DreamConfig, rundir: RunDir, data: dict | None, progress: bool) -> tuple[np.ndarray, dict]:
+    from deploy.dreaming.lava_chip import LavaChip
+
+    setups = cfg.setups()
+    returns = np.zeros((cfg.runs, cfg.games))
+    run_walls: list[float] = []
+    if data is not None:
+        run_walls = data["meta"]["run_walls"]
+        returns[:len(run_walls)] = data["returns"][:len(run_walls)]
+    with tqdm(total=cfg.runs * cfg.games, initial=len(run_walls) * cfg.games, desc="games (lava)",
+              unit="game", disable=not progress) as bar:
+        for r in range(len(run_walls), cfg.runs):
+            t0 = time.time()
+            chip = LavaChip(setups[r])
+            try:
+                agent = DreamingAgent(cfg, chip, first_run=r, runs=1)
+                for g in range(cfg.games):
+                    returns[r, g] = agent.play(g)[0]
+                    if cfg.dream:
+                        agent.dream(g)
+                    bar.update(1)
+            finally:
+                chip.close()
+            run_walls.append(time.time() - t0)
+            rundir.save({"returns": returns}, {"run_walls": run_walls})
+    return returns, {"wall_s": float(sum(run_walls)), "wall_s_per_run": run_walls}
+
+
+def curve(returns: np.ndarray) -> dict:
+    """Mean return over the last 50 games every 50 games: per run, and mean and SD across runs."""
+    games = np.arange(CURVE_EVERY, returns.shape[1] + 1, CURVE_EVERY)
+    per_run = np.stack([returns[:, g - CURVE_EVERY:g].mean(1) for g in games], 1)
+    mean = per_run.mean(0)
+
+    def first(level):
+        hit = np.nonzero(mean >= level)[0]
+        return int(games[hit[0]]) if len(hit) else None
+
+    final = per_run[:, -1]
+    return {"games": games.tolist(), "mean": mean.round(4).tolist(), "sd": per_run.std(0).round(4).tolist(),
+            "per_run": per_run.round(4).tolist(), "first_game_mean_ge_-0.5": first(-0.5),
+            "first_game_mean_ge_0": first(0.0), "final_mean": float(final.mean()),
+            "final_sd": float(final.std()), "start_mean": float(mean[0])}
+
+
+def run(cfg: DreamConfig, out: str | Path, backend: str = "emulator", checkpoint_every: int = 50,
+        progress: bool = True) -> dict:
+    """Run (or resume) the protocol in `out`; writes and returns out/results.json's record."""
+    if backend not in BACKENDS:
+        raise LavaloopError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if cfg.runs < 1 or cfg.games < 1:
+        raise LavaloopError("runs and games must be >= 1")
+    cfg.setups()                      # profile and chip limits, before anything is written
+    rundir = RunDir(out, cfg, backend)
+    data = rundir.open()
+    if backend == "emulator":
+        returns, timing = run_emulator(cfg, rundir, data, checkpoint_every, progress)
+    else:
+        returns, timing = run_lava(cfg, rundir, data, progress)
+    profile = cfg.chip_profile()
+    record = {"protocol": "neuromorphic dreaming, Pong from RAM", "backend": backend, "config": cfg.to_dict(),
+              "profile": profile.to_dict(),
+              "mismatch_sigma": profile.mismatch_sigma if cfg.mismatch_sigma is None else cfg.mismatch_sigma,
+              "curve": curve(returns) if cfg.games >= CURVE_EVERY else None,
+              "returns": returns.astype(int).tolist(), **timing, "versions": versions()}
+    write_json(Path(out) / "results.json", record)
+    return record

@@ -1,0 +1,142 @@
+"""The dreaming agent: chip profiles and limits, Lava == emulator, resume, bad input."""
+import json
+import multiprocessing
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from conversion.errors import LavaloopError, ProfileError
+from conversion.profiles import PROFILES, MixedSignalProfile, load_profile
+from deploy.dreaming import protocol
+from deploy.dreaming.agent import DreamConfig, DreamingAgent
+from deploy.dreaming.emulator import EmulatedChip
+from deploy.dreaming.network import Topology, draw_network
+from processes.dynamics import lif_step, regular_spikes
+from test_cli import assert_clean_failure, lavaloop
+
+SHORT = dict(agent_steps=12, dream_steps=4, silent_games=1)
+
+
+def play(cfg: DreamConfig, chip, first_run=0, runs=None, games=None):
+    agent = DreamingAgent(cfg, chip, first_run=first_run, runs=runs)
+    returns = []
+    for g in range(games or cfg.games):
+        returns.append(agent.play(g))
+        if cfg.dream:
+            agent.dream(g)
+    return np.array(returns), agent.state()
+
+
+def test_network_respects_the_paper_and_the_chip():
+    net = draw_network(Topology(), PROFILES["dynapse1"], seed=0, mismatch_seed=0)
+    conn = net.params["conn"]
+    assert conn.shape == (83, 1020)
+    assert np.all(conn.sum(0) == 8) and conn.max() <= 4            # 8 synapses, multiplicity 1-4
+    assert not conn[40:, :510].any() and not conn[:40, 510:].any()  # agent / world model inputs
+    assert np.all(conn[80:, 510:].sum(0) >= 1)                     # every model neuron hears an action
+    vth = net.params["vth"]
+    assert 0.15 < vth.std() < 0.25 and abs(vth.mean() - 1) < 0.05   # mismatch 1 + N(0, 0.2)
+    ideal = draw_network(Topology(), PROFILES["dynapse1"], seed=0, mismatch_seed=0, mismatch_sigma=0.0)
+    assert np.all(ideal.params["vth"] == 1.0) and np.array_equal(ideal.params["conn"], conn)
+
+
+@pytest.mark.parametrize("topo, needle", [
+    (Topology(hidden=600), "need 6 cores"),
+    (Topology(synapses=80, max_multiplicity=4), "fan-in limit is 64"),
+])
+def test_networks_that_break_dynapse1_limits_are_rejected(topo, needle):
+    with pytest.raises(ProfileError, match=needle):
+        draw_network(topo, PROFILES["dynapse1"], 0, 0)
+
+
+def test_dynapse2_weight_levels():
+    draw_network(Topology(max_multiplicity=4), PROFILES["dynapse2"], 0, 0)
+    with pytest.raises(ProfileError, match="16 weight levels"):
+        draw_network(Topology(synapses=40, max_multiplicity=20), PROFILES["dynapse2"], 0, 0)
+
+
+def test_profiles_load_by_kind(tmp_path):
+    assert isinstance(load_profile("dynapse2"), MixedSignalProfile)
+    f = tmp_path / "chip.json"
+    f.write_text(json.dumps(PROFILES["dynapse1"].to_dict()))
+    assert load_profile(str(f)) == PROFILES["dynapse1"]
+    d = PROFILES["dynapse1"].to_dict()
+    del d["fan_in"]
+    f.write_text(json.dumps(d))
+    with pytest.raises(ProfileError, match="missing fields: fan_in"):
+        load_profile(str(f))
+
+
+def test_regular_generators_and_lif_neurons():
+    phase, total = np.zeros(3, np.int64), np.zeros(3, np.int64)
+    for _ in range(1000):   # 1000 steps at 10, 100, 0 spikes per 1000 steps
+        phase, s = regular_spikes(phase, np.array([10, 100, 0]), 1000)
+        total += s
+    assert total.tolist() == [10, 100, 0]
+    p = {"conn": np.array([[1.0, 4.0]]), "gain": np.full(2, 0.1), "a_syn": np.full(2, 0.9),
+         "a_mem": np.full(2, 0.5), "b_mem": np.full(2, 0.5), "vth": np.ones(2), "refractory": 2}
+    state = {"i_syn": np.zeros(2), "v": np.zeros(2), "refr": np.zeros(2, np.int64)}
+    spikes = np.array([lif_step(state, np.array([1]), p) for _ in range(50)])
+    assert spikes[:, 0].sum() == 0 and spikes[:, 1].sum() > 3     # only the multiplicity-4 neuron fires
+    first = int(np.argmax(spikes[:, 1]))
+    assert not spikes[first + 1:first + 3, 1].any()                # refractory for 2 steps
+
+
+def test_batched_emulator_equals_single_runs():
+    cfg = DreamConfig(runs=2, games=2, **SHORT)
+    both, state = play(cfg, EmulatedChip(cfg.setups()))
+    one, state1 = play(cfg, EmulatedChip(cfg.setups()[1:]), first_run=1, runs=1)
+    assert np.array_equal(both[:, 1], one[:, 0])
+    assert np.array_equal(state["policy.J"][1], state1["policy.J"][0])
+
+
+def test_emulator_is_bit_exact_with_lava():
+    from deploy.dreaming.lava_chip import LavaChip
+
+    cfg = DreamConfig(runs=2, games=3, **SHORT)
+    setups = cfg.setups()
+    emu, emu_state = play(cfg, EmulatedChip(setups))
+    chip = LavaChip(setups[1])
+    try:
+        lava, lava_state = play(cfg, chip, first_run=1, runs=1)
+    finally:
+        chip.close()
+    assert not multiprocessing.active_children()
+    assert np.array_equal(emu[:, 1], lava[:, 0])
+    for key, value in lava_state.items():
+        assert np.array_equal(emu_state[key][1:2] if value.ndim else emu_state[key], value), key
+    assert np.abs(lava_state["model.W_s"]).sum() > 0          # the world model did learn
+
+
+def test_resume_continues_exactly(tmp_path):
+    cfg = DreamConfig(runs=2, games=6, **SHORT)
+    whole = protocol.run(cfg, tmp_path / "whole", checkpoint_every=2, progress=False)
+    stop = DreamConfig(runs=2, games=4, **SHORT)      # interrupted after 4 games ...
+    protocol.run(stop, tmp_path / "part", checkpoint_every=2, progress=False)
+    cfg_file = tmp_path / "part" / "config.json"       # ... then resumed with the full length
+    cfg_file.write_text(json.dumps({**json.loads(cfg_file.read_text()), "games": 6}))
+    resumed = protocol.run(cfg, tmp_path / "part", checkpoint_every=2, progress=False)
+    assert resumed["returns"] == whole["returns"]
+    with pytest.raises(protocol.RunDirError, match="differs in: dream"):
+        protocol.run(DreamConfig(runs=2, games=6, dream=False, **SHORT), tmp_path / "part", progress=False)
+
+
+def test_dream_cli_bad_input(tmp_path):
+    assert_clean_failure(lavaloop("dream", "pong", "--profile", "dynapse9", "--out", tmp_path / "a"),
+                         "deploy.cli", "unknown chip profile 'dynapse9'")
+    assert_clean_failure(lavaloop("dream", "pong", "--profile", "loihi2", "--out", tmp_path / "b"),
+                         "deploy.cli", "mixed-signal")
+    assert_clean_failure(lavaloop("dream", "breakout", "--out", tmp_path / "c"), "deploy.cli",
+                         "unknown dreaming environment")
+    bad = tmp_path / "chip.json"
+    d = PROFILES["dynapse1"].to_dict()
+    del d["tau_mem_ms"]
+    bad.write_text(json.dumps(d))
+    assert_clean_failure(lavaloop("dream", "pong", "--profile", bad, "--out", tmp_path / "d"),
+                         "deploy.cli", "missing fields: tau_mem_ms")
+    run = tmp_path / "run"
+    ok = lavaloop("dream", "pong", "--runs", 1, "--games", 1, "--out", run, "--no-progress")
+    assert ok.returncode == 0, ok.stderr
+    assert_clean_failure(lavaloop("dream", "pong", "--runs", 1, "--games", 1, "--no-dream", "--out", run),
+                         "deploy.cli", "different configuration", "dream")
