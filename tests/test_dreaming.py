@@ -5,8 +5,7 @@ import multiprocessing
 import numpy as np
 import pytest
 
-from conftest import ROOT
-from conversion.errors import LavaloopError, ProfileError
+from conversion.errors import ProfileError
 from conversion.profiles import PROFILES, MixedSignalProfile, load_profile
 from deploy.dreaming import protocol
 from deploy.dreaming.agent import DreamConfig, DreamingAgent
@@ -107,6 +106,46 @@ def test_emulator_is_bit_exact_with_lava():
     for key, value in lava_state.items():
         assert np.array_equal(emu_state[key][1:2] if value.ndim else emu_state[key], value), key
     assert np.abs(lava_state["model.W_s"]).sum() > 0          # the world model did learn
+
+
+def broken_env():
+    raise RuntimeError("the cabinet caught fire")
+
+
+def test_game_failure_inside_lava_is_reported():
+    from deploy.dreaming.lava_chip import LavaChip
+    from deploy.runner import LavaRuntimeError
+
+    cfg = DreamConfig(runs=1, games=1, **SHORT)
+    setup = cfg.setups()[0]
+    setup.env_fn = broken_env
+    chip = LavaChip(setup)
+    try:
+        with pytest.raises(LavaRuntimeError, match="cabinet caught fire"):
+            play(cfg, chip)
+    finally:
+        chip.close()
+    assert not multiprocessing.active_children()
+
+
+def test_a_dying_process_model_does_not_hang(monkeypatch):
+    from deploy.dreaming import lava_chip
+    from deploy.runner import RuntimeHung
+    from processes.lif_population import models
+
+    def crash(self):
+        raise ZeroDivisionError("model bug")
+
+    monkeypatch.setattr(models.PyLIFPopulationModel, "run_spk", crash)
+    monkeypatch.setattr(lava_chip, "HANG_TIMEOUT_S", 5.0)
+    cfg = DreamConfig(runs=1, games=1, **SHORT)
+    chip = lava_chip.LavaChip(cfg.setups()[0])
+    try:
+        with pytest.raises(RuntimeHung):
+            play(cfg, chip)
+    finally:
+        chip.close()
+    assert not multiprocessing.active_children()
 
 
 def test_resume_continues_exactly(tmp_path):
