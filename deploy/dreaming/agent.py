@@ -80,15 +80,14 @@ class DreamingAgent:
 
     def __init__(self, cfg: DreamConfig, chip, first_run: int = 0, runs: int | None = None):
         self.cfg, self.chip = cfg, chip
-        runs = cfg.runs if runs is None else runs
-        h = cfg.topology.hidden
-        self.h = h
-        self.rngs = [np.random.default_rng(cfg.seed + first_run + r) for r in range(runs)]
-        self.policy = Policy(cfg.rules, runs, h, self.rngs)
-        self.model = WorldModel(cfg.rules, runs, h)
-        self.runs = runs
+        self.runs = cfg.runs if runs is None else runs
+        self.h = cfg.topology.hidden
+        self.rngs = [np.random.default_rng(cfg.seed + first_run + r) for r in range(self.runs)]
+        self.policy = Policy(cfg.rules, self.runs, self.h, self.rngs)
+        self.model = WorldModel(cfg.rules, self.runs, self.h)
 
     def _window(self, cmds: list[np.ndarray]):
+        """(agent counts, world-model counts, info) of one window."""
         counts, info = self.chip.window(np.stack(cmds))
         return counts[:, :self.h], counts[:, self.h:], info
 

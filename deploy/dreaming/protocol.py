@@ -98,7 +98,7 @@ def run_emulator(cfg: DreamConfig, rundir: RunDir, data: dict | None, checkpoint
                         bar.set_postfix(last50=f"{returns[:, max(0, g - 49):g + 1].mean():+.2f}")
     finally:
         chip.close()
-    return returns, {"wall_s": time.time() - t0, "wall_s_per_run": None}
+    return returns, {"wall_s": time.time() - t0}
 
 
 def run_lava(cfg: DreamConfig, rundir: RunDir, data: dict | None, progress: bool) -> tuple[np.ndarray, dict]:
