@@ -11,6 +11,7 @@ Writes results/dreaming_pong.json and .png.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import tempfile
 import time
@@ -96,9 +97,10 @@ def main() -> None:
             jobs[f"dream_sigma{sigma}"] = DreamConfig(runs=args.sweep_runs, games=args.games, dream=True,
                                                       mismatch_sigma=sigma)
     t0 = time.time()
-    with ProcessPoolExecutor(args.jobs) as pool:
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("fork")) as pool:
         results = dict(pool.map(condition, jobs, jobs.values()))
     timing = lava_timing(args.lava_games)      # after the pool: timed on an idle machine
+    # (the pool uses its own fork context: Lava sets the global start method itself)
     sweep = []
     for sigma in SIGMAS:
         rec = results["dream" if sigma == 0.2 else f"dream_sigma{sigma}"]
