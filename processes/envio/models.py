@@ -10,7 +10,7 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from processes.dynamics import encode_input, epsilon_greedy
-from processes.envio.process import EnvIO
+from processes.envio.process import EnvIO, encode_error
 
 
 @implements(proc=EnvIO, protocol=LoihiProtocol)
@@ -70,8 +70,8 @@ class PyEnvIOModel(PyLoihiProcessModel):
 
     def fail(self, exc: Exception) -> None:
         """Record the error for the host and go idle."""
-        msg = f"{type(exc).__name__}: {exc}".encode("ascii", "replace")[: len(self.error)]
-        self.error[: len(msg)] = list(msg)
+        msg = encode_error(exc, len(self.error))
+        self.error[: len(msg)] = msg
         self.episode = len(self.seeds)
         self.payload = np.zeros(self.obs_out.shape, np.int64)
 

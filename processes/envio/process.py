@@ -48,6 +48,11 @@ class EnvIO(AbstractProcess):
 ERROR_LEN = 300
 
 
+def encode_error(exc: Exception, length: int = ERROR_LEN) -> list[int]:
+    """An exception as ASCII codes for an `error` Var (see decode_error)."""
+    return list(f"{type(exc).__name__}: {exc}".encode("ascii", "replace")[:length])
+
+
 def decode_error(codes: np.ndarray) -> str:
     """The message stored in EnvIO's `error` Var ('' if none)."""
     return bytes(int(c) for c in codes if c).decode("ascii", "replace")

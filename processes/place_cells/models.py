@@ -24,7 +24,7 @@ class PyPlaceCellsModel(PyLoihiProcessModel):
 
     def run_spk(self):
         views = np.rint(self.views_in.recv()).astype(np.int64)
-        inc = place_cell_increments(views, self.table.astype(np.int64), self.proc_params["action_increment"])
-        phase, s = regular_spikes(self.clock.astype(np.int64), inc, self.proc_params["phase_one"])
+        inc = place_cell_increments(views, self.table, self.proc_params["action_increment"])
+        phase, s = regular_spikes(self.clock, inc, self.proc_params["phase_one"])
         self.clock[:] = phase
         self.s_out.send(s)

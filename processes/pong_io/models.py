@@ -9,6 +9,7 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
+from processes.envio.process import encode_error
 from processes.pong_io.game import HOLD, RamGame
 from processes.pong_io.process import PongIO
 
@@ -28,8 +29,8 @@ class PyPongIOModel(PyLoihiProcessModel):
         self.failed = False
 
     def fail(self, exc: Exception) -> None:
-        msg = f"{type(exc).__name__}: {exc}".encode("ascii", "replace")[: len(self.error)]
-        self.error[: len(msg)] = list(msg)
+        msg = encode_error(exc, len(self.error))
+        self.error[: len(msg)] = msg
         self.failed = True
 
     def run_spk(self):
