@@ -1,4 +1,4 @@
-"""Environment construction from a JSON-able spec (shared by calibration, EnvIO and replay)."""
+"""Environment construction from a JSON-able spec (shared by calibration, training, EnvIO and replay)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -13,24 +13,67 @@ class UnknownEnvError(LavaloopError):
 
 
 @dataclass(frozen=True)
+class AtariPreprocessing:
+    """The DQN's view of an ALE game (Mnih et al. 2015; the DQN->SNN paper's protocol).
+
+    The ALE env runs with frameskip 1; gymnasium's AtariPreprocessing repeats each action
+    `frame_skip` times with a max over the last two frames, starts episodes with up to
+    `noop_max` no-ops and downsamples to `screen_size`^2 grayscale; `frame_stack` frames
+    are stacked (padded with the reset frame). `repeat_action_probability` is ALE's
+    sticky-action probability (0 = the paper's NoFrameskip-v4 games, 0.25 = ALE v5).
+    Evaluation plays full games (no episode end at life loss).
+    """
+
+    noop_max: int = 30
+    frame_skip: int = 4
+    screen_size: int = 84
+    frame_stack: int = 4
+    repeat_action_probability: float = 0.0
+
+    @property
+    def obs_shape(self) -> tuple[int, int, int]:
+        return (self.frame_stack, self.screen_size, self.screen_size)
+
+
+@dataclass(frozen=True)
 class EnvSpec:
     """What is needed to rebuild the environment a policy was trained on."""
 
     id: str
     kwargs: dict = field(default_factory=dict)
     max_episode_steps: int | None = None
+    atari: AtariPreprocessing | None = None
+
+    @classmethod
+    def for_id(cls, env_id: str, sticky: float | None = None, max_episode_steps: int | None = None) -> "EnvSpec":
+        """The default spec of `env_id`: ALE games get the DQN preprocessing."""
+        if is_atari(env_id):
+            pre = AtariPreprocessing(repeat_action_probability=0.0 if sticky is None else sticky)
+            return cls(env_id, max_episode_steps=max_episode_steps, atari=pre)
+        if sticky is not None:
+            raise LavaloopError(f"sticky actions apply to ALE games only, not {env_id!r}")
+        return cls(env_id, max_episode_steps=max_episode_steps)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "EnvSpec":
-        return cls(id=d["id"], kwargs=dict(d.get("kwargs", {})),
-                   max_episode_steps=d.get("max_episode_steps"))
+        atari = d.get("atari")
+        return cls(id=d["id"], kwargs=dict(d.get("kwargs", {})), max_episode_steps=d.get("max_episode_steps"),
+                   atari=AtariPreprocessing(**atari) if atari else None)
+
+
+def is_atari(env_id: str) -> bool:
+    return env_id.startswith("ALE/")
 
 
 def check_env_id(env_id: str) -> None:
     """Raise UnknownEnvError with a clear message if gymnasium does not know `env_id`."""
+    if is_atari(env_id):
+        import ale_py
+
+        gym.register_envs(ale_py)
     if env_id not in gym.registry:
         try:
             gym.spec(env_id)  # also resolves namespaced ids after their plugin import
@@ -41,10 +84,19 @@ def check_env_id(env_id: str) -> None:
 def make_env(spec: EnvSpec) -> gym.Env:
     """Build the gymnasium environment described by `spec`."""
     check_env_id(spec.id)
-    kwargs = dict(spec.kwargs)
-    if spec.max_episode_steps is not None:
-        kwargs["max_episode_steps"] = spec.max_episode_steps
-    return gym.make(spec.id, **kwargs)
+    pre = spec.atari
+    if pre is None:
+        limit = {} if spec.max_episode_steps is None else {"max_episode_steps": spec.max_episode_steps}
+        return gym.make(spec.id, **spec.kwargs, **limit)
+    env = gym.make(spec.id, frameskip=1, repeat_action_probability=pre.repeat_action_probability,
+                   **spec.kwargs)
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=pre.noop_max, frame_skip=pre.frame_skip,
+                                          screen_size=pre.screen_size, terminal_on_life_loss=False,
+                                          grayscale_obs=True, scale_obs=False)
+    env = gym.wrappers.FrameStackObservation(env, pre.frame_stack)
+    if spec.max_episode_steps is not None:  # in agent steps, not frames
+        env = gym.wrappers.TimeLimit(env, spec.max_episode_steps)
+    return env
 
 
 def episode_limit(spec: EnvSpec, default: int = 27_000) -> int:

@@ -51,3 +51,20 @@ class QNetwork(nn.Module):
             if not isinstance(module, nn.Linear) or module is self.network[-1]:
                 outs.append(x.numpy())
         return outs
+
+
+class NatureDQN(nn.Module):
+    """The Nature DQN (Mnih et al. 2015) in CleanRL's `dqn_atari` layout: uint8 frames / 255."""
+
+    def __init__(self, n_actions: int, frames: int = 4):
+        super().__init__()
+        self.network = nn.Sequential(
+            nn.Conv2d(frames, 32, 8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(3136, 512), nn.ReLU(),
+            nn.Linear(512, n_actions))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x / 255.0)
