@@ -3,9 +3,12 @@
 Layout (lava-dl netx conventions, plus what deployment needs):
 
     /                      attrs: format="lavaloop-artifact", format_version, manifest (JSON)
-    /layer/{i}/            type="dense", shape=[n_out], weight (int mantissa), weight_exp, bias
-    /layer/{i}/neuron/     type="IF", vThMant, vInit (per neuron), vDecay=0, iDecay=4096, refDelay=0, reset="subtract"
-    /source/{i}/           weight, bias: the float source network, for fidelity measurement
+    /layer/{i}/            type="dense", shape=[n_out], weight (int mantissa, (out, in)), weight_exp, bias
+                           or type="conv", shape=[O, Ho, Wo], weight ((O, C, kh, kw)), weight_exp,
+                           bias (per channel), stride, inShape=[C, H, W] (valid padding)
+    /layer/{i}/neuron/     type="IF", vThMant, vInit (per neuron; per channel for conv), vDecay=0,
+                           iDecay=4096, refDelay=0, reset="subtract"
+    /source/{i}/           weight, bias (, stride, inShape): the float source network, for fidelity
 
 The manifest holds the env spec and observation shape, action map, T, readout,
 normalization statistics, profile, quantization report, source checkpoint hash and
@@ -24,12 +27,12 @@ import h5py
 import numpy as np
 
 from conversion.errors import ArtifactError
-from conversion.network import DenseLayer
+from conversion.network import ConvLayer, DenseLayer, Layer
 from conversion.profiles import ChipProfile
 from conversion.quantize import QuantizedLayer
 
 FORMAT = "lavaloop-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # 2: convolutional layers
 READOUTS = ("robust", "spike_count")
 MANIFEST_KEYS = ("env", "obs_shape", "n_actions", "action_map", "timesteps", "readout",
                  "input_scale_bits", "epsilon", "normalization", "profile", "quantization",
@@ -47,7 +50,7 @@ def lavaloop_version() -> str:
 class Artifact:
     manifest: dict
     layers: list[QuantizedLayer]
-    source: list[DenseLayer]
+    source: list[Layer]
 
     @property
     def timesteps(self) -> int:
@@ -70,8 +73,13 @@ class Artifact:
                 f.attrs["manifest"] = json.dumps(self.manifest)
                 for i, q in enumerate(self.layers):
                     g = f.create_group(f"layer/{i}")
-                    g["type"], g["shape"] = "dense", [q.weight.shape[0]]
+                    g["type"] = "conv" if q.is_conv else "dense"
                     g["weight"], g["weight_exp"], g["bias"] = q.weight, q.weight_exp, q.bias
+                    if q.is_conv:
+                        g["stride"], g["inShape"] = q.stride, list(q.in_shape)
+                        g["shape"] = list(ConvLayer("", q.weight, q.bias, q.stride, q.in_shape).out_shape)
+                    else:
+                        g["shape"] = [q.weight.shape[0]]
                     g.attrs["name"] = q.name
                     n = g.create_group("neuron")
                     n["type"], n["vThMant"], n["vDecay"], n["iDecay"], n["refDelay"] = "IF", q.vth, 0, 4096, 0
@@ -79,6 +87,8 @@ class Artifact:
                 for i, s in enumerate(self.source):
                     g = f.create_group(f"source/{i}")
                     g["weight"], g["bias"] = s.weight, s.bias
+                    if isinstance(s, ConvLayer):
+                        g["stride"], g["inShape"] = s.stride, list(s.in_shape)
                     g.attrs["name"] = s.name
             os.replace(tmp, path)
         finally:
@@ -112,15 +122,21 @@ class Artifact:
         layers, source = [], []
         for i in range(len(f["layer"])):
             g = f[f"layer/{i}"]
-            if g["type"][()].decode() != "dense" or g["neuron/type"][()].decode() != "IF":
-                raise ArtifactError(f"{what}: layer {i} is not a dense IF layer")
+            kind = g["type"][()].decode()
+            if kind not in ("dense", "conv") or g["neuron/type"][()].decode() != "IF":
+                raise ArtifactError(f"{what}: layer {i} is not a dense or conv IF layer")
+            conv = (int(g["stride"][()]), tuple(int(n) for n in g["inShape"][()])) if kind == "conv" else (None, None)
             layers.append(QuantizedLayer(g.attrs["name"], g["weight"][()], int(g["weight_exp"][()]),
                                          g["bias"][()].astype(np.int64),
                                          np.asarray(g["neuron/vThMant"][()], np.int64),
-                                         np.asarray(g["neuron/vInit"][()], np.int64)))
+                                         np.asarray(g["neuron/vInit"][()], np.int64), *conv))
         for i in range(len(f["source"])):
             g = f[f"source/{i}"]
-            source.append(DenseLayer(g.attrs["name"], g["weight"][()], g["bias"][()]))
+            if "stride" in g:
+                source.append(ConvLayer(g.attrs["name"], g["weight"][()], g["bias"][()], int(g["stride"][()]),
+                                        tuple(int(n) for n in g["inShape"][()])))
+            else:
+                source.append(DenseLayer(g.attrs["name"], g["weight"][()], g["bias"][()]))
         art = cls(manifest, layers, source)
         art.validate(what)
         return art
@@ -132,14 +148,15 @@ class Artifact:
             raise ArtifactError(f"{what}: {len(self.layers)} layers but {len(self.source)} source layers")
         n_in = int(np.prod(m["obs_shape"]))
         for i, (q, s) in enumerate(zip(self.layers, self.source)):
-            if q.weight.shape != s.weight.shape or q.weight.shape[1] != n_in or q.bias.shape != (q.weight.shape[0],):
+            if (q.weight.shape != s.weight.shape or q.in_size != n_in or q.bias.shape != (q.weight.shape[0],)
+                    or q.is_conv != isinstance(s, ConvLayer) or (q.is_conv and q.weight.shape[1] != q.in_shape[0])):
                 raise ArtifactError(f"{what}: layer {i} has inconsistent shapes "
                                     f"(weight {q.weight.shape}, bias {q.bias.shape}, expected {n_in} inputs)")
             if q.vth.shape != q.bias.shape or q.v_init.shape != q.bias.shape or q.vth.min() < 1:
                 raise ArtifactError(f"{what}: layer {i} needs one threshold >= 1 and one "
-                                    "initial potential per neuron")
-            n_in = q.weight.shape[0]
-        if len(set(self.layers[-1].vth.tolist())) != 1:
+                                    "initial potential per neuron (per channel for a convolution)")
+            n_in = q.out_size
+        if self.layers[-1].is_conv or len(set(self.layers[-1].vth.tolist())) != 1:
             raise ArtifactError(f"{what}: output neurons must share one threshold (comparable readouts)")
         if n_in != m["n_actions"] or len(m["action_map"]) != m["n_actions"]:
             raise ArtifactError(f"{what}: output layer has {n_in} neurons for {m['n_actions']} actions")
@@ -149,7 +166,7 @@ class Artifact:
             raise ArtifactError(f"{what}: timesteps must be >= 1")
         prof = self.profile
         # processes.dynamics.dense computes in float64: exact only within these widths
-        fan_in = max(q.weight.shape[1] for q in self.layers)
+        fan_in = max(int(np.prod(q.weight.shape[1:])) for q in self.layers)
         if prof.weight_bits > 16 or max(prof.state_bits, prof.input_bits) > 24 or fan_in >= 1 << 13:
             raise ArtifactError(f"{what}: profile {prof.name!r} / fan-in {fan_in} exceed the exact "
                                 "arithmetic range (weights <= 16 bits, states and inputs <= 24 bits, "

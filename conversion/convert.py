@@ -9,13 +9,16 @@ import gymnasium as gym
 import numpy as np
 
 from conversion.artifact import READOUTS, Artifact, lavaloop_version
-from conversion.envs import EnvSpec, make_env
+from conversion.envs import EnvSpec, is_atari, make_env
 from conversion.errors import LavaloopError, ProfileError, ShapeMismatchError
 from conversion.loaders import load_checkpoint
 from conversion.network import SourceNetwork
 from conversion.normalize import collect_observations, layer_scales, normalize
 from conversion.profiles import ChipProfile, load_profile
 from conversion.quantize import V_INITS, input_scale_bits, quantization_report, quantize
+
+
+ATARI_EPISODE_STEPS = 18_000   # the paper's evaluation cap, in agent steps
 
 
 @dataclass
@@ -29,6 +32,8 @@ class ConvertOptions:
     calib_epsilon: float = 0.05
     epsilon: float = 0.0          # evaluation epsilon recorded for `run`
     v_init: str = "half"          # membrane potential at each decision's start: "half" | "zero"
+    sticky: float | None = None   # ALE sticky-action probability (None: 0, the paper's games)
+    max_episode_steps: int | None = None  # None: the env's own limit; ALE games: 18,000 (the paper)
 
 
 def check_env_fits(net: SourceNetwork, env: gym.Env, env_id: str) -> tuple[list[int], int]:
@@ -40,8 +45,9 @@ def check_env_fits(net: SourceNetwork, env: gym.Env, env_id: str) -> tuple[list[
     if not isinstance(obs_space, gym.spaces.Box):
         raise ShapeMismatchError(f"{env_id} has a {type(obs_space).__name__} observation space; need Box")
     n_obs = int(np.prod(obs_space.shape))
-    if n_obs != net.in_features:
-        raise ShapeMismatchError(f"network takes {net.in_features} inputs but {env_id} observations "
+    if n_obs != net.in_features or (len(net.in_shape) > 1 and tuple(obs_space.shape) != net.in_shape):
+        takes = f"{net.in_features} inputs" if len(net.in_shape) == 1 else f"inputs of shape {net.in_shape}"
+        raise ShapeMismatchError(f"network takes {takes} but {env_id} observations "
                                  f"have shape {tuple(obs_space.shape)}")
     if int(act_space.n) != net.n_actions:
         raise ShapeMismatchError(f"network has {net.n_actions} outputs but {env_id} has "
@@ -63,7 +69,8 @@ def convert(checkpoint: str | Path, env_id: str, opts: ConvertOptions = ConvertO
         raise ProfileError(f"profile {profile.name!r} is a {profile.kind} chip; converting a DQN needs "
                            "a fixed-point profile (e.g. loihi2)")
     net = load_checkpoint(checkpoint)
-    spec = EnvSpec(env_id)
+    limit = opts.max_episode_steps or (ATARI_EPISODE_STEPS if is_atari(env_id) else None)
+    spec = EnvSpec.for_id(env_id, opts.sticky, limit)
     env = make_env(spec)
     obs_shape, n_actions = check_env_fits(net, env, env_id)
     env.close()

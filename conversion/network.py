@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from conversion.models.qnet import QNetwork
+from conversion.models.qnet import FeedForwardQ
 
 
 @dataclass
@@ -17,27 +17,68 @@ class DenseLayer:
     bias: np.ndarray
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return self.weight.shape
+    def in_size(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def out_size(self) -> int:
+        return self.weight.shape[0]
+
+
+@dataclass
+class ConvLayer:
+    """A valid (unpadded) strided 2-D convolution; W is (O, C, kh, kw), inputs (C, H, W)."""
+
+    name: str
+    weight: np.ndarray
+    bias: np.ndarray
+    stride: int
+    in_shape: tuple[int, int, int]
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        o, _, kh, kw = self.weight.shape
+        _, h, w = self.in_shape
+        return (o, (h - kh) // self.stride + 1, (w - kw) // self.stride + 1)
+
+    @property
+    def in_size(self) -> int:
+        return int(np.prod(self.in_shape))
+
+    @property
+    def out_size(self) -> int:
+        return int(np.prod(self.out_shape))
+
+
+Layer = DenseLayer | ConvLayer
 
 
 @dataclass
 class SourceNetwork:
-    """A feed-forward Q-network: Linear/ReLU stack with a linear output layer."""
+    """A feed-forward Q-network: conv and linear layers with ReLU between, linear output.
 
-    layers: list[DenseLayer]
-    format: str                      # "state_dict" or "sb3"
+    Its input is the environment's observation as the env emits it (e.g. uint8 frames);
+    a scale the checkpoint's forward applied (CleanRL's x / 255) is folded into layer 0.
+    """
+
+    layers: list[Layer]
+    format: str                      # "state_dict", "sb3" or "cleanrl"
     sha256: str                      # of the checkpoint file
     meta: dict = field(default_factory=dict)
 
     @property
+    def in_shape(self) -> tuple[int, ...]:
+        first = self.layers[0]
+        return tuple(first.in_shape) if isinstance(first, ConvLayer) else (first.in_size,)
+
+    @property
     def in_features(self) -> int:
-        return self.layers[0].weight.shape[1]
+        return self.layers[0].in_size
 
     @property
     def n_actions(self) -> int:
-        return self.layers[-1].weight.shape[0]
+        return self.layers[-1].out_size
 
-    def to_torch(self) -> QNetwork:
+    def to_torch(self) -> FeedForwardQ:
         """The float reference network with these weights."""
-        return QNetwork.from_arrays([l.weight for l in self.layers], [l.bias for l in self.layers])
+        return FeedForwardQ.from_layers(self.layers)

@@ -7,15 +7,17 @@ almost all activations fit below the firing threshold 1.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from tqdm import tqdm
 
 from conversion.envs import EnvSpec, make_env
-from conversion.models.qnet import QNetwork
-from conversion.network import DenseLayer
+from conversion.models.qnet import FeedForwardQ
+from conversion.network import Layer
 
 
-def collect_observations(q: QNetwork, spec: EnvSpec, steps: int, seed: int, epsilon: float) -> np.ndarray:
+def collect_observations(q: FeedForwardQ, spec: EnvSpec, steps: int, seed: int, epsilon: float) -> np.ndarray:
     """Observations visited by the epsilon-greedy source policy over `steps` env steps."""
     env = make_env(spec)
     rng = np.random.default_rng(seed)
@@ -32,20 +34,26 @@ def collect_observations(q: QNetwork, spec: EnvSpec, steps: int, seed: int, epsi
             episode += 1
             obs, _ = env.reset(seed=seed + episode)
     env.close()
-    return np.asarray(out, np.float32)
+    return np.asarray(out)          # the env's dtype: uint8 frames stay small
 
 
-def layer_scales(q: QNetwork, obs: np.ndarray, percentile: float) -> list[float]:
+def layer_scales(q: FeedForwardQ, obs: np.ndarray, percentile: float, chunk: int = 256) -> list[float]:
     """lambda_l for every layer: the percentile of its positive outputs (1 if it has none)."""
+    positive: list[list[np.ndarray]] = []
+    for start in range(0, len(obs), chunk):
+        for l, act in enumerate(q.activations(obs[start:start + chunk])):
+            if l == len(positive):
+                positive.append([])
+            positive[l].append(act[act > 0])
     scales = []
-    for act in q.activations(obs):
-        pos = act[act > 0]
+    for parts in positive:
+        pos = np.concatenate(parts)
         scales.append(float(np.percentile(pos, percentile)) if pos.size else 1.0)
     return scales
 
 
-def normalize(layers: list[DenseLayer], scales: list[float]) -> list[DenseLayer]:
+def normalize(layers: list[Layer], scales: list[float]) -> list[Layer]:
     """Weights and biases rescaled so that layer l's outputs are in units of lambda_l."""
     prev = [1.0, *scales[:-1]]
-    return [DenseLayer(l.name, l.weight * (lp / lam), l.bias / lam)
+    return [replace(l, weight=l.weight * (lp / lam), bias=l.bias / lam)
             for l, lp, lam in zip(layers, prev, scales)]

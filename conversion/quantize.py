@@ -17,26 +17,65 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from conversion.errors import ProfileError
-from conversion.network import DenseLayer
+from conversion.network import ConvLayer, Layer
 from conversion.profiles import ChipProfile
 
 
 @dataclass
 class QuantizedLayer:
-    """An IF layer in integer units: current = (w_mant @ x) * 2**weight_exp + bias."""
+    """An IF layer in integer units: current = (w_mant * x) * 2**weight_exp + bias.
+
+    Dense: weight (out, in). Convolution (valid, strided): weight (O, C, kh, kw) on inputs
+    of `in_shape`; bias, vth and v_init are then per output channel (shared by its neurons).
+    """
 
     name: str
-    weight: np.ndarray      # int mantissa, (out, in)
+    weight: np.ndarray      # int mantissa
     weight_exp: int
-    bias: np.ndarray        # int64, state units
-    vth: np.ndarray         # int64 per neuron (all equal when shared)
-    v_init: np.ndarray      # int64 per neuron: membrane potential at the start of each decision
+    bias: np.ndarray        # int64, state units; per neuron, or per channel for a convolution
+    vth: np.ndarray         # int64, same shape as bias (all equal when shared)
+    v_init: np.ndarray      # int64, same shape: membrane potential at the start of each decision
+    stride: int | None = None                       # convolutions only
+    in_shape: tuple[int, int, int] | None = None    # convolutions only
+
+    @property
+    def is_conv(self) -> bool:
+        return self.weight.ndim == 4
+
+    @property
+    def in_size(self) -> int:
+        return int(np.prod(self.in_shape)) if self.is_conv else self.weight.shape[1]
+
+    @property
+    def out_size(self) -> int:
+        return len(self.per_neuron(self.bias))
+
+    def per_neuron(self, values: np.ndarray) -> np.ndarray:
+        """Per-channel values of a convolution repeated for every neuron (C-major); dense: as is."""
+        if not self.is_conv:
+            return values
+        _, _, kh, kw = self.weight.shape
+        _, h, w = self.in_shape
+        positions = ((h - kh) // self.stride + 1) * ((w - kw) // self.stride + 1)
+        return np.repeat(values, positions)
 
     def effective(self) -> tuple[np.ndarray, np.ndarray]:
         """The real-valued weights and biases (threshold 1) this layer implements."""
-        return (self.weight * 2.0 ** self.weight_exp / self.vth[:, None], self.bias / self.vth)
+        vth = self.vth.reshape(-1, *[1] * (self.weight.ndim - 1))
+        return (self.weight * 2.0 ** self.weight_exp / vth, self.bias / self.vth)
+
+
+def forward(layer: Layer | QuantizedLayer, weight: np.ndarray, bias: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Pre-activations (B, out) of `layer`'s shape with the given weights, in float64."""
+    xt, w, b = (torch.as_tensor(np.asarray(a, np.float64)) for a in (x, weight, bias))
+    if w.ndim == 4:
+        y = F.conv2d(xt.reshape(len(xt), *layer.in_shape), w, b, stride=layer.stride)
+        return y.reshape(len(xt), -1).numpy()
+    return F.linear(xt.reshape(len(xt), -1), w, b).numpy()
 
 
 def rel_rms(approx: np.ndarray, exact: np.ndarray) -> float:
@@ -44,7 +83,7 @@ def rel_rms(approx: np.ndarray, exact: np.ndarray) -> float:
     return float(np.sqrt(np.mean((approx - exact) ** 2))) / denom if denom > 0 else 0.0
 
 
-def quantize_layer(layer: DenseLayer, profile: ChipProfile, per_neuron: bool) -> QuantizedLayer:
+def quantize_layer(layer: Layer, profile: ChipProfile, per_neuron: bool) -> QuantizedLayer:
     """Mantissa, exponent, thresholds and biases of one layer."""
     mant_max = (1 << (profile.weight_bits - 1)) - 1
     state_max = (1 << (profile.state_bits - 1)) - 1
@@ -52,7 +91,7 @@ def quantize_layer(layer: DenseLayer, profile: ChipProfile, per_neuron: bool) ->
     w_max = float(np.abs(w).max())
     exp = 0 if w_max == 0 else math.ceil(math.log2(2.0 ** profile.threshold_bits * w_max / mant_max))
     exp = min(max(exp, profile.weight_exp_min), profile.weight_exp_max)
-    ref = np.abs(w).max(axis=1) if per_neuron else np.full(len(w), w_max)
+    ref = np.abs(w).reshape(len(w), -1).max(axis=1) if per_neuron else np.full(len(w), w_max)
     cap = 2.0 ** (profile.state_bits - 3)          # headroom for integration above threshold
     with np.errstate(divide="ignore"):
         scale = np.minimum(mant_max * 2.0 ** exp / ref, cap)
@@ -60,41 +99,46 @@ def quantize_layer(layer: DenseLayer, profile: ChipProfile, per_neuron: bool) ->
     if vth.min() < 1:
         raise ProfileError(f"layer {layer.name!r}: weights too large for {profile.name}'s "
                            f"{profile.weight_bits}-bit mantissa and exponent <= {profile.weight_exp_max}")
-    weight = np.rint(w * (scale / 2.0 ** exp)[:, None]).astype(np.int16)
+    weight = np.rint(w * (scale / 2.0 ** exp).reshape(-1, *[1] * (w.ndim - 1))).astype(np.int16)
     bias = np.rint(layer.bias * scale).astype(np.int64)
     if np.abs(bias).max(initial=0) > state_max:
         raise ProfileError(f"layer {layer.name!r}: bias does not fit {profile.name}'s "
                            f"{profile.state_bits}-bit state")
-    return QuantizedLayer(layer.name, weight, exp, bias, vth, np.zeros_like(vth))
+    conv = isinstance(layer, ConvLayer)
+    return QuantizedLayer(layer.name, weight, exp, bias, vth, np.zeros_like(vth),
+                          layer.stride if conv else None, tuple(layer.in_shape) if conv else None)
 
 
 V_INITS = ("half", "zero")
 
 
-def quantize(layers: list[DenseLayer], profile: ChipProfile, calib_obs: np.ndarray,
-             v_init: str = "half") -> list[QuantizedLayer]:
+def quantize(layers: list[Layer], profile: ChipProfile, calib_obs: np.ndarray,
+             v_init: str = "half", max_obs: int = 2_000) -> list[QuantizedLayer]:
     """Quantize every layer, then bias-correct each against the float network on calibration data.
 
     v_init="half" starts every decision with the membranes at half threshold, so that spike
     counts round rates to the nearest count instead of truncating them; "zero" is the
-    paper's reset to zero.
+    paper's reset to zero. Bias correction uses up to `max_obs` calibration observations;
+    a convolution's correction is one value per channel (its bias is shared).
     """
     last = len(layers) - 1
     out = [quantize_layer(l, profile, profile.per_neuron_threshold and i < last) for i, l in enumerate(layers)]
     if v_init == "half":
         for q in out:
             q.v_init = q.vth // 2
-    x = xq = np.asarray(calib_obs, np.float64).reshape(len(calib_obs), -1)
+    step = max(1, len(calib_obs) // max_obs)
+    x = xq = np.asarray(calib_obs[::step], np.float64).reshape(len(calib_obs[::step]), -1)
     for i, (ref, q) in enumerate(zip(layers, out)):
         w_eff, b_eff = q.effective()
-        y, yq = x @ ref.weight.T + ref.bias, xq @ w_eff.T + b_eff
-        q.bias = q.bias + np.rint((y - yq).mean(axis=0) * q.vth).astype(np.int64)
-        yq = xq @ w_eff.T + q.bias / q.vth
+        y, yq = forward(ref, ref.weight, ref.bias, x), forward(q, w_eff, b_eff, xq)
+        error = (y - yq).reshape(len(y), len(q.bias), -1).mean(axis=(0, 2))
+        q.bias = q.bias + np.rint(error * q.vth).astype(np.int64)
+        yq = forward(q, w_eff, q.bias / q.vth, xq)
         x, xq = (np.maximum(y, 0), np.maximum(yq, 0)) if i < last else (y, yq)
     return out
 
 
-def quantization_report(q: QuantizedLayer, ref: DenseLayer) -> dict:
+def quantization_report(q: QuantizedLayer, ref: Layer) -> dict:
     """Relative RMS error of the implemented weights and biases against the normalized float layer."""
     w, b = q.effective()
     return {"layer": q.name, "weight_exp": q.weight_exp,

@@ -1,4 +1,4 @@
-"""Build the Lava process graph of an artifact: EnvIO -> IF layers -> readout -> EnvIO."""
+"""Build the Lava process graph of an artifact: EnvIO -> IF stack(s) -> EnvIO."""
 from __future__ import annotations
 
 import functools
@@ -8,43 +8,58 @@ from typing import Sequence
 from conversion.artifact import Artifact
 from conversion.envs import EnvSpec, make_env
 from processes.envio.process import EnvIO
-from processes.if_layers.process import IFLayer, ReadoutLayer
+from processes.if_layers.process import IFStack
 
 
 @dataclass
 class Graph:
     envio: EnvIO
-    layers: list            # IFLayer ..., ReadoutLayer
+    stacks: list[IFStack]   # the network's layers, in order
     window: int             # Lava steps per decision
 
 
-def layer_exponents(art: Artifact) -> list[int]:
-    """Synaptic shift of each layer; the first also undoes the input payload scale."""
-    exps = [q.weight_exp for q in art.layers]
-    exps[0] -= int(art.manifest["input_scale_bits"])
-    return exps
+def layer_params(art: Artifact) -> list[dict]:
+    """The concrete numbers of every layer, per neuron, as the IF processes and the emulator take them.
+
+    The first layer's exponent also undoes the input payload scale; its inputs are payloads
+    of up to `input_bits` bits, every other layer's are spikes.
+    """
+    prof = art.profile
+    out = []
+    for i, q in enumerate(art.layers):
+        p = {"name": q.name, "weight": q.weight, "weight_exp": q.weight_exp, "bias": q.per_neuron(q.bias),
+             "vth": q.per_neuron(q.vth), "v_init": q.per_neuron(q.v_init),
+             "max_input": 1 << (prof.input_bits - 1) if i == 0 else 1}
+        if q.is_conv:
+            p["stride"], p["in_shape"] = q.stride, q.in_shape
+        out.append(p)
+    out[0]["weight_exp"] -= int(art.manifest["input_scale_bits"])
+    return out
 
 
 def build_graph(art: Artifact, seeds: Sequence[int], timesteps: int, readout: str,
-                epsilon: float, max_steps: int) -> Graph:
-    """Processes for running `len(seeds)` episodes of `art` with the given settings."""
+                epsilon: float, max_steps: int, fuse: bool = True) -> Graph:
+    """Processes for running `len(seeds)` episodes of `art`: one IFStack for the whole network
+    (`fuse`), or one per layer."""
     prof = art.profile
-    depth = len(art.layers)
+    params = layer_params(art)
+    depth = len(params)
     window = timesteps + depth
     spec = EnvSpec.from_dict(art.manifest["env"])
-    envio = EnvIO(env_fn=functools.partial(make_env, spec), obs_size=art.layers[0].weight.shape[1],
+    envio = EnvIO(env_fn=functools.partial(make_env, spec), obs_size=art.layers[0].in_size,
                   n_actions=art.manifest["n_actions"], action_map=art.manifest["action_map"],
                   input_scale_bits=art.manifest["input_scale_bits"], input_bits=prof.input_bits,
                   timesteps=timesteps, latency=depth, seeds=seeds, epsilon=epsilon,
                   max_steps=max_steps)
-    layers, src = [], envio.obs_out
-    for i, (q, exp) in enumerate(zip(art.layers, layer_exponents(art))):
-        common = dict(weight=q.weight, weight_exp=exp, bias=q.bias, vth=q.vth, v_init=q.v_init,
-                      state_bits=prof.state_bits, offset=i, timesteps=timesteps, window=window,
-                      name=f"layer{i}")
-        layer = ReadoutLayer(readout=readout, **common) if i == depth - 1 else IFLayer(**common)
-        src.connect(layer.s_in)
-        src = layer.q_out if i == depth - 1 else layer.s_out
-        layers.append(layer)
+    groups = [range(depth)] if fuse else [range(i, i + 1) for i in range(depth)]
+    stacks, src = [], envio.obs_out
+    for g in groups:
+        last = g[-1] == depth - 1
+        stack = IFStack(layers=[params[i] for i in g], state_bits=prof.state_bits, offset=g[0],
+                        timesteps=timesteps, window=window, readout=readout if last else None,
+                        name=params[g[0]]["name"] if len(g) == 1 else "network")
+        src.connect(stack.s_in)
+        src = stack.s_out
+        stacks.append(stack)
     src.connect(envio.q_in)
-    return Graph(envio, layers, window)
+    return Graph(envio, stacks, window)

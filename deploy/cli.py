@@ -19,7 +19,8 @@ def cmd_convert(args) -> None:
 
     opts = ConvertOptions(percentile=args.percentile, timesteps=args.timesteps, readout=args.readout,
                           profile=args.profile, calib_steps=args.calib_steps, calib_seed=args.calib_seed,
-                          epsilon=args.epsilon, v_init=args.v_init)
+                          epsilon=args.epsilon, v_init=args.v_init, sticky=args.sticky_actions,
+                          max_episode_steps=args.max_episode_steps)
     art = convert(args.checkpoint, args.env, opts)
     art.save(args.output)
     m = art.manifest
@@ -51,7 +52,8 @@ def cmd_info(args) -> None:
     print(f"  normalize  percentile {n['percentile']} over {n['calib_steps']} calibration steps; "
           f"scales {', '.join(f'{s:.3g}' for s in n['scales'])}")
     for q, r in zip(art.layers, m["quantization"]):
-        print(f"  layer      {r['layer']:<24} {q.weight.shape[1]:>5} -> {q.weight.shape[0]:<5} IF "
+        kind = f"conv {q.weight.shape[2]}x{q.weight.shape[3]}/{q.stride}" if q.is_conv else "dense"
+        print(f"  layer      {r['layer']:<24} {kind:<11} {q.in_size:>6} -> {q.out_size:<6} IF "
               f"vth={q.vth.min()}..{q.vth.max()} exp={q.weight_exp} weight error {100 * r['weight_rel_rms_error']:.2f}%")
 
 
@@ -63,7 +65,7 @@ def cmd_run(args) -> None:
 
     art = Artifact.load(args.artifact)
     settings = RunSettings.for_artifact(art, args.episodes, args.seed, args.timesteps, args.readout,
-                                        args.epsilon, args.backend)
+                                        args.epsilon, args.backend, fuse=not args.per_layer_processes)
     log = run(art, settings, progress=not args.no_progress)
     agreement, per_episode = decision_agreement(art, log)
     rec = build_record(art, args.artifact, settings, log, agreement, per_episode,
@@ -101,7 +103,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("convert", help="checkpoint -> artifact (.h5)")
-    c.add_argument("checkpoint", help="SB3 DQN .zip, or a PyTorch/CleanRL state dict (.pt)")
+    c.add_argument("checkpoint", help="SB3 DQN .zip (MlpPolicy or CnnPolicy), or a PyTorch/CleanRL "
+                   "state dict (.pt) of an MLP or the Nature DQN")
     c.add_argument("--env", required=True, help="gymnasium environment id, e.g. CartPole-v1")
     c.add_argument("-o", "--output", required=True, help="artifact path (.h5)")
     c.add_argument("--percentile", type=float, default=99.9, help="normalization percentile (100 = max-norm)")
@@ -113,6 +116,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--epsilon", type=float, default=0.0, help="evaluation epsilon recorded for `run`")
     c.add_argument("--v-init", default="half", choices=["half", "zero"],
                    help="membrane potential at each decision's start (zero = the paper's reset)")
+    c.add_argument("--sticky-actions", type=float, metavar="P",
+                   help="ALE sticky-action probability (default 0: the paper's NoFrameskip games)")
+    c.add_argument("--max-episode-steps", type=int,
+                   help="episode cap in agent steps (default: the env's; ALE games 18000 as in the paper)")
     c.set_defaults(func=cmd_convert)
 
     i = sub.add_parser("info", help="describe an artifact")
@@ -128,6 +135,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--readout", choices=["robust", "spike_count"], help="override the artifact's readout")
     r.add_argument("--epsilon", type=float, help="override the artifact's evaluation epsilon")
     r.add_argument("--backend", default="lava", choices=["lava", "emulator"])
+    r.add_argument("--per-layer-processes", action="store_true",
+                   help="Lava: one process per layer (default: the whole network in one process)")
     r.add_argument("--json", help="write the results record here")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_run)

@@ -14,19 +14,18 @@ from tqdm import tqdm
 
 from conversion.artifact import Artifact
 from conversion.envs import EnvSpec, episode_limit, make_env
-from deploy.build import layer_exponents
+from deploy.build import layer_params
 from deploy.episodes import EpisodeLog
-from processes.dynamics import dense, encode_input, epsilon_greedy, if_step, readout, synops
+from processes.dynamics import Synapse, encode_input, epsilon_greedy, if_layer_step, readout
 
 
 class FixedPointNetwork:
     """Batched fixed-point forward pass of one decision window."""
 
     def __init__(self, art: Artifact, timesteps: int, readout_mode: str):
-        self.layers = art.layers
-        self.exps = layer_exponents(art)
-        self.fanouts = [np.count_nonzero(q.weight, axis=0) for q in art.layers]
-        self.weights = [q.weight.astype(np.float64) for q in art.layers]
+        self.layers = layer_params(art)
+        self.synapses = [Synapse(l["weight"], l["weight_exp"], l["max_input"], l.get("stride"), l.get("in_shape"))
+                         for l in self.layers]
         self.bits = art.profile.state_bits
         self.timesteps, self.mode = timesteps, readout_mode
         self.spikes = np.zeros(len(self.layers), np.int64)
@@ -34,18 +33,17 @@ class FixedPointNetwork:
 
     def decide(self, x: np.ndarray) -> np.ndarray:
         """Readout values for a batch of encoded observations x (B, n_in)."""
-        v = [np.repeat(q.v_init[None], len(x), axis=0) for q in self.layers]
+        v = [np.repeat(l["v_init"][None], len(x), axis=0) for l in self.layers]
         count = np.zeros_like(v[-1])
         for _ in range(self.timesteps):
             inp = x
-            for i, q in enumerate(self.layers):
-                a = dense(self.weights[i], inp, self.exps[i]) + q.bias
-                v[i], s = if_step(v[i], a, q.vth, self.bits)
+            for i, (l, syn) in enumerate(zip(self.layers, self.synapses)):
+                v[i], s = if_layer_step(syn, v[i], inp, l["bias"], l["vth"], self.bits)
                 self.spikes[i] += s.sum()
-                self.synops[i] += synops(self.fanouts[i], inp).sum()
+                self.synops[i] += syn.synops(inp).sum()
                 inp = s
             count += inp
-        return readout(count, v[-1], self.layers[-1].vth, self.mode)
+        return readout(count, v[-1], self.layers[-1]["vth"], self.mode)
 
 
 def run_emulator(art: Artifact, seeds: list[int], timesteps: int, readout_mode: str,

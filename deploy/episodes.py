@@ -8,7 +8,7 @@ import numpy as np
 from conversion.artifact import Artifact
 from conversion.envs import EnvSpec, make_env
 from conversion.errors import LavaloopError
-from conversion.models.qnet import QNetwork
+from conversion.models.qnet import FeedForwardQ
 from processes.dynamics import epsilon_greedy
 
 
@@ -63,9 +63,9 @@ def decision_agreement(art: Artifact, log: EpisodeLog) -> tuple[float, list[floa
     return hits / max(log.decisions, 1), per_episode
 
 
-def source_network(art: Artifact) -> QNetwork:
+def source_network(art: Artifact) -> FeedForwardQ:
     """The float source network stored in the artifact."""
-    return QNetwork.from_arrays([s.weight for s in art.source], [s.bias for s in art.source])
+    return FeedForwardQ.from_layers(art.source)
 
 
 def source_returns(art: Artifact, seeds: list[int], epsilon: float) -> np.ndarray:

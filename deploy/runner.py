@@ -35,14 +35,15 @@ class RunSettings:
     readout: str
     epsilon: float
     backend: str = "lava"
+    fuse: bool = True          # Lava: the whole network in one process (False: one per layer)
 
     @classmethod
     def for_artifact(cls, art: Artifact, episodes: int, seed: int = 0, timesteps: int | None = None,
                      readout: str | None = None, epsilon: float | None = None,
-                     backend: str = "lava") -> "RunSettings":
+                     backend: str = "lava", fuse: bool = True) -> "RunSettings":
         s = cls(seeds=list(range(seed, seed + episodes)),
                 timesteps=timesteps or art.timesteps, readout=readout or art.manifest["readout"],
-                epsilon=art.manifest["epsilon"] if epsilon is None else epsilon, backend=backend)
+                epsilon=art.manifest["epsilon"] if epsilon is None else epsilon, backend=backend, fuse=fuse)
         if episodes < 1 or s.timesteps < 1:
             raise LavaloopError("episodes and timesteps must be >= 1")
         if s.readout not in READOUTS:
@@ -80,7 +81,8 @@ def run_lava(art: Artifact, settings: RunSettings, progress: bool = True) -> Epi
     spec = EnvSpec.from_dict(art.manifest["env"])
     limit = episode_limit(spec)
     n = len(settings.seeds)
-    g = build_graph(art, settings.seeds, settings.timesteps, settings.readout, settings.epsilon, limit)
+    g = build_graph(art, settings.seeds, settings.timesteps, settings.readout, settings.epsilon, limit,
+                    settings.fuse)
     cfg = Loihi2SimCfg(select_tag="fixed_pt", loglevel=logging.WARNING)
     chunk = g.window * 25
     steps, done = 0, 0
@@ -181,8 +183,8 @@ def idle_corrected_counters(g, cfg, idle_windows: int) -> tuple[list[int], list[
     from lava.magma.core.run_conditions import RunSteps
 
     def read():
-        return (np.array([int(l.spikes.get()[0]) for l in g.layers]),
-                np.array([int(l.synops.get()[0]) for l in g.layers]))
+        return (np.concatenate([s.spikes.get() for s in g.stacks]).astype(np.int64),
+                np.concatenate([s.synops.get() for s in g.stacks]).astype(np.int64))
 
     spikes, synops = read()
     g.envio.run(condition=RunSteps(num_steps=g.window), run_cfg=cfg)

@@ -27,19 +27,94 @@ def encode_input(obs: np.ndarray, scale: int, bits: int) -> np.ndarray:
     return saturate(np.rint(np.asarray(obs, np.float64) * scale).astype(np.int64), bits)
 
 
+def exact_float(weight: np.ndarray, max_input: int) -> np.dtype:
+    """The narrowest float type in which weight @ x is exact for |x| <= max_input.
+
+    Every partial sum of integers below 2**24 (float32) or 2**53 (float64) is exact.
+    """
+    fan_in = int(np.prod(weight.shape[1:]))
+    bound = int(np.abs(weight.astype(np.int64)).max(initial=0)) * int(max_input) * fan_in
+    if bound < 1 << 24:
+        return np.dtype(np.float32)
+    if bound < 1 << 53:
+        return np.dtype(np.float64)
+    raise ValueError(f"weights x inputs reach {bound}: beyond exact float arithmetic")
+
+
 def dense(weight: np.ndarray, x: np.ndarray, exp: int) -> np.ndarray:
     """Synaptic current of a dense layer: (W_mant @ x) * 2**exp; W is (out, in).
 
-    The product runs in float64 BLAS, which is exact here: |W| < 2**15, |x| < 2**24 and
-    fan-in < 2**13 keep every partial sum below 2**53. Pass W as float64 to avoid a copy.
+    The product runs in float BLAS in W's dtype (integer W: float64). Exact when that
+    dtype is `exact_float(W, max|x|)`; pass W already in it to avoid a copy per call.
     """
-    acc = np.asarray(x, np.float64) @ np.asarray(weight, np.float64).T
+    w = weight if weight.dtype.kind == "f" else weight.astype(np.float64)
+    acc = np.asarray(x, w.dtype) @ w.T
     return shift(acc.astype(np.int64), exp)
+
+
+def conv2d(weight: np.ndarray, x: np.ndarray, stride: int, exp: int) -> np.ndarray:
+    """Synaptic current of a valid (unpadded) strided convolution, (W_mant * x) * 2**exp.
+
+    W is (O, C, kh, kw) as in PyTorch; x is (..., C, H, W); returns (..., O, Ho, Wo).
+    The product is an im2col matrix product, exact under the same rule as `dense`.
+    """
+    o, c, kh, kw = weight.shape
+    w = weight.reshape(o, -1)
+    windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(-2, -1))[..., ::stride, ::stride, :, :]
+    cols = np.moveaxis(windows, -5, -3)                       # (..., Ho, Wo, C, kh, kw)
+    cols = cols.reshape(*cols.shape[:-3], c * kh * kw)
+    return np.moveaxis(dense(w, cols, exp), -1, -3)
 
 
 def synops(fanout: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Synaptic operations triggered by input `x`: the fan-out of every non-zero input."""
     return (x != 0) @ fanout
+
+
+def conv_fanout(nonzero: np.ndarray, in_shape: tuple[int, int, int], stride: int) -> np.ndarray:
+    """Outgoing synapses of every input of a valid strided convolution; nonzero (O, C, kh, kw) bool."""
+    _, _, kh, kw = nonzero.shape
+    c, h, w = in_shape
+    ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
+    per_tap = nonzero.sum(axis=0)                             # (C, kh, kw): output channels per tap
+    fanout = np.zeros(in_shape, np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            fanout[:, ky:ky + stride * ho:stride, kx:kx + stride * wo:stride] += per_tap[:, ky, kx, None, None]
+    return fanout.ravel()
+
+
+class Synapse:
+    """The synapses of one layer, dense or convolutional, on flat inputs and outputs.
+
+    `current(x)` maps x (..., n_in) to (..., n_out) (for a convolution: C*H*W -> O*Ho*Wo in
+    C-major order, as torch.flatten). Products run in `exact_float(W, max_input)`. The last
+    input and its current are kept, so an input held for many steps costs one product.
+    """
+
+    def __init__(self, weight: np.ndarray, exp: int, max_input: int, stride: int | None = None,
+                 in_shape: tuple[int, int, int] | None = None):
+        self.exp, self.stride, self.in_shape = exp, stride, in_shape
+        self.conv = weight.ndim == 4
+        self.weight = weight.astype(exact_float(weight, max_input))
+        nonzero = weight != 0
+        self.fanout = conv_fanout(nonzero, in_shape, stride) if self.conv else nonzero.sum(axis=0)
+        self._last = (None, None)
+
+    def current(self, x: np.ndarray) -> np.ndarray:
+        last_x, last_a = self._last
+        if last_x is not None and last_x.shape == x.shape and np.array_equal(last_x, x):
+            return last_a
+        if self.conv:
+            a = conv2d(self.weight, x.reshape(*x.shape[:-1], *self.in_shape), self.stride, self.exp)
+            a = a.reshape(*x.shape[:-1], -1)
+        else:
+            a = dense(self.weight, x, self.exp)
+        self._last = (x.copy(), a)
+        return a
+
+    def synops(self, x: np.ndarray) -> np.ndarray:
+        return synops(self.fanout, x)
 
 
 def if_step(v: np.ndarray, a_in: np.ndarray, vth: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,6 +125,12 @@ def if_step(v: np.ndarray, a_in: np.ndarray, vth: np.ndarray, bits: int) -> tupl
     v = saturate(v + a_in, bits)
     s = (v >= vth).astype(np.int64)
     return v - s * vth, s
+
+
+def if_layer_step(syn: Synapse, v: np.ndarray, x: np.ndarray, bias: np.ndarray, vth: np.ndarray,
+                  bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """One step of an IF layer: v += (W x) * 2**exp + bias; spikes; reset by subtraction."""
+    return if_step(v, syn.current(x) + bias, vth, bits)
 
 
 def readout(count: np.ndarray, v: np.ndarray, vth: np.ndarray, mode: str) -> np.ndarray:

@@ -49,7 +49,7 @@ def test_a_dying_process_model_does_not_hang(short_artifact, monkeypatch):
     def crash(self):
         raise ZeroDivisionError("model bug")
 
-    monkeypatch.setattr(models.PyIFLayerModel, "run_spk", crash)
+    monkeypatch.setattr(models.PyIFStackModel, "run_spk", crash)
     monkeypatch.setattr(runner, "HANG_TIMEOUT_S", 5.0)
     with pytest.raises(LavaRuntimeError):
         runner.run_lava(short_artifact, RunSettings([0], 4, "robust", 0.0), progress=False)

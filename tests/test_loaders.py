@@ -21,7 +21,7 @@ def save(obj, path):
 def test_plain_sequential_state_dict(tmp_path):
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
     net = load_checkpoint(save(model.state_dict(), tmp_path / "q.pt"))
-    assert [l.shape for l in net.layers] == [(16, 6), (3, 16)] and net.n_actions == 3
+    assert [l.weight.shape for l in net.layers] == [(16, 6), (3, 16)] and net.n_actions == 3
     assert np.array_equal(net.layers[0].weight, model[0].weight.detach().numpy())
 
 
@@ -50,7 +50,7 @@ def test_real_stable_baselines3_zip(tmp_path):
     model.learn(200)
     model.save(tmp_path / "sb3.zip")
     net = load_checkpoint(tmp_path / "sb3.zip")
-    assert net.format == "sb3" and [l.shape for l in net.layers] == [(32, 4), (32, 32), (2, 32)]
+    assert net.format == "sb3" and [l.weight.shape for l in net.layers] == [(32, 4), (32, 32), (2, 32)]
     obs = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
     with torch.no_grad():
         expected = model.q_net(torch.as_tensor(obs)).numpy()
@@ -80,11 +80,15 @@ def test_zip_that_is_not_an_sb3_model(tmp_path):
 
 @pytest.mark.parametrize("model, what", [
     (nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2)), "running_mean"),
-    (nn.Sequential(nn.Conv2d(4, 8, 3), nn.ReLU(), nn.Linear(8, 2)), "4-D weight"),
+    (nn.Sequential(nn.Conv1d(4, 8, 3), nn.ReLU(), nn.Linear(8, 2)), "3-D weight"),
+    (nn.Sequential(nn.Conv2d(4, 8, 5), nn.ReLU(), nn.Linear(8, 2)), "5x5 kernel"),
+    (nn.Sequential(nn.Linear(4, 8), nn.Conv2d(4, 8, 3)), "follows a Linear layer"),
+    (nn.Sequential(nn.Conv2d(4, 32, 8, 4), nn.ReLU(), nn.Conv2d(16, 8, 4, 2)), "expects 16 channels"),
+    (nn.Sequential(nn.Conv2d(4, 32, 8, 4), nn.ReLU(), nn.Flatten(), nn.Linear(3136, 2)), "expects 3136 inputs"),
     (nn.Sequential(nn.LSTM(4, 8)), "weight_ih_l0"),
 ])
 def test_unsupported_layer_is_named(tmp_path, model, what):
-    with pytest.raises(CheckpointError, match="unsupported layer") as err:
+    with pytest.raises(CheckpointError) as err:
         load_checkpoint(save(model.state_dict(), tmp_path / "bad.pt"))
     assert what in str(err.value)
 

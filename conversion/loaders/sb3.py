@@ -6,7 +6,7 @@ import zipfile
 from typing import Callable
 
 from conversion.errors import CheckpointError
-from conversion.loaders.state_dict import parse_state_dict
+from conversion.loaders.state_dict import PIXEL_SCALE, parse_state_dict
 from conversion.network import SourceNetwork
 
 
@@ -35,11 +35,15 @@ def load_sb3_zip(zf: zipfile.ZipFile, sha256: str, torch_load: Callable[[bytes, 
         policy = torch_load(zf.read("policy.pth"), "policy.pth")
     except zipfile.BadZipFile as exc:
         raise CheckpointError(f"stable-baselines3 zip is damaged: {exc}") from exc
-    layers = parse_state_dict(policy, "policy.pth", prefix="q_net.q_net.")
+    normalize = (data.get("policy_kwargs") or {}).get("normalize_images", True)
+    layers = parse_state_dict(policy, "policy.pth", prefix="q_net.",      # features extractor + head
+                              pixel_scale=PIXEL_SCALE if normalize else 1.0)
     obs_shape = (data.get("observation_space") or {}).get("_shape")
     n_actions = (data.get("action_space") or {}).get("n")
     meta = {"observation_shape": obs_shape, "n_actions": int(n_actions) if n_actions else None}
-    if obs_shape is not None and [layers[0].weight.shape[1]] != list(obs_shape):
-        raise CheckpointError(f"policy input size {layers[0].weight.shape[1]} does not match "
-                              f"the saved observation space {obs_shape}")
+    first = layers[0]
+    in_shape = list(getattr(first, "in_shape", [first.in_size]))
+    if obs_shape is not None and in_shape != list(obs_shape):
+        raise CheckpointError(f"policy input shape {tuple(in_shape)} does not match "
+                              f"the saved observation space {tuple(obs_shape)}")
     return SourceNetwork(layers=layers, format="sb3", sha256=sha256, meta=meta)

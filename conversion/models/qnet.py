@@ -8,33 +8,38 @@ import torch
 from torch import nn
 
 
-class QNetwork(nn.Module):
-    """An MLP Q-network: Linear/ReLU stack, linear output (CleanRL's `network.N` layout)."""
+class FeedForwardQ(nn.Module):
+    """A Q-network whose `network` is a Conv2d/Linear stack with ReLU between (CleanRL's layout).
 
-    def __init__(self, obs_dim: int, n_actions: int, hidden: Sequence[int] = (256, 256)):
+    Inputs are reshaped to `in_shape` (flat observations are accepted).
+    """
+
+    def __init__(self, network: nn.Sequential, in_shape: Sequence[int]):
         super().__init__()
-        sizes = [obs_dim, *hidden, n_actions]
-        layers: list[nn.Module] = []
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(nn.Linear(n_in, n_out))
-            if i < len(sizes) - 2:
-                layers.append(nn.ReLU())
-        self.network = nn.Sequential(*layers)
+        self.network, self.in_shape = network, tuple(in_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x)
+        return self.network(x.reshape(len(x), *self.in_shape))
 
     @classmethod
-    def from_arrays(cls, weights: Sequence[np.ndarray], biases: Sequence[np.ndarray]) -> "QNetwork":
-        """Rebuild the float network from per-layer (out, in) weights and biases."""
-        hidden = [w.shape[0] for w in weights[:-1]]
-        net = cls(weights[0].shape[1], weights[-1].shape[0], hidden)
-        linears = [m for m in net.network if isinstance(m, nn.Linear)]
-        with torch.no_grad():
-            for lin, w, b in zip(linears, weights, biases):
-                lin.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
-                lin.bias.copy_(torch.as_tensor(b, dtype=torch.float32))
-        return net.eval()
+    def from_layers(cls, layers) -> "FeedForwardQ":
+        """The float network of conversion.network layers (DenseLayer / ConvLayer)."""
+        modules: list[nn.Module] = []
+        for i, layer in enumerate(layers):
+            w = torch.as_tensor(np.asarray(layer.weight), dtype=torch.float32)
+            if w.ndim == 4:
+                m = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), stride=layer.stride)
+            else:
+                if i > 0 and layers[i - 1].weight.ndim == 4:
+                    modules.append(nn.Flatten())
+                m = nn.Linear(w.shape[1], w.shape[0])
+            with torch.no_grad():
+                m.weight.copy_(w)
+                m.bias.copy_(torch.as_tensor(np.asarray(layer.bias), dtype=torch.float32))
+            modules += [m, nn.ReLU()]
+        first = layers[0]
+        in_shape = first.in_shape if first.weight.ndim == 4 else (first.weight.shape[1],)
+        return cls(nn.Sequential(*modules[:-1]), in_shape).eval()
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray) -> np.ndarray:
@@ -43,14 +48,29 @@ class QNetwork(nn.Module):
 
     @torch.no_grad()
     def activations(self, obs: np.ndarray) -> list[np.ndarray]:
-        """Per-layer outputs for a batch: post-ReLU for hidden layers, Q-values for the last."""
+        """Per-layer outputs for a batch, flattened per sample: post-ReLU for hidden layers,
+        Q-values for the last."""
         x = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
+        x = x.reshape(len(x), *self.in_shape)
         outs = []
         for module in self.network:
             x = module(x)
-            if not isinstance(module, nn.Linear) or module is self.network[-1]:
-                outs.append(x.numpy())
+            if isinstance(module, nn.ReLU) or module is self.network[-1]:
+                outs.append(x.reshape(len(x), -1).numpy())
         return outs
+
+
+class QNetwork(FeedForwardQ):
+    """An MLP Q-network: Linear/ReLU stack, linear output (CleanRL's `network.N` layout)."""
+
+    def __init__(self, obs_dim: int, n_actions: int, hidden: Sequence[int] = (256, 256)):
+        sizes = [obs_dim, *hidden, n_actions]
+        layers: list[nn.Module] = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(nn.Linear(n_in, n_out))
+            if i < len(sizes) - 2:
+                layers.append(nn.ReLU())
+        super().__init__(nn.Sequential(*layers), (obs_dim,))
 
 
 class NatureDQN(nn.Module):

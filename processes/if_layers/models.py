@@ -1,4 +1,4 @@
-"""Fixed-point ProcessModels of the IF layers; the arithmetic is processes.dynamics."""
+"""Fixed-point ProcessModel of IFStack; the arithmetic is processes.dynamics."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,78 +9,55 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from processes.dynamics import dense, if_step, readout, synops
-from processes.if_layers.process import IFLayer, ReadoutLayer
+from processes.dynamics import Synapse, if_layer_step, readout
+from processes.if_layers.process import IFStack
 
 
-class AbstractPyIFLayerModel(PyLoihiProcessModel):
+@implements(proc=IFStack, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyIFStackModel(PyLoihiProcessModel):
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
-    weight: np.ndarray = LavaPyType(np.ndarray, np.int16, precision=8)
-    bias: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
-    vth: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
-    v_init: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     v: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    count: np.ndarray = LavaPyType(np.ndarray, np.int64)
     spikes: np.ndarray = LavaPyType(np.ndarray, np.int64)
     synops: np.ndarray = LavaPyType(np.ndarray, np.int64)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = proc_params
-        self.exp, self.bits = p["weight_exp"], p["state_bits"]
-        self.offset, self.timesteps, self.window = p["offset"], p["timesteps"], p["window"]
-        self.fanout = None
-        self.out = None
-
-    def local_step(self) -> int:
-        """Index of this step in the layer's active span (outside [0, timesteps) when idle)."""
-        return (self.time_step - 1) % self.window - self.offset
-
-    def integrate(self, x: np.ndarray) -> np.ndarray:
-        """One IF update on input `x`; returns the spikes and updates the counters."""
-        if self.fanout is None:  # weights are static: derive what the arithmetic needs once
-            self.fanout = np.count_nonzero(self.weight, axis=0)
-            self.weight_f64 = self.weight.astype(np.float64)
-        x = x.astype(np.int64)
-        v, s = if_step(self.v, dense(self.weight_f64, x, self.exp) + self.bias, self.vth, self.bits)
-        self.v[:] = v
-        self.spikes[0] += s.sum()
-        self.synops[0] += synops(self.fanout, x)
-        return s
-
-
-@implements(proc=IFLayer, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
-class PyIFLayerModel(AbstractPyIFLayerModel):
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=1)
+        self.layers = p["layers"]
+        self.synapses = [Synapse(l["weight"], l["weight_exp"], l["max_input"], l.get("stride"), l.get("in_shape"))
+                         for l in self.layers]
+        ends = np.cumsum([len(l["bias"]) for l in self.layers])
+        self.slices = [slice(e - len(l["bias"]), e) for e, l in zip(ends, self.layers)]
+        self.bits, self.offset = p["state_bits"], p["offset"]
+        self.timesteps, self.window, self.mode = p["timesteps"], p["window"], p["readout"]
+        self.prev = [np.zeros(len(l["bias"]), np.int64) for l in self.layers]
+        self.out = np.zeros(len(self.layers[-1]["bias"]), np.int64)
 
     def run_spk(self):
-        if self.out is None:
-            self.out = np.zeros(self.v.shape, np.int64)
-        self.s_out.send(self.out)            # spikes of the previous step: one-step synaptic delay
-        x = self.s_in.recv()
-        k = self.local_step()
+        self.s_out.send(self.out)                 # last step's output: one-step synaptic delay
+        inputs = [self.s_in.recv().astype(np.int64), *self.prev[:-1]]
+        phase = (self.time_step - 1) % self.window
+        for j, (layer, syn, sl) in enumerate(zip(self.layers, self.synapses, self.slices)):
+            k = phase - self.offset - j           # this layer's step within its active span
+            if k == 0:
+                self.v[sl] = layer["v_init"]
+            if 0 <= k < self.timesteps:
+                self.v[sl], self.prev[j] = if_layer_step(syn, self.v[sl], inputs[j], layer["bias"],
+                                                         layer["vth"], self.bits)
+                self.spikes[j] += self.prev[j].sum()
+                self.synops[j] += syn.synops(inputs[j])
+            else:
+                self.prev[j] = np.zeros_like(self.prev[j])
+        if self.mode is None:
+            self.out = self.prev[-1]
+            return
+        k = phase - self.offset - len(self.layers) + 1
         if k == 0:
-            self.v[:] = self.v_init
-        self.out = self.integrate(x) if 0 <= k < self.timesteps else np.zeros_like(self.out)
-
-
-@implements(proc=ReadoutLayer, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
-class PyReadoutLayerModel(AbstractPyIFLayerModel):
-    q_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
-    count: np.ndarray = LavaPyType(np.ndarray, np.int64)
-
-    def run_spk(self):
-        if self.out is None:
-            self.out = np.zeros(self.v.shape, np.int64)
-        self.q_out.send(self.out)
-        x = self.s_in.recv()
-        k = self.local_step()
-        if k == 0:
-            self.v[:] = self.v_init
             self.count[:] = 0
         if 0 <= k < self.timesteps:
-            self.count[:] += self.integrate(x)
-            self.out = readout(self.count, self.v, self.vth, self.proc_params["readout"])
+            self.count[:] += self.prev[-1]
+            self.out = readout(self.count, self.v[self.slices[-1]], self.layers[-1]["vth"], self.mode)

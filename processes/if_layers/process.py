@@ -1,9 +1,12 @@
-"""Rate-coded integrate-and-fire layers: dense synapses and IF neurons in one process.
+"""Rate-coded integrate-and-fire layers (dense or convolutional synapses) in one Lava process.
 
-Each layer is active for `timesteps` consecutive steps of every decision window,
-starting at `offset` (its depth in the network) and resetting its neurons (to `v_init`) then. Because
-every layer sends its spikes one step after computing them, layer l at its k-th active
-step sees exactly layer l-1's k-th spikes: the pipeline adds latency, not lag.
+An IFStack holds consecutive layers of a network: one process per layer mirrors the chip's
+layout, one process for the whole network cuts Lava's messaging. The per-time-step
+semantics are the same either way: every layer integrates the spikes its input layer
+emitted one step earlier, and layer l (its depth in the network) is active for `timesteps`
+consecutive steps of each decision window, starting at step l, where its neurons restart
+from `v_init`. So layer l at its k-th active step sees exactly layer l-1's k-th spikes:
+the pipeline adds latency, not lag.
 """
 from __future__ import annotations
 
@@ -13,37 +16,28 @@ from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
 
 
-class AbstractIFLayer(AbstractProcess):
-    """current = (weight @ s_in) * 2**weight_exp + bias; IF neurons, reset by subtraction."""
+class IFStack(AbstractProcess):
+    """Consecutive IF layers; sends the last layer's spikes, or its readout values, on `s_out`.
 
-    def __init__(self, *, weight: np.ndarray, weight_exp: int, bias: np.ndarray, vth: np.ndarray,
-                 v_init: np.ndarray, state_bits: int, offset: int, timesteps: int, window: int, name: str | None = None,
-                 **params):
-        super().__init__(weight_exp=weight_exp, state_bits=state_bits, offset=offset,
-                         timesteps=timesteps, window=window, name=name, **params)
-        n_out, n_in = weight.shape
+    Parameters
+    ----------
+    layers: one dict per layer with `weight` (int mantissa: (out, in), or (O, C, kh, kw) for a
+        valid convolution with `stride` and `in_shape`), `weight_exp`, `max_input` (the largest
+        input magnitude), and per-neuron `bias`, `vth`, `v_init` (state units).
+    offset: depth of the first layer in the network; `window`: Lava steps per decision.
+    readout: None (send spikes) or a processes.dynamics.readout mode for the output layer.
+    """
+
+    def __init__(self, *, layers: list[dict], state_bits: int, offset: int, timesteps: int, window: int,
+                 readout: str | None = None, name: str | None = None):
+        super().__init__(layers=layers, state_bits=state_bits, offset=offset, timesteps=timesteps,
+                         window=window, readout=readout, name=name)
+        sizes = [len(l["bias"]) for l in layers]
+        w0 = layers[0]["weight"]
+        n_in = int(np.prod(layers[0]["in_shape"])) if w0.ndim == 4 else w0.shape[1]
         self.s_in = InPort(shape=(n_in,))
-        self.weight = Var(shape=weight.shape, init=weight)
-        self.bias = Var(shape=(n_out,), init=bias)
-        self.vth = Var(shape=(n_out,), init=vth)
-        self.v_init = Var(shape=(n_out,), init=v_init)
-        self.v = Var(shape=(n_out,), init=0)
-        self.spikes = Var(shape=(1,), init=0)     # total spikes emitted
-        self.synops = Var(shape=(1,), init=0)     # total synaptic operations received
-
-
-class IFLayer(AbstractIFLayer):
-    """A hidden layer: sends its spikes on `s_out`."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.s_out = OutPort(shape=(self.v.shape[0],))
-
-
-class ReadoutLayer(AbstractIFLayer):
-    """The output layer: sends the decision values (see dynamics.readout) on `q_out`."""
-
-    def __init__(self, *, readout: str, **kwargs):
-        super().__init__(readout=readout, **kwargs)
-        self.q_out = OutPort(shape=(self.v.shape[0],))
-        self.count = Var(shape=(self.v.shape[0],), init=0)
+        self.s_out = OutPort(shape=(sizes[-1],))
+        self.v = Var(shape=(sum(sizes),), init=np.zeros(sum(sizes), np.int64))   # all layers' potentials
+        self.count = Var(shape=(sizes[-1],), init=np.zeros(sizes[-1], np.int64))  # output spikes this window
+        self.spikes = Var(shape=(len(layers),), init=np.zeros(len(layers), np.int64))  # totals per layer
+        self.synops = Var(shape=(len(layers),), init=np.zeros(len(layers), np.int64))  # received per layer
