@@ -19,13 +19,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from conversion.envs import EnvSpec, game, is_atari
 from conversion.errors import ArtifactError
 from conversion.network import ConvLayer, DenseLayer, Layer
 from conversion.profiles import ChipProfile
@@ -59,6 +60,24 @@ class Artifact:
     @property
     def profile(self) -> ChipProfile:
         return ChipProfile.from_dict(self.manifest["profile"])
+
+    def with_env(self, env_id: str | None = None, sticky: float | None = None) -> "Artifact":
+        """This artifact deployed on another environment id and/or sticky-action probability.
+
+        The preprocessing stays; an ALE artifact only moves between versions of its own game.
+        """
+        spec = EnvSpec.from_dict(self.manifest["env"])
+        new_id = env_id or spec.id
+        if spec.atari is not None:
+            if not is_atari(new_id) or game(new_id) != game(spec.id):
+                raise ArtifactError(f"artifact was converted for {spec.id}; {new_id} is a different game")
+            pre = spec.atari if sticky is None else replace(spec.atari, repeat_action_probability=sticky)
+            spec = replace(spec, id=new_id, atari=pre)
+        elif sticky is not None:
+            raise ArtifactError(f"sticky actions apply to ALE games only, not {spec.id}")
+        else:
+            spec = replace(spec, id=new_id)
+        return Artifact({**self.manifest, "env": spec.to_dict()}, self.layers, self.source)
 
     def save(self, path: str | Path) -> None:
         """Write atomically: a half-written file never appears at `path`."""

@@ -68,6 +68,11 @@ def is_atari(env_id: str) -> bool:
     return env_id.startswith("ALE/")
 
 
+def game(env_id: str) -> str:
+    """The game of an ALE id: 'ALE/Pong-v5' -> 'pong'."""
+    return env_id.removeprefix("ALE/").rsplit("-v", 1)[0].lower()
+
+
 def check_env_id(env_id: str) -> None:
     """Raise UnknownEnvError with a clear message if gymnasium does not know `env_id`."""
     if is_atari(env_id):

@@ -64,6 +64,8 @@ def cmd_run(args) -> None:
     from deploy.runner import RunSettings, run
 
     art = Artifact.load(args.artifact)
+    if args.env or args.sticky_actions is not None:
+        art = art.with_env(args.env, args.sticky_actions)
     settings = RunSettings.for_artifact(art, args.episodes, args.seed, args.timesteps, args.readout,
                                         args.epsilon, args.backend, fuse=not args.per_layer_processes)
     log = run(art, settings, progress=not args.no_progress)
@@ -135,6 +137,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--readout", choices=["robust", "spike_count"], help="override the artifact's readout")
     r.add_argument("--epsilon", type=float, help="override the artifact's evaluation epsilon")
     r.add_argument("--backend", default="lava", choices=["lava", "emulator"])
+    r.add_argument("--env", help="deploy on this environment id instead of the artifact's "
+                   "(same observation and action shapes; ALE: same game)")
+    r.add_argument("--sticky-actions", type=float, metavar="P", help="ALE: override the sticky-action probability")
     r.add_argument("--per-layer-processes", action="store_true",
                    help="Lava: one process per layer (default: the whole network in one process)")
     r.add_argument("--json", help="write the results record here")

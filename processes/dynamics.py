@@ -56,13 +56,15 @@ def conv2d(weight: np.ndarray, x: np.ndarray, stride: int, exp: int) -> np.ndarr
     """Synaptic current of a valid (unpadded) strided convolution, (W_mant * x) * 2**exp.
 
     W is (O, C, kh, kw) as in PyTorch; x is (..., C, H, W); returns (..., O, Ho, Wo).
-    The product is an im2col matrix product, exact under the same rule as `dense`.
+    The product is an im2col matrix product in W's dtype, exact under the same rule as
+    `dense`; the patches are gathered channels-last, so every copied run is contiguous.
     """
     o, c, kh, kw = weight.shape
-    w = weight.reshape(o, -1)
-    windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(-2, -1))[..., ::stride, ::stride, :, :]
-    cols = np.moveaxis(windows, -5, -3)                       # (..., Ho, Wo, C, kh, kw)
-    cols = cols.reshape(*cols.shape[:-3], c * kh * kw)
+    w = weight.transpose(0, 2, 3, 1).reshape(o, -1)                  # columns ordered (ky, kx, c)
+    xl = np.ascontiguousarray(np.moveaxis(np.asarray(x, w.dtype if w.dtype.kind == "f" else np.float64), -3, -1))
+    win = np.lib.stride_tricks.sliding_window_view(xl, (kh, kw), axis=(-3, -2))[..., ::stride, ::stride, :, :, :]
+    cols = np.moveaxis(win, -3, -1)                                   # (..., Ho, Wo, kh, kw, C)
+    cols = cols.reshape(*cols.shape[:-3], kh * kw * c)
     return np.moveaxis(dense(w, cols, exp), -1, -3)
 
 
@@ -125,12 +127,6 @@ def if_step(v: np.ndarray, a_in: np.ndarray, vth: np.ndarray, bits: int) -> tupl
     v = saturate(v + a_in, bits)
     s = (v >= vth).astype(np.int64)
     return v - s * vth, s
-
-
-def if_layer_step(syn: Synapse, v: np.ndarray, x: np.ndarray, bias: np.ndarray, vth: np.ndarray,
-                  bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """One step of an IF layer: v += (W x) * 2**exp + bias; spikes; reset by subtraction."""
-    return if_step(v, syn.current(x) + bias, vth, bits)
 
 
 def readout(count: np.ndarray, v: np.ndarray, vth: np.ndarray, mode: str) -> np.ndarray:

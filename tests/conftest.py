@@ -30,3 +30,17 @@ def cartpole_artifact(tmp_path_factory):
 
 def pytest_configure(config):
     os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+PONG = ROOT / "checkpoints" / "pong_dqn.pt"
+
+
+@pytest.fixture(scope="session")
+def pong_artifact(tmp_path_factory):
+    """The bundled Pong Nature DQN, converted with a short calibration and 25-step episodes."""
+    from conversion.convert import ConvertOptions, convert
+
+    art = convert(PONG, "ALE/Pong-v5", ConvertOptions(calib_steps=300, timesteps=8, max_episode_steps=25))
+    path = tmp_path_factory.mktemp("artifacts") / "pong.h5"
+    art.save(path)
+    return path, art

@@ -9,7 +9,7 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from processes.dynamics import Synapse, if_layer_step, readout
+from processes.dynamics import Synapse, if_step, readout
 from processes.if_layers.process import IFStack
 
 
@@ -46,8 +46,8 @@ class PyIFStackModel(PyLoihiProcessModel):
             if k == 0:
                 self.v[sl] = layer["v_init"]
             if 0 <= k < self.timesteps:
-                self.v[sl], self.prev[j] = if_layer_step(syn, self.v[sl], inputs[j], layer["bias"],
-                                                         layer["vth"], self.bits)
+                current = syn.current(inputs[j]) + layer["bias"]
+                self.v[sl], self.prev[j] = if_step(self.v[sl], current, layer["vth"], self.bits)
                 self.spikes[j] += self.prev[j].sum()
                 self.synops[j] += syn.synops(inputs[j])
             else:

@@ -1,0 +1,120 @@
+"""Atari: Nature-DQN loaders, conversion, the DQN's env, Lava == emulator on Pong, bad input."""
+import multiprocessing
+
+import numpy as np
+import pytest
+import torch
+
+from conversion.artifact import Artifact
+from conversion.convert import ConvertOptions, convert
+from conversion.envs import EnvSpec, make_env
+from conversion.errors import ArtifactError, ShapeMismatchError
+from conversion.loaders import load_checkpoint
+from conversion.models.qnet import NatureDQN
+from conversion.models.train_dqn_atari import FrameReplay
+from deploy.cli import main
+from deploy.runner import RunSettings, run
+
+
+def frames(n, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 4, 84, 84)).astype(np.float32)
+
+
+def test_cleanrl_nature_dqn_state_dict(tmp_path):
+    q = NatureDQN(6)                                   # CleanRL dqn_atari: network.N, forward x / 255
+    torch.save(q.state_dict(), tmp_path / "dqn_atari.cleanrl_model")
+    net = load_checkpoint(tmp_path / "dqn_atari.cleanrl_model")
+    assert net.in_shape == (4, 84, 84) and net.n_actions == 6
+    assert [l.stride for l in net.layers[:3]] == [4, 2, 1] and net.layers[2].out_shape == (64, 7, 7)
+    x = frames(4)
+    with torch.no_grad():
+        expected = q(torch.as_tensor(x)).numpy()
+    np.testing.assert_allclose(net.to_torch().q_values(x), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_stable_baselines3_cnn_policy_zip(tmp_path):
+    sb3 = pytest.importorskip("stable_baselines3")
+    model = sb3.DQN("CnnPolicy", make_env(EnvSpec.for_id("ALE/Pong-v5")), buffer_size=10, seed=0)
+    model.save(tmp_path / "pong_sb3.zip")
+    net = load_checkpoint(tmp_path / "pong_sb3.zip")
+    assert net.format == "sb3" and len(net.layers) == 5
+    x = frames(3)
+    with torch.no_grad():
+        expected = model.q_net(torch.as_tensor(x)).numpy()
+    np.testing.assert_allclose(net.to_torch().q_values(x), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_dqn_env_is_the_nature_preprocessing():
+    spec = EnvSpec.for_id("ALE/Pong-v5", max_episode_steps=7)
+    assert EnvSpec.from_dict(spec.to_dict()) == spec
+    env = make_env(spec)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
+    assert env.unwrapped.ale.getFloat("repeat_action_probability") == 0.0
+    steps, done = 0, False
+    while not done:
+        _, _, term, trunc, _ = env.step(0)
+        steps, done = steps + 1, term or trunc
+    assert steps == 7                               # the cap counts agent steps, not frames
+    env.close()
+
+
+def test_frame_replay_rebuilds_the_stacks():
+    env = make_env(EnvSpec.for_id("ALE/Pong-v5", max_episode_steps=30))
+    replay, rng = FrameReplay(50, 4, 84), np.random.default_rng(0)
+    truth, obs, since = {}, env.reset(seed=0)[0], 0
+    for _ in range(120):                             # wraps the buffer, crosses episode starts
+        a = int(rng.integers(6))
+        nxt, r, term, trunc, _ = env.step(a)
+        truth[replay.pos] = (obs, nxt, a)
+        replay.add(obs, nxt, a, r, term, since)
+        obs, since = nxt, since + 1
+        if term or trunc:
+            obs, since = env.reset()[0], 0
+    sample = replay.sample(rng, 200)
+    stored = list(truth.values())
+    for o, n, a in zip(sample["obs"].numpy(), sample["next_obs"].numpy(), sample["action"].numpy()):
+        assert any(np.array_equal(o, so) and np.array_equal(n, sn) and a == sa for so, sn, sa in stored)
+
+
+def test_nature_dqn_conversion_round_trip(pong_artifact):
+    path, art = pong_artifact
+    loaded = Artifact.load(path)
+    assert [q.is_conv for q in loaded.layers] == [True, True, True, False, False]
+    assert loaded.manifest["env"]["atari"]["frame_stack"] == 4
+    assert loaded.manifest["env"]["max_episode_steps"] == 25
+    for a, b in zip(loaded.layers, art.layers):
+        assert np.array_equal(a.weight, b.weight) and a.stride == b.stride and a.in_shape == b.in_shape
+    assert all(r["weight_rel_rms_error"] < 0.02 for r in art.manifest["quantization"])
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_emulator_is_bit_exact_with_lava_on_pong(pong_artifact, fuse):
+    _, art = pong_artifact
+    settings = dict(seeds=[3, 4], timesteps=8, readout="robust", epsilon=0.1)
+    lava = run(art, RunSettings(**settings, backend="lava", fuse=fuse), progress=False)
+    emu = run(art, RunSettings(**settings, backend="emulator"), progress=False)
+    assert lava.decisions == 50
+    assert np.array_equal(lava.returns, emu.returns)
+    for a, b in zip(lava.greedy + lava.actions, emu.greedy + emu.actions):
+        assert np.array_equal(a, b)
+    assert lava.spikes == emu.spikes and lava.synops == emu.synops and min(lava.spikes[:-1]) > 0
+    assert not multiprocessing.active_children()
+
+
+def test_deploying_on_another_game_or_shape_is_refused(pong_artifact, tmp_path, capsys):
+    path, art = pong_artifact
+    for args, message in [(["--env", "ALE/Breakout-v5"], "different game"),
+                          (["--env", "CartPole-v1"], "different game")]:
+        assert main(["run", str(path), "--episodes", "1", *args]) == 2
+        assert message in capsys.readouterr().err
+    bad = Artifact({**art.manifest, "obs_shape": [4, 80, 80]}, art.layers, art.source)
+    with pytest.raises(ArtifactError):
+        bad.validate()
+    with pytest.raises(ShapeMismatchError, match=r"inputs of shape \(4, 84, 84\)"):
+        convert(_nature_checkpoint(tmp_path), "CartPole-v1", ConvertOptions(calib_steps=10))
+
+
+def _nature_checkpoint(tmp_path):
+    torch.save(NatureDQN(6).state_dict(), tmp_path / "nature.pt")
+    return tmp_path / "nature.pt"
