@@ -26,11 +26,12 @@ class FixedPointNetwork:
     Layers are computed one after the other over a chunk of time steps: a layer's synaptic
     currents depend only on the spikes of the layer below, so those of `chunk` steps are
     one matrix product (the input layer's, held for the whole window, just one), and only
-    the IF update runs step by step. Same arithmetic, same order per neuron: bit-exact
+    the IF update runs step by step. Chunks of ~64 rows (steps x batch) keep the products
+    in cache. Same arithmetic, same order per neuron: bit-exact
     with the step-by-step Lava pipeline.
     """
 
-    def __init__(self, art: Artifact, timesteps: int, readout_mode: str, chunk: int = 32):
+    def __init__(self, art: Artifact, timesteps: int, readout_mode: str, chunk: int | None = None):
         self.layers = layer_params(art)
         self.synapses = [Synapse(l["weight"], l["weight_exp"], l["max_input"], l.get("stride"), l.get("in_shape"))
                          for l in self.layers]
@@ -43,8 +44,9 @@ class FixedPointNetwork:
         """Readout values for a batch of encoded observations x (B, n_in)."""
         v = [np.repeat(l["v_init"][None], len(x), axis=0) for l in self.layers]
         count = np.zeros_like(v[-1])
-        for start in range(0, self.timesteps, self.chunk):
-            steps = min(self.chunk, self.timesteps - start)
+        chunk = self.chunk or max(4, 64 // len(x))
+        for start in range(0, self.timesteps, chunk):
+            steps = min(chunk, self.timesteps - start)
             inp = np.broadcast_to(x, (steps, *x.shape))
             for i, (l, syn) in enumerate(zip(self.layers, self.synapses)):
                 flat = inp.reshape(-1, inp.shape[-1])
