@@ -25,7 +25,7 @@ test-all: install  ## everything, including the slow end-to-end cases
 	$(BIN)/python -m pytest
 
 bench: install  ## T x percentile x readout sweep on CartPole -> results/
-	$(BIN)/python -m benchmarks.sweep_cartpole
+	$(BIN)/python -m benchmarks.sweep cartpole
 
 clean:
 	rm -rf build $(VENV)
