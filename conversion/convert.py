@@ -19,6 +19,7 @@ from conversion.quantize import V_INITS, input_scale_bits, quantization_report, 
 
 
 ATARI_EPISODE_STEPS = 18_000   # the paper's evaluation cap, in agent steps
+ATARI_EPSILON = 0.05           # the paper's evaluation epsilon
 
 
 @dataclass
@@ -30,7 +31,8 @@ class ConvertOptions:
     calib_steps: int = 5_000
     calib_seed: int = 0
     calib_epsilon: float = 0.05
-    epsilon: float = 0.0          # evaluation epsilon recorded for `run`
+    epsilon: float | None = None  # evaluation epsilon recorded for `run` (None: 0.05 for ALE games
+                                  # as in the paper, else 0)
     v_init: str = "half"          # membrane potential at each decision's start: "half" | "zero"
     sticky: float | None = None   # ALE sticky-action probability (None: 0, the paper's games)
     max_episode_steps: int | None = None  # None: the env's own limit; ALE games: 18,000 (the paper)
@@ -84,7 +86,8 @@ def convert(checkpoint: str | Path, env_id: str, opts: ConvertOptions = ConvertO
         "env": spec.to_dict(), "obs_shape": obs_shape, "n_actions": n_actions,
         "action_map": list(range(n_actions)), "timesteps": opts.timesteps, "readout": opts.readout,
         "v_init": opts.v_init,
-        "input_scale_bits": input_scale_bits(obs, profile), "epsilon": opts.epsilon,
+        "input_scale_bits": input_scale_bits(obs, profile),
+        "epsilon": opts.epsilon if opts.epsilon is not None else (ATARI_EPSILON if is_atari(env_id) else 0.0),
         "normalization": {"percentile": opts.percentile, "scales": scales,
                           "calib_steps": opts.calib_steps, "calib_seed": opts.calib_seed,
                           "calib_epsilon": opts.calib_epsilon},

@@ -115,7 +115,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--profile", default="loihi2", help="chip profile name or JSON file")
     c.add_argument("--calib-steps", type=int, default=5000, help="calibration env steps")
     c.add_argument("--calib-seed", type=int, default=0)
-    c.add_argument("--epsilon", type=float, default=0.0, help="evaluation epsilon recorded for `run`")
+    c.add_argument("--epsilon", type=float, help="evaluation epsilon recorded for `run` "
+                   "(default 0.05 for ALE games as in the paper, else 0)")
     c.add_argument("--v-init", default="half", choices=["half", "zero"],
                    help="membrane potential at each decision's start (zero = the paper's reset)")
     c.add_argument("--sticky-actions", type=float, metavar="P",

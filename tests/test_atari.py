@@ -118,3 +118,21 @@ def test_deploying_on_another_game_or_shape_is_refused(pong_artifact, tmp_path, 
 def _nature_checkpoint(tmp_path):
     torch.save(NatureDQN(6).state_dict(), tmp_path / "nature.pt")
     return tmp_path / "nature.pt"
+
+
+def test_atari_trainer_saves_and_resumes_from_its_slim_state(tmp_path):
+    from conversion.models.train_dqn_atari import Config, export_state, train
+
+    cfg = Config(total_steps=240, buffer_size=200, learning_starts=60, eps_steps=100, max_episode_steps=40,
+                 target_update=50)
+    out = tmp_path / "q.pt"
+    train("ALE/Pong-v5", tmp_path / "run", out, 0, cfg, eval_every=120, eval_episodes=1, save_every=120)
+    assert (tmp_path / "run" / "eval.csv").read_text().count("\n") == 3          # header + 2 evaluations
+    export_state(tmp_path / "run", tmp_path / "slim.pt")
+    slim = torch.load(tmp_path / "slim.pt", weights_only=True)
+    assert slim["step"] == 240 and "opt" not in slim
+    cfg2 = Config(**{**cfg.__dict__, "total_steps": 300})
+    train("ALE/Pong-v5", tmp_path / "run2", out, 0, cfg2, eval_every=1000, eval_episodes=1, save_every=60,
+          resume_from=tmp_path / "slim.pt")
+    assert torch.load(tmp_path / "run2" / "state.pt", weights_only=True)["step"] == 300
+    assert set(torch.load(out, weights_only=True)) == set(NatureDQN(6).state_dict())
