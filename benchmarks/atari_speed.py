@@ -56,7 +56,7 @@ def recorded_payloads(art: Artifact, n: int) -> np.ndarray:
     return np.stack(out, axis=1)
 
 
-def ours(art: Artifact, data: np.ndarray, fuse: bool) -> list:
+def ours(art: Artifact, fuse: bool) -> list:
     from processes.if_layers.process import IFStack
 
     params, bits = layer_params(art), art.profile.state_bits
@@ -168,8 +168,8 @@ def main() -> None:
     data = recorded_payloads(art, 16)
     n_out = art.manifest["n_actions"]
     net = {}
-    for name, procs, steps in [("ours: 1 process", ours(art, data, True), args.steps),
-                               ("ours: 5 processes", ours(art, data, False), args.steps),
+    for name, procs, steps in [("ours: 1 process", ours(art, True), args.steps),
+                               ("ours: 5 processes", ours(art, False), args.steps),
                                ("stock Lava Conv/Dense/LIF", stock(art), args.stock_steps)]:
         net[name] = 1e3 * time_network(data, procs, steps)
         print(f"{name}: {net[name]:.2f} ms per time step")

@@ -94,11 +94,9 @@ class Artifact:
                     g = f.create_group(f"layer/{i}")
                     g["type"] = "conv" if q.is_conv else "dense"
                     g["weight"], g["weight_exp"], g["bias"] = q.weight, q.weight_exp, q.bias
+                    g["shape"] = list(q.out_shape)
                     if q.is_conv:
                         g["stride"], g["inShape"] = q.stride, list(q.in_shape)
-                        g["shape"] = list(ConvLayer("", q.weight, q.bias, q.stride, q.in_shape).out_shape)
-                    else:
-                        g["shape"] = [q.weight.shape[0]]
                     g.attrs["name"] = q.name
                     n = g.create_group("neuron")
                     n["type"], n["vThMant"], n["vDecay"], n["iDecay"], n["refDelay"] = "IF", q.vth, 0, 4096, 0

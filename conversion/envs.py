@@ -30,6 +30,10 @@ class AtariPreprocessing:
     frame_stack: int = 4
     repeat_action_probability: float = 0.0
 
+    def __post_init__(self):
+        if not 0.0 <= self.repeat_action_probability <= 1.0:
+            raise LavaloopError(f"sticky-action probability must be in [0, 1], got {self.repeat_action_probability}")
+
     @property
     def obs_shape(self) -> tuple[int, int, int]:
         return (self.frame_stack, self.screen_size, self.screen_size)

@@ -25,6 +25,13 @@ class DenseLayer:
         return self.weight.shape[0]
 
 
+def conv_out_shape(weight_shape: tuple, in_shape: tuple, stride: int) -> tuple[int, int, int]:
+    """(O, Ho, Wo) of a valid (unpadded) strided convolution with weights (O, C, kh, kw)."""
+    o, _, kh, kw = weight_shape
+    _, h, w = in_shape
+    return (o, (h - kh) // stride + 1, (w - kw) // stride + 1)
+
+
 @dataclass
 class ConvLayer:
     """A valid (unpadded) strided 2-D convolution; W is (O, C, kh, kw), inputs (C, H, W)."""
@@ -37,9 +44,7 @@ class ConvLayer:
 
     @property
     def out_shape(self) -> tuple[int, int, int]:
-        o, _, kh, kw = self.weight.shape
-        _, h, w = self.in_shape
-        return (o, (h - kh) // self.stride + 1, (w - kw) // self.stride + 1)
+        return conv_out_shape(self.weight.shape, self.in_shape, self.stride)
 
     @property
     def in_size(self) -> int:

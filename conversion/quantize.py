@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from conversion.errors import ProfileError
-from conversion.network import ConvLayer, Layer
+from conversion.network import ConvLayer, Layer, conv_out_shape
 from conversion.profiles import ChipProfile
 
 
@@ -51,17 +51,16 @@ class QuantizedLayer:
         return int(np.prod(self.in_shape)) if self.is_conv else self.weight.shape[1]
 
     @property
+    def out_shape(self) -> tuple[int, ...]:
+        return conv_out_shape(self.weight.shape, self.in_shape, self.stride) if self.is_conv else (len(self.bias),)
+
+    @property
     def out_size(self) -> int:
-        return len(self.per_neuron(self.bias))
+        return int(np.prod(self.out_shape))
 
     def per_neuron(self, values: np.ndarray) -> np.ndarray:
         """Per-channel values of a convolution repeated for every neuron (C-major); dense: as is."""
-        if not self.is_conv:
-            return values
-        _, _, kh, kw = self.weight.shape
-        _, h, w = self.in_shape
-        positions = ((h - kh) // self.stride + 1) * ((w - kw) // self.stride + 1)
-        return np.repeat(values, positions)
+        return np.repeat(values, self.out_size // len(values)) if self.is_conv else values
 
     def effective(self) -> tuple[np.ndarray, np.ndarray]:
         """The real-valued weights and biases (threshold 1) this layer implements."""

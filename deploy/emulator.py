@@ -27,14 +27,13 @@ class FixedPointNetwork:
     currents depend only on the spikes of the layer below, so those of `chunk` steps are
     one matrix product (the input layer's, held for the whole window, just one), and only
     the IF update runs step by step. Chunks of ~64 rows (steps x batch) keep the products
-    in cache. Same arithmetic, same order per neuron: bit-exact
-    with the step-by-step Lava pipeline.
+    in cache. Same arithmetic, same order per neuron: bit-exact with the step-by-step
+    Lava pipeline.
     """
 
     def __init__(self, art: Artifact, timesteps: int, readout_mode: str, chunk: int | None = None):
         self.layers = layer_params(art)
-        self.synapses = [Synapse(l["weight"], l["weight_exp"], l["max_input"], l.get("stride"), l.get("in_shape"))
-                         for l in self.layers]
+        self.synapses = [Synapse.from_params(l) for l in self.layers]
         self.bits = art.profile.state_bits
         self.timesteps, self.mode, self.chunk = timesteps, readout_mode, chunk
         self.spikes = np.zeros(len(self.layers), np.int64)
@@ -47,13 +46,13 @@ class FixedPointNetwork:
         chunk = self.chunk or max(4, 64 // len(x))
         for start in range(0, self.timesteps, chunk):
             steps = min(chunk, self.timesteps - start)
-            inp = np.broadcast_to(x, (steps, *x.shape))
+            inp = None
             for i, (l, syn) in enumerate(zip(self.layers, self.synapses)):
-                flat = inp.reshape(-1, inp.shape[-1])
                 if i == 0:   # the observation is held: one current for every step
                     current = np.broadcast_to(syn.current(x) + l["bias"], (steps, *v[0].shape))
                     self.synops[i] += steps * syn.synops(x).sum()
                 else:
+                    flat = inp.reshape(-1, inp.shape[-1])
                     current = (syn.current(flat) + l["bias"]).reshape(steps, *v[i].shape)
                     self.synops[i] += syn.synops(flat).sum()
                 out = np.empty((steps, *v[i].shape), np.int8)

@@ -103,6 +103,11 @@ class Synapse:
         self.fanout = conv_fanout(nonzero, in_shape, stride) if self.conv else nonzero.sum(axis=0)
         self._last = (None, None)
 
+    @classmethod
+    def from_params(cls, p: dict) -> "Synapse":
+        """From an IFStack layer dict (see processes.if_layers.process.IFStack)."""
+        return cls(p["weight"], p["weight_exp"], p["max_input"], p.get("stride"), p.get("in_shape"))
+
     def current(self, x: np.ndarray) -> np.ndarray:
         last_x, last_a = self._last
         if last_x is not None and last_x.shape == x.shape and np.array_equal(last_x, x):

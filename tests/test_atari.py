@@ -136,3 +136,9 @@ def test_atari_trainer_saves_and_resumes_from_its_slim_state(tmp_path):
           resume_from=tmp_path / "slim.pt")
     assert torch.load(tmp_path / "run2" / "state.pt", weights_only=True)["step"] == 300
     assert set(torch.load(out, weights_only=True)) == set(NatureDQN(6).state_dict())
+
+
+def test_sticky_action_probability_is_checked(pong_artifact, capsys):
+    path, _ = pong_artifact
+    assert main(["run", str(path), "--episodes", "1", "--sticky-actions", "1.5"]) == 2
+    assert "sticky-action probability must be in [0, 1]" in capsys.readouterr().err

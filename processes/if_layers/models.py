@@ -28,8 +28,7 @@ class PyIFStackModel(PyLoihiProcessModel):
         super().__init__(proc_params)
         p = proc_params
         self.layers = p["layers"]
-        self.synapses = [Synapse(l["weight"], l["weight_exp"], l["max_input"], l.get("stride"), l.get("in_shape"))
-                         for l in self.layers]
+        self.synapses = [Synapse.from_params(l) for l in self.layers]
         ends = np.cumsum([len(l["bias"]) for l in self.layers])
         self.slices = [slice(e - len(l["bias"]), e) for e, l in zip(ends, self.layers)]
         self.bits, self.offset = p["state_bits"], p["offset"]
