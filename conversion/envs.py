@@ -40,13 +40,50 @@ class AtariPreprocessing:
 
 
 @dataclass(frozen=True)
+class POMDPTask:
+    """A partially observable variant of a gymnasium task: only some observation dims are seen.
+
+    The ids follow pomdp-baselines (Ni et al. 2022), used by the GRSN paper: `-V` keeps the
+    velocities, `-P` the positions; episodes are capped at `max_episode_steps`.
+    """
+
+    base_id: str
+    obs_dims: tuple[int, ...]
+    max_episode_steps: int
+
+
+POMDP_TASKS = {
+    "CartPole-V": POMDPTask("CartPole-v1", (1, 3), 200),
+    "CartPole-P": POMDPTask("CartPole-v1", (0, 2), 200),
+    "Pendulum-V": POMDPTask("Pendulum-v1", (2,), 200),
+}
+
+
+class ObservationMask(gym.ObservationWrapper):
+    """Keep only the observation entries `dims` of a 1-d Box observation."""
+
+    def __init__(self, env: gym.Env, dims: tuple[int, ...]):
+        super().__init__(env)
+        self.dims = list(dims)
+        box = env.observation_space
+        self.observation_space = gym.spaces.Box(box.low[self.dims], box.high[self.dims], dtype=box.dtype)
+
+    def observation(self, obs):
+        return obs[self.dims]
+
+
+@dataclass(frozen=True)
 class EnvSpec:
-    """What is needed to rebuild the environment a policy was trained on."""
+    """What is needed to rebuild the environment a policy was trained on.
+
+    `obs_dims` (POMDP tasks) keeps only those observation entries of the base env.
+    """
 
     id: str
     kwargs: dict = field(default_factory=dict)
     max_episode_steps: int | None = None
     atari: AtariPreprocessing | None = None
+    obs_dims: tuple[int, ...] | None = None
 
     @classmethod
     def for_id(cls, env_id: str, sticky: float | None = None, max_episode_steps: int | None = None) -> "EnvSpec":
@@ -54,6 +91,10 @@ class EnvSpec:
         if is_atari(env_id):
             pre = AtariPreprocessing(repeat_action_probability=0.0 if sticky is None else sticky)
             return cls(env_id, max_episode_steps=max_episode_steps, atari=pre)
+        if env_id in POMDP_TASKS:
+            task = POMDP_TASKS[env_id]
+            return cls(env_id, max_episode_steps=max_episode_steps or task.max_episode_steps,
+                       obs_dims=task.obs_dims)
         if sticky is not None:
             raise LavaloopError(f"sticky actions apply to ALE games only, not {env_id!r}")
         return cls(env_id, max_episode_steps=max_episode_steps)
@@ -64,8 +105,15 @@ class EnvSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "EnvSpec":
         atari = d.get("atari")
+        dims = d.get("obs_dims")
         return cls(id=d["id"], kwargs=dict(d.get("kwargs", {})), max_episode_steps=d.get("max_episode_steps"),
-                   atari=AtariPreprocessing(**atari) if atari else None)
+                   atari=AtariPreprocessing(**atari) if atari else None,
+                   obs_dims=tuple(dims) if dims is not None else None)
+
+    @property
+    def base_id(self) -> str:
+        """The gymnasium id that is built (a POMDP task's underlying env)."""
+        return POMDP_TASKS[self.id].base_id if self.id in POMDP_TASKS else self.id
 
 
 def is_atari(env_id: str) -> bool:
@@ -79,6 +127,8 @@ def game(env_id: str) -> str:
 
 def check_env_id(env_id: str) -> None:
     """Raise UnknownEnvError with a clear message if gymnasium does not know `env_id`."""
+    if env_id in POMDP_TASKS:
+        return
     if is_atari(env_id):
         import ale_py
 
@@ -96,7 +146,8 @@ def make_env(spec: EnvSpec) -> gym.Env:
     pre = spec.atari
     if pre is None:
         limit = {} if spec.max_episode_steps is None else {"max_episode_steps": spec.max_episode_steps}
-        return gym.make(spec.id, **spec.kwargs, **limit)
+        env = gym.make(spec.base_id, **spec.kwargs, **limit)
+        return env if spec.obs_dims is None else ObservationMask(env, spec.obs_dims)
     env = gym.make(spec.id, frameskip=1, repeat_action_probability=pre.repeat_action_probability,
                    **spec.kwargs)
     env = gym.wrappers.AtariPreprocessing(env, noop_max=pre.noop_max, frame_skip=pre.frame_skip,
@@ -112,5 +163,5 @@ def episode_limit(spec: EnvSpec, default: int = 27_000) -> int:
     """The most agent steps an episode may take (the env's time limit, else `default`)."""
     if spec.max_episode_steps is not None:
         return spec.max_episode_steps
-    registered = gym.spec(spec.id).max_episode_steps
+    registered = gym.spec(spec.base_id).max_episode_steps
     return registered if registered is not None else default

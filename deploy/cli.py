@@ -16,7 +16,10 @@ from conversion.errors import LavaloopError
 
 def cmd_convert(args) -> None:
     from conversion.convert import ConvertOptions, convert
+    from conversion.grsn import is_policy_checkpoint
 
+    if is_policy_checkpoint(args.checkpoint):
+        return convert_grsn(args)
     opts = ConvertOptions(percentile=args.percentile, timesteps=args.timesteps, readout=args.readout,
                           profile=args.profile, calib_steps=args.calib_steps, calib_seed=args.calib_seed,
                           epsilon=args.epsilon, v_init=args.v_init, sticky=args.sticky_actions,
@@ -33,13 +36,37 @@ def cmd_convert(args) -> None:
               f"bias change {100 * r['bias_rel_rms_error']:.2f}% (incl. bias correction)")
 
 
-def cmd_info(args) -> None:
-    from conversion.artifact import FORMAT_VERSION, Artifact
+def convert_grsn(args) -> None:
+    from conversion.grsn import convert_policy
 
-    art = Artifact.load(args.artifact)
+    art = convert_policy(args.checkpoint, args.env, args.profile, args.calib_episodes, args.calib_seed)
+    art.save(args.output)
+    m = art.manifest
+    fb = m["quantization"]["frac_bits"]
+    print(f"wrote {args.output}: GRSN policy, {len(art.stages)} stages, profile {m['profile']['name']} "
+          f"({m['conversion_seconds']:.1f} s)")
+    print(f"  scales 2^-k: input {fb['input']}, embeddings {fb['embed']}, GRSN state {fb['state']} "
+          f"(threshold {1 << fb['state']}), values {fb['q']}")
+    for name, err in m["quantization"]["weight_rel_rms_error"].items():
+        print(f"  {name:<10} weight error {100 * err:.2f}% (rel. RMS)")
+
+
+def cmd_info(args) -> None:
+    from conversion.artifact import FORMAT_VERSION, read_artifact
+
+    art = read_artifact(args.artifact)
     m = art.manifest
     if args.json:
         print(json.dumps(m, indent=2))
+        return
+    if art.network == "grsn":
+        print(f"{args.artifact}: lavaloop artifact v{FORMAT_VERSION}, GRSN policy ({m['policy']['hidden']} neurons)")
+        print(f"  env        {m['env']['id']}  observation {tuple(m['obs_shape'])}, {m['n_actions']} actions")
+        print(f"  source     {m['source']['file']}, sha256 {m['source']['sha256'][:16]}...")
+        print(f"  profile    {m['profile']['name']}: {m['profile']['description']}")
+        for st in art.stages:
+            w = st["weight"] if st["kind"] == "dense" else st["w_f"]
+            print(f"  stage      {st['name']:<8} {st['kind']:<6} {w.shape[1]:>4} -> {w.shape[0]}")
         return
     src = m["source"]
     print(f"{args.artifact}: lavaloop artifact v{FORMAT_VERSION} (lavaloop {m['lavaloop_version']})")
@@ -58,12 +85,14 @@ def cmd_info(args) -> None:
 
 
 def cmd_run(args) -> None:
-    from conversion.artifact import Artifact
+    from conversion.artifact import read_artifact
     from deploy.episodes import decision_agreement, source_returns
     from deploy.results import build_record, summary_table, write_json
     from deploy.runner import RunSettings, run
 
-    art = Artifact.load(args.artifact)
+    art = read_artifact(args.artifact)
+    if art.network == "grsn":
+        return run_grsn_cli(art, args)
     if args.env or args.sticky_actions is not None:
         art = art.with_env(args.env, args.sticky_actions)
     settings = RunSettings.for_artifact(art, args.episodes, args.seed, args.timesteps, args.readout,
@@ -73,6 +102,22 @@ def cmd_run(args) -> None:
     rec = build_record(art, args.artifact, settings, log, agreement, per_episode,
                        source_returns(art, settings.seeds, settings.epsilon))
     print(summary_table(rec))
+    if args.json:
+        write_json(args.json, rec)
+        print(f"results: {args.json}")
+
+
+def run_grsn_cli(art, args) -> None:
+    from deploy.grsn import check_grsn_deployable, grsn_table, run_grsn
+    from deploy.results import write_json
+
+    if args.env or args.sticky_actions is not None or args.timesteps or args.readout or args.per_layer_processes:
+        raise LavaloopError("a GRSN artifact runs on its own env, one step per env step: "
+                            "--env, --sticky-actions, --timesteps, --readout and --per-layer-processes do not apply")
+    check_grsn_deployable(art)
+    rec = run_grsn(art, list(range(args.seed, args.seed + args.episodes)), args.epsilon or 0.0, args.backend,
+                   progress=not args.no_progress)
+    print(grsn_table(rec))
     if args.json:
         write_json(args.json, rec)
         print(f"results: {args.json}")
@@ -105,8 +150,9 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("convert", help="checkpoint -> artifact (.h5)")
-    c.add_argument("checkpoint", help="SB3 DQN .zip (MlpPolicy or CnnPolicy), or a PyTorch/CleanRL "
-                   "state dict (.pt) of an MLP or the Nature DQN")
+    c.add_argument("checkpoint", help="SB3 DQN .zip (MlpPolicy or CnnPolicy), a PyTorch/CleanRL "
+                   "state dict (.pt) of an MLP or the Nature DQN, or a GRSN policy "
+                   "(conversion.models.train_recurrent)")
     c.add_argument("--env", required=True, help="gymnasium environment id, e.g. CartPole-v1")
     c.add_argument("-o", "--output", required=True, help="artifact path (.h5)")
     c.add_argument("--percentile", type=float, default=99.9, help="normalization percentile (100 = max-norm)")
@@ -115,6 +161,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--profile", default="loihi2", help="chip profile name or JSON file")
     c.add_argument("--calib-steps", type=int, default=5000, help="calibration env steps")
     c.add_argument("--calib-seed", type=int, default=0)
+    c.add_argument("--calib-episodes", type=int, default=20, help="GRSN policies: calibration episodes")
     c.add_argument("--epsilon", type=float, help="evaluation epsilon recorded for `run` "
                    "(default 0.05 for ALE games as in the paper, else 0)")
     c.add_argument("--v-init", default="half", choices=["half", "zero"],

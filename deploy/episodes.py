@@ -32,20 +32,25 @@ class EpisodeLog:
         return int(self.lengths.sum())
 
 
-def replay_observations(spec: EnvSpec, seed: int, actions: np.ndarray, expected_return: float) -> np.ndarray:
-    """Observations of an episode regenerated from its seed and actions (checked by its return)."""
+def replay(spec: EnvSpec, seed: int, actions: np.ndarray, expected_return: float) -> tuple[np.ndarray, np.ndarray]:
+    """(observations, rewards) of an episode regenerated from its seed and actions (checked by its return)."""
     env = make_env(spec)
     obs, _ = env.reset(seed=seed)
-    out, ret = [], 0.0
+    out, rewards = [], []
     for a in actions:
         out.append(np.asarray(obs, np.float32).ravel())
         obs, r, _, _, _ = env.step(int(a))
-        ret += float(r)
+        rewards.append(float(r))
     env.close()
-    if not np.isclose(ret, expected_return):
-        raise LavaloopError(f"replay of seed {seed} gave return {ret}, the run {expected_return}: "
+    if not np.isclose(sum(rewards), expected_return):
+        raise LavaloopError(f"replay of seed {seed} gave return {sum(rewards)}, the run {expected_return}: "
                             "the environment is not deterministic under its seed")
-    return np.asarray(out)
+    return np.asarray(out), np.asarray(rewards)
+
+
+def replay_observations(spec: EnvSpec, seed: int, actions: np.ndarray, expected_return: float) -> np.ndarray:
+    """Observations of an episode regenerated from its seed and actions (checked by its return)."""
+    return replay(spec, seed, actions, expected_return)[0]
 
 
 def decision_agreement(art: Artifact, log: EpisodeLog) -> tuple[float, list[float]]:

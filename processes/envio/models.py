@@ -10,7 +10,7 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from processes.dynamics import encode_input, epsilon_greedy
-from processes.envio.process import EnvIO, encode_error
+from processes.envio.process import CONTROL_DECIDE, CONTROL_FIRST, EnvIO, encode_error
 
 
 @implements(proc=EnvIO, protocol=LoihiProtocol)
@@ -38,12 +38,16 @@ class PyEnvIOModel(PyLoihiProcessModel):
         self.payload = None
 
     def encode(self, obs) -> np.ndarray:
-        return encode_input(np.ravel(obs), 1 << self.proc_params["input_scale_bits"],
-                            self.proc_params["input_bits"])
+        p = self.proc_params
+        if p["inputs_fn"] is None:
+            return encode_input(np.ravel(obs), 1 << p["input_scale_bits"], p["input_bits"])
+        x = encode_input(p["inputs_fn"](obs, self.prev_action, self.prev_reward), 1 << p["input_scale_bits"],
+                         p["input_bits"])
+        return np.append(x, CONTROL_FIRST if self.t == 0 else CONTROL_DECIDE)
 
     def start_episode(self) -> None:
         self.episode += 1
-        self.t = 0
+        self.t, self.prev_action, self.prev_reward = 0, -1, 0.0
         if self.episode < len(self.seeds):
             seed = self.seeds[self.episode]
             self.rng = np.random.default_rng(seed)
@@ -59,7 +63,7 @@ class PyEnvIOModel(PyLoihiProcessModel):
         self.greedy[ep, t], self.actions[ep, t] = greedy, taken
         obs, reward, term, trunc, _ = self.env.step(self.action_map[taken])
         self.returns[ep] += float(reward)
-        self.t += 1
+        self.t, self.prev_action, self.prev_reward = self.t + 1, taken, float(reward)
         self.lengths[ep] = self.t
         self.decisions[0] += 1
         if term or trunc or self.t >= self.max_steps:

@@ -20,17 +20,24 @@ class EnvIO(AbstractProcess):
     does not escape into the runtime (Lava would hang waiting for the other processes):
     its message is left in the `error` Var as ASCII codes and EnvIO goes idle.
 
+    With `inputs_fn` (recurrent policies), the payload is inputs_fn(obs, previous action,
+    previous reward) (previous action -1 at an episode's start) followed by a control
+    entry: 2 for an episode's first decision, 1 for any other decision, 0 when idle.
+
     Parameters
     ----------
     env_fn: builds the environment (called inside the runtime).
+    inputs_fn: optional, see above.
     input_scale_bits, input_bits: payload round(obs * 2**input_scale_bits), saturated.
     max_steps: length of the per-episode action logs.
     """
 
     def __init__(self, *, env_fn: Callable, obs_size: int, n_actions: int, action_map: Sequence[int],
                  input_scale_bits: int, input_bits: int, timesteps: int, latency: int,
-                 seeds: Sequence[int], epsilon: float, max_steps: int, name: str = "envio"):
-        super().__init__(env_fn=env_fn, action_map=list(action_map), input_scale_bits=input_scale_bits,
+                 seeds: Sequence[int], epsilon: float, max_steps: int, inputs_fn: Callable | None = None,
+                 name: str = "envio"):
+        super().__init__(env_fn=env_fn, inputs_fn=inputs_fn, n_actions=n_actions,
+                         action_map=list(action_map), input_scale_bits=input_scale_bits,
                          input_bits=input_bits, timesteps=timesteps, latency=latency,
                          seeds=list(seeds), epsilon=epsilon, max_steps=max_steps, name=name)
         n_ep = len(seeds)
@@ -46,6 +53,7 @@ class EnvIO(AbstractProcess):
 
 
 ERROR_LEN = 300
+CONTROL_IDLE, CONTROL_DECIDE, CONTROL_FIRST = 0, 1, 2   # the payload's last entry with `inputs_fn`
 
 
 def encode_error(exc: Exception, length: int = ERROR_LEN) -> list[int]:

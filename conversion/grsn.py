@@ -1,0 +1,270 @@
+"""GRSN policy checkpoint -> fixed-point graded/GRSN stages (the GRSN artifact).
+
+The policy becomes five stages, each one Lava pipeline step:
+
+    0 embed  graded dense + ReLU: [obs, prev action one-hot, prev reward] -> [x (48), shortcut (32)]
+    1 grsn   GRSN neurons on x (gate synapses, LUT sigmoid, 24-bit h and v); shortcut passes
+    2 head1  graded dense + ReLU on [spikes, shortcut]
+    3 head2  graded dense + ReLU
+    4 q      graded dense: one value per action
+
+Every tensor gets a power-of-two scale from calibration (the float policy's episodes):
+its largest magnitude uses about half of the payload range (`ACT_MARGIN`). Weights are
+the profile's signed mantissas with one exponent per synapse group; biases are in the
+accumulator's units. GRSN states use the profile's threshold resolution (threshold 1 =
+2**threshold_bits), the forget gate a 1024-entry sigmoid table over [-8, 8) with 12-bit
+outputs, and tau = 2 is a right shift by one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from conversion.envs import EnvSpec, make_env
+from conversion.errors import CheckpointError, LavaloopError, ProfileError, ShapeMismatchError
+from conversion.models.grsn import CHECKPOINT_FORMAT, PolicyConfig, RecurrentQNet
+from conversion.profiles import ChipProfile, load_profile
+
+LUT_INDEX_BITS, LUT_IN_FRAC, GATE_BITS = 10, 6, 12
+ACT_MARGIN = 2.0
+
+
+def is_policy_checkpoint(path: str | Path) -> bool:
+    """True for a lavaloop recurrent-policy checkpoint (see conversion.models.grsn.save_policy)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not ours; the DQN loaders report it
+        return False
+    return isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT
+
+
+def load_policy(path: str | Path) -> tuple[RecurrentQNet, dict, str]:
+    """(network, metadata, sha256) of a recurrent-policy checkpoint; CheckpointError if malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no such checkpoint: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{path.name}: not a readable torch checkpoint ({type(exc).__name__})") from exc
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path.name}: not a lavaloop recurrent-policy checkpoint")
+    try:
+        cfg = json.loads(obj["config"])
+        cfg["head"] = tuple(cfg["head"])
+        cfg = PolicyConfig(**cfg)
+        meta = json.loads(obj["meta"])
+        state = obj["state_dict"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path.name}: malformed policy checkpoint ({exc})") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path.name}: state_dict is not a dict of tensors")
+    net = RecurrentQNet(cfg)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        lines = [l.strip() for l in str(exc).splitlines()[1:] if l.strip()]
+        raise CheckpointError(f"{path.name}: weights do not fit a {cfg.cell} policy with hidden size "
+                              f"{cfg.hidden}: {lines[0] if lines else exc}"[:300]) from exc
+    return net, meta, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_task(cfg: PolicyConfig, meta: dict, spec: EnvSpec) -> tuple[int, int]:
+    """The env fits the policy: same observation dims (the POMDP mask) and action count."""
+    env = make_env(spec)
+    try:
+        n_obs, space = int(np.prod(env.observation_space.shape)), env.action_space
+    finally:
+        env.close()
+    trained = meta.get("env")
+    if trained is not None and trained != spec.id:
+        mask_then = EnvSpec.for_id(trained).obs_dims
+        if mask_then != spec.obs_dims:
+            raise ShapeMismatchError(f"policy was trained on {trained} (observation dims {list(mask_then or [])}); "
+                                     f"{spec.id} observes {list(spec.obs_dims or []) or 'all dims'}")
+    if n_obs != cfg.obs_dim:
+        raise ShapeMismatchError(f"policy takes {cfg.obs_dim} observation dims but {spec.id} has {n_obs}")
+    if not hasattr(space, "n") or int(space.n) != cfg.n_actions:
+        raise ShapeMismatchError(f"policy has {cfg.n_actions} actions but {spec.id}'s action space is {space}")
+    return n_obs, cfg.n_actions
+
+
+def float_step(net: RecurrentQNet, u: np.ndarray, state: tuple) -> tuple[dict[str, np.ndarray], tuple]:
+    """One env step of the float GRSN policy on inputs u = [obs, prev action one-hot, prev reward]
+    (batch, n_u), with every intermediate tensor (the stages' outputs and the gate inputs)."""
+    cfg = net.cfg
+    with torch.no_grad():
+        u_t = torch.as_tensor(np.asarray(u, np.float32))
+        o, pa, pr = torch.split(u_t, [cfg.obs_dim, cfg.n_actions, 1], dim=-1)
+        x, short = net.embed(o, pa, pr)
+        f, c = net.rnn.gates(x)
+        h, v = state
+        h = f * h + (1 - f) * c
+        v = v + (h - v) / net.rnn.tau
+        s = (v >= 1.0).to(v.dtype)
+        v = v - s
+        t = {"input": u_t, "embed": torch.cat([x, short], -1), "gate_pre": net.rnn.f(x), "cand": c,
+             "h": h, "v": v, "spikes": s}
+        z = torch.cat([s, short], -1)
+        linears = [m for m in net.head if isinstance(m, torch.nn.Linear)]
+        for i, lin in enumerate(linears):
+            z = lin(z)
+            z = torch.relu(z) if i < len(linears) - 1 else z
+            t[f"head{i}"] = z
+    return {k: val.numpy() for k, val in t.items()}, (h, v)
+
+
+def policy_inputs(obs: np.ndarray, prev_action: np.ndarray, prev_reward: np.ndarray, n_actions: int) -> np.ndarray:
+    """u = [obs, one-hot previous action (zeros when < 0: episode start), previous reward], batched."""
+    obs = np.atleast_2d(np.asarray(obs, np.float64))
+    onehot = (np.asarray(prev_action)[:, None] == np.arange(n_actions)).astype(np.float64)
+    return np.concatenate([obs, onehot, np.asarray(prev_reward, np.float64)[:, None]], axis=-1)
+
+
+def calibrate(net: RecurrentQNet, spec: EnvSpec, episodes: int, seed: int, epsilon: float) -> dict[str, float]:
+    """Largest magnitude of every tensor of the float policy over seeded epsilon-greedy episodes."""
+    peaks: dict[str, float] = {}
+    env, rng, n_act = make_env(spec), np.random.default_rng(seed), net.cfg.n_actions
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        state, a, r, done = net.zero_state(1), -1, 0.0, False
+        while not done:
+            t, state = float_step(net, policy_inputs(obs, [a], [r], n_act), state)
+            for k, val in t.items():
+                peaks[k] = max(peaks.get(k, 0.0), float(np.abs(val).max()))
+            a = int(rng.integers(n_act)) if rng.random() < epsilon else int(np.argmax(t[f"head{len(net.cfg.head)}"][0]))
+            obs, r, term, trunc, _ = env.step(a)
+            done = term or trunc
+    env.close()
+    return peaks
+
+
+def sigmoid_table(index_bits: int, in_frac_bits: int, out_frac_bits: int) -> np.ndarray:
+    """Lookup table of round(sigmoid(z) * 2**out_frac_bits) for z = i * 2**-in_frac_bits,
+    i in [-2**(index_bits-1), 2**(index_bits-1)); entry 0 is the most negative z."""
+    half = 1 << (index_bits - 1)
+    z = np.arange(-half, half) / float(1 << in_frac_bits)
+    return np.rint(1.0 / (1.0 + np.exp(-z)) * (1 << out_frac_bits)).astype(np.int64)
+
+
+def frac_bits(peak: float, bits: int) -> int:
+    """Fraction bits of a signed `bits`-bit tensor whose largest magnitude is `peak` (with margin)."""
+    limit = (1 << (bits - 1)) - 1
+    if peak <= 0:
+        return bits - 2
+    return min(bits - 2, int(math.floor(math.log2(limit / (peak * ACT_MARGIN)))))
+
+
+def quantize_weight(w: np.ndarray, profile: ChipProfile, what: str) -> tuple[np.ndarray, int, float]:
+    """(signed mantissa, exponent, relative RMS error) of one synapse group.
+
+    The exponent is folded into the stage's output shift (the accumulator is in units of
+    2**(exp - f_in)), so only the mantissa width is the profile's.
+    """
+    mant_max = (1 << (profile.weight_bits - 1)) - 1
+    peak = float(np.abs(w).max())
+    if not np.isfinite(peak):
+        raise CheckpointError(f"{what}: weights are not finite")
+    exp = math.ceil(math.log2(peak / mant_max)) if peak > 0 else 0
+    mant = np.clip(np.rint(w / 2.0 ** exp), -mant_max, mant_max).astype(np.int64)
+    err = float(np.sqrt(np.mean((mant * 2.0 ** exp - w) ** 2)) / max(np.sqrt(np.mean(w ** 2)), 1e-12))
+    return mant, exp, err
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().double().numpy()
+
+
+def dense_stage(name: str, w: np.ndarray, b: np.ndarray, f_in: int, f_out: int, bits: int, relu: bool,
+                profile: ChipProfile, max_input: int, spike_inputs: int = 0) -> tuple[dict, float]:
+    mant, exp, err = quantize_weight(w, profile, name)
+    bias = np.rint(b * 2.0 ** (f_in - exp)).astype(np.int64)
+    return {"kind": "dense", "name": name, "weight": mant, "bias": bias, "out_shift": f_out + exp - f_in,
+            "bits": bits, "relu": relu, "max_input": max_input, "spike_inputs": spike_inputs}, err
+
+
+def quantize_policy(net: RecurrentQNet, peaks: dict[str, float], profile: ChipProfile) -> tuple[list[dict], dict]:
+    """The fixed-point stages (see module doc) and the quantization report."""
+    cfg = net.cfg
+    act_bits, state_bits, fs = profile.input_bits, profile.state_bits, profile.threshold_bits
+    f_u, f_x = frac_bits(peaks["input"], act_bits), frac_bits(peaks["embed"], act_bits)
+    if peaks["h"] * 2 ** fs * ACT_MARGIN >= 1 << (state_bits - 1) or peaks["cand"] * 2 ** fs >= 1 << (state_bits - 1):
+        raise ProfileError(f"GRSN currents up to {max(peaks['h'], peaks['cand']):.3g} do not fit "
+                           f"{state_bits}-bit states at threshold 2**{fs}")
+    n_o, n_a = cfg.obs_dim, cfg.n_actions
+    n_x = cfg.obs_embed + cfg.action_embed + cfg.reward_embed
+    w0 = np.zeros((n_x + cfg.shortcut_embed, n_o + n_a + 1))
+    rows = np.cumsum([0, cfg.obs_embed, cfg.action_embed, cfg.reward_embed, cfg.shortcut_embed])
+    cols = [slice(0, n_o), slice(n_o, n_o + n_a), slice(n_o + n_a, n_o + n_a + 1), slice(0, n_o)]
+    mods = [net.obs_embed, net.action_embed, net.reward_embed, net.shortcut]
+    for r0, r1, c, m in zip(rows[:-1], rows[1:], cols, mods):
+        w0[r0:r1, c] = _np(m.weight)
+    b0 = np.concatenate([_np(m.bias) for m in mods])
+    report, stages = {}, []
+    st, report["embed"] = dense_stage("embed", w0, b0, f_u, f_x, act_bits, True, profile, 1 << (act_bits - 1))
+    stages.append(st)
+
+    cell = net.rnn
+    wf, ef, report["grsn_f"] = quantize_weight(_np(cell.f.weight), profile, "grsn forget gate")
+    wc, ec, report["grsn_c"] = quantize_weight(_np(cell.c.weight), profile, "grsn candidate")
+    tau_shift = int(round(math.log2(cell.tau)))
+    if 2 ** tau_shift != cell.tau:
+        raise LavaloopError(f"GRSN tau {cell.tau} is not a power of two (a shift on the chip)")
+    stages.append({"kind": "grsn", "name": "grsn", "n_in": n_x,
+                   "w_f": wf, "b_f": np.rint(_np(cell.f.bias) * 2.0 ** (f_x - ef)).astype(np.int64),
+                   "shift_f": LUT_IN_FRAC + ef - f_x,
+                   "w_c": wc, "b_c": np.rint(_np(cell.c.bias) * 2.0 ** (f_x - ec)).astype(np.int64),
+                   "shift_c": fs + ec - f_x,
+                   "table": sigmoid_table(LUT_INDEX_BITS, LUT_IN_FRAC, GATE_BITS), "gate_bits": GATE_BITS,
+                   "tau_shift": tau_shift, "vth": 1 << fs, "payload": 1 << f_x, "bits": state_bits,
+                   "max_input": 1 << (act_bits - 1)})
+
+    linears = [m for m in net.head if isinstance(m, torch.nn.Linear)]
+    f_in = f_x
+    for i, lin in enumerate(linears):
+        last = i == len(linears) - 1
+        bits = state_bits if last else act_bits
+        f_out = frac_bits(peaks[f"head{i}"], bits)
+        st, report[f"head{i}"] = dense_stage(f"head{i}", _np(lin.weight), _np(lin.bias), f_in, f_out, bits,
+                                             not last, profile, 1 << (act_bits - 1),
+                                             spike_inputs=cfg.hidden if i == 0 else 0)
+        stages.append(st)
+        f_in = f_out
+    formats = {"input": f_u, "embed": f_x, "state": fs, "q": f_in}
+    return stages, {"weight_rel_rms_error": report, "frac_bits": formats, "peaks": peaks}
+
+
+def convert_policy(checkpoint: str | Path, env_id: str, profile_name: str = "loihi2", calib_episodes: int = 20,
+                   calib_seed: int = 0, calib_epsilon: float = 0.05):
+    """Load, calibrate and quantize a GRSN policy; returns the GRSN artifact (not yet saved)."""
+    from conversion.artifact import GRSNArtifact, lavaloop_version
+
+    t0 = time.time()
+    profile = load_profile(profile_name)
+    if not isinstance(profile, ChipProfile):
+        raise ProfileError(f"profile {profile.name!r} is a {profile.kind} chip; GRSN needs a fixed-point profile")
+    net, meta, sha = load_policy(checkpoint)
+    if net.cfg.cell != "grsn":
+        raise CheckpointError(f"{Path(checkpoint).name} holds a {net.cfg.cell} policy; only GRSN policies "
+                              "convert to the chip (the others are float baselines)")
+    spec = EnvSpec.for_id(env_id)
+    obs_dim, n_actions = check_task(net.cfg, meta, spec)
+    peaks = calibrate(net, spec, calib_episodes, calib_seed, calib_epsilon)
+    stages, quant = quantize_policy(net, peaks, profile)
+    manifest = {
+        "network": "grsn", "env": spec.to_dict(), "obs_shape": [obs_dim], "n_actions": n_actions,
+        "action_map": list(range(n_actions)), "input_scale_bits": quant["frac_bits"]["input"], "epsilon": 0.0,
+        "policy": json.loads(json.dumps(net.cfg.__dict__)), "profile": profile.to_dict(), "quantization": quant,
+        "calibration": {"episodes": calib_episodes, "seed": calib_seed, "epsilon": calib_epsilon},
+        "source": {"file": Path(checkpoint).name, "format": CHECKPOINT_FORMAT, "sha256": sha, "meta": meta},
+        "lavaloop_version": lavaloop_version(), "conversion_seconds": round(time.time() - t0, 2),
+    }
+    art = GRSNArtifact(manifest, stages, {k: v.numpy() for k, v in net.state_dict().items()})
+    art.validate()
+    return art
