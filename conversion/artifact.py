@@ -228,7 +228,8 @@ class Artifact:
 
 GRSN_MANIFEST_KEYS = ("env", "obs_shape", "n_actions", "action_map", "input_scale_bits", "epsilon", "policy",
                       "profile", "quantization", "source", "lavaloop_version")
-STAGE_ARRAYS = {"dense": ("weight", "bias"), "grsn": ("w_f", "b_f", "w_c", "b_c", "table")}
+STAGE_ARRAYS = {"dense": ("weight", "bias", "out_shift"),
+                "grsn": ("w_f", "b_f", "shift_f", "w_c", "b_c", "shift_c", "table")}
 
 
 @dataclass

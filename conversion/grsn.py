@@ -161,19 +161,21 @@ def frac_bits(peak: float, bits: int) -> int:
     return min(bits - 2, int(math.floor(math.log2(limit / (peak * ACT_MARGIN)))))
 
 
-def quantize_weight(w: np.ndarray, profile: ChipProfile, what: str) -> tuple[np.ndarray, int, float]:
-    """(signed mantissa, exponent, relative RMS error) of one synapse group.
+def quantize_weight(w: np.ndarray, profile: ChipProfile, what: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """(signed mantissa, exponent per output neuron, relative RMS error) of one synapse group.
 
-    The exponent is folded into the stage's output shift (the accumulator is in units of
+    Each neuron's weights use the full mantissa range with their own power-of-two exponent
+    when the profile has per-neuron parameters (`per_neuron_threshold`), else one exponent.
+    The exponent is folded into the neuron's output shift (its accumulator is in units of
     2**(exp - f_in)), so only the mantissa width is the profile's.
     """
     mant_max = (1 << (profile.weight_bits - 1)) - 1
-    peak = float(np.abs(w).max())
-    if not np.isfinite(peak):
+    if not np.isfinite(w).all():
         raise CheckpointError(f"{what}: weights are not finite")
-    exp = math.ceil(math.log2(peak / mant_max)) if peak > 0 else 0
-    mant = np.clip(np.rint(w / 2.0 ** exp), -mant_max, mant_max).astype(np.int64)
-    err = float(np.sqrt(np.mean((mant * 2.0 ** exp - w) ** 2)) / max(np.sqrt(np.mean(w ** 2)), 1e-12))
+    peak = np.abs(w).max(axis=1) if profile.per_neuron_threshold else np.full(len(w), np.abs(w).max())
+    exp = np.ceil(np.log2(np.maximum(peak, 1e-30) / mant_max)).astype(np.int64)
+    mant = np.clip(np.rint(w / 2.0 ** exp[:, None]), -mant_max, mant_max).astype(np.int64)
+    err = float(np.sqrt(np.mean((mant * 2.0 ** exp[:, None] - w) ** 2)) / max(np.sqrt(np.mean(w ** 2)), 1e-12))
     return mant, exp, err
 
 

@@ -15,11 +15,15 @@ def saturate(x: np.ndarray, bits: int) -> np.ndarray:
     return np.clip(x, -hi - 1, hi)
 
 
-def shift(x: np.ndarray, exp: int) -> np.ndarray:
-    """Multiply by 2**exp: left shift, or right shift rounding half up."""
-    if exp >= 0:
-        return x << exp
-    return (x + (1 << (-exp - 1))) >> -exp
+def shift(x: np.ndarray, exp) -> np.ndarray:
+    """Multiply by 2**exp: left shift, or right shift rounding half up; `exp` may be per neuron."""
+    if np.ndim(exp) == 0:
+        if exp >= 0:
+            return x << exp
+        return (x + (1 << (-exp - 1))) >> -exp
+    exp = np.asarray(exp, np.int64)
+    left, right = np.maximum(exp, 0), np.maximum(-exp, 0)
+    return np.where(exp >= 0, x << left, (x + ((1 << right) >> 1)) >> right)
 
 
 def encode_input(obs: np.ndarray, scale: int, bits: int) -> np.ndarray:
