@@ -8,7 +8,8 @@
 2. Evaluates every float policy greedily on test seeds 0..episodes-1.
 3. Converts each GRSN policy to the loihi2 fixed-point stages and runs the same episodes on
    the emulator: return, action agreement with the float GRSN, carried-state error. Seed
-   0's artifact also runs on Lava, and must match the emulator exactly.
+   0's artifact also runs on Lava, and must match the emulator exactly, and is converted
+   once more with 16-bit weights (to locate the fixed-point error).
 4. Energy per env step: GRSN from the fixed-point run's counted operations; GRU from its
    float run with the same counting rule (an operation per non-zero input and synapse).
 
@@ -18,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -30,9 +33,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from conversion.envs import EnvSpec, make_env  # noqa: E402
+from conversion.envs import EnvSpec  # noqa: E402
 from conversion.grsn import convert_policy, load_policy  # noqa: E402
-from conversion.models.train_recurrent import Actor, Config, train  # noqa: E402
+from conversion.profiles import PROFILES  # noqa: E402
+from conversion.models.train_recurrent import Config, episode_returns, train  # noqa: E402
 from deploy.energy import ENERGY_MODELS, energy_report  # noqa: E402
 from deploy.grsn import run_grsn, run_grsn_lava, run_grsn_emulator  # noqa: E402
 from deploy.results import write_json  # noqa: E402
@@ -59,11 +63,13 @@ def learning_curve(path: Path) -> list[tuple[int, float]]:
 
 @torch.no_grad()
 def float_eval(path: Path, task: str, seeds: list[int]) -> dict:
-    """Greedy returns of a float policy, and its operations per step counted like the chip's:
-    one MAC per non-zero input and outgoing synapse of every Linear; a GRU adds its three
-    gates' input and recurrent products and three elementwise products per unit."""
+    """Greedy returns of a float policy; for a GRU also its operations per step, counted by
+    the chip's rule: one MAC per non-zero input and outgoing synapse of every Linear, plus
+    the GRU's three gates' input and recurrent products and three elementwise products per unit."""
     net, _, _ = load_policy(path)
-    ops = {"mac": 0, "ac": 0, "neuron": 0}
+    if net.cfg.cell != "gru":
+        return {"mean_return": float(np.mean(episode_returns(net, EnvSpec.for_id(task), seeds)))}
+    ops, steps = {"mac": 0, "ac": 0, "neuron": 0}, [0]
 
     def linear_hook(mod, inp, out):
         ops["mac"] += int((inp[0] != 0).sum()) * mod.out_features
@@ -72,27 +78,14 @@ def float_eval(path: Path, task: str, seeds: list[int]) -> dict:
         x, (h,) = inp
         ops["mac"] += 3 * mod.hidden * (int((x != 0).sum()) + int((h != 0).sum()) + 1)
         ops["neuron"] += mod.hidden
+        steps[0] += 1
 
     hooks = [m.register_forward_hook(linear_hook) for m in net.modules() if isinstance(m, torch.nn.Linear)]
-    if net.cfg.cell == "gru":
-        hooks.append(net.rnn.register_forward_hook(gru_hook))
-    env, actor, returns, steps = make_env(EnvSpec.for_id(task)), Actor(net), [], 0
-    for seed in seeds:
-        obs, _ = env.reset(seed=seed)
-        actor.reset()
-        done, ret = False, 0.0
-        while not done:
-            a = int(np.argmax(actor.values(obs)))
-            obs, r, term, trunc, _ = env.step(a)
-            actor.observe(a, r)
-            ret += float(r)
-            steps += 1
-            done = term or trunc
-        returns.append(ret)
-    env.close()
+    hooks.append(net.rnn.register_forward_hook(gru_hook))
+    returns = episode_returns(net, EnvSpec.for_id(task), seeds)
     for h in hooks:
         h.remove()
-    return {"returns": returns, "mean_return": float(np.mean(returns)), "energy": energy_report(ops, steps)}
+    return {"mean_return": float(np.mean(returns)), "energy": energy_report(ops, steps[0])}
 
 
 def deploy_grsn(task: str, seed: int, seeds: list[int], lava_check: bool) -> dict:
@@ -104,7 +97,15 @@ def deploy_grsn(task: str, seed: int, seeds: list[int], lava_check: bool) -> dic
                                "grsn_spikes_per_step", "energy", "steps_per_s")}
     out["returns"] = [e["return"] for e in rec["episodes"]]
     out["conversion_s"] = art.manifest["conversion_seconds"]
-    if lava_check:
+    if lava_check:   # the diagnosis of the agreement shortfall: the same policy with 16-bit weights
+        with tempfile.TemporaryDirectory() as tmp:
+            wide = Path(tmp) / "loihi2_w16.json"
+            wide.write_text(json.dumps(dataclasses.replace(PROFILES["loihi2"], name="loihi2_w16",
+                                                           weight_bits=16).to_dict()))
+            rec16 = run_grsn(convert_policy(ckpt_path(task, "grsn", seed), task, profile_name=str(wide)), seeds,
+                             backend="emulator", progress=False)
+        out["weights_16_bit"] = {k: rec16[k] for k in ("mean_return", "action_agreement", "spike_mismatch",
+                                                        "state_error_mean")}
         lava_seeds = seeds[:3]
         emu, lava = run_grsn_emulator(art, lava_seeds, 0.0, False), run_grsn_lava(art, lava_seeds, 0.0, False)
         out["lava_check"] = {
@@ -137,7 +138,6 @@ def plot(res: dict, path: Path) -> None:
         ax.set(title=f"{task}: greedy eval return (10 episodes)", xlabel="env steps", ylabel="return")
         ax.legend(fontsize=8)
     ax = axes[2]
-    width = 0.16
     labels = ["grsn", "gru", "lif", "grsn_notap", "grsn fixed-point"]
     for k, task in enumerate(TASKS):
         t = res["tasks"][task]
@@ -183,8 +183,9 @@ def main() -> None:
             t["curves"][cell] = [learning_curve(ckpt_path(task, cell, s)) for s in runs]
             evals = [float_eval(ckpt_path(task, cell, s), task, seeds) for s in runs]
             t["float"][cell] = {"mean_return": summarize([e["mean_return"] for e in evals]),
-                                "per_seed": [e["mean_return"] for e in evals],
-                                "energy": evals[0]["energy"]}
+                                "per_seed": [e["mean_return"] for e in evals]}
+            if "energy" in evals[0]:
+                t["float"][cell]["energy"] = evals[0]["energy"]
         fixed = [deploy_grsn(task, s, seeds, lava_check=s == 0) for c, s in RUNS if c == "grsn"]
         t["fixed_point"] = {"mean_return": summarize([f["mean_return"] for f in fixed]),
                             "return_ratio": summarize([f["return_ratio"] for f in fixed]),

@@ -85,7 +85,12 @@ def read_artifact(path: str | Path, kind: type | None = None):
                 raise ArtifactError(f"{what}: unknown network kind {network!r}")
             if kind is not None and classes[network] is not kind:
                 raise ArtifactError(f"{what}: holds a {network!r} network, expected {kind.network!r}")
-            return classes[network]._read(f, what)
+            cls = classes[network]
+            manifest = json.loads(f.attrs["manifest"])
+            missing = [k for k in cls.manifest_keys if k not in manifest]
+            if missing:
+                raise ArtifactError(f"{what}: manifest lacks {', '.join(missing)}")
+            return cls._read(f, what, manifest)
     except ArtifactError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
@@ -104,6 +109,7 @@ class Artifact:
     """A rate-coded IF network (a converted DQN)."""
 
     network = "if"
+    manifest_keys = MANIFEST_KEYS
     manifest: dict
     layers: list[QuantizedLayer]
     source: list[Layer]
@@ -160,11 +166,7 @@ class Artifact:
         return read_artifact(path, cls)
 
     @classmethod
-    def _read(cls, f: h5py.File, what: str) -> "Artifact":
-        manifest = json.loads(f.attrs["manifest"])
-        missing = [k for k in MANIFEST_KEYS if k not in manifest]
-        if missing:
-            raise ArtifactError(f"{what}: manifest lacks {', '.join(missing)}")
+    def _read(cls, f: h5py.File, what: str, manifest: dict) -> "Artifact":
         layers, source = [], []
         for i in range(len(f["layer"])):
             g = f[f"layer/{i}"]
@@ -237,6 +239,7 @@ class GRSNArtifact:
     """A GRSN policy as fixed-point stages (conversion.grsn) plus its float source."""
 
     network = "grsn"
+    manifest_keys = GRSN_MANIFEST_KEYS
     manifest: dict
     stages: list[dict]
     source: dict[str, np.ndarray]
@@ -263,11 +266,7 @@ class GRSNArtifact:
         return read_artifact(path, cls)
 
     @classmethod
-    def _read(cls, f: h5py.File, what: str) -> "GRSNArtifact":
-        manifest = json.loads(f.attrs["manifest"])
-        missing = [k for k in GRSN_MANIFEST_KEYS if k not in manifest]
-        if missing:
-            raise ArtifactError(f"{what}: manifest lacks {', '.join(missing)}")
+    def _read(cls, f: h5py.File, what: str, manifest: dict) -> "GRSNArtifact":
         stages = []
         for i in range(len(f["stage"])):
             g = f[f"stage/{i}"]

@@ -8,7 +8,6 @@ episode's start; the emulator batches the episodes. `fidelity` replays every epi
 from __future__ import annotations
 
 import functools
-import logging
 import time
 
 import numpy as np
@@ -20,8 +19,8 @@ from conversion.envs import EnvSpec, episode_limit, make_env
 from conversion.grsn import check_task, float_step, policy_inputs
 from conversion.models.grsn import PolicyConfig, RecurrentQNet
 from deploy.episodes import EpisodeLog, replay
-from processes.dynamics import encode_input, epsilon_greedy, run_stage, stage_ops
-from processes.envio.process import EnvIO, decode_error
+from processes.dynamics import encode_input, epsilon_greedy, prepare_stage, run_stage, stage_ops
+from processes.envio.process import EnvIO
 from processes.grsn.process import GRSNStack
 
 
@@ -48,18 +47,13 @@ class FixedPointGRSN:
     """The artifact's stages on a batch of envs, one env step per call, state carried."""
 
     def __init__(self, art: GRSNArtifact, batch: int):
-        self.stages = art.stages
+        self.stages = [prepare_stage(st) for st in art.stages]
         hidden = len(self.stages[1]["b_f"])
         self.state = {"h": np.zeros((batch, hidden), np.int64), "v": np.zeros((batch, hidden), np.int64)}
         self.scale, self.bits = 1 << int(art.manifest["input_scale_bits"]), art.profile.input_bits
-        self.n_actions = int(art.manifest["n_actions"])
         self.spikes = 0
         self.last_spikes = np.zeros((batch, hidden), np.int64)
         self.ops = {"mac": 0, "ac": 0, "neuron": 0}
-
-    def reset(self, rows) -> None:
-        for s in self.state.values():
-            s[rows] = 0
 
     def step(self, u: np.ndarray, count: np.ndarray | None = None) -> np.ndarray:
         """Values (B, n_actions) for float inputs u (B, n_u); ops and spikes of rows `count` (bool) are counted."""
@@ -132,47 +126,19 @@ def build_graph(art: GRSNArtifact, seeds: list[int], epsilon: float, max_steps: 
 
 def run_grsn_lava(art: GRSNArtifact, seeds: list[int], epsilon: float, progress: bool = True) -> EpisodeLog:
     """The episodes inside one Lava runtime (Loihi2SimCfg, fixed-point models)."""
-    from lava.magma.core.run_configs import Loihi2SimCfg
-
-    from deploy.runner import HANG_TIMEOUT_S, LavaRuntimeError, child_error, guarded_run, stop_runtime
-    from conversion.errors import LavaloopError
+    from deploy.runner import lava_config, lava_runtime, recorded_actions, run_episodes
 
     spec = EnvSpec.from_dict(art.manifest["env"])
     envio, stack, window = build_graph(art, seeds, epsilon, episode_limit(spec))
-    cfg = Loihi2SimCfg(select_tag="fixed_pt", loglevel=logging.WARNING)
-    chunk, steps, done, n = window * 200, 0, 0, len(seeds)
-    bar = tqdm(total=n, desc="episodes (lava)", unit="ep", disable=not progress, leave=False)
-    t_compile = time.time()
-    try:
-        envio.create_runtime(run_cfg=cfg)
-        t0 = time.time()
-        while done < n:
-            guarded_run(envio, chunk, cfg, timeout=HANG_TIMEOUT_S)
-            steps += chunk
-            error = decode_error(envio.error.get())
-            if error:
-                raise LavaRuntimeError(f"environment failed inside the Lava runtime: {error}")
-            now = int(envio.episodes_done.get()[0])
-            bar.update(now - done)
-            done = now
-        wall = time.time() - t0
+    with lava_runtime(envio):
+        steps, wall, compile_s = run_episodes(envio, lava_config(), len(seeds), window * 200, progress)
         lengths = envio.lengths.get().astype(np.int64)
-        actions, greedy = envio.actions.get(), envio.greedy.get()
+        actions, greedy = recorded_actions(envio, lengths)
         mac, ac, neuron = (int(x) for x in stack.ops.get())
-        log = EpisodeLog(seeds=list(seeds), returns=envio.returns.get().astype(float), lengths=lengths,
-                         actions=[actions[i, :l].astype(np.int64) for i, l in enumerate(lengths)],
-                         greedy=[greedy[i, :l].astype(np.int64) for i, l in enumerate(lengths)],
-                         spikes=[int(stack.spikes.get()[0])], synops=[mac + ac], steps=steps, wall_s=wall,
-                         extra={"ops": {"mac": mac, "ac": ac, "neuron": neuron},
-                                "compile_s": round(t0 - t_compile, 3)})
-    except (LavaloopError, KeyboardInterrupt):
-        raise
-    except Exception as exc:
-        raise LavaRuntimeError(f"Lava runtime failed: {child_error(exc)}") from exc
-    finally:
-        bar.close()
-        stop_runtime(envio)
-    return log
+        return EpisodeLog(seeds=list(seeds), returns=envio.returns.get().astype(float), lengths=lengths,
+                          actions=actions, greedy=greedy, spikes=[int(stack.spikes.get()[0])], synops=[mac + ac],
+                          steps=steps, wall_s=wall,
+                          extra={"ops": {"mac": mac, "ac": ac, "neuron": neuron}, "compile_s": compile_s})
 
 
 def fidelity(art: GRSNArtifact, log: EpisodeLog) -> dict:

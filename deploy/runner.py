@@ -1,6 +1,7 @@
 """Run episodes of an artifact on a backend (Lava or the emulator) and measure fidelity."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import threading
@@ -76,52 +77,74 @@ def child_error(exc: BaseException) -> str:
 
 def run_lava(art: Artifact, settings: RunSettings, progress: bool = True) -> EpisodeLog:
     """Run the episodes inside one Lava runtime (Loihi2SimCfg, fixed-point models)."""
-    from lava.magma.core.run_configs import Loihi2SimCfg
-
     spec = EnvSpec.from_dict(art.manifest["env"])
-    limit = episode_limit(spec)
-    n = len(settings.seeds)
-    g = build_graph(art, settings.seeds, settings.timesteps, settings.readout, settings.epsilon, limit,
-                    settings.fuse)
-    cfg = Loihi2SimCfg(select_tag="fixed_pt", loglevel=logging.WARNING)
-    chunk = g.window * 25
-    steps, done = 0, 0
-    bar = tqdm(total=n, desc="episodes (lava)", unit="ep", disable=not progress, leave=False)
-    t_compile = time.time()
-    try:
-        g.envio.create_runtime(run_cfg=cfg)
-        t0 = time.time()
-        compile_s = t0 - t_compile
-        slowest = wall_so_far = 0.0
-        while done < n:
-            guarded_run(g.envio, chunk, cfg, timeout=max(HANG_TIMEOUT_S, 20 * slowest))
-            slowest = max(slowest, time.time() - t0 - wall_so_far)
-            wall_so_far = time.time() - t0
-            steps += chunk
-            error = decode_error(g.envio.error.get())
-            if error:
-                raise LavaRuntimeError(f"environment failed inside the Lava runtime: {error}")
-            now = int(g.envio.episodes_done.get()[0])
-            bar.update(now - done)
-            done = now
-        wall = time.time() - t0
+    g = build_graph(art, settings.seeds, settings.timesteps, settings.readout, settings.epsilon,
+                    episode_limit(spec), settings.fuse)
+    cfg = lava_config()
+    with lava_runtime(g.envio):
+        steps, wall, compile_s = run_episodes(g.envio, cfg, len(settings.seeds), g.window * 25, progress)
         lengths = g.envio.lengths.get().astype(np.int64)
         spikes, synops = idle_corrected_counters(g, cfg, idle_windows=steps // g.window - int(lengths.sum()))
-        actions, greedy = g.envio.actions.get(), g.envio.greedy.get()
-        log = EpisodeLog(
-            seeds=settings.seeds, returns=g.envio.returns.get().astype(float), lengths=lengths,
-            actions=[actions[i, :l].astype(np.int64) for i, l in enumerate(lengths)],
-            greedy=[greedy[i, :l].astype(np.int64) for i, l in enumerate(lengths)],
-            spikes=spikes, synops=synops,
-            steps=steps, wall_s=wall, extra={"compile_s": round(compile_s, 3)})
+        actions, greedy = recorded_actions(g.envio, lengths)
+        return EpisodeLog(seeds=settings.seeds, returns=g.envio.returns.get().astype(float), lengths=lengths,
+                          actions=actions, greedy=greedy, spikes=spikes, synops=synops, steps=steps, wall_s=wall,
+                          extra={"compile_s": compile_s})
+
+
+def lava_config():
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    return Loihi2SimCfg(select_tag="fixed_pt", loglevel=logging.WARNING)
+
+
+@contextlib.contextmanager
+def lava_runtime(envio):
+    """Failures inside the runtime become one LavaRuntimeError; the runtime is always stopped
+    and no child process is left."""
+    try:
+        yield
     except (LavaloopError, KeyboardInterrupt):
         raise
     except Exception as exc:
         raise LavaRuntimeError(f"Lava runtime failed: {child_error(exc)}") from exc
     finally:
+        stop_runtime(envio)
+
+
+def run_episodes(envio, cfg, episodes: int, chunk: int, progress: bool) -> tuple[int, float, float]:
+    """Create EnvIO's runtime and run it in chunks until its episodes are done.
+
+    Returns (Lava steps, wall seconds, compile seconds). Every chunk runs under the
+    watchdog (`guarded_run`); an error caught by EnvIO is raised here.
+    """
+    bar = tqdm(total=episodes, desc="episodes (lava)", unit="ep", disable=not progress, leave=False)
+    try:
+        t_compile = time.time()
+        envio.create_runtime(run_cfg=cfg)
+        t0 = time.time()
+        steps = done = 0
+        slowest = wall_so_far = 0.0
+        while done < episodes:
+            guarded_run(envio, chunk, cfg, timeout=max(HANG_TIMEOUT_S, 20 * slowest))
+            slowest = max(slowest, time.time() - t0 - wall_so_far)
+            wall_so_far = time.time() - t0
+            steps += chunk
+            error = decode_error(envio.error.get())
+            if error:
+                raise LavaRuntimeError(f"environment failed inside the Lava runtime: {error}")
+            now = int(envio.episodes_done.get()[0])
+            bar.update(now - done)
+            done = now
+        return steps, time.time() - t0, round(t0 - t_compile, 3)
+    finally:
         bar.close()
-        stop_runtime(g.envio)
-    return log
+
+
+def recorded_actions(envio, lengths: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Taken and greedy actions per episode, from EnvIO's logs."""
+    actions, greedy = envio.actions.get(), envio.greedy.get()
+    return ([actions[i, :l].astype(np.int64) for i, l in enumerate(lengths)],
+            [greedy[i, :l].astype(np.int64) for i, l in enumerate(lengths)])
 
 
 class RuntimeHung(LavaRuntimeError):

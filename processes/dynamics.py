@@ -266,6 +266,15 @@ def grsn_gates(p: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sigmoid_lookup(p["table"], z), saturate(np.maximum(cand, 0), p["bits"])
 
 
+def prepare_stage(p: dict) -> dict:
+    """A stage (an artifact's dict) ready to run, done once at build time: weights in the
+    float type in which their products are exact (`exact_float`), and each input's fan-out."""
+    names = ("weight",) if p["kind"] == "dense" else ("w_f", "w_c")
+    q = {**p, **{k: p[k].astype(exact_float(p[k], p["max_input"])) for k in names}}
+    q["fanout"] = sum((p[k] != 0).sum(axis=0) for k in names)
+    return q
+
+
 def run_stage(p: dict, x: np.ndarray, state: dict) -> np.ndarray:
     """One stage of a graded/GRSN network on its input x (..., n_in); GRSN state is updated in `state`.
 
@@ -283,17 +292,15 @@ def run_stage(p: dict, x: np.ndarray, state: dict) -> np.ndarray:
 
 
 def stage_ops(p: dict, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Operations of one stage on input x (..., n_in): multiply-accumulates driven by graded
-    inputs, accumulates driven by binary spikes (the first `spike_inputs` inputs of a dense
-    stage), and neuron updates. Zero inputs cost nothing (event-driven)."""
-    nz = x != 0
+    """Operations of one prepared stage on input x (..., n_in): multiply-accumulates driven by
+    graded inputs, accumulates driven by binary spikes (the first `spike_inputs` inputs of a
+    dense stage), and neuron updates. Zero inputs cost nothing (event-driven)."""
+    nz, fan = x != 0, p["fanout"]
     if p["kind"] == "dense":
-        fan = (p["weight"] != 0).sum(axis=0)
         k = p.get("spike_inputs", 0)
         ac = nz[..., :k] @ fan[:k]
         mac = nz[..., k:] @ fan[k:]
         return {"mac": mac, "ac": ac, "neuron": np.full(ac.shape, len(p["bias"]))}
     n, hidden = p["n_in"], len(p["b_f"])
-    fan = (p["w_f"] != 0).sum(axis=0) + (p["w_c"] != 0).sum(axis=0)
     mac = nz[..., :n] @ fan + 2 * hidden          # gate synapses, then F*h and (1-F)*C
     return {"mac": mac, "ac": np.zeros_like(mac), "neuron": np.full(mac.shape, hidden)}

@@ -129,11 +129,11 @@ class Actor:
         self.prev_r = torch.full((1, 1, 1), float(reward))
 
 
-def evaluate(q: RecurrentQNet, spec: EnvSpec, episodes: int = 10, seed: int = 10_000) -> float:
-    """Mean greedy return over seeded episodes."""
+def episode_returns(q: RecurrentQNet, spec: EnvSpec, seeds: list[int]) -> list[float]:
+    """Greedy returns of seeded episodes."""
     env, actor, returns = make_env(spec), Actor(q), []
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=seed + ep)
+    for seed in seeds:
+        obs, _ = env.reset(seed=seed)
         actor.reset()
         done, ret = False, 0.0
         while not done:
@@ -144,7 +144,12 @@ def evaluate(q: RecurrentQNet, spec: EnvSpec, episodes: int = 10, seed: int = 10
             done = term or trunc
         returns.append(ret)
     env.close()
-    return float(np.mean(returns))
+    return returns
+
+
+def evaluate(q: RecurrentQNet, spec: EnvSpec, episodes: int = 10, seed: int = 10_000) -> float:
+    """Mean greedy return over seeded episodes."""
+    return float(np.mean(episode_returns(q, spec, list(range(seed, seed + episodes)))))
 
 
 def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every: int = 1_000,
@@ -189,7 +194,7 @@ def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every:
             with torch.no_grad():
                 for p, pt in zip(q.parameters(), target.parameters()):
                     pt.lerp_(p, cfg.tau)
-        if step % eval_every == 0:
+        if step % eval_every == 0 or step == cfg.total_steps:
             curve.append((step, evaluate(q, spec), round(time.time() - t0, 1)))
             if curve[-1][1] >= max(c[1] for c in curve):
                 best = ({k: v.clone() for k, v in q.state_dict().items()}, step, curve[-1][1])

@@ -36,8 +36,7 @@ class EnvIO(AbstractProcess):
                  input_scale_bits: int, input_bits: int, timesteps: int, latency: int,
                  seeds: Sequence[int], epsilon: float, max_steps: int, inputs_fn: Callable | None = None,
                  name: str = "envio"):
-        super().__init__(env_fn=env_fn, inputs_fn=inputs_fn, n_actions=n_actions,
-                         action_map=list(action_map), input_scale_bits=input_scale_bits,
+        super().__init__(env_fn=env_fn, inputs_fn=inputs_fn, action_map=list(action_map), input_scale_bits=input_scale_bits,
                          input_bits=input_bits, timesteps=timesteps, latency=latency,
                          seeds=list(seeds), epsilon=epsilon, max_steps=max_steps, name=name)
         n_ep = len(seeds)

@@ -9,7 +9,7 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from processes.dynamics import run_stage, stage_ops
+from processes.dynamics import prepare_stage, run_stage, stage_ops
 from processes.envio.process import CONTROL_FIRST, CONTROL_IDLE
 from processes.grsn.process import GRSNStack
 
@@ -27,7 +27,8 @@ class PyGRSNStackModel(PyLoihiProcessModel):
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
-        self.stages, self.window = proc_params["stages"], proc_params["window"]
+        self.stages = [prepare_stage(st) for st in proc_params["stages"]]
+        self.window = proc_params["window"]
         self.prev = [np.zeros(0, np.int64) for _ in self.stages]
         self.out = np.zeros(len(self.stages[-1]["bias"]), np.int64)
         self.counting = False
