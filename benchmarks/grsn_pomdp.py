@@ -4,14 +4,21 @@
 
 1. Trains every missing reference policy (checkpoints/grsn/<task>_<cell>_s<seed>.pt, with
    its learning curve beside it): GRSN and GRU with seeds 0-2, LIF-with-TAP and GRSN
-   without TAP with seed 0, on CartPole-V and CartPole-P (10k env steps each).
+   without TAP with seed 0, on CartPole-V and CartPole-P (10k env steps each); then
+   `grsn_qat`: each GRSN policy fine-tuned for 5k env steps with its weights rounded to
+   loihi2's 8-bit mantissas (quantization-aware training).
 2. Evaluates every float policy greedily on test seeds 0..episodes-1.
-3. Converts each GRSN policy to the loihi2 fixed-point stages and runs the same episodes on
-   the emulator: return, action agreement with the float GRSN, carried-state error. Seed
-   0's artifact also runs on Lava, and must match the emulator exactly, and is converted
-   once more with 16-bit weights (to locate the fixed-point error).
+3. Converts each GRSN and GRSN-QAT policy to the loihi2 fixed-point stages and runs the
+   same episodes on the emulator: return, action agreement with its float policy,
+   carried-state error. Seed 0's artifacts also run on Lava, and must match the emulator
+   exactly; the post-training-quantized one is converted once more with 16-bit weights
+   (to locate the fixed-point error).
 4. Energy per env step: GRSN from the fixed-point run's counted operations; GRU from its
    float run with the same counting rule (an operation per non-zero input and synapse).
+5. SAC (the paper's trainer, `conversion.models.train_sac`): GRSN and GRU on Pendulum-V
+   (continuous; 20k env steps, seed 0), the GRSN policy deployed in fixed point (action
+   error against the float policy, Lava == emulator); and SAC-discrete GRSN on CartPole-V
+   (10k steps) beside the recurrent DQN's GRSN seed 0.
 
 Writes results/grsn_pomdp.json and results/grsn_pomdp.png.
 """
@@ -36,6 +43,7 @@ import torch  # noqa: E402
 from conversion.envs import EnvSpec  # noqa: E402
 from conversion.grsn import convert_policy, load_policy  # noqa: E402
 from conversion.profiles import PROFILES  # noqa: E402
+from conversion.models import train_sac  # noqa: E402
 from conversion.models.train_recurrent import Config, episode_returns, train  # noqa: E402
 from deploy.energy import ENERGY_MODELS, energy_report  # noqa: E402
 from deploy.grsn import run_grsn, run_grsn_lava, run_grsn_emulator  # noqa: E402
@@ -43,6 +51,12 @@ from deploy.results import write_json  # noqa: E402
 
 TASKS = ("CartPole-V", "CartPole-P")
 RUNS = [(cell, seed) for seed in range(3) for cell in ("grsn", "gru")] + [("lif", 0), ("grsn_notap", 0)]
+QAT_RUNS = [("grsn_qat", seed) for seed in range(3)]       # fine-tuned from ("grsn", seed)
+QAT_BITS = PROFILES["loihi2"].weight_bits
+SAC_RUNS = {"pendulum": [("Pendulum-V", "grsn"), ("Pendulum-V", "gru")],   # seed 0; files <task>_<cell>_s0
+            "sac_discrete": [("CartPole-V", "grsn_sacd")]}
+SAC_CONFIGS = {"Pendulum-V": train_sac.Config(total_steps=20_000, gamma=0.99),
+               "CartPole-V": train_sac.Config(total_steps=10_000, gamma=0.9)}
 CKPT = Path("checkpoints/grsn")
 
 
@@ -52,13 +66,45 @@ def ckpt_path(task: str, cell: str, seed: int) -> Path:
 
 def train_job(job: tuple[str, str, int]) -> str:
     task, cell, seed = job
-    res = train(task, cell, seed, ckpt_path(task, cell, seed), Config(), progress=False)
+    if cell == "grsn_qat":
+        res = train(task, "grsn", seed, ckpt_path(task, cell, seed), Config.finetune(), progress=False,
+                    weight_bits=QAT_BITS, init_from=ckpt_path(task, "grsn", seed))
+    else:
+        res = train(task, cell, seed, ckpt_path(task, cell, seed), Config(), progress=False)
     return f"{task} {cell} s{seed}: best eval {res['best_eval']:.1f}, final {res['final_eval']:.1f}"
 
 
-def learning_curve(path: Path) -> list[tuple[int, float]]:
+def train_sac_job(task: str, cell: str) -> str:
+    res = train_sac.train(task, cell.removesuffix("_sacd"), 0, ckpt_path(task, cell, 0), SAC_CONFIGS[task],
+                          progress=False)
+    return f"{task} {cell} s0 (SAC): best eval {res['best_eval']:.1f}, final {res['final_eval']:.1f}"
+
+
+def sac_results(seeds: list[int]) -> dict:
+    """Pendulum-V (float GRSN vs GRU, fixed-point GRSN) and SAC-discrete vs DQN on CartPole-V."""
+    out = {"configs": {t: c.__dict__ for t, c in SAC_CONFIGS.items()}, "Pendulum-V": {"curves": {}, "float": {}}}
+    pend = out["Pendulum-V"]
+    for task, cell in SAC_RUNS["pendulum"]:
+        pend["curves"][cell] = learning_curve(ckpt_path(task, cell, 0))
+        pend["float"][cell] = float_eval(ckpt_path(task, cell, 0), task, seeds)
+    pend["fixed_point"] = deploy_grsn("Pendulum-V", "grsn", 0, seeds, lava_check=True)
+    (task, cell), = SAC_RUNS["sac_discrete"]
+    out["sac_discrete_vs_dqn"] = {
+        "task": task, "curves": {"sac_discrete": learning_curve(ckpt_path(task, cell, 0)),
+                                 "dqn": learning_curve(ckpt_path(task, "grsn", 0))},
+        "sac_discrete": float_eval(ckpt_path(task, cell, 0), task, seeds)["mean_return"],
+        "dqn": float_eval(ckpt_path(task, "grsn", 0), task, seeds)["mean_return"]}
+    return out
+
+
+def missing(runs: list[tuple[str, int]]) -> list[tuple[str, str, int]]:
+    return [(t, c, s) for (c, s) in runs for t in TASKS if not ckpt_path(t, c, s).exists()]
+
+
+def learning_curve(path: Path, offset: int = 0) -> list[tuple[int, float]]:
+    """(env step, eval return); a fine-tuned policy's steps continue its source's (`offset`)."""
     with open(path.with_suffix(".csv")) as f:
-        return [(int(r["step"]), float(r["eval_return"])) for r in csv.DictReader(f)]
+        return [(offset + int(r["step"]), float(r["eval_return"])) for r in csv.DictReader(f)]
 
 
 @torch.no_grad()
@@ -88,16 +134,17 @@ def float_eval(path: Path, task: str, seeds: list[int]) -> dict:
     return {"mean_return": float(np.mean(returns)), "energy": energy_report(ops, steps[0])}
 
 
-def deploy_grsn(task: str, seed: int, seeds: list[int], lava_check: bool) -> dict:
+def deploy_grsn(task: str, cell: str, seed: int, seeds: list[int], lava_check: bool) -> dict:
     """Convert a GRSN policy and run it on the emulator (and, optionally, Lava for a bit-exact check)."""
-    art = convert_policy(ckpt_path(task, "grsn", seed), task)
+    art = convert_policy(ckpt_path(task, cell, seed), task)
     rec = run_grsn(art, seeds, backend="emulator", progress=False)
     out = {k: rec[k] for k in ("mean_return", "std_return", "source_mean_return", "return_ratio",
-                               "action_agreement", "state_error_mean", "state_error_max", "spike_mismatch",
+                               "action_agreement", *[k for k in ("action_error_mean", "action_error_max") if k in rec],
+                               "state_error_mean", "state_error_max", "spike_mismatch",
                                "grsn_spikes_per_step", "energy", "steps_per_s")}
     out["returns"] = [e["return"] for e in rec["episodes"]]
     out["conversion_s"] = art.manifest["conversion_seconds"]
-    if lava_check:   # the diagnosis of the agreement shortfall: the same policy with 16-bit weights
+    if lava_check and cell == "grsn" and task in TASKS:   # where post-training quantization loses agreement
         with tempfile.TemporaryDirectory() as tmp:
             wide = Path(tmp) / "loihi2_w16.json"
             wide.write_text(json.dumps(dataclasses.replace(PROFILES["loihi2"], name="loihi2_w16",
@@ -106,6 +153,7 @@ def deploy_grsn(task: str, seed: int, seeds: list[int], lava_check: bool) -> dic
                              backend="emulator", progress=False)
         out["weights_16_bit"] = {k: rec16[k] for k in ("mean_return", "action_agreement", "spike_mismatch",
                                                         "state_error_mean")}
+    if lava_check:
         lava_seeds = seeds[:3]
         emu, lava = run_grsn_emulator(art, lava_seeds, 0.0, False), run_grsn_lava(art, lava_seeds, 0.0, False)
         out["lava_check"] = {
@@ -126,8 +174,8 @@ def plot(res: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
-    colors = {"grsn": "C0", "gru": "C1", "lif": "C2", "grsn_notap": "C3"}
+    fig, axes = plt.subplots(1, 5, figsize=(25, 4.2))
+    colors = {"grsn": "C0", "gru": "C1", "lif": "C2", "grsn_notap": "C3", "grsn_qat": "C4"}
     for ax, task in zip(axes[:2], TASKS):
         for cell, runs in res["tasks"][task]["curves"].items():
             steps = np.array([s for s, _ in runs[0]])
@@ -138,25 +186,37 @@ def plot(res: dict, path: Path) -> None:
         ax.set(title=f"{task}: greedy eval return (10 episodes)", xlabel="env steps", ylabel="return")
         ax.legend(fontsize=8)
     ax = axes[2]
-    labels = ["grsn", "gru", "lif", "grsn_notap", "grsn fixed-point"]
+    labels = ["grsn", "gru", "lif", "grsn_notap", "grsn_qat"]
+    fixed = [("fixed_point", "grsn fixed-point"), ("fixed_point_qat", "grsn_qat fixed-point")]
+    n = len(labels) + len(fixed)
     for k, task in enumerate(TASKS):
         t = res["tasks"][task]
-        vals = [t["float"][c]["mean_return"]["mean"] for c in labels[:4]] + [t["fixed_point"]["mean_return"]["mean"]]
-        sds = [t["float"][c]["mean_return"]["sd"] for c in labels[:4]] + [t["fixed_point"]["mean_return"]["sd"]]
-        ax.bar(np.arange(5) + k * 0.4, vals, 0.4, yerr=sds, label=task, alpha=0.8)
-    ax.set_xticks(np.arange(5) + 0.2, labels, rotation=20, fontsize=8)
+        stats = [t["float"][c]["mean_return"] for c in labels] + [t[key]["mean_return"] for key, _ in fixed]
+        ax.bar(np.arange(n) + k * 0.4, [s["mean"] for s in stats], 0.4, yerr=[s["sd"] for s in stats],
+               label=task, alpha=0.8)
+    ax.set_xticks(np.arange(n) + 0.2, labels + [name for _, name in fixed], rotation=25, fontsize=8)
     ax.set(title=f"test return ({res['episodes']} episodes; mean +- sd over seeds)", ylabel="return")
     ax.legend(fontsize=8)
     ax = axes[3]
+    bars = [("grsn_fixed_point", "GRSN"), ("grsn_qat_fixed_point", "GRSN-QAT"), ("gru_float", "GRU")]
+    names = [f"{name} {m}" for _, name in bars for m in ENERGY_MODELS]
     for k, task in enumerate(TASKS):
-        t = res["tasks"][task]
-        vals = [t["energy_nj"]["grsn_fixed_point"][m] for m in ENERGY_MODELS] + \
-               [t["energy_nj"]["gru_float"][m] for m in ENERGY_MODELS]
-        ax.bar(np.arange(4) + k * 0.4, vals, 0.4, label=task, alpha=0.8)
-    ax.set_xticks(np.arange(4) + 0.2, [f"GRSN {m}" for m in ENERGY_MODELS] + [f"GRU {m}" for m in ENERGY_MODELS],
-                  rotation=20, fontsize=8)
+        e = res["tasks"][task]["energy_nj"]
+        ax.bar(np.arange(len(names)) + k * 0.4, [e[key][m] for key, _ in bars for m in ENERGY_MODELS], 0.4,
+               label=task, alpha=0.8)
+    ax.set_xticks(np.arange(len(names)) + 0.2, names, rotation=25, fontsize=8)
     ax.set(title="energy per env step (nJ)", yscale="log")
     ax.legend(fontsize=8)
+    ax, sac = axes[4], res["sac"]
+    for cell, curve in sac["Pendulum-V"]["curves"].items():
+        ax.plot(*zip(*curve), color=colors[cell], label=f"Pendulum-V {cell} (SAC)")
+    ax.set(title="SAC: greedy eval return (10 episodes)", xlabel="env steps", ylabel="Pendulum-V return")
+    ax2 = ax.twinx()
+    for name, curve in sac["sac_discrete_vs_dqn"]["curves"].items():
+        ax2.plot(*zip(*curve), ls="--", color="C5" if name == "dqn" else "C6", label=f"CartPole-V grsn ({name})")
+    ax2.set_ylabel("CartPole-V return")
+    ax.legend(fontsize=7, loc="lower left")
+    ax2.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -167,39 +227,64 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--out", type=Path, default=Path("results/grsn_pomdp.json"))
     args = p.parse_args()
-    jobs = [(t, c, s) for (c, s) in RUNS for t in TASKS if not ckpt_path(t, c, s).exists()]
-    if jobs:
+    for runs in (RUNS, QAT_RUNS):      # the QAT runs start from the trained GRSN policies
+        jobs = missing(runs)
+        if jobs:
+            with ProcessPoolExecutor(args.jobs) as pool:
+                for line in pool.map(train_job, jobs):
+                    print(line, flush=True)
+    sac_jobs = [(t, c) for runs in SAC_RUNS.values() for t, c in runs if not ckpt_path(t, c, 0).exists()]
+    if sac_jobs:
         with ProcessPoolExecutor(args.jobs) as pool:
-            for line in pool.map(train_job, jobs):
+            for line in pool.map(train_sac_job, *zip(*sac_jobs)):
                 print(line, flush=True)
     seeds = list(range(args.episodes))
-    res = {"episodes": args.episodes, "train_config": Config().__dict__, "tasks": {}}
+    res = {"episodes": args.episodes, "train_config": Config().__dict__,
+           "qat_config": {**Config.finetune().__dict__, "weight_bits": QAT_BITS}, "tasks": {}}
     t0 = time.time()
+    all_runs = RUNS + QAT_RUNS
     for task in TASKS:
-        cells = sorted({c for c, _ in RUNS}, key=[c for c, _ in RUNS].index)
+        cells = sorted({c for c, _ in all_runs}, key=[c for c, _ in all_runs].index)
         t = {"curves": {}, "float": {}}
         for cell in cells:
-            runs = [s for c, s in RUNS if c == cell]
-            t["curves"][cell] = [learning_curve(ckpt_path(task, cell, s)) for s in runs]
+            runs = [s for c, s in all_runs if c == cell]
+            offset = Config().total_steps if cell == "grsn_qat" else 0
+            t["curves"][cell] = [learning_curve(ckpt_path(task, cell, s), offset) for s in runs]
             evals = [float_eval(ckpt_path(task, cell, s), task, seeds) for s in runs]
             t["float"][cell] = {"mean_return": summarize([e["mean_return"] for e in evals]),
                                 "per_seed": [e["mean_return"] for e in evals]}
             if "energy" in evals[0]:
                 t["float"][cell]["energy"] = evals[0]["energy"]
-        fixed = [deploy_grsn(task, s, seeds, lava_check=s == 0) for c, s in RUNS if c == "grsn"]
-        t["fixed_point"] = {"mean_return": summarize([f["mean_return"] for f in fixed]),
-                            "return_ratio": summarize([f["return_ratio"] for f in fixed]),
-                            "action_agreement": summarize([f["action_agreement"] for f in fixed]),
-                            "per_seed": fixed}
+        for cell, key in (("grsn", "fixed_point"), ("grsn_qat", "fixed_point_qat")):
+            fixed = [deploy_grsn(task, cell, s, seeds, lava_check=s == 0) for c, s in all_runs if c == cell]
+            t[key] = {"mean_return": summarize([f["mean_return"] for f in fixed]),
+                      "return_ratio": summarize([f["return_ratio"] for f in fixed]),
+                      "action_agreement": summarize([f["action_agreement"] for f in fixed]),
+                      "per_seed": fixed}
         t["grsn_vs_gru"] = t["float"]["grsn"]["mean_return"]["mean"] / t["float"]["gru"]["mean_return"]["mean"]
-        t["energy_nj"] = {"grsn_fixed_point": fixed[0]["energy"]["energy_per_step_nj"],
-                          "gru_float": t["float"]["gru"]["energy"]["energy_per_step_nj"]}
-        t["energy_ratio_grsn_over_gru"] = {m: t["energy_nj"]["grsn_fixed_point"][m] / t["energy_nj"]["gru_float"][m]
+        t["grsn_qat_vs_gru"] = (t["float"]["grsn_qat"]["mean_return"]["mean"]
+                                / t["float"]["gru"]["mean_return"]["mean"])
+        gru_nj = t["float"]["gru"]["energy"]["energy_per_step_nj"]
+        t["energy_nj"] = {"grsn_fixed_point": t["fixed_point"]["per_seed"][0]["energy"]["energy_per_step_nj"],
+                          "grsn_qat_fixed_point":
+                              t["fixed_point_qat"]["per_seed"][0]["energy"]["energy_per_step_nj"],
+                          "gru_float": gru_nj}
+        t["energy_ratio_grsn_over_gru"] = {m: t["energy_nj"]["grsn_fixed_point"][m] / gru_nj[m]
                                            for m in ENERGY_MODELS}
+        t["energy_ratio_grsn_qat_over_gru"] = {m: t["energy_nj"]["grsn_qat_fixed_point"][m] / gru_nj[m]
+                                               for m in ENERGY_MODELS}
         res["tasks"][task] = t
         print(f"{task}: GRSN {t['float']['grsn']['mean_return']} GRU {t['float']['gru']['mean_return']} "
-              f"fixed {t['fixed_point']['mean_return']} agreement {t['fixed_point']['action_agreement']} "
-              f"energy ratio {t['energy_ratio_grsn_over_gru']}", flush=True)
+              f"QAT {t['float']['grsn_qat']['mean_return']}\n  fixed {t['fixed_point']['mean_return']} "
+              f"agreement {t['fixed_point']['action_agreement']}\n  QAT fixed {t['fixed_point_qat']['mean_return']} "
+              f"agreement {t['fixed_point_qat']['action_agreement']}\n  energy ratio "
+              f"{t['energy_ratio_grsn_over_gru']} QAT {t['energy_ratio_grsn_qat_over_gru']}", flush=True)
+    res["sac"] = sac_results(seeds)
+    pend = res["sac"]["Pendulum-V"]
+    print(f"Pendulum-V (SAC): GRSN {pend['float']['grsn']['mean_return']:.1f} GRU {pend['float']['gru']['mean_return']:.1f} "
+          f"fixed {pend['fixed_point']['mean_return']:.1f} action error {pend['fixed_point']['action_error_mean']:.4f}; "
+          f"CartPole-V SAC-discrete {res['sac']['sac_discrete_vs_dqn']['sac_discrete']:.1f} vs DQN "
+          f"{res['sac']['sac_discrete_vs_dqn']['dqn']:.1f}", flush=True)
     res["eval_wall_s"] = round(time.time() - t0, 1)
     write_json(args.out, res)
     plot(res, args.out.with_suffix(".png"))

@@ -41,7 +41,7 @@ from conversion.profiles import ChipProfile
 from conversion.quantize import QuantizedLayer
 
 FORMAT = "lavaloop-artifact"
-FORMAT_VERSION = 3          # 2: convolutional layers; 3: the `network` attribute, GRSN policies
+FORMAT_VERSION = 4          # 2: convolutional layers; 3: the `network` attribute, GRSN policies; 4: continuous GRSN
 READOUTS = ("robust", "spike_count")
 MANIFEST_KEYS = ("env", "obs_shape", "n_actions", "action_map", "timesteps", "readout",
                  "input_scale_bits", "epsilon", "normalization", "profile", "quantization",
@@ -228,8 +228,8 @@ class Artifact:
                                     f"{prof.weight_exp_min}..{prof.weight_exp_max})")
 
 
-GRSN_MANIFEST_KEYS = ("env", "obs_shape", "n_actions", "action_map", "input_scale_bits", "epsilon", "policy",
-                      "profile", "quantization", "source", "lavaloop_version")
+GRSN_MANIFEST_KEYS = ("env", "obs_shape", "n_actions", "continuous", "action_map", "input_scale_bits", "epsilon",
+                      "policy", "profile", "quantization", "source", "lavaloop_version")
 STAGE_ARRAYS = {"dense": ("weight", "bias", "out_shift"),
                 "grsn": ("w_f", "b_f", "shift_f", "w_c", "b_c", "shift_c", "table")}
 
@@ -302,7 +302,7 @@ class GRSNArtifact:
                     raise ArtifactError(f"{what}: stage {i} ({st['name']}) weights break profile "
                                         f"{prof.name!r} ({prof.weight_bits}-bit mantissa, fan-in < 8192)")
             n = len(bs[0]) + (n - n_in if st["kind"] == "grsn" else 0)
-        if n != m["n_actions"] or len(m["action_map"]) != m["n_actions"]:
+        if n != m["n_actions"] or len(m["action_map"]) != (0 if m["continuous"] else m["n_actions"]):
             raise ArtifactError(f"{what}: last stage has {n} outputs for {m['n_actions']} actions")
         if max(prof.state_bits, prof.input_bits) > 24:
             raise ArtifactError(f"{what}: profile {prof.name!r} exceeds 24-bit states and payloads")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import gymnasium as gym
+import numpy as np
 
 from conversion.errors import LavaloopError
 
@@ -76,7 +77,8 @@ class ObservationMask(gym.ObservationWrapper):
 class EnvSpec:
     """What is needed to rebuild the environment a policy was trained on.
 
-    `obs_dims` (POMDP tasks) keeps only those observation entries of the base env.
+    `obs_dims` (POMDP tasks) keeps only those observation entries of the base env. A Box
+    action space is rescaled to [-1, 1] per dimension (the range of continuous policies).
     """
 
     id: str
@@ -147,6 +149,9 @@ def make_env(spec: EnvSpec) -> gym.Env:
     if pre is None:
         limit = {} if spec.max_episode_steps is None else {"max_episode_steps": spec.max_episode_steps}
         env = gym.make(spec.base_id, **spec.kwargs, **limit)
+        if isinstance(env.action_space, gym.spaces.Box):    # continuous policies act in [-1, 1]
+            one = np.ones(env.action_space.shape, env.action_space.dtype)
+            env = gym.wrappers.RescaleAction(env, -one, one)
         return env if spec.obs_dims is None else ObservationMask(env, spec.obs_dims)
     env = gym.make(spec.id, frameskip=1, repeat_action_probability=pre.repeat_action_probability,
                    **spec.kwargs)

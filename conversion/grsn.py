@@ -2,11 +2,12 @@
 
 The policy becomes five stages, each one Lava pipeline step:
 
-    0 embed  graded dense + ReLU: [obs, prev action one-hot, prev reward] -> [x (48), shortcut (32)]
+    0 embed  graded dense + ReLU: [obs, prev action, prev reward] -> [x (48), shortcut (32)]
     1 grsn   GRSN neurons on x (gate synapses, LUT sigmoid, 24-bit h and v); shortcut passes
     2 head1  graded dense + ReLU on [spikes, shortcut]
     3 head2  graded dense + ReLU
-    4 q      graded dense: one value per action
+    4 q      graded dense: one value per action (a continuous policy: the mean per action
+             dimension; the host decodes tanh(mean), see processes.dynamics.continuous_action)
 
 Every tensor gets a power-of-two scale from calibration (the float policy's episodes):
 its largest magnitude uses about half of the payload range (`ACT_MARGIN`). Weights are
@@ -28,7 +29,7 @@ import torch
 
 from conversion.envs import EnvSpec, make_env
 from conversion.errors import CheckpointError, LavaloopError, ProfileError, ShapeMismatchError
-from conversion.models.grsn import CHECKPOINT_FORMAT, PolicyConfig, RecurrentQNet
+from conversion.models.grsn import CHECKPOINT_FORMAT, PolicyConfig, RecurrentNet, greedy_action, quantize_rows
 from conversion.profiles import ChipProfile, load_profile
 
 LUT_INDEX_BITS, LUT_IN_FRAC, GATE_BITS = 10, 6, 12
@@ -44,7 +45,7 @@ def is_policy_checkpoint(path: str | Path) -> bool:
     return isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT
 
 
-def load_policy(path: str | Path) -> tuple[RecurrentQNet, dict, str]:
+def load_policy(path: str | Path) -> tuple[RecurrentNet, dict, str]:
     """(network, metadata, sha256) of a recurrent-policy checkpoint; CheckpointError if malformed."""
     path = Path(path)
     if not path.is_file():
@@ -65,7 +66,7 @@ def load_policy(path: str | Path) -> tuple[RecurrentQNet, dict, str]:
         raise CheckpointError(f"{path.name}: malformed policy checkpoint ({exc})") from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"{path.name}: state_dict is not a dict of tensors")
-    net = RecurrentQNet(cfg)
+    net = RecurrentNet(cfg)
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
@@ -76,7 +77,7 @@ def load_policy(path: str | Path) -> tuple[RecurrentQNet, dict, str]:
 
 
 def check_task(cfg: PolicyConfig, meta: dict, spec: EnvSpec) -> tuple[int, int]:
-    """The env fits the policy: same observation dims (the POMDP mask) and action count."""
+    """The env fits the policy: same observation dims (the POMDP mask), action count or dimensions."""
     env = make_env(spec)
     try:
         n_obs, space = int(np.prod(env.observation_space.shape)), env.action_space
@@ -90,14 +91,19 @@ def check_task(cfg: PolicyConfig, meta: dict, spec: EnvSpec) -> tuple[int, int]:
                                      f"{spec.id} observes {list(spec.obs_dims or []) or 'all dims'}")
     if n_obs != cfg.obs_dim:
         raise ShapeMismatchError(f"policy takes {cfg.obs_dim} observation dims but {spec.id} has {n_obs}")
-    if not hasattr(space, "n") or int(space.n) != cfg.n_actions:
+    if cfg.continuous:
+        if hasattr(space, "n") or space.shape != (cfg.n_actions,):
+            raise ShapeMismatchError(f"policy has {cfg.n_actions} continuous action dims but {spec.id}'s "
+                                     f"action space is {space}")
+    elif not hasattr(space, "n") or int(space.n) != cfg.n_actions:
         raise ShapeMismatchError(f"policy has {cfg.n_actions} actions but {spec.id}'s action space is {space}")
     return n_obs, cfg.n_actions
 
 
-def float_step(net: RecurrentQNet, u: np.ndarray, state: tuple) -> tuple[dict[str, np.ndarray], tuple]:
-    """One env step of the float GRSN policy on inputs u = [obs, prev action one-hot, prev reward]
-    (batch, n_u), with every intermediate tensor (the stages' outputs and the gate inputs)."""
+def float_step(net: RecurrentNet, u: np.ndarray, state: tuple) -> tuple[dict[str, np.ndarray], tuple]:
+    """One env step of the float GRSN policy on inputs u = [obs, prev action, prev reward]
+    (batch, n_u), with every intermediate tensor (the stages' outputs and the gate inputs).
+    A continuous policy's last output is its mean alone (the deployed part)."""
     cfg = net.cfg
     with torch.no_grad():
         u_t = torch.as_tensor(np.asarray(u, np.float32))
@@ -115,30 +121,44 @@ def float_step(net: RecurrentQNet, u: np.ndarray, state: tuple) -> tuple[dict[st
         linears = [m for m in net.head if isinstance(m, torch.nn.Linear)]
         for i, lin in enumerate(linears):
             z = lin(z)
-            z = torch.relu(z) if i < len(linears) - 1 else z
+            z = torch.relu(z) if i < len(linears) - 1 else z[..., : cfg.n_actions]
             t[f"head{i}"] = z
     return {k: val.numpy() for k, val in t.items()}, (h, v)
 
 
-def policy_inputs(obs: np.ndarray, prev_action: np.ndarray, prev_reward: np.ndarray, n_actions: int) -> np.ndarray:
-    """u = [obs, one-hot previous action (zeros when < 0: episode start), previous reward], batched."""
+def policy_inputs(obs: np.ndarray, prev_action: np.ndarray, prev_reward: np.ndarray, n_actions: int,
+                  continuous: bool = False) -> np.ndarray:
+    """u = [obs, previous action, previous reward], batched. The previous action is one-hot
+    (discrete; index < 0 at an episode's start gives zeros) or the action itself
+    (continuous, shape (batch, n_actions); zeros at the start)."""
     obs = np.atleast_2d(np.asarray(obs, np.float64))
-    onehot = (np.asarray(prev_action)[:, None] == np.arange(n_actions)).astype(np.float64)
-    return np.concatenate([obs, onehot, np.asarray(prev_reward, np.float64)[:, None]], axis=-1)
+    if continuous:
+        prev = np.asarray(prev_action, np.float64).reshape(len(obs), n_actions)
+    else:
+        prev = (np.asarray(prev_action)[:, None] == np.arange(n_actions)).astype(np.float64)
+    return np.concatenate([obs, prev, np.asarray(prev_reward, np.float64)[:, None]], axis=-1)
 
 
-def calibrate(net: RecurrentQNet, spec: EnvSpec, episodes: int, seed: int, epsilon: float) -> dict[str, float]:
+def explore(rng: np.random.Generator, cfg: PolicyConfig, greedy, epsilon: float):
+    """The greedy action, or with probability epsilon a uniform random one (one draw per decision)."""
+    if rng.random() >= epsilon:
+        return greedy
+    return rng.uniform(-1, 1, cfg.n_actions) if cfg.continuous else int(rng.integers(cfg.n_actions))
+
+
+def calibrate(net: RecurrentNet, spec: EnvSpec, episodes: int, seed: int, epsilon: float) -> dict[str, float]:
     """Largest magnitude of every tensor of the float policy over seeded epsilon-greedy episodes."""
     peaks: dict[str, float] = {}
-    env, rng, n_act = make_env(spec), np.random.default_rng(seed), net.cfg.n_actions
+    cfg = net.cfg
+    env, rng = make_env(spec), np.random.default_rng(seed)
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
-        state, a, r, done = net.zero_state(1), -1, 0.0, False
+        state, a, r, done = net.zero_state(1), np.zeros(cfg.n_actions) if cfg.continuous else -1, 0.0, False
         while not done:
-            t, state = float_step(net, policy_inputs(obs, [a], [r], n_act), state)
+            t, state = float_step(net, policy_inputs(obs, [a], [r], cfg.n_actions, cfg.continuous), state)
             for k, val in t.items():
                 peaks[k] = max(peaks.get(k, 0.0), float(np.abs(val).max()))
-            a = int(rng.integers(n_act)) if rng.random() < epsilon else int(np.argmax(t[f"head{len(net.cfg.head)}"][0]))
+            a = explore(rng, cfg, greedy_action(cfg, t[f"head{len(cfg.head)}"][0]), epsilon)
             obs, r, term, trunc, _ = env.step(a)
             done = term or trunc
     env.close()
@@ -165,16 +185,15 @@ def quantize_weight(w: np.ndarray, profile: ChipProfile, what: str) -> tuple[np.
     """(signed mantissa, exponent per output neuron, relative RMS error) of one synapse group.
 
     Each neuron's weights use the full mantissa range with their own power-of-two exponent
-    when the profile has per-neuron parameters (`per_neuron_threshold`), else one exponent.
-    The exponent is folded into the neuron's output shift (its accumulator is in units of
-    2**(exp - f_in)), so only the mantissa width is the profile's.
+    when the profile has per-neuron parameters (`per_neuron_threshold`), else one exponent
+    (`quantize_rows`, the rule quantization-aware training uses too). The exponent is
+    folded into the neuron's output shift (its accumulator is in units of 2**(exp - f_in)),
+    so only the mantissa width is the profile's.
     """
-    mant_max = (1 << (profile.weight_bits - 1)) - 1
     if not np.isfinite(w).all():
         raise CheckpointError(f"{what}: weights are not finite")
-    peak = np.abs(w).max(axis=1) if profile.per_neuron_threshold else np.full(len(w), np.abs(w).max())
-    exp = np.ceil(np.log2(np.maximum(peak, 1e-30) / mant_max)).astype(np.int64)
-    mant = np.clip(np.rint(w / 2.0 ** exp[:, None]), -mant_max, mant_max).astype(np.int64)
+    mant, exp = (t.numpy().astype(np.int64) for t in
+                 quantize_rows(torch.from_numpy(w), profile.weight_bits, profile.per_neuron_threshold))
     err = float(np.sqrt(np.mean((mant * 2.0 ** exp[:, None] - w) ** 2)) / max(np.sqrt(np.mean(w ** 2)), 1e-12))
     return mant, exp, err
 
@@ -191,7 +210,7 @@ def dense_stage(name: str, w: np.ndarray, b: np.ndarray, f_in: int, f_out: int, 
             "bits": bits, "relu": relu, "max_input": max_input, "spike_inputs": spike_inputs}, err
 
 
-def quantize_policy(net: RecurrentQNet, peaks: dict[str, float], profile: ChipProfile) -> tuple[list[dict], dict]:
+def quantize_policy(net: RecurrentNet, peaks: dict[str, float], profile: ChipProfile) -> tuple[list[dict], dict]:
     """The fixed-point stages (see module doc) and the quantization report."""
     cfg = net.cfg
     act_bits, state_bits, fs = profile.input_bits, profile.state_bits, profile.threshold_bits
@@ -233,7 +252,8 @@ def quantize_policy(net: RecurrentQNet, peaks: dict[str, float], profile: ChipPr
         last = i == len(linears) - 1
         bits = state_bits if last else act_bits
         f_out = frac_bits(peaks[f"head{i}"], bits)
-        st, report[f"head{i}"] = dense_stage(f"head{i}", _np(lin.weight), _np(lin.bias), f_in, f_out, bits,
+        rows = slice(0, cfg.n_actions) if last else slice(None)     # a continuous policy deploys its mean
+        st, report[f"head{i}"] = dense_stage(f"head{i}", _np(lin.weight)[rows], _np(lin.bias)[rows], f_in, f_out, bits,
                                              not last, profile, 1 << (act_bits - 1),
                                              spike_inputs=cfg.hidden if i == 0 else 0)
         stages.append(st)
@@ -261,7 +281,7 @@ def convert_policy(checkpoint: str | Path, env_id: str, profile_name: str = "loi
     stages, quant = quantize_policy(net, peaks, profile)
     manifest = {
         "network": "grsn", "env": spec.to_dict(), "obs_shape": [obs_dim], "n_actions": n_actions,
-        "action_map": list(range(n_actions)), "input_scale_bits": quant["frac_bits"]["input"], "epsilon": 0.0,
+        "continuous": net.cfg.continuous, "action_map": [] if net.cfg.continuous else list(range(n_actions)), "input_scale_bits": quant["frac_bits"]["input"], "epsilon": 0.0,
         "policy": json.loads(json.dumps(net.cfg.__dict__)), "profile": profile.to_dict(), "quantization": quant,
         "calibration": {"episodes": calib_episodes, "seed": calib_seed, "epsilon": calib_epsilon},
         "source": {"file": Path(checkpoint).name, "format": CHECKPOINT_FORMAT, "sha256": sha, "meta": meta},

@@ -33,13 +33,14 @@ class EpisodeLog:
 
 
 def replay(spec: EnvSpec, seed: int, actions: np.ndarray, expected_return: float) -> tuple[np.ndarray, np.ndarray]:
-    """(observations, rewards) of an episode regenerated from its seed and actions (checked by its return)."""
+    """(observations, rewards) of an episode regenerated from its seed and env actions (indices,
+    or vectors for a continuous action space), checked by its return."""
     env = make_env(spec)
     obs, _ = env.reset(seed=seed)
     out, rewards = [], []
     for a in actions:
         out.append(np.asarray(obs, np.float32).ravel())
-        obs, r, _, _, _ = env.step(int(a))
+        obs, r, _, _, _ = env.step(a if np.ndim(a) else int(a))
         rewards.append(float(r))
     env.close()
     if not np.isclose(sum(rewards), expected_return):

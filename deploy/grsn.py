@@ -17,18 +17,19 @@ from tqdm import tqdm
 from conversion.artifact import GRSNArtifact
 from conversion.envs import EnvSpec, episode_limit, make_env
 from conversion.grsn import check_task, float_step, policy_inputs
-from conversion.models.grsn import PolicyConfig, RecurrentQNet
+from conversion.models.grsn import PolicyConfig, RecurrentNet
 from deploy.episodes import EpisodeLog, replay
-from processes.dynamics import encode_input, epsilon_greedy, prepare_stage, run_stage, stage_ops
+from processes.dynamics import (continuous_action, encode_input, epsilon_greedy, prepare_stage, run_stage,
+                                stage_ops)
 from processes.envio.process import EnvIO
 from processes.grsn.process import GRSNStack
 
 
-def float_policy(art: GRSNArtifact) -> RecurrentQNet:
+def float_policy(art: GRSNArtifact) -> RecurrentNet:
     """The float source policy stored in the artifact."""
     cfg = dict(art.manifest["policy"])
     cfg["head"] = tuple(cfg["head"])
-    net = RecurrentQNet(PolicyConfig(**cfg))
+    net = RecurrentNet(PolicyConfig(**cfg))
     net.load_state_dict({k: torch.as_tensor(v) for k, v in art.source.items()})
     return net.eval()
 
@@ -38,9 +39,29 @@ def check_grsn_deployable(art: GRSNArtifact) -> None:
     check_task(float_policy(art).cfg, art.manifest["source"]["meta"], EnvSpec.from_dict(art.manifest["env"]))
 
 
-def single_inputs(obs, prev_action: int, prev_reward: float, n_actions: int) -> np.ndarray:
-    """policy_inputs for one env (EnvIO's inputs_fn)."""
-    return policy_inputs(np.ravel(obs)[None], [prev_action], [prev_reward], n_actions)[0]
+def single_inputs(obs, prev_action, prev_reward: float, n_actions: int, continuous: bool) -> np.ndarray:
+    """policy_inputs for one env (EnvIO's inputs_fn); prev_action -1 (discrete) or None
+    (continuous) at an episode's start."""
+    if continuous and prev_action is None:
+        prev_action = np.zeros(n_actions)
+    return policy_inputs(np.ravel(obs)[None], [prev_action], [prev_reward], n_actions, continuous)[0]
+
+
+def decision(manifest: dict, rng: np.random.Generator, values: np.ndarray, epsilon: float, frac_bits: int):
+    """(greedy, taken, env action) from one step's values (`frac_bits` fraction bits):
+    epsilon-greedy over action values, or a continuous policy's tanh(mean) in [-1, 1]."""
+    if manifest["continuous"]:
+        greedy, taken = continuous_action(rng, values, frac_bits, epsilon)
+        return greedy, taken, taken
+    greedy, taken = epsilon_greedy(rng, values, epsilon)
+    return greedy, taken, manifest["action_map"][taken]
+
+
+def start_actions(manifest: dict, n: int) -> np.ndarray:
+    """The 'previous action' of n episodes' first steps: -1 (no action) or zero vectors."""
+    if manifest["continuous"]:
+        return np.zeros((n, int(manifest["n_actions"])))
+    return np.full(n, -1)
 
 
 class FixedPointGRSN:
@@ -72,26 +93,28 @@ class FixedPointGRSN:
 
 def run_grsn_emulator(art: GRSNArtifact, seeds: list[int], epsilon: float, progress: bool = True) -> EpisodeLog:
     """One episode per seed, all batched."""
-    spec = EnvSpec.from_dict(art.manifest["env"])
-    amap, n_act, limit = art.manifest["action_map"], int(art.manifest["n_actions"]), episode_limit(spec)
+    m = art.manifest
+    spec = EnvSpec.from_dict(m["env"])
+    n_act, limit, cont = int(m["n_actions"]), episode_limit(spec), m["continuous"]
+    f_out = m["quantization"]["frac_bits"]["q"]
     n = len(seeds)
     net = FixedPointGRSN(art, n)
     envs = [make_env(spec) for _ in seeds]
     rngs = [np.random.default_rng(s) for s in seeds]
     obs = np.stack([np.ravel(env.reset(seed=s)[0]) for env, s in zip(envs, seeds)]).astype(np.float64)
-    prev_a, prev_r = np.full(n, -1), np.zeros(n)
+    prev_a, prev_r = start_actions(m, n), np.zeros(n)
     returns, lengths = np.zeros(n), np.zeros(n, np.int64)
     actions, greedy = [[] for _ in seeds], [[] for _ in seeds]
     active = np.ones(n, bool)
     t0 = time.time()
     bar = tqdm(total=n, desc="episodes (emulator)", unit="ep", disable=not progress, leave=False)
     while active.any():
-        q = net.step(policy_inputs(obs, prev_a, prev_r, n_act), active)
+        q = net.step(policy_inputs(obs, prev_a, prev_r, n_act, cont), active)
         for e in np.flatnonzero(active):
-            g, a = epsilon_greedy(rngs[e], q[e], epsilon)
+            g, a, env_a = decision(m, rngs[e], q[e], epsilon, f_out)
             greedy[e].append(g)
             actions[e].append(a)
-            o, r, term, trunc, _ = envs[e].step(amap[a])
+            o, r, term, trunc, _ = envs[e].step(env_a)
             obs[e], prev_a[e], prev_r[e] = np.ravel(o), a, r
             returns[e] += float(r)
             lengths[e] += 1
@@ -110,14 +133,16 @@ def run_grsn_emulator(art: GRSNArtifact, seeds: list[int], epsilon: float, progr
 
 def build_graph(art: GRSNArtifact, seeds: list[int], epsilon: float, max_steps: int) -> tuple[EnvIO, GRSNStack, int]:
     """EnvIO -> GRSNStack -> EnvIO; one decision window per env step."""
-    spec = EnvSpec.from_dict(art.manifest["env"])
-    n_act = int(art.manifest["n_actions"])
+    m = art.manifest
+    spec = EnvSpec.from_dict(m["env"])
+    n_act, cont = int(m["n_actions"]), m["continuous"]
     depth = len(art.stages)
     envio = EnvIO(env_fn=functools.partial(make_env, spec), obs_size=art.stages[0]["weight"].shape[1] + 1,
-                  n_actions=n_act, action_map=art.manifest["action_map"],
-                  input_scale_bits=int(art.manifest["input_scale_bits"]), input_bits=art.profile.input_bits,
+                  n_actions=n_act, action_map=m["action_map"],
+                  input_scale_bits=int(m["input_scale_bits"]), input_bits=art.profile.input_bits,
                   timesteps=1, latency=depth, seeds=seeds, epsilon=epsilon, max_steps=max_steps,
-                  inputs_fn=functools.partial(single_inputs, n_actions=n_act))
+                  inputs_fn=functools.partial(single_inputs, n_actions=n_act, continuous=cont),
+                  continuous_frac_bits=m["quantization"]["frac_bits"]["q"] if cont else None)
     stack = GRSNStack(stages=art.stages, window=depth + 1)
     envio.obs_out.connect(stack.s_in)
     stack.s_out.connect(envio.q_in)
@@ -133,7 +158,7 @@ def run_grsn_lava(art: GRSNArtifact, seeds: list[int], epsilon: float, progress:
     with lava_runtime(envio):
         steps, wall, compile_s = run_episodes(envio, lava_config(), len(seeds), window * 200, progress)
         lengths = envio.lengths.get().astype(np.int64)
-        actions, greedy = recorded_actions(envio, lengths)
+        actions, greedy = recorded_actions(envio, lengths, art.manifest["continuous"])
         mac, ac, neuron = (int(x) for x in stack.ops.get())
         return EpisodeLog(seeds=list(seeds), returns=envio.returns.get().astype(float), lengths=lengths,
                           actions=actions, greedy=greedy, spikes=[int(stack.spikes.get()[0])], synops=[mac + ac],
@@ -141,54 +166,69 @@ def run_grsn_lava(art: GRSNArtifact, seeds: list[int], epsilon: float, progress:
                           extra={"ops": {"mac": mac, "ac": ac, "neuron": neuron}, "compile_s": compile_s})
 
 
+CONTINUOUS_TOLERANCE = 0.02   # |a_fixed - a_float| counted as agreement: 1% of the [-1, 1] range
+
+
 def fidelity(art: GRSNArtifact, log: EpisodeLog) -> dict:
     """Replay every episode through the float policy and the fixed-point network side by side.
 
     Both see the same inputs (the run's observations and actions). Reports the agreement
-    of the float policy's greedy action with the run's, and per env step the mean
+    of the float policy's greedy action with the run's (continuous actions: within
+    CONTINUOUS_TOLERANCE, and the mean and largest |difference|), and per env step the mean
     |h_fixed - h_float| (in threshold units) and the fraction of GRSN neurons whose spike
     differs.
     """
-    spec = EnvSpec.from_dict(art.manifest["env"])
-    amap, n_act = art.manifest["action_map"], int(art.manifest["n_actions"])
-    fs = art.manifest["quantization"]["frac_bits"]["state"]
+    m = art.manifest
+    spec = EnvSpec.from_dict(m["env"])
+    n_act, cont = int(m["n_actions"]), m["continuous"]
+    fs = m["quantization"]["frac_bits"]["state"]
     net = float_policy(art)
-    agree, h_err, spike_diff, per_episode = [], [], [], []
+    head = f"head{len(net.cfg.head)}"
+    agree, a_err, h_err, spike_diff, per_episode = [], [], [], [], []
     for seed, acts, greedy, ret in zip(log.seeds, log.actions, log.greedy, log.returns):
-        obs, rewards = replay(spec, seed, [amap[a] for a in acts], ret)
-        prev_a = np.concatenate([[-1], acts[:-1]])
+        obs, rewards = replay(spec, seed, list(acts) if cont else [m["action_map"][a] for a in acts], ret)
+        prev_a = np.concatenate([start_actions(m, 1), acts[:-1]])
         prev_r = np.concatenate([[0.0], rewards[:-1]])
-        u = policy_inputs(obs, prev_a, prev_r, n_act)
+        u = policy_inputs(obs, prev_a, prev_r, n_act, cont)
         fixed = FixedPointGRSN(art, 1)
         state = net.zero_state(1)
         hits = []
         for t in range(len(acts)):
             tr, state = float_step(net, u[t: t + 1], state)
             fixed.step(u[t: t + 1])
-            hits.append(int(np.argmax(tr[f"head{len(net.cfg.head)}"][0])) == int(greedy[t]))
+            if cont:
+                err = float(np.abs(np.tanh(tr[head][0]) - greedy[t]).max())
+                a_err.append(err)
+                hits.append(err <= CONTINUOUS_TOLERANCE)
+            else:
+                hits.append(int(np.argmax(tr[head][0])) == int(greedy[t]))
             h_err.append(float(np.abs(fixed.state["h"][0] / 2 ** fs - tr["h"][0]).mean()))
             spike_diff.append(float((fixed.last_spikes[0] != tr["spikes"][0]).mean()))
         per_episode.append(float(np.mean(hits)))
         agree += hits
-    return {"agreement": float(np.mean(agree)), "agreement_per_episode": per_episode,
-            "state_error_mean": float(np.mean(h_err)), "state_error_max": float(np.max(h_err)),
-            "spike_mismatch": float(np.mean(spike_diff))}
+    out = {"agreement": float(np.mean(agree)), "agreement_per_episode": per_episode,
+           "state_error_mean": float(np.mean(h_err)), "state_error_max": float(np.max(h_err)),
+           "spike_mismatch": float(np.mean(spike_diff))}
+    if cont:
+        out.update(action_error_mean=float(np.mean(a_err)), action_error_max=float(np.max(a_err)))
+    return out
 
 
 def float_returns(art: GRSNArtifact, seeds: list[int], epsilon: float) -> np.ndarray:
     """Returns of the float policy on the same seeds and epsilon draws."""
-    spec = EnvSpec.from_dict(art.manifest["env"])
-    amap, n_act = art.manifest["action_map"], int(art.manifest["n_actions"])
+    m = art.manifest
+    spec = EnvSpec.from_dict(m["env"])
+    n_act, cont = int(m["n_actions"]), m["continuous"]
     net, env, out = float_policy(art), make_env(spec), []
     head = f"head{len(net.cfg.head)}"
     for seed in seeds:
         rng = np.random.default_rng(seed)
         obs, _ = env.reset(seed=seed)
-        state, a, r, done, ret = net.zero_state(1), -1, 0.0, False, 0.0
+        state, a, r, done, ret = net.zero_state(1), start_actions(m, 1)[0], 0.0, False, 0.0
         while not done:
-            tr, state = float_step(net, policy_inputs(np.ravel(obs)[None], [a], [r], n_act), state)
-            _, a = epsilon_greedy(rng, tr[head][0], epsilon)
-            obs, r, term, trunc, _ = env.step(amap[a])
+            tr, state = float_step(net, policy_inputs(np.ravel(obs)[None], [a], [r], n_act, cont), state)
+            _, a, env_a = decision(m, rng, tr[head][0], epsilon, 0)
+            obs, r, term, trunc, _ = env.step(env_a)
             ret += float(r)
             done = term or trunc
         out.append(ret)
@@ -214,8 +254,10 @@ def run_grsn(art: GRSNArtifact, seeds: list[int], epsilon: float = 0.0, backend:
                                                fid["agreement_per_episode"], src)],
         "mean_return": float(np.mean(log.returns)), "std_return": float(np.std(log.returns)),
         "source_mean_return": float(np.mean(src)),
-        "return_ratio": float(np.mean(log.returns) / np.mean(src)) if np.mean(src) else None,
-        "action_agreement": fid["agreement"], "state_error_mean": fid["state_error_mean"],
+        "return_ratio": float(np.mean(log.returns) / np.mean(src)) if np.mean(src) > 0 else None,
+        "action_agreement": fid["agreement"],
+        **{k: fid[k] for k in ("action_error_mean", "action_error_max") if k in fid},
+        "state_error_mean": fid["state_error_mean"],
         "state_error_max": fid["state_error_max"], "spike_mismatch": fid["spike_mismatch"],
         "decisions": log.decisions, "grsn_spikes_per_step": log.spikes[0] / steps,
         "energy": energy_report(log.extra["ops"], steps),
@@ -236,7 +278,9 @@ def grsn_table(rec: dict) -> str:
     lines += [
         f"mean return: fixed point {rec['mean_return']:.1f} +- {rec['std_return']:.1f}, float "
         f"{rec['source_mean_return']:.1f}" + (f" (ratio {ratio:.3f})" if ratio is not None else ""),
-        f"action agreement with the float GRSN: {rec['action_agreement']:.4f} over {rec['decisions']} steps",
+        f"action agreement with the float GRSN: {rec['action_agreement']:.4f} over {rec['decisions']} steps"
+        + (f" (|a - a_float| <= {CONTINUOUS_TOLERANCE}; mean {rec['action_error_mean']:.4f}, "
+           f"max {rec['action_error_max']:.4f})" if "action_error_mean" in rec else ""),
         f"carried state: mean |h - h_float| {rec['state_error_mean']:.4f} (max {rec['state_error_max']:.4f}) "
         f"threshold units; spike mismatch {rec['spike_mismatch']:.4f}",
         f"per step: {rec['grsn_spikes_per_step']:.1f} GRSN spikes, {en['ops_per_step']['mac']:.0f} MAC, "

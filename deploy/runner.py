@@ -140,11 +140,12 @@ def run_episodes(envio, cfg, episodes: int, chunk: int, progress: bool) -> tuple
         bar.close()
 
 
-def recorded_actions(envio, lengths: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Taken and greedy actions per episode, from EnvIO's logs."""
+def recorded_actions(envio, lengths: np.ndarray, continuous: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Taken and greedy actions per episode, from EnvIO's logs (indices, or rows of continuous actions)."""
+    dtype = np.float64 if continuous else np.int64
     actions, greedy = envio.actions.get(), envio.greedy.get()
-    return ([actions[i, :l].astype(np.int64) for i, l in enumerate(lengths)],
-            [greedy[i, :l].astype(np.int64) for i, l in enumerate(lengths)])
+    return ([actions[i, :l].astype(dtype) for i, l in enumerate(lengths)],
+            [greedy[i, :l].astype(dtype) for i, l in enumerate(lengths)])
 
 
 class RuntimeHung(LavaRuntimeError):

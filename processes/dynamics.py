@@ -163,6 +163,17 @@ def epsilon_greedy(rng: np.random.Generator, values: np.ndarray, epsilon: float)
     return greedy, greedy
 
 
+def continuous_action(rng: np.random.Generator, values: np.ndarray, frac_bits: int,
+                      epsilon: float) -> tuple[np.ndarray, np.ndarray]:
+    """(greedy, taken) actions in [-1, 1] of a continuous policy's readout: tanh of the
+    fixed-point means (`frac_bits` fraction bits); with probability epsilon a uniform random
+    action is taken. One uniform draw per decision, as in `epsilon_greedy`."""
+    greedy = np.tanh(np.asarray(values, np.float64) * 2.0 ** -frac_bits)
+    if rng.random() < epsilon:
+        return greedy, rng.uniform(-1, 1, len(greedy))
+    return greedy, greedy
+
+
 # --- Mixed-signal chips (DYNAP-SE): regular spike generators and LIF neurons --------------
 #
 # These run in float64 with per-neuron constants drawn beforehand (mismatch, decay factors),

@@ -16,8 +16,10 @@ from conversion.envs import EnvSpec, make_env
 from conversion.errors import ArtifactError, CheckpointError, ShapeMismatchError
 from conversion.grsn import (GATE_BITS, LUT_IN_FRAC, LUT_INDEX_BITS, convert_policy, load_policy,
                              sigmoid_table)
-from conversion.models.grsn import GRSNCell, GRSNNoTAPCell, PolicyConfig, RecurrentQNet, save_policy
+from conversion.models.grsn import (FakeQuantLinear, GRSNCell, GRSNNoTAPCell, PolicyConfig, RecurrentNet,
+                                    quantize_rows, save_policy)
 from conversion.models.train_recurrent import Config, train
+from conversion.models import train_sac
 from conversion.profiles import PROFILES
 from deploy.grsn import fidelity, run_grsn_emulator, run_grsn_lava
 from processes.dynamics import sigmoid_lookup
@@ -68,7 +70,7 @@ def test_grsn_without_tap_forgets_between_env_steps():
 
 def test_surrogate_gradient_flows_through_spikes():
     torch.manual_seed(0)
-    net = RecurrentQNet(PolicyConfig(2, 2, "grsn"))
+    net = RecurrentNet(PolicyConfig(2, 2, "grsn"))
     obs = torch.randn(8, 3, 2) * 3
     q, _, _ = net(obs, torch.zeros(8, 3, 2), torch.zeros(8, 3, 1), net.zero_state(3))
     q.sum().backward()
@@ -90,6 +92,62 @@ def test_trainer_writes_a_loadable_policy(tmp_path):
     net, meta, _ = load_policy(out)
     assert meta["env"] == "CartPole-P" and net.cfg.cell == "grsn" and len(res["curve"]) == 1
     assert (tmp_path / "p.csv").read_text().startswith("step,eval_return")
+
+
+def test_fake_quantized_weights_are_the_deployed_weights(tmp_path):
+    """Quantization-aware training rounds with the deployment rule: after snap_weights the
+    converter finds every weight exactly representable; gradients pass straight through."""
+    torch.manual_seed(0)
+    lin = FakeQuantLinear(6, 4, bits=8)
+    x = torch.randn(3, 6)
+    lin(x).sum().backward()
+    torch.testing.assert_close(lin.weight.grad, torch.ones(3, 4).T @ x)     # straight-through
+    mant, exp = quantize_rows(lin.weight.detach(), 8)
+    assert mant.abs().max() <= 127 and (mant.abs().amax(1) >= 64).all()      # full range per row
+    policy = tmp_path / "qat.pt"
+    res = train("CartPole-V", "grsn", 0, policy, dataclasses.replace(Config.finetune(150), learning_starts=50),
+                eval_every=150, progress=False, weight_bits=8, init_from=TRAINED)
+    assert [c[0] for c in res["curve"]] == [0, 150] and res["init_from"] == "cartpole_v_grsn_s0.pt"
+    art = convert_policy(policy, "CartPole-V", calib_episodes=2)
+    errors = art.manifest["quantization"]["weight_rel_rms_error"]
+    assert set(errors) >= {"embed", "grsn_f", "grsn_c", "head0", "head2"} and max(errors.values()) == 0.0
+    assert max(convert_policy(TRAINED, "CartPole-V", calib_episodes=2)
+               .manifest["quantization"]["weight_rel_rms_error"].values()) > 0.001
+
+
+def test_squashed_gaussian_log_probability():
+    torch.manual_seed(0)
+    out = torch.randn(50, 4, dtype=torch.float64) * 0.5          # away from tanh saturation
+    a, logp = train_sac.squashed_gaussian(out)
+    mean, log_std = out.chunk(2, dim=-1)
+    lo, hi = train_sac.LOG_STD_MIN, train_sac.LOG_STD_MAX
+    std = (lo + 0.5 * (hi - lo) * (torch.tanh(log_std) + 1)).exp()
+    dist = torch.distributions.TransformedDistribution(torch.distributions.Normal(mean, std),
+                                                       [torch.distributions.TanhTransform()])
+    inside = (a.abs() < 0.99).all(-1)           # the 1e-6 guard of log(1 - a^2) matters only near +-1
+    assert inside.sum() > 40 and a.abs().max() <= 1
+    torch.testing.assert_close(logp[inside], dist.log_prob(a).sum(-1)[inside], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-V", "CartPole-V"])
+def test_sac_trainer_updates_and_writes_a_policy(tmp_path, env_id):
+    out = tmp_path / "sac.pt"
+    res = train_sac.train(env_id, "grsn", 0, out, train_sac.Config(total_steps=260, learning_starts=200),
+                          eval_every=260, progress=False)
+    net, meta, _ = load_policy(out)
+    assert net.cfg.continuous == (env_id == "Pendulum-V") and meta["trainer"].startswith("recurrent SAC")
+    assert np.isfinite(res["best_eval"]) and len(res["curve"]) == 1
+    sac = train_sac.SAC(net.cfg, train_sac.Config())
+    replay = train_sac.SequenceReplay(net.cfg.n_actions, net.cfg.continuous)
+    rng = np.random.default_rng(0)
+    n = 70
+    acts = rng.uniform(-1, 1, (n, 1)) if net.cfg.continuous else rng.integers(2, size=n)
+    replay.add(rng.normal(size=(n + 1, net.cfg.obs_dim)), acts, rng.normal(size=n), False)
+    before = [p.clone() for p in (*sac.actor.parameters(), *sac.critic.parameters())]
+    stats = sac.update(replay.sample(rng, 4, 64))
+    after = [*sac.actor.parameters(), *sac.critic.parameters()]
+    assert all(np.isfinite(v) for v in stats.values())
+    assert sum(not torch.equal(a, b) for a, b in zip(before, after)) > len(before) // 2
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +184,7 @@ def test_lava_equals_emulator_bit_for_bit(trained_artifact):
 def _policy(tmp_path, **cfg) -> str:
     torch.manual_seed(0)
     path = tmp_path / "policy.pt"
-    save_policy(RecurrentQNet(PolicyConfig(2, 2, **cfg)), path, {"env": "CartPole-V"})
+    save_policy(RecurrentNet(PolicyConfig(2, 2, **cfg)), path, {"env": "CartPole-V"})
     return str(path)
 
 
@@ -142,6 +200,27 @@ def test_bad_checkpoints_are_refused(tmp_path):
         load_policy(tmp_path / "wrong.pt")
     with pytest.raises(CheckpointError, match="gru policy"):
         convert_policy(_policy(tmp_path, cell="gru"), "CartPole-V")
+
+
+def test_continuous_policy_runs_on_lava_bit_for_bit(tmp_path):
+    """A continuous (SAC) GRSN policy: its mean is the readout, tanh-decoded into [-1, 1]."""
+    torch.manual_seed(1)
+    path = tmp_path / "pendulum.pt"
+    save_policy(RecurrentNet(PolicyConfig(1, 1, continuous=True)), path, {"env": "Pendulum-V"})
+    art = convert_policy(path, "Pendulum-V", calib_episodes=2)
+    assert art.manifest["continuous"] and len(art.stages[-1]["bias"]) == 1
+    emu = run_grsn_emulator(art, [0, 1], 0.0, progress=False)
+    lava = run_grsn_lava(art, [0, 1], 0.0, progress=False)
+    for a, b in zip(emu.actions, lava.actions):
+        assert a.shape == (200, 1) and np.abs(a).max() <= 1
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(emu.returns, lava.returns)
+    assert emu.spikes == lava.spikes and emu.extra["ops"] == lava.extra["ops"]
+    fid = fidelity(art, emu)
+    assert fid["action_error_max"] < 0.1 and fid["agreement"] > 0.9
+    save_policy(RecurrentNet(PolicyConfig(2, 1, continuous=True)), path, {"env": "CartPole-V"})
+    with pytest.raises(ShapeMismatchError, match="continuous action dims"):
+        convert_policy(path, "CartPole-V")
 
 
 def test_mismatched_observation_mask_is_refused(tmp_path):

@@ -18,10 +18,19 @@ Baselines with the same sizes: `gru` (torch GRU), `lif` (LIF neurons with TAP, i
 current W x_t + b), `grsn_notap` (GRSN run for 4 sub-steps per env step on the held input,
 state reset every env step; the head sees the firing rate).
 
-The policy (`RecurrentQNet`): ReLU embeddings of the observation (32), the previous action
-(one-hot, 8) and the previous reward (8) form x_t (48); the recurrent layer (128) outputs
-spikes (or GRU states), concatenated with a ReLU shortcut embedding of the observation (32);
-an MLP [128, 128] gives one value per action.
+The policy (`RecurrentNet`): ReLU embeddings of the observation (32), the previous action
+(one-hot, or the continuous action in [-1, 1]; 8) and the previous reward (8) form x_t
+(48); the recurrent layer (128) outputs spikes (or GRU states), concatenated with a ReLU
+shortcut embedding of the observation (32); an MLP [128, 128] gives one value per action
+(Q-values or SAC-discrete logits), or a tanh-Gaussian's mean and log std per action
+dimension (continuous SAC). `RecurrentEncoder` is the trunk alone (the SAC critics').
+
+Quantization-aware training: with `PolicyConfig.weight_bits` set, every Linear that
+becomes a fixed-point synapse group (`FakeQuantLinear`) rounds its weights in the
+forward pass to signed mantissas of that width with one power-of-two exponent per output
+neuron (`quantize_rows`, the rule `conversion.grsn` deploys with), and passes gradients
+straight through. `snap_weights` stores the rounded weights, so the float policy computes
+with exactly the weights the chip holds.
 """
 from __future__ import annotations
 
@@ -29,6 +38,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -64,14 +74,45 @@ def lif_update(v: torch.Tensor, current: torch.Tensor, tau: float) -> tuple[torc
     return v - s, s
 
 
+def quantize_rows(w: torch.Tensor, bits: int, per_row: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(signed mantissa, exponent per row) with w ~ mantissa * 2**exponent, |mantissa| <= 2**(bits-1) - 1.
+
+    Each row (output neuron) uses the full mantissa range with its own exponent; with
+    `per_row=False` all rows share the exponent of the largest magnitude.
+    """
+    mant_max = (1 << (bits - 1)) - 1
+    peak = w.abs().amax(dim=1) if per_row else w.abs().max().expand(len(w))
+    exp = torch.ceil(torch.log2(peak.clamp_min(1e-30) / mant_max))
+    mant = torch.clamp(torch.round(w / 2.0 ** exp[:, None]), -mant_max, mant_max)
+    return mant, exp
+
+
+class FakeQuantLinear(nn.Linear):
+    """nn.Linear whose forward uses `quantize_rows`-rounded weights when `bits` is set
+    (straight-through gradient); `bits=None` is a plain Linear."""
+
+    def __init__(self, n_in: int, n_out: int, bits: int | None = None):
+        super().__init__(n_in, n_out)
+        self.bits = bits
+
+    def quantized_weight(self) -> torch.Tensor:
+        if self.bits is None:
+            return self.weight
+        mant, exp = quantize_rows(self.weight.detach(), self.bits)
+        return self.weight + (mant * 2.0 ** exp[:, None] - self.weight).detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.quantized_weight(), self.bias)
+
+
 class GRSNCell(nn.Module):
     """Gated recurrent spiking neurons; state (h, v)."""
 
-    def __init__(self, n_in: int, hidden: int, tau: float = 2.0):
+    def __init__(self, n_in: int, hidden: int, tau: float = 2.0, weight_bits: int | None = None):
         super().__init__()
         self.hidden, self.tau = hidden, tau
-        self.f = nn.Linear(n_in, hidden)
-        self.c = nn.Linear(n_in, hidden)
+        self.f = FakeQuantLinear(n_in, hidden, weight_bits)
+        self.c = FakeQuantLinear(n_in, hidden, weight_bits)
         bound = 1 / math.sqrt(hidden)
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
@@ -154,6 +195,9 @@ class GRUCell(nn.Module):
 
 @dataclass(frozen=True)
 class PolicyConfig:
+    """Sizes of a recurrent policy. `n_actions` counts discrete actions, or the action
+    dimensions of a `continuous` policy (whose head outputs a mean and a log std per dimension)."""
+
     obs_dim: int
     n_actions: int
     cell: str = "grsn"
@@ -163,11 +207,21 @@ class PolicyConfig:
     reward_embed: int = 8
     shortcut_embed: int = 32
     head: tuple[int, ...] = (128, 128)
+    weight_bits: int | None = None      # quantization-aware training (GRSN only)
+    continuous: bool = False
+
+    def __post_init__(self):
+        if self.weight_bits is not None and self.cell != "grsn":
+            raise ValueError(f"quantization-aware training applies to GRSN policies, not {self.cell!r}")
+
+    @property
+    def n_outputs(self) -> int:
+        return 2 * self.n_actions if self.continuous else self.n_actions
 
 
 def make_cell(cfg: PolicyConfig, n_in: int) -> nn.Module:
     if cfg.cell == "grsn":
-        return GRSNCell(n_in, cfg.hidden)
+        return GRSNCell(n_in, cfg.hidden, weight_bits=cfg.weight_bits)
     if cfg.cell == "grsn_notap":
         return GRSNNoTAPCell(n_in, cfg.hidden)
     if cfg.cell == "lif":
@@ -177,40 +231,85 @@ def make_cell(cfg: PolicyConfig, n_in: int) -> nn.Module:
     raise ValueError(f"unknown cell {cfg.cell!r} (choose from {', '.join(CELLS)})")
 
 
-class RecurrentQNet(nn.Module):
-    """Q-values from (observation, previous action, previous reward) sequences and a carried state."""
+def mlp(n_in: int, hidden: tuple[int, ...], n_out: int, bits: int | None = None) -> nn.Sequential:
+    """ReLU MLP; the last layer is linear."""
+    sizes, layers = [n_in, *hidden], []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [FakeQuantLinear(a, b, bits), nn.ReLU()]
+    return nn.Sequential(*layers, FakeQuantLinear(sizes[-1], n_out, bits))
+
+
+class RecurrentEncoder(nn.Module):
+    """The paper's trunk: (observation, previous action, previous reward) sequences and a
+    carried state -> [recurrent output, shortcut embedding of the observation]."""
 
     def __init__(self, cfg: PolicyConfig):
         super().__init__()
         self.cfg = cfg
-        self.obs_embed = nn.Linear(cfg.obs_dim, cfg.obs_embed)
-        self.action_embed = nn.Linear(cfg.n_actions, cfg.action_embed)
-        self.reward_embed = nn.Linear(1, cfg.reward_embed)
-        self.shortcut = nn.Linear(cfg.obs_dim, cfg.shortcut_embed)
+        bits = cfg.weight_bits
+        self.obs_embed = FakeQuantLinear(cfg.obs_dim, cfg.obs_embed, bits)
+        self.action_embed = FakeQuantLinear(cfg.n_actions, cfg.action_embed, bits)
+        self.reward_embed = FakeQuantLinear(1, cfg.reward_embed, bits)
+        self.shortcut = FakeQuantLinear(cfg.obs_dim, cfg.shortcut_embed, bits)
         self.rnn = make_cell(cfg, cfg.obs_embed + cfg.action_embed + cfg.reward_embed)
-        sizes = [cfg.hidden + cfg.shortcut_embed, *cfg.head]
-        layers: list[nn.Module] = []
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(a, b), nn.ReLU()]
-        self.head = nn.Sequential(*layers, nn.Linear(sizes[-1], cfg.n_actions))
+
+    @property
+    def n_features(self) -> int:
+        return self.cfg.hidden + self.cfg.shortcut_embed
 
     def zero_state(self, batch: int):
         return self.rnn.zero_state(batch)
 
     def embed(self, obs, prev_action, prev_reward) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x_t, shortcut_t); prev_action is one-hot, prev_reward has a trailing dim of 1."""
+        """(x_t, shortcut_t); prev_action is one-hot (continuous: the action in [-1, 1]),
+        prev_reward has a trailing dim of 1."""
         x = torch.cat([F.relu(self.obs_embed(obs)), F.relu(self.action_embed(prev_action)),
                        F.relu(self.reward_embed(prev_reward))], dim=-1)
         return x, F.relu(self.shortcut(obs))
 
-    def forward(self, obs, prev_action, prev_reward, state):
-        """Sequences (L, B, ...) -> Q (L, B, n_actions), next state, recurrent outputs (L, B, hidden)."""
+    def features(self, obs, prev_action, prev_reward, state):
+        """Sequences (L, B, ...) -> features (L, B, n_features), next state, recurrent outputs (L, B, hidden)."""
         x, short = self.embed(obs, prev_action, prev_reward)
         out, state = self.rnn(x, state)
-        return self.head(torch.cat([out, short], dim=-1)), state, out
+        return torch.cat([out, short], dim=-1), state, out
 
 
-def save_policy(net: RecurrentQNet, path, meta: dict) -> None:
+class RecurrentNet(RecurrentEncoder):
+    """The policy network: the trunk and an MLP head giving Q-values or action logits per
+    action, or a Gaussian's (mean, log std) per action dimension of a continuous policy."""
+
+    def __init__(self, cfg: PolicyConfig):
+        super().__init__(cfg)
+        self.head = mlp(self.n_features, cfg.head, cfg.n_outputs, cfg.weight_bits)
+
+    def forward(self, obs, prev_action, prev_reward, state):
+        """Sequences (L, B, ...) -> outputs (L, B, n_outputs), next state, recurrent outputs (L, B, hidden)."""
+        z, state, out = self.features(obs, prev_action, prev_reward, state)
+        return self.head(z), state, out
+
+    @torch.no_grad()
+    def snap_weights(self) -> None:
+        """Store the quantized weights that the forward pass uses (a no-op without `weight_bits`)."""
+        for m in self.modules():
+            if isinstance(m, FakeQuantLinear):
+                m.weight.copy_(m.quantized_weight())
+
+
+def greedy_action(cfg: PolicyConfig, out: np.ndarray):
+    """The deterministic action of one step's output: the argmax (discrete), or tanh(mean)
+    in [-1, 1] per dimension (continuous)."""
+    return np.tanh(out[: cfg.n_actions]) if cfg.continuous else int(np.argmax(out))
+
+
+def action_input(cfg: PolicyConfig, action) -> np.ndarray:
+    """The previous-action input: one-hot (discrete; zeros for none, i.e. action < 0) or the
+    action in [-1, 1] (continuous; None for none)."""
+    if cfg.continuous:
+        return np.zeros(cfg.n_actions, np.float32) if action is None else np.asarray(action, np.float32)
+    return (np.arange(cfg.n_actions) == action).astype(np.float32)
+
+
+def save_policy(net: RecurrentNet, path, meta: dict) -> None:
     """A checkpoint of tensors and one JSON string: loadable with torch.load(weights_only=True)."""
     torch.save({"format": CHECKPOINT_FORMAT, "config": json.dumps(asdict(net.cfg)),
                 "meta": json.dumps(meta), "state_dict": net.state_dict()}, path)

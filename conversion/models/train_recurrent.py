@@ -17,22 +17,33 @@ README reports whether it reaches the same returns.)
 Every `--eval-every` steps the greedy policy plays 10 seeded episodes; the curve goes to
 `<out>.csv`. The best-evaluated network is the checkpoint (`conversion.models.grsn.save_policy`:
 tensors and JSON only).
+
+Quantization-aware fine-tuning continues a trained GRSN policy with its weights rounded to
+the chip's mantissas in every forward pass (`conversion.models.grsn.FakeQuantLinear`):
+
+    python -m conversion.models.train_recurrent --env CartPole-V --init-from grsn_s0.pt \
+        --weight-bits 8 -o grsn_qat_s0.pt
+
+It runs `Config.finetune()` (5k env steps, epsilon 0.05, lr 1e-4; the loaded policy is
+evaluated first and competes for best) and saves the rounded weights.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from conversion.envs import EnvSpec, make_env
-from conversion.models.grsn import CELLS, PolicyConfig, RecurrentQNet, save_policy
+from conversion.models.grsn import CELLS, PolicyConfig, RecurrentNet, action_input, greedy_action, save_policy
 
 
 @dataclass
@@ -51,24 +62,37 @@ class Config:
     grad_clip: float = 10.0
     action_gap: float = 0.9         # advantage learning (Bellemare et al. 2016); 0 = plain DQN
 
+    @classmethod
+    def finetune(cls, total_steps: int = 5_000) -> "Config":
+        """Continuing a trained policy: short, little exploration, a smaller step size."""
+        return cls(total_steps=total_steps, start_eps=0.05, final_eps=0.05, lr=1e-4)
+
 
 class SequenceReplay:
-    """Whole episodes; samples fixed-length chunks for truncated BPTT."""
+    """Whole episodes; samples fixed-length chunks for truncated BPTT.
 
-    def __init__(self, n_actions: int):
-        self.n_actions = n_actions
+    Actions are indices (discrete) or vectors in [-1, 1] (`continuous`); each step's input
+    holds the previous action (one-hot, or the vector) and the previous reward.
+    """
+
+    def __init__(self, n_actions: int, continuous: bool = False):
+        self.n_actions, self.continuous = n_actions, continuous
         self.episodes: list[dict] = []
         self.lengths: list[int] = []
 
     def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminated: bool) -> None:
         """obs has one more row than actions/rewards (the final observation)."""
-        onehot = np.zeros((len(actions) + 1, self.n_actions), np.float32)
-        onehot[np.arange(1, len(actions) + 1), actions] = 1.0          # previous action at each step
+        prev_a = np.zeros((len(actions) + 1, self.n_actions), np.float32)
+        if self.continuous:
+            prev_a[1:] = actions
+        else:
+            prev_a[np.arange(1, len(actions) + 1), actions] = 1.0
         prev_r = np.concatenate([[0.0], rewards]).astype(np.float32)[:, None]
         done = np.zeros(len(actions), np.float32)
         done[-1] = float(terminated)
-        self.episodes.append(dict(obs=obs.astype(np.float32), prev_a=onehot, prev_r=prev_r,
-                                  a=actions.astype(np.int64), r=rewards.astype(np.float32), done=done))
+        self.episodes.append(dict(obs=obs.astype(np.float32), prev_a=prev_a, prev_r=prev_r,
+                                  a=actions.astype(np.float32 if self.continuous else np.int64),
+                                  r=rewards.astype(np.float32), done=done))
         self.lengths.append(len(actions))
 
     def sample(self, rng: np.random.Generator, batch: int, seq_len: int) -> dict[str, torch.Tensor]:
@@ -78,7 +102,8 @@ class SequenceReplay:
         out = {k: np.zeros((seq_len + 1, batch, *shape), np.float32) for k, shape in
                (("obs", self.episodes[0]["obs"].shape[1:]), ("prev_a", (self.n_actions,)), ("prev_r", (1,)))}
         out.update({k: np.zeros((seq_len, batch), np.float32) for k in ("r", "done", "mask")})
-        out["a"] = np.zeros((seq_len, batch), np.int64)
+        out["a"] = (np.zeros((seq_len, batch, self.n_actions), np.float32) if self.continuous
+                    else np.zeros((seq_len, batch), np.int64))
         for b, i in enumerate(idx):
             ep, n = self.episodes[i], self.lengths[i]
             start = int(rng.integers(0, max(1, n - seq_len + 1)))
@@ -91,7 +116,7 @@ class SequenceReplay:
         return {k: torch.from_numpy(v) for k, v in out.items()}
 
 
-def td_loss(q: RecurrentQNet, target: RecurrentQNet, batch: dict, gamma: float, action_gap: float = 0.0) -> torch.Tensor:
+def td_loss(q: RecurrentNet, target: RecurrentNet, batch: dict, gamma: float, action_gap: float = 0.0) -> torch.Tensor:
     """Double-DQN Huber loss over the chunk's real transitions, with the advantage-learning
     term -alpha (V(s) - Q(s, a)) of the target network (alpha = `action_gap`)."""
     n = batch["a"].shape[1]
@@ -107,37 +132,36 @@ def td_loss(q: RecurrentQNet, target: RecurrentQNet, batch: dict, gamma: float, 
 
 
 class Actor:
-    """Runs a RecurrentQNet step by step in an env, carrying its state."""
+    """Runs a RecurrentNet step by step in an env, carrying its state."""
 
-    def __init__(self, q: RecurrentQNet):
-        self.q, self.n_actions = q, q.cfg.n_actions
+    def __init__(self, net: RecurrentNet):
+        self.net, self.cfg = net, net.cfg
 
     def reset(self) -> None:
-        self.state = self.q.zero_state(1)
-        self.prev_a = torch.zeros(1, 1, self.n_actions)
-        self.prev_r = torch.zeros(1, 1, 1)
+        self.state = self.net.zero_state(1)
+        self.observe(None if self.cfg.continuous else -1, 0.0)
 
     @torch.no_grad()
     def values(self, obs: np.ndarray) -> np.ndarray:
+        """The network's outputs for this step's observation (the state advances)."""
         o = torch.as_tensor(np.asarray(obs, np.float32)).view(1, 1, -1)
-        qv, self.state, _ = self.q(o, self.prev_a, self.prev_r, self.state)
-        return qv[0, 0].numpy()
+        out, self.state, _ = self.net(o, self.prev_a, self.prev_r, self.state)
+        return out[0, 0].numpy()
 
-    def observe(self, action: int, reward: float) -> None:
-        self.prev_a = torch.zeros(1, 1, self.n_actions)
-        self.prev_a[0, 0, action] = 1.0
+    def observe(self, action, reward: float) -> None:
+        self.prev_a = torch.as_tensor(action_input(self.cfg, action)).view(1, 1, -1)
         self.prev_r = torch.full((1, 1, 1), float(reward))
 
 
-def episode_returns(q: RecurrentQNet, spec: EnvSpec, seeds: list[int]) -> list[float]:
-    """Greedy returns of seeded episodes."""
-    env, actor, returns = make_env(spec), Actor(q), []
+def episode_returns(net: RecurrentNet, spec: EnvSpec, seeds: list[int]) -> list[float]:
+    """Returns of seeded episodes with the policy's deterministic (greedy) actions."""
+    env, actor, returns = make_env(spec), Actor(net), []
     for seed in seeds:
         obs, _ = env.reset(seed=seed)
         actor.reset()
         done, ret = False, 0.0
         while not done:
-            a = int(np.argmax(actor.values(obs)))
+            a = greedy_action(net.cfg, actor.values(obs))
             obs, r, term, trunc, _ = env.step(a)
             actor.observe(a, r)
             ret += float(r)
@@ -147,30 +171,75 @@ def episode_returns(q: RecurrentQNet, spec: EnvSpec, seeds: list[int]) -> list[f
     return returns
 
 
-def evaluate(q: RecurrentQNet, spec: EnvSpec, episodes: int = 10, seed: int = 10_000) -> float:
+def evaluate(q: RecurrentNet, spec: EnvSpec, episodes: int = 10, seed: int = 10_000) -> float:
     """Mean greedy return over seeded episodes."""
     return float(np.mean(episode_returns(q, spec, list(range(seed, seed + episodes)))))
 
 
+class EvalCurve:
+    """A run's evaluation curve; keeps the best-evaluated network (the later one on ties)."""
+
+    def __init__(self):
+        self.points: list[tuple[int, float, float]] = []
+        self.best: tuple[dict, int, float] | None = None
+
+    def record(self, step: int, score: float, wall_s: float, net: RecurrentNet) -> None:
+        self.points.append((step, score, round(wall_s, 1)))
+        if self.best is None or score >= self.best[2]:
+            self.best = ({k: v.clone() for k, v in net.state_dict().items()}, step, score)
+
+    def save(self, net: RecurrentNet, out: Path, meta: dict) -> dict:
+        """The best network (weights snapped if quantization-aware) to `out`, the curve to `out`.csv."""
+        net.load_state_dict(self.best[0])
+        net.snap_weights()
+        meta = {**meta, "best_step": self.best[1], "best_eval": self.best[2], "final_eval": self.points[-1][1]}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_policy(net, out, meta)
+        with open(out.with_suffix(".csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["step", "eval_return", "wall_s"])
+            w.writerows(self.points)
+        return {"curve": self.points, **meta}
+
+
+def initial_policy(env: gym.Env, env_id: str, cell: str, weight_bits: int | None,
+                   init_from: Path | None) -> tuple[RecurrentNet, dict]:
+    """A fresh policy for `env`, or the policy of checkpoint `init_from` (trained on `env_id`)."""
+    if init_from is None:
+        return RecurrentNet(PolicyConfig(obs_dim=int(np.prod(env.observation_space.shape)),
+                                          n_actions=int(env.action_space.n), cell=cell,
+                                          weight_bits=weight_bits)), {}
+    from conversion.grsn import load_policy
+
+    src, meta, _ = load_policy(init_from)
+    if meta.get("env") != env_id:
+        raise ValueError(f"{init_from} was trained on {meta.get('env')}, not {env_id}")
+    q = RecurrentNet(dataclasses.replace(src.cfg, weight_bits=weight_bits))
+    q.load_state_dict(src.state_dict())
+    return q, {"init_from": Path(init_from).name, "init_best_eval": meta.get("best_eval")}
+
+
 def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every: int = 1_000,
-          progress: bool = True) -> dict:
+          progress: bool = True, weight_bits: int | None = None, init_from: Path | None = None) -> dict:
     torch.manual_seed(seed)
     torch.set_num_threads(1)
     rng = np.random.default_rng(seed)
     spec = EnvSpec.for_id(env_id)
     env = make_env(spec)
-    pcfg = PolicyConfig(obs_dim=int(np.prod(env.observation_space.shape)), n_actions=int(env.action_space.n),
-                        cell=cell)
-    q, target = RecurrentQNet(pcfg), RecurrentQNet(pcfg)
+    q, origin = initial_policy(env, env_id, cell, weight_bits, init_from)
+    pcfg = q.cfg
+    target = RecurrentNet(pcfg)
     target.load_state_dict(q.state_dict())
     opt = torch.optim.Adam(q.parameters(), lr=cfg.lr)
     replay, actor = SequenceReplay(pcfg.n_actions), Actor(q)
-    curve, t0 = [], time.time()
+    curve, t0 = EvalCurve(), time.time()
+    if init_from is not None:   # the loaded policy (its weights rounded, if quantization-aware) competes
+        curve.record(0, evaluate(q, spec), 0.0, q)
 
     obs, _ = env.reset(seed=seed)
     actor.reset()
     ep_obs, ep_a, ep_r = [obs], [], []
-    bar = tqdm(range(1, cfg.total_steps + 1), desc=f"{env_id} {cell} s{seed}", disable=not progress)
+    bar = tqdm(range(1, cfg.total_steps + 1), desc=f"{env_id} {pcfg.cell} s{seed}", disable=not progress)
     for step in bar:
         frac = min(1.0, step / (cfg.exploration_fraction * cfg.total_steps))
         eps = cfg.start_eps + frac * (cfg.final_eps - cfg.start_eps)
@@ -195,21 +264,10 @@ def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every:
                 for p, pt in zip(q.parameters(), target.parameters()):
                     pt.lerp_(p, cfg.tau)
         if step % eval_every == 0 or step == cfg.total_steps:
-            curve.append((step, evaluate(q, spec), round(time.time() - t0, 1)))
-            if curve[-1][1] >= max(c[1] for c in curve):
-                best = ({k: v.clone() for k, v in q.state_dict().items()}, step, curve[-1][1])
+            curve.record(step, evaluate(q, spec), time.time() - t0, q)
     env.close()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    q.load_state_dict(best[0])
-    meta = {"env": env_id, "seed": seed, "train_steps": cfg.total_steps, "best_step": best[1],
-            "best_eval": best[2], "final_eval": curve[-1][1], "trainer": "recurrent double DQN",
-            "config": asdict(cfg)}
-    save_policy(q, out, meta)
-    with open(out.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["step", "eval_return", "wall_s"])
-        w.writerows(curve)
-    return {"curve": curve, **meta}
+    return curve.save(q, out, {"env": env_id, "seed": seed, "train_steps": cfg.total_steps,
+                               "trainer": "recurrent double DQN", "config": asdict(cfg), **origin})
 
 
 def main() -> None:
@@ -217,11 +275,15 @@ def main() -> None:
     p.add_argument("--env", default="CartPole-V")
     p.add_argument("--cell", default="grsn", choices=CELLS)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--total-steps", type=int, default=Config.total_steps)
+    p.add_argument("--total-steps", type=int, help="env steps (default 10k; 5k when fine-tuning)")
     p.add_argument("--eval-every", type=int, default=1_000)
+    p.add_argument("--weight-bits", type=int, help="quantization-aware training with this weight mantissa width")
+    p.add_argument("--init-from", type=Path, help="continue this trained policy (Config.finetune settings)")
     p.add_argument("-o", "--out", type=Path, required=True)
     args = p.parse_args()
-    res = train(args.env, args.cell, args.seed, args.out, Config(total_steps=args.total_steps), args.eval_every)
+    cfg = Config.finetune(args.total_steps or 5_000) if args.init_from else Config(args.total_steps or 10_000)
+    res = train(args.env, args.cell, args.seed, args.out, cfg, args.eval_every,
+                weight_bits=args.weight_bits, init_from=args.init_from)
     print(f"{args.env} {args.cell} seed {args.seed}: best eval {res['best_eval']:.1f} at step {res['best_step']}, "
           f"final {res['final_eval']:.1f} -> {args.out}")
 

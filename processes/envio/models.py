@@ -9,7 +9,7 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from processes.dynamics import encode_input, epsilon_greedy
+from processes.dynamics import continuous_action, encode_input, epsilon_greedy
 from processes.envio.process import CONTROL_DECIDE, CONTROL_FIRST, EnvIO, encode_error
 
 
@@ -21,8 +21,8 @@ class PyEnvIOModel(PyLoihiProcessModel):
     q_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     returns: np.ndarray = LavaPyType(np.ndarray, float)
     lengths: np.ndarray = LavaPyType(np.ndarray, np.int32)
-    actions: np.ndarray = LavaPyType(np.ndarray, np.int32)
-    greedy: np.ndarray = LavaPyType(np.ndarray, np.int32)
+    actions: np.ndarray = LavaPyType(np.ndarray, float)      # indices, or continuous actions
+    greedy: np.ndarray = LavaPyType(np.ndarray, float)
     episodes_done: np.ndarray = LavaPyType(np.ndarray, np.int32)
     decisions: np.ndarray = LavaPyType(np.ndarray, np.int32)
     error: np.ndarray = LavaPyType(np.ndarray, np.int32)
@@ -32,7 +32,7 @@ class PyEnvIOModel(PyLoihiProcessModel):
         p = proc_params
         self.timesteps, self.window = p["timesteps"], p["timesteps"] + p["latency"]
         self.seeds, self.epsilon, self.max_steps = p["seeds"], p["epsilon"], p["max_steps"]
-        self.action_map = p["action_map"]
+        self.action_map, self.frac_bits = p["action_map"], p["continuous_frac_bits"]
         self.env = None
         self.episode = -1          # index of the running episode; len(seeds) when finished
         self.payload = None
@@ -47,7 +47,7 @@ class PyEnvIOModel(PyLoihiProcessModel):
 
     def start_episode(self) -> None:
         self.episode += 1
-        self.t, self.prev_action, self.prev_reward = 0, -1, 0.0
+        self.t, self.prev_action, self.prev_reward = 0, -1 if self.frac_bits is None else None, 0.0
         if self.episode < len(self.seeds):
             seed = self.seeds[self.episode]
             self.rng = np.random.default_rng(seed)
@@ -58,10 +58,15 @@ class PyEnvIOModel(PyLoihiProcessModel):
             self.env.close()
 
     def decide(self, q: np.ndarray) -> None:
-        greedy, taken = epsilon_greedy(self.rng, q, self.epsilon)
+        if self.frac_bits is None:
+            greedy, taken = epsilon_greedy(self.rng, q, self.epsilon)
+            env_action = self.action_map[taken]
+        else:
+            greedy, taken = continuous_action(self.rng, q, self.frac_bits, self.epsilon)
+            env_action = taken
         ep, t = self.episode, self.t
         self.greedy[ep, t], self.actions[ep, t] = greedy, taken
-        obs, reward, term, trunc, _ = self.env.step(self.action_map[taken])
+        obs, reward, term, trunc, _ = self.env.step(env_action)
         self.returns[ep] += float(reward)
         self.t, self.prev_action, self.prev_reward = self.t + 1, taken, float(reward)
         self.lengths[ep] = self.t
