@@ -61,7 +61,9 @@ def cmd_info(args) -> None:
         return
     if art.network == "grsn":
         print(f"{args.artifact}: lavaloop artifact v{FORMAT_VERSION}, GRSN policy ({m['policy']['hidden']} neurons)")
-        print(f"  env        {m['env']['id']}  observation {tuple(m['obs_shape'])}, {m['n_actions']} actions")
+        actions = (f"{m['n_actions']} continuous action dims (readout tanh(mean))" if m["continuous"]
+                   else f"{m['n_actions']} actions")
+        print(f"  env        {m['env']['id']}  observation {tuple(m['obs_shape'])}, {actions}")
         print(f"  source     {m['source']['file']}, sha256 {m['source']['sha256'][:16]}...")
         print(f"  profile    {m['profile']['name']}: {m['profile']['description']}")
         for st in art.stages:
