@@ -1,11 +1,12 @@
 """T x percentile x readout sweep of a bundled DQN (Tan et al. 2021, Fig. 3 style).
 
     python -m benchmarks.sweep cartpole [--episodes 20] [--out results]
-    python -m benchmarks.sweep pong     [--episodes 10] [--out results]
+    python -m benchmarks.sweep pong     [--episodes 10] [--workers 2] [--out results]
 
 Cells run on the fast emulator (bit-exact with Lava, see tests/test_lava.py and
-tests/test_atari.py); one cell is cross-checked on Lava and the comparison recorded.
-Writes results/<name>_sweep.json and .png. Finished cells are kept in the JSON, so an
+tests/test_atari.py), `--workers` at a time, the goal's cells first (`cell_order`); one
+cell is cross-checked on Lava and the comparison recorded. Writes
+results/<name>_sweep.json and .png. Finished cells are kept in the JSON, so an
 interrupted sweep resumes where it stopped. Pong follows the paper: evaluation with
 epsilon 0.05, full games up to 18,000 agent steps, percentiles up to 99.99, T up to 500.
 """
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
-import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,13 +27,17 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
+from conversion.artifact import Artifact  # noqa: E402
 from conversion.convert import ConvertOptions, convert  # noqa: E402
 from deploy.episodes import decision_agreement, source_returns  # noqa: E402
 from deploy.results import versions, write_json  # noqa: E402
 from deploy.runner import RunSettings, run  # noqa: E402
 
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINTS, BUILD = ROOT / "checkpoints", ROOT / "build"
 READOUTS = ("robust", "spike_count")
 
 
@@ -80,6 +86,25 @@ def plot(record: dict, sweep: Sweep, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def cell_order(percentiles, readouts, timesteps) -> list[tuple[float, str, int]]:
+    """(percentile, readout, T) cells, the goal's first: robust readout up to T = 128, then the
+    spike-count comparison, then the long windows; short windows first within each group."""
+    cells = [(p, r, t) for p in percentiles for r in readouts for t in timesteps]
+    return sorted(cells, key=lambda c: (c[2] > 128, c[1] != "robust", c[2], c[0]))
+
+
+def run_cell(art_path: Path, percentile: float, readout: str, timesteps: int, seeds: list[int],
+             epsilon: float) -> dict:
+    """One cell on the emulator: closed-loop episodes, then the conversion rate on their observations."""
+    art = Artifact.load(art_path)
+    log = run(art, RunSettings(seeds, timesteps, readout, epsilon, "emulator"), progress=False)
+    rate, _ = decision_agreement(art, log)
+    return {"percentile": percentile, "readout": readout, "timesteps": timesteps, "conversion_rate": rate,
+            "mean_return": float(log.returns.mean()), "std_return": float(log.returns.std()),
+            "decisions": log.decisions, "spikes_per_decision": sum(log.spikes) / log.decisions,
+            "emulator_steps_per_s": log.steps / log.wall_s, "wall_s": log.wall_s}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("name", choices=sorted(SWEEPS))
@@ -87,9 +112,11 @@ def main() -> None:
     ap.add_argument("--timesteps", type=int, nargs="+", help="a subset of T values")
     ap.add_argument("--percentiles", type=float, nargs="+", help="a subset of percentiles")
     ap.add_argument("--readouts", nargs="+", default=list(READOUTS), choices=READOUTS)
+    ap.add_argument("--workers", type=int, default=1, help="cells run in parallel (one core each)")
     ap.add_argument("--out", default="results")
     ap.add_argument("--lava-check-episodes", type=int, default=2)
     args = ap.parse_args()
+    torch.set_num_threads(1)   # one core per cell; forked workers must not inherit an OpenMP pool
     sweep = SWEEPS[args.name]
     episodes = args.episodes or sweep.episodes
     out = Path(args.out)
@@ -97,27 +124,30 @@ def main() -> None:
     record = json.loads(path.read_text()) if path.exists() else {"cells": []}
     seeds = list(range(episodes))
     done = {(c["percentile"], c["readout"], c["timesteps"]) for c in record["cells"]}
-    for p in args.percentiles or sweep.percentiles:
+    todo = [c for c in cell_order(args.percentiles or sweep.percentiles, args.readouts,
+                                  args.timesteps or sweep.timesteps) if c not in done]
+    artifacts = {}
+    for p in sorted({c[0] for c in todo}):
         art = convert(sweep.checkpoint, sweep.env, ConvertOptions(percentile=p, calib_steps=sweep.calib_steps))
+        artifacts[p] = BUILD / f"{args.name}_sweep_p{p:g}.h5"
+        art.save(artifacts[p])
         record["conversion_seconds"] = art.manifest["conversion_seconds"]
         if "source_mean_return" not in record:
             src = source_returns(art, seeds, sweep.epsilon)
-            record.update(source_mean_return=float(src.mean()), source_std_return=float(src.std()))
-        for readout in args.readouts:
-            for t in args.timesteps or sweep.timesteps:
-                if (p, readout, t) in done:
-                    continue
-                log = run(art, RunSettings(seeds, t, readout, sweep.epsilon, "emulator"), progress=False)
-                rate, _ = decision_agreement(art, log)
-                cell = {"percentile": p, "readout": readout, "timesteps": t, "conversion_rate": rate,
-                        "mean_return": float(log.returns.mean()), "std_return": float(log.returns.std()),
-                        "spikes_per_decision": sum(log.spikes) / log.decisions,
-                        "emulator_steps_per_s": log.steps / log.wall_s}
-                print(json.dumps(cell), flush=True)
-                record["cells"].append(cell)
-                record.update(env=sweep.env, episodes=episodes, epsilon=sweep.epsilon, backend="emulator",
-                              checkpoint=sweep.checkpoint.name, versions=versions())
-                write_json(path, record)
+            record.update(source_mean_return=float(src.mean()), source_std_return=float(src.std()),
+                          source_returns=src.tolist())
+    record.update(env=sweep.env, episodes=episodes, epsilon=sweep.epsilon, backend="emulator",
+                  checkpoint=sweep.checkpoint.name, versions=versions())
+    pool = ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("fork"))
+    try:
+        futures = [pool.submit(run_cell, artifacts[p], p, r, t, seeds, sweep.epsilon) for p, r, t in todo]
+        for fut in tqdm(as_completed(futures), total=len(futures), desc=f"{args.name} sweep", unit="cell"):
+            cell = fut.result()
+            tqdm.write(json.dumps(cell))
+            record["cells"].append(cell)
+            write_json(path, record)
+    finally:
+        pool.shutdown(cancel_futures=True)   # a failed cell does not wait for the queued ones
     if "lava_cross_check" not in record:
         art = convert(sweep.checkpoint, sweep.env, ConvertOptions(calib_steps=sweep.calib_steps))
         s = dict(seeds=list(range(args.lava_check_episodes)), timesteps=sweep.check_timesteps,

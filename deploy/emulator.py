@@ -50,11 +50,11 @@ class FixedPointNetwork:
             for i, (l, syn) in enumerate(zip(self.layers, self.synapses)):
                 if i == 0:   # the observation is held: one current for every step
                     current = np.broadcast_to(syn.current(x) + l["bias"], (steps, *v[0].shape))
-                    self.synops[i] += steps * syn.synops(x).sum()
+                    self.synops[i] += steps * syn.synops(x)
                 else:
                     flat = inp.reshape(-1, inp.shape[-1])
                     current = (syn.current(flat) + l["bias"]).reshape(steps, *v[i].shape)
-                    self.synops[i] += syn.synops(flat).sum()
+                    self.synops[i] += syn.synops(flat)
                 out = np.empty((steps, *v[i].shape), np.int8)
                 for t in range(steps):
                     v[i], out[t] = if_step(v[i], current[t], l["vth"], self.bits)

@@ -52,8 +52,12 @@ def dense(weight: np.ndarray, x: np.ndarray, exp: int) -> np.ndarray:
     dtype is `exact_float(W, max|x|)`; pass W already in it to avoid a copy per call.
     """
     w = weight if weight.dtype.kind == "f" else weight.astype(np.float64)
-    acc = np.asarray(x, w.dtype) @ w.T
-    return shift(acc.astype(np.int64), exp)
+    return _to_int(np.asarray(x, w.dtype) @ w.T, exp)
+
+
+def _to_int(acc: np.ndarray, exp: int) -> np.ndarray:
+    """An exact float accumulator as C-ordered int64 (one pass), times 2**exp."""
+    return shift(acc.astype(np.int64, order="C"), exp)
 
 
 def conv2d(weight: np.ndarray, x: np.ndarray, stride: int, exp: int) -> np.ndarray:
@@ -65,11 +69,12 @@ def conv2d(weight: np.ndarray, x: np.ndarray, stride: int, exp: int) -> np.ndarr
     """
     o, c, kh, kw = weight.shape
     w = weight.transpose(0, 2, 3, 1).reshape(o, -1)                  # columns ordered (ky, kx, c)
-    xl = np.ascontiguousarray(np.moveaxis(np.asarray(x, w.dtype if w.dtype.kind == "f" else np.float64), -3, -1))
+    dtype = w.dtype if w.dtype.kind == "f" else np.float64
+    xl = np.moveaxis(x, -3, -1).astype(dtype, order="C")             # channels-last, one pass
     win = np.lib.stride_tricks.sliding_window_view(xl, (kh, kw), axis=(-3, -2))[..., ::stride, ::stride, :, :, :]
     cols = np.moveaxis(win, -3, -1)                                   # (..., Ho, Wo, kh, kw, C)
     cols = cols.reshape(*cols.shape[:-3], kh * kw * c)
-    return np.moveaxis(dense(w, cols, exp), -1, -3)
+    return _to_int(np.moveaxis(cols @ w.astype(dtype, copy=False).T, -1, -3), exp)
 
 
 def synops(fanout: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -124,18 +129,23 @@ class Synapse:
         self._last = (x.copy(), a)
         return a
 
-    def synops(self, x: np.ndarray) -> np.ndarray:
-        return synops(self.fanout, x)
+    def synops(self, x: np.ndarray) -> int:
+        """Synaptic operations triggered by all the inputs x (..., n_in), summed."""
+        return int(np.count_nonzero(x.reshape(-1, x.shape[-1]), axis=0) @ self.fanout)
 
 
 def if_step(v: np.ndarray, a_in: np.ndarray, vth: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Integrate-and-fire, no leak, reset by subtraction: v += a; s = v >= vth; v -= s * vth.
 
-    `vth` is a scalar or one threshold per neuron.
+    `vth` is a scalar or one threshold per neuron. Returns the new v (int64) and the 0/1
+    spikes as int8.
     """
-    v = saturate(v + a_in, bits)
-    s = (v >= vth).astype(np.int64)
-    return v - s * vth, s
+    hi = (1 << (bits - 1)) - 1
+    v = np.add(v, a_in, dtype=np.int64)
+    np.clip(v, -hi - 1, hi, out=v)
+    s = v >= vth
+    np.subtract(v, vth, out=v, where=s)
+    return v, s.view(np.int8)
 
 
 def readout(count: np.ndarray, v: np.ndarray, vth: np.ndarray, mode: str) -> np.ndarray:

@@ -132,9 +132,9 @@ def save_atomic(obj, path: Path) -> None:
 
 
 def train(env_id: str, run: Path, out: Path, seed: int, cfg: Config, eval_every: int,
-          eval_episodes: int, save_every: int, resume_from: Path | None = None) -> None:
+          eval_episodes: int, save_every: int, resume_from: Path | None = None, threads: int = 1) -> None:
     torch.manual_seed(seed)
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
     spec = EnvSpec.for_id(env_id, max_episode_steps=cfg.max_episode_steps)
     env = make_env(spec)
@@ -237,6 +237,7 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=50_000)
     p.add_argument("--eval-episodes", type=int, default=3)
     p.add_argument("--save-every", type=int, default=10_000, help="steps between training-state saves")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the gradient steps are most of the time)")
     p.add_argument("--export-state", type=Path, help="write the run's slim state here and exit")
     args = p.parse_args()
     if args.export_state:
@@ -246,7 +247,7 @@ def main() -> None:
         p.error("-o/--out is required for training")
     cfg = Config(total_steps=args.total_steps)
     train(args.env, args.run, args.out, args.seed, cfg, args.eval_every, args.eval_episodes, args.save_every,
-          args.resume_from)
+          args.resume_from, args.threads)
 
 
 if __name__ == "__main__":
