@@ -46,7 +46,7 @@ def main() -> None:
            "percentile": 99.0, "cells": [], "versions": versions()}
     for t in (16, 32, 64, 128):
         log = run(art, RunSettings(seeds, t, "robust", 0.0, "emulator"), progress=False)
-        rec["cells"].append({"timesteps": t, "conversion_rate": decision_agreement(art, log)[0],
+        rec["cells"].append({"timesteps": t, "conversion_rate": decision_agreement(art, log).rate,
                              "mean_return": float(log.returns.mean())})
         print(json.dumps(rec["cells"][-1]), flush=True)
     write_json(Path(args.out) / "cartpole_sb3.json", rec)

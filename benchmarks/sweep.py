@@ -98,10 +98,11 @@ def run_cell(art_path: Path, percentile: float, readout: str, timesteps: int, se
     """One cell on the emulator: closed-loop episodes, then the conversion rate on their observations."""
     art = Artifact.load(art_path)
     log = run(art, RunSettings(seeds, timesteps, readout, epsilon, "emulator"), progress=False)
-    rate, _ = decision_agreement(art, log)
-    return {"percentile": percentile, "readout": readout, "timesteps": timesteps, "conversion_rate": rate,
+    agreement = decision_agreement(art, log)
+    return {"percentile": percentile, "readout": readout, "timesteps": timesteps,
+            "conversion_rate": agreement.rate, "outcome_agreement": agreement.outcome_rate,
             "mean_return": float(log.returns.mean()), "std_return": float(log.returns.std()),
-            "decisions": log.decisions, "spikes_per_decision": sum(log.spikes) / log.decisions,
+            "returns": log.returns.tolist(), "decisions": log.decisions, "spikes_per_decision": sum(log.spikes) / log.decisions,
             "emulator_steps_per_s": log.steps / log.wall_s, "wall_s": log.wall_s}
 
 

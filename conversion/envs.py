@@ -164,6 +164,23 @@ def make_env(spec: EnvSpec) -> gym.Env:
     return env
 
 
+def same_outcome(env: gym.Env, a: int, b: int, frames: int) -> bool:
+    """Whether ALE actions a and b (action-space indices) lead to the same emulator: its full
+    state (paddles and RNG included) after one agent step (`frames` frames) with the action
+    and one with NOOP, which clears the input latch. Pong's NOOP = FIRE, RIGHT = RIGHTFIRE, LEFT = LEFTFIRE, and
+    a paddle at the wall ignores moves into it. The emulator is restored afterwards."""
+    ale, action_set = env.unwrapped.ale, env.unwrapped._action_set
+    start, after = ale.cloneState(include_rng=True), []
+    for action in (a, b):
+        ale.restoreState(start)
+        for code in (action_set[action], action_set[0]):
+            for _ in range(frames):
+                ale.act(code)
+        after.append(ale.cloneState(include_rng=True))
+    ale.restoreState(start)
+    return after[0].equals(after[1])
+
+
 def episode_limit(spec: EnvSpec, default: int = 27_000) -> int:
     """The most agent steps an episode may take (the env's time limit, else `default`)."""
     if spec.max_episode_steps is not None:

@@ -100,8 +100,7 @@ def cmd_run(args) -> None:
     settings = RunSettings.for_artifact(art, args.episodes, args.seed, args.timesteps, args.readout,
                                         args.epsilon, args.backend, fuse=not args.per_layer_processes)
     log = run(art, settings, progress=not args.no_progress)
-    agreement, per_episode = decision_agreement(art, log)
-    rec = build_record(art, args.artifact, settings, log, agreement, per_episode,
+    rec = build_record(art, args.artifact, settings, log, decision_agreement(art, log),
                        source_returns(art, settings.seeds, settings.epsilon))
     print(summary_table(rec))
     if args.json:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from conversion.artifact import Artifact
-from conversion.envs import EnvSpec, make_env
+from conversion.envs import EnvSpec, make_env, same_outcome
 from conversion.errors import LavaloopError
 from conversion.models.qnet import FeedForwardQ
 from processes.dynamics import epsilon_greedy
@@ -54,19 +54,51 @@ def replay_observations(spec: EnvSpec, seed: int, actions: np.ndarray, expected_
     return replay(spec, seed, actions, expected_return)[0]
 
 
-def decision_agreement(art: Artifact, log: EpisodeLog) -> tuple[float, list[float]]:
-    """Fraction of decisions where argmax Q_source equals the network's argmax, on the
-    observations the network itself visited (the paper's "conversion rate")."""
+@dataclass
+class Agreement:
+    """The converted network's decisions against the source network's, on the observations
+    the converted network visited."""
+
+    rate: float                      # the paper's conversion rate: same argmax
+    per_episode: list[float]
+    outcome_rate: float | None       # ALE: argmax or an action with the same outcome (same_outcome)
+
+
+def decision_agreement(art: Artifact, log: EpisodeLog) -> Agreement:
+    """Fraction of decisions where argmax Q_source equals the network's argmax (the paper's
+    "conversion rate"); for ALE games also the fraction where the two actions have the same
+    outcome in the emulator, which counts a choice between equivalent actions (Pong's NOOP
+    and FIRE) as agreement."""
     spec = EnvSpec.from_dict(art.manifest["env"])
     amap = art.manifest["action_map"]
     q = source_network(art)
-    per_episode, hits = [], 0
+    per_episode, hits, same = [], 0, 0
     for seed, acts, greedy, ret in zip(log.seeds, log.actions, log.greedy, log.returns):
-        obs = replay_observations(spec, seed, [amap[a] for a in acts], ret)
-        agree = q.q_values(obs).argmax(1) == greedy
+        env_actions = [amap[a] for a in acts]
+        obs = replay_observations(spec, seed, env_actions, ret)
+        source = q.q_values(obs).argmax(1)
+        agree = source == greedy
         per_episode.append(float(agree.mean()))
         hits += int(agree.sum())
-    return hits / max(log.decisions, 1), per_episode
+        if spec.atari is not None:
+            differ = {t: (amap[source[t]], amap[greedy[t]]) for t in np.flatnonzero(~agree)}
+            same += int(agree.sum()) + equivalent_choices(spec, seed, env_actions, differ)
+    n = max(log.decisions, 1)
+    return Agreement(hits / n, per_episode, same / n if spec.atari is not None else None)
+
+
+def equivalent_choices(spec: EnvSpec, seed: int, actions: list[int], pairs: dict[int, tuple[int, int]]) -> int:
+    """How many of the decisions {t: (a, b)} of a replayed ALE episode chose between actions
+    with the same outcome (conversion.envs.same_outcome)."""
+    env = make_env(spec)
+    env.reset(seed=seed)
+    n = 0
+    for t, a in enumerate(actions):
+        if t in pairs:
+            n += same_outcome(env, *pairs[t], spec.atari.frame_skip)
+        env.step(a)
+    env.close()
+    return n
 
 
 def source_network(art: Artifact) -> FeedForwardQ:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from conversion.artifact import Artifact
-from deploy.episodes import EpisodeLog
+from deploy.episodes import Agreement, EpisodeLog
 
 PACKAGES = ("lavaloop", "lava-nc", "lava-dl", "torch", "numpy", "gymnasium", "ale-py")
 
@@ -26,8 +26,8 @@ def versions() -> dict:
     return out
 
 
-def build_record(art: Artifact, artifact_path: str, settings, log: EpisodeLog, agreement: float,
-                 agreement_per_episode: list[float], src_returns: np.ndarray) -> dict:
+def build_record(art: Artifact, artifact_path: str, settings, log: EpisodeLog, agreement: Agreement,
+                 src_returns: np.ndarray) -> dict:
     """Everything a run measured, JSON-able."""
     decisions = max(log.decisions, 1)
     return {
@@ -41,12 +41,13 @@ def build_record(art: Artifact, artifact_path: str, settings, log: EpisodeLog, a
         "seeds": list(settings.seeds),
         "episodes": [
             {"seed": s, "return": float(r), "length": int(l), "agreement": a, "source_return": float(sr)}
-            for s, r, l, a, sr in zip(log.seeds, log.returns, log.lengths, agreement_per_episode, src_returns)],
+            for s, r, l, a, sr in zip(log.seeds, log.returns, log.lengths, agreement.per_episode, src_returns)],
         "mean_return": float(np.mean(log.returns)),
         "std_return": float(np.std(log.returns)),
         "source_mean_return": float(np.mean(src_returns)),
         "return_ratio": float(np.mean(log.returns) / np.mean(src_returns)) if np.mean(src_returns) else None,
-        "conversion_rate": agreement,
+        "conversion_rate": agreement.rate,
+        "outcome_agreement": agreement.outcome_rate,
         "decisions": log.decisions,
         "spikes_per_decision": sum(log.spikes) / decisions,
         "synops_per_decision": sum(log.synops) / decisions,
@@ -84,7 +85,9 @@ def summary_table(rec: dict) -> str:
     lines += [
         f"mean return: SNN {rec['mean_return']:.1f} +- {rec['std_return']:.1f}, "
         f"DQN {rec['source_mean_return']:.1f}" + (f" (ratio {ratio:.3f})" if ratio is not None else ""),
-        f"conversion rate (decision agreement): {rec['conversion_rate']:.4f} over {rec['decisions']} decisions",
+        f"conversion rate (decision agreement): {rec['conversion_rate']:.4f} over {rec['decisions']} decisions"
+        + ("" if rec["outcome_agreement"] is None else
+           f"; same outcome in the emulator: {rec['outcome_agreement']:.4f}"),
         f"per decision: {rec['spikes_per_decision']:.1f} spikes, {rec['synops_per_decision']:.0f} synaptic ops",
         f"{rec['backend']}: {rec['backend_steps']} steps in {rec['wall_s']:.1f} s "
         f"({rec['steps_per_s']:.0f} steps/s)",

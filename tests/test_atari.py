@@ -7,12 +7,13 @@ import torch
 
 from conversion.artifact import Artifact
 from conversion.convert import ConvertOptions, convert
-from conversion.envs import EnvSpec, make_env
+from conversion.envs import EnvSpec, make_env, same_outcome
 from conversion.errors import ArtifactError, ShapeMismatchError
 from conversion.loaders import load_checkpoint
 from conversion.models.qnet import NatureDQN
 from conversion.models.train_dqn_atari import FrameReplay
 from deploy.cli import main
+from deploy.episodes import decision_agreement
 from deploy.runner import RunSettings, run
 
 
@@ -57,6 +58,26 @@ def test_dqn_env_is_the_nature_preprocessing():
         steps, done = steps + 1, term or trunc
     assert steps == 7                               # the cap counts agent steps, not frames
     env.close()
+
+
+def test_same_outcome_finds_pongs_equivalent_actions_and_restores_the_emulator():
+    spec = EnvSpec.for_id("ALE/Pong-v5")
+    probed, plain = make_env(spec), make_env(spec)
+    probed.reset(seed=0)
+    plain.reset(seed=0)
+    skip = spec.atari.frame_skip
+    for t in range(20):                              # NOOP, FIRE, RIGHT, LEFT, RIGHTFIRE, LEFTFIRE
+        assert same_outcome(probed, 0, 1, skip) and same_outcome(probed, 2, 4, skip)
+        assert not same_outcome(probed, 2, 3, skip) and not same_outcome(probed, 0, 2, skip)
+        a = t % 6
+        assert np.array_equal(probed.step(a)[0], plain.step(a)[0])
+
+
+def test_outcome_agreement_counts_equivalent_choices(pong_artifact):
+    _, art = pong_artifact
+    log = run(art, RunSettings([0, 1], 8, "robust", 0.0, "emulator"), progress=False)
+    agreement = decision_agreement(art, log)
+    assert agreement.rate < agreement.outcome_rate < 1.0     # some choices differ only between twins
 
 
 def test_frame_replay_rebuilds_the_stacks():
