@@ -1,7 +1,8 @@
 """Train a Nature DQN on an Atari game (CleanRL `dqn_atari` style: one file, seeded, resumable).
 
     python -m conversion.models.train_dqn_atari --env ALE/Pong-v5 --run runs/dqn_pong \\
-        -o checkpoints/pong_dqn.pt
+        -o checkpoints/pong_dqn.pt [--threads 2]
+    python -m conversion.models.train_dqn_atari --evaluate checkpoints/pong_dqn.pt --eval-episodes 10
 
 Standard Atari DQN settings (Mnih et al. 2015, with Adam and the Huber loss as in
 stable-baselines3 / CleanRL): replay 100k, batch 32, lr 1e-4, gamma 0.99, a gradient step
@@ -226,11 +227,23 @@ def export_state(run: Path, dest: Path) -> None:
     print(f"wrote {dest} (step {st['step']}, best eval {st['best']:.1f})")
 
 
+def evaluate_checkpoint(path: Path, env_id: str, episodes: int, eps: float, seed: int) -> list[float]:
+    """Raw game returns of a saved network (a state dict or a training state), printed."""
+    st = torch.load(path, map_location="cpu", weights_only=True)
+    sd = st.get("q", st)
+    q = NatureDQN(sd["network.9.weight"].shape[0])
+    q.load_state_dict(sd)
+    returns = evaluate(q, EnvSpec.for_id(env_id, max_episode_steps=Config.max_episode_steps), episodes, eps, seed)
+    print(f"{path}: mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} over {episodes} games "
+          f"(seeds {seed}..{seed + episodes - 1}, epsilon {eps}): {' '.join(f'{r:.0f}' for r in returns)}")
+    return returns
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--env", default="ALE/Pong-v5")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--run", type=Path, required=True, help="run folder (logs, state; resumed if present)")
+    p.add_argument("--run", type=Path, help="run folder (logs, state; resumed if present)")
     p.add_argument("-o", "--out", type=Path, help="best network (plain state dict)")
     p.add_argument("--resume-from", type=Path, help="a slim state (see --export-state) when the run folder is new")
     p.add_argument("--total-steps", type=int, default=Config.total_steps)
@@ -239,12 +252,18 @@ def main() -> None:
     p.add_argument("--save-every", type=int, default=10_000, help="steps between training-state saves")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the gradient steps are most of the time)")
     p.add_argument("--export-state", type=Path, help="write the run's slim state here and exit")
+    p.add_argument("--evaluate", type=Path, help="play --eval-episodes games with this network and exit")
+    p.add_argument("--eval-seed", type=int, default=20_000, help="first game seed for --evaluate")
     args = p.parse_args()
+    if args.evaluate:
+        torch.set_num_threads(args.threads)
+        evaluate_checkpoint(args.evaluate, args.env, args.eval_episodes, Config.eval_eps, args.eval_seed)
+        return
+    if args.run is None or (args.out is None and not args.export_state):
+        p.error("--run is required, and -o/--out for training")
     if args.export_state:
         export_state(args.run, args.export_state)
         return
-    if args.out is None:
-        p.error("-o/--out is required for training")
     cfg = Config(total_steps=args.total_steps)
     train(args.env, args.run, args.out, args.seed, cfg, args.eval_every, args.eval_episodes, args.save_every,
           args.resume_from, args.threads)
