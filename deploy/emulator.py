@@ -17,7 +17,7 @@ from conversion.artifact import Artifact
 from conversion.envs import EnvSpec, episode_limit, make_env
 from deploy.build import layer_params
 from deploy.episodes import EpisodeLog
-from processes.dynamics import Synapse, encode_input, epsilon_greedy, if_step, readout
+from processes.dynamics import Synapse, encode_input, epsilon_greedy, if_steps, readout
 
 
 class FixedPointNetwork:
@@ -41,7 +41,7 @@ class FixedPointNetwork:
 
     def decide(self, x: np.ndarray) -> np.ndarray:
         """Readout values for a batch of encoded observations x (B, n_in)."""
-        v = [np.repeat(l["v_init"][None], len(x), axis=0) for l in self.layers]
+        v = [np.repeat(l["v_init"][None], len(x), axis=0).astype(np.int64) for l in self.layers]
         count = np.zeros_like(v[-1])
         chunk = self.chunk or max(4, 64 // len(x))
         for start in range(0, self.timesteps, chunk):
@@ -49,15 +49,13 @@ class FixedPointNetwork:
             inp = None
             for i, (l, syn) in enumerate(zip(self.layers, self.synapses)):
                 if i == 0:   # the observation is held: one current for every step
-                    current = np.broadcast_to(syn.current(x) + l["bias"], (steps, *v[0].shape))
+                    out = if_steps(v[0], syn.current(x) + l["bias"], l["vth"], self.bits, steps=steps)
                     self.synops[i] += steps * syn.synops(x)
                 else:
                     flat = inp.reshape(-1, inp.shape[-1])
                     current = (syn.current(flat) + l["bias"]).reshape(steps, *v[i].shape)
+                    out = if_steps(v[i], current, l["vth"], self.bits)
                     self.synops[i] += syn.synops(flat)
-                out = np.empty((steps, *v[i].shape), np.int8)
-                for t in range(steps):
-                    v[i], out[t] = if_step(v[i], current[t], l["vth"], self.bits)
                 self.spikes[i] += out.sum(dtype=np.int64)
                 inp = out
             count += inp.sum(axis=0, dtype=np.int64)

@@ -7,6 +7,7 @@ leading batch dimension is allowed everywhere.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 
 def saturate(x: np.ndarray, bits: int) -> np.ndarray:
@@ -43,6 +44,13 @@ def exact_float(weight: np.ndarray, max_input: int) -> np.dtype:
     if bound < 1 << 53:
         return np.dtype(np.float64)
     raise ValueError(f"weights x inputs reach {bound}: beyond exact float arithmetic")
+
+
+def exact_int(weight: np.ndarray) -> np.dtype:
+    """The narrowest integer type that holds every sum of `weight`'s fan-in (spike inputs)."""
+    fan_in = int(np.prod(weight.shape[1:]))
+    bound = int(np.abs(weight.astype(np.int64)).max(initial=0)) * fan_in
+    return np.dtype(np.int32 if bound < 1 << 31 else np.int64)
 
 
 def dense(weight: np.ndarray, x: np.ndarray, exp: int) -> np.ndarray:
@@ -95,21 +103,81 @@ def conv_fanout(nonzero: np.ndarray, in_shape: tuple[int, int, int], stride: int
     return fanout.ravel()
 
 
+@njit(cache=True, nogil=True)
+def _spike_dense(x, wt, out):
+    """out[r] += sum of x[r, i] * wt[i] over the inputs i that spiked (x is 0/1; wt is W transposed)."""
+    for r in range(x.shape[0]):
+        acc = out[r]
+        for i in range(x.shape[1]):
+            if x[r, i] != 0:
+                w = wt[i]
+                for o in range(w.shape[0]):
+                    acc[o] += w[o]
+
+
+@njit(cache=True, nogil=True)
+def _spike_conv(x, wt, hw, reach, out):
+    """Convolution of 0/1 spikes, input by input: every x[r, c * hw + q] that spiked adds
+    kernel tap wt[c, k] (wt is (C, kh*kw, O)) to output position p, for each (p, k) in
+    reach[q] (ended by p = -1); out is (R, Ho*Wo, O), channels last."""
+    for r in range(x.shape[0]):
+        for i in range(x.shape[1]):
+            if x[r, i] == 0:
+                continue
+            c, q = i // hw, i % hw
+            for j in range(reach.shape[1]):
+                p, k = reach[q, j, 0], reach[q, j, 1]
+                if p < 0:
+                    break
+                for o in range(wt.shape[2]):
+                    out[r, p, o] += wt[c, k, o]
+
+
+def conv_reach(in_hw: tuple[int, int], kernel: tuple[int, int], stride: int) -> np.ndarray:
+    """(H*W, n, 2): the (output position oy * Wo + ox, tap ky * kw + kx) pairs through which
+    input position (y, x) reaches the output of a valid strided convolution, padded with -1."""
+    (h, w), (kh, kw) = in_hw, kernel
+    ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
+    pairs = [[(((y - ky) // stride) * wo + (x - kx) // stride, ky * kw + kx)
+              for ky in range(kh) for kx in range(kw)
+              if 0 <= y - ky < stride * ho and 0 <= x - kx < stride * wo
+              and (y - ky) % stride == 0 and (x - kx) % stride == 0]
+             for y in range(h) for x in range(w)]
+    reach = np.full((h * w, max(map(len, pairs)), 2), -1, np.int64)
+    for q, pq in enumerate(pairs):
+        if pq:   # inputs beyond the last stride reach nothing
+            reach[q, :len(pq)] = pq
+    return reach
+
+
 class Synapse:
     """The synapses of one layer, dense or convolutional, on flat inputs and outputs.
 
     `current(x)` maps x (..., n_in) to (..., n_out) (for a convolution: C*H*W -> O*Ho*Wo in
-    C-major order, as torch.flatten). Products run in `exact_float(W, max_input)`. The last
-    input and its current are kept, so an input held for many steps costs one product.
+    C-major order, as torch.flatten). Spike inputs (`max_input` 1) are summed event by
+    event, in integers: only the inputs that spiked cost anything. Graded inputs go through
+    a float product in `exact_float(W, max_input)`; the last of them and its current are
+    kept, so an input held for many steps costs one product.
     """
 
     def __init__(self, weight: np.ndarray, exp: int, max_input: int, stride: int | None = None,
                  in_shape: tuple[int, int, int] | None = None):
         self.exp, self.stride, self.in_shape = exp, stride, in_shape
         self.conv = weight.ndim == 4
-        self.weight = weight.astype(exact_float(weight, max_input))
+        self.spikes = max_input == 1
+        if self.spikes:   # each input's outgoing weights contiguous: (C, kh*kw, O) or (in, out)
+            wt = weight.transpose(1, 2, 3, 0).reshape(weight.shape[1], -1, weight.shape[0]) if self.conv else weight.T
+            self.weight = np.ascontiguousarray(wt, exact_int(weight))
+        else:
+            self.weight = weight.astype(exact_float(weight, max_input))
         nonzero = weight != 0
         self.fanout = conv_fanout(nonzero, in_shape, stride) if self.conv else nonzero.sum(axis=0)
+        if self.conv:
+            _, h, w = in_shape
+            kh, kw = weight.shape[2:]
+            self.out_hw = ((h - kh) // stride + 1, (w - kw) // stride + 1)
+            self.reach = conv_reach((h, w), (kh, kw), stride)
+        self.n_out = weight.shape[0] * (int(np.prod(self.out_hw)) if self.conv else 1)
         self._last = (None, None)
 
     @classmethod
@@ -118,6 +186,8 @@ class Synapse:
         return cls(p["weight"], p["weight_exp"], p["max_input"], p.get("stride"), p.get("in_shape"))
 
     def current(self, x: np.ndarray) -> np.ndarray:
+        if self.spikes:
+            return self._spike_current(x)
         last_x, last_a = self._last
         if last_x is not None and last_x.shape == x.shape and np.array_equal(last_x, x):
             return last_a
@@ -129,23 +199,58 @@ class Synapse:
         self._last = (x.copy(), a)
         return a
 
+    def _spike_current(self, x: np.ndarray) -> np.ndarray:
+        rows = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), np.int8)
+        if self.conv:
+            acc = np.zeros((len(rows), self.out_hw[0] * self.out_hw[1], self.weight.shape[-1]), self.weight.dtype)
+            _spike_conv(rows, self.weight, self.in_shape[1] * self.in_shape[2], self.reach, acc)
+            acc = acc.transpose(0, 2, 1)                  # to C-major (O, Ho*Wo)
+        else:
+            acc = np.zeros((len(rows), self.n_out), self.weight.dtype)
+            _spike_dense(rows, self.weight, acc)
+        return shift(acc.reshape(*x.shape[:-1], self.n_out).astype(np.int64), self.exp)
+
     def synops(self, x: np.ndarray) -> int:
         """Synaptic operations triggered by all the inputs x (..., n_in), summed."""
         return int(np.count_nonzero(x.reshape(-1, x.shape[-1]), axis=0) @ self.fanout)
 
 
-def if_step(v: np.ndarray, a_in: np.ndarray, vth: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Integrate-and-fire, no leak, reset by subtraction: v += a; s = v >= vth; v -= s * vth.
+@njit(cache=True, nogil=True)
+def _if_run(v, current, vth, lo, hi, spikes):
+    """IF steps in place: v (N,); current (steps, N), or (1, N) held; spikes (steps, N) out."""
+    held = current.shape[0] == 1
+    for t in range(spikes.shape[0]):
+        a = current[0] if held else current[t]
+        for n in range(v.shape[0]):
+            x = min(max(v[n] + a[n], lo), hi)
+            fire = x >= vth[n]
+            spikes[t, n] = fire
+            v[n] = x - vth[n] if fire else x
 
-    `vth` is a scalar or one threshold per neuron. Returns the new v (int64) and the 0/1
-    spikes as int8.
+
+def if_steps(v: np.ndarray, current: np.ndarray, vth, bits: int, steps: int | None = None) -> np.ndarray:
+    """`steps` integrate-and-fire steps, no leak, reset by subtraction, states saturating to
+    `bits`: v += a; s = v >= vth; v -= s * vth.
+
+    v (int64, C order) is updated in place; current is (steps, *v.shape), or v.shape for one
+    current held for `steps` steps; vth is a scalar or one threshold per neuron. Returns the
+    0/1 spikes, (steps, *v.shape) int8.
     """
+    if v.dtype != np.int64 or not v.flags.c_contiguous:
+        raise TypeError("if_steps updates v in place: it must be C-ordered int64")
+    held = steps is not None
+    cur = np.ascontiguousarray(current, np.int64).reshape(1 if held else -1, v.size)
+    spikes = np.empty((steps if held else len(cur), v.size), np.int8)
     hi = (1 << (bits - 1)) - 1
-    v = np.add(v, a_in, dtype=np.int64)
-    np.clip(v, -hi - 1, hi, out=v)
-    s = v >= vth
-    np.subtract(v, vth, out=v, where=s)
-    return v, s.view(np.int8)
+    _if_run(v.reshape(-1), cur, np.ascontiguousarray(np.broadcast_to(vth, v.shape), np.int64).reshape(-1),
+            -hi - 1, hi, spikes)
+    return spikes.reshape(len(spikes), *v.shape)
+
+
+def if_step(v: np.ndarray, a_in: np.ndarray, vth, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """One step of `if_steps`: returns the new v (int64) and the 0/1 spikes (int8)."""
+    v = np.array(v, np.int64)
+    return v, if_steps(v, np.broadcast_to(a_in, v.shape), vth, bits, steps=1)[0]
 
 
 def readout(count: np.ndarray, v: np.ndarray, vth: np.ndarray, mode: str) -> np.ndarray:

@@ -59,3 +59,33 @@ def test_epsilon_greedy_streams_stay_aligned_across_policies():
     assert explored                              # epsilon does explore
     assert r1.random() == r2.random()            # same number of draws whatever the greedy action
     assert D.epsilon_greedy(np.random.default_rng(0), np.array([2, 2, 1]), 0.0) == (0, 0)
+
+
+@pytest.mark.parametrize("shape, stride, in_shape", [((5, 3, 4, 4), 2, (3, 11, 9)), ((4, 2, 3, 3), 1, (2, 7, 8)),
+                                                      ((3, 4, 8, 8), 4, (4, 20, 23)), ((6, 17), None, None)])
+def test_spike_synapses_sum_event_by_event_exactly(shape, stride, in_shape):
+    """Binary inputs take the event-driven integer path; it must equal the exact float product."""
+    rng = np.random.default_rng(2)
+    w = rng.integers(-128, 128, size=shape)
+    n_in = int(np.prod(in_shape)) if in_shape else shape[1]
+    x = (rng.random((2, 3, n_in)) < 0.3).astype(np.int8)
+    events, products = D.Synapse(w, 3, 1, stride, in_shape), D.Synapse(w, 3, 2, stride, in_shape)
+    assert events.spikes and not products.spikes
+    assert np.array_equal(events.current(x), products.current(x))
+    assert events.current(x).shape == (2, 3, events.n_out)
+
+
+def test_if_steps_equals_repeated_if_step():
+    rng = np.random.default_rng(4)
+    currents = rng.integers(-400, 900, size=(12, 2, 5))
+    vth = rng.integers(300, 1000, size=5)
+    v = np.zeros((2, 5), np.int64)
+    spikes = D.if_steps(v, currents, vth, bits=10)          # 10 bits: saturation is reached
+    w = np.zeros((2, 5), np.int64)
+    for t, a in enumerate(currents):
+        w, s = D.if_step(w, a, vth, bits=10)
+        assert np.array_equal(s, spikes[t])
+    assert np.array_equal(v, w)
+    held = np.zeros((2, 5), np.int64)
+    assert np.array_equal(D.if_steps(held, currents[0], vth, 10, steps=12),
+                          D.if_steps(np.zeros((2, 5), np.int64), np.repeat(currents[:1], 12, axis=0), vth, 10))
