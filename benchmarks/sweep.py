@@ -72,9 +72,14 @@ def plot(record: dict, sweep: Sweep, path: Path) -> None:
             t = [c["timesteps"] for c in cells]
             label = f"p={p:g}, {readout}"
             axes[0].plot(t, [c["conversion_rate"] for c in cells], style, color=color, marker="o", label=label)
+            if readout == "robust" and cells[0].get("outcome_agreement") is not None:
+                axes[0].plot(t, [c["outcome_agreement"] for c in cells], ":", color=color, marker=".",
+                             label=f"{label}: same outcome")
             axes[1].plot(t, [c["mean_return"] for c in cells], style, color=color, marker="o", label=label)
     axes[1].axhline(record["source_mean_return"], color="k", lw=1, label="source DQN")
-    for ax, ylabel in zip(axes, ("conversion rate (decision agreement)",
+    for ax, ylabel in zip(axes, ("conversion rate (decision agreement)\n(dotted: robust readout, same outcome)"
+                                 if any(c.get("outcome_agreement") is not None for c in record["cells"])
+                                 else "conversion rate (decision agreement)",
                                  f"mean return ({record['episodes']} seeds)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("T (SNN steps per decision)")
