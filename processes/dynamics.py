@@ -1,8 +1,9 @@
 """The integer arithmetic of every neuron and synapse: one source of truth.
 
 Lava ProcessModels call these functions in `run_spk`; the fast emulator calls the very
-same functions on batches. All arrays are integer (int64 holds every intermediate); a
-leading batch dimension is allowed everywhere.
+same functions on batches. States and currents are int64; spike inputs are summed in the
+narrowest exact integer type, graded inputs in an exact float product; a leading batch
+dimension is allowed everywhere. The hot loops are compiled with numba.
 """
 from __future__ import annotations
 
@@ -83,11 +84,6 @@ def conv2d(weight: np.ndarray, x: np.ndarray, stride: int, exp: int) -> np.ndarr
     cols = np.moveaxis(win, -3, -1)                                   # (..., Ho, Wo, kh, kw, C)
     cols = cols.reshape(*cols.shape[:-3], kh * kw * c)
     return _to_int(np.moveaxis(cols @ w.astype(dtype, copy=False).T, -1, -3), exp)
-
-
-def synops(fanout: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Synaptic operations triggered by input `x`: the fan-out of every non-zero input."""
-    return (x != 0) @ fanout
 
 
 def conv_fanout(nonzero: np.ndarray, in_shape: tuple[int, int, int], stride: int) -> np.ndarray:
