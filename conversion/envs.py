@@ -167,8 +167,9 @@ def make_env(spec: EnvSpec) -> gym.Env:
 def same_outcome(env: gym.Env, a: int, b: int, frames: int) -> bool:
     """Whether ALE actions a and b (action-space indices) lead to the same emulator: its full
     state (paddles and RNG included) after one agent step (`frames` frames) with the action
-    and one with NOOP, which clears the input latch. Pong's NOOP = FIRE, RIGHT = RIGHTFIRE, LEFT = LEFTFIRE, and
-    a paddle at the wall ignores moves into it. The emulator is restored afterwards."""
+    and one with NOOP, which clears the input latch. In Pong NOOP = FIRE, RIGHT = RIGHTFIRE,
+    LEFT = LEFTFIRE, and a paddle at the wall ignores moves into it. The emulator is
+    restored afterwards."""
     ale, action_set = env.unwrapped.ale, env.unwrapped._action_set
     start, after = ale.cloneState(include_rng=True), []
     for action in (a, b):

@@ -82,22 +82,26 @@ def decision_agreement(art: Artifact, log: EpisodeLog) -> Agreement:
         hits += int(agree.sum())
         if spec.atari is not None:
             differ = {t: (amap[source[t]], amap[greedy[t]]) for t in np.flatnonzero(~agree)}
-            same += int(agree.sum()) + equivalent_choices(spec, seed, env_actions, differ)
+            same += int(agree.sum()) + equivalent_choices(spec, seed, env_actions, differ, ret)
     n = max(log.decisions, 1)
     return Agreement(hits / n, per_episode, same / n if spec.atari is not None else None)
 
 
-def equivalent_choices(spec: EnvSpec, seed: int, actions: list[int], pairs: dict[int, tuple[int, int]]) -> int:
+def equivalent_choices(spec: EnvSpec, seed: int, actions: list[int], pairs: dict[int, tuple[int, int]],
+                       expected_return: float) -> int:
     """How many of the decisions {t: (a, b)} of a replayed ALE episode chose between actions
-    with the same outcome (conversion.envs.same_outcome)."""
+    with the same outcome (conversion.envs.same_outcome); the probes must leave the replay's
+    return unchanged."""
     env = make_env(spec)
     env.reset(seed=seed)
-    n = 0
+    n, ret = 0, 0.0
     for t, a in enumerate(actions):
         if t in pairs:
             n += same_outcome(env, *pairs[t], spec.atari.frame_skip)
-        env.step(a)
+        ret += float(env.step(a)[1])
     env.close()
+    if not np.isclose(ret, expected_return):
+        raise LavaloopError(f"probing the actions of seed {seed} changed its return ({ret} vs {expected_return})")
     return n
 
 
