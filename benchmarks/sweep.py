@@ -107,7 +107,8 @@ def run_cell(art_path: Path, percentile: float, readout: str, timesteps: int, se
     return {"percentile": percentile, "readout": readout, "timesteps": timesteps,
             "conversion_rate": agreement.rate, "outcome_agreement": agreement.outcome_rate,
             "mean_return": float(log.returns.mean()), "std_return": float(log.returns.std()),
-            "returns": log.returns.tolist(), "decisions": log.decisions, "spikes_per_decision": sum(log.spikes) / log.decisions,
+            "returns": log.returns.tolist(), "decisions": log.decisions,
+            "spikes_per_decision": sum(log.spikes) / log.decisions,
             "emulator_steps_per_s": log.steps / log.wall_s, "wall_s": log.wall_s}
 
 

@@ -32,13 +32,17 @@ class EpisodeLog:
         return int(self.lengths.sum())
 
 
-def replay(spec: EnvSpec, seed: int, actions: np.ndarray, expected_return: float) -> tuple[np.ndarray, np.ndarray]:
+def replay(spec: EnvSpec, seed: int, actions: np.ndarray, expected_return: float,
+           before_step=None) -> tuple[np.ndarray, np.ndarray]:
     """(observations, rewards) of an episode regenerated from its seed and env actions (indices,
-    or vectors for a continuous action space), checked by its return."""
+    or vectors for a continuous action space), checked by its return; `before_step(env, t)`
+    may probe the env before step t, provided it leaves it as it was."""
     env = make_env(spec)
     obs, _ = env.reset(seed=seed)
     out, rewards = [], []
-    for a in actions:
+    for t, a in enumerate(actions):
+        if before_step is not None:
+            before_step(env, t)
         out.append(np.asarray(obs, np.float32).ravel())
         obs, r, _, _, _ = env.step(a if np.ndim(a) else int(a))
         rewards.append(float(r))
@@ -90,19 +94,15 @@ def decision_agreement(art: Artifact, log: EpisodeLog) -> Agreement:
 def equivalent_choices(spec: EnvSpec, seed: int, actions: list[int], pairs: dict[int, tuple[int, int]],
                        expected_return: float) -> int:
     """How many of the decisions {t: (a, b)} of a replayed ALE episode chose between actions
-    with the same outcome (conversion.envs.same_outcome); the probes must leave the replay's
-    return unchanged."""
-    env = make_env(spec)
-    env.reset(seed=seed)
-    n, ret = 0, 0.0
-    for t, a in enumerate(actions):
+    with the same outcome (conversion.envs.same_outcome)."""
+    same = []
+
+    def probe(env, t):
         if t in pairs:
-            n += same_outcome(env, *pairs[t], spec.atari.frame_skip)
-        ret += float(env.step(a)[1])
-    env.close()
-    if not np.isclose(ret, expected_return):
-        raise LavaloopError(f"probing the actions of seed {seed} changed its return ({ret} vs {expected_return})")
-    return n
+            same.append(same_outcome(env, *pairs[t], spec.atari.frame_skip))
+
+    replay(spec, seed, actions, expected_return, probe)
+    return sum(same)
 
 
 def source_network(art: Artifact) -> FeedForwardQ:
