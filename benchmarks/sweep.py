@@ -5,7 +5,9 @@
 
 Cells run on the fast emulator (bit-exact with Lava, see tests/test_lava.py and
 tests/test_atari.py), `--workers` at a time, the goal's cells first (`cell_order`); one
-cell is cross-checked on Lava and the comparison recorded. Writes
+cell is cross-checked on Lava and the comparison recorded. Each percentile's T -> infinity
+limit (`conversion.quantize.rate_limit`: the conversion rate's ceiling, measured on the
+calibration observations) is recorded and drawn. Writes
 results/<name>_sweep.json and .png. Finished cells are kept in the JSON, so an
 interrupted sweep resumes where it stopped. Pong follows the paper: evaluation with
 epsilon 0.05, full games up to 18,000 agent steps, percentiles up to 99.99, T up to 500.
@@ -76,10 +78,12 @@ def plot(record: dict, sweep: Sweep, path: Path) -> None:
                 axes[0].plot(t, [c["outcome_agreement"] for c in cells], ":", color=color, marker=".",
                              label=f"{label}: same outcome")
             axes[1].plot(t, [c["mean_return"] for c in cells], style, color=color, marker="o", label=label)
+        if f"{p:g}" in record.get("rate_limit_agreement", {}):
+            axes[0].axhline(record["rate_limit_agreement"][f"{p:g}"], color=color, lw=1, ls="-.", alpha=0.6)
     axes[1].axhline(record["source_mean_return"], color="k", lw=1, label="source DQN")
-    for ax, ylabel in zip(axes, ("conversion rate (decision agreement)\n(dotted: robust readout, same outcome)"
-                                 if any(c.get("outcome_agreement") is not None for c in record["cells"])
-                                 else "conversion rate (decision agreement)",
+    outcome = any(c.get("outcome_agreement") is not None for c in record["cells"])
+    for ax, ylabel in zip(axes, ("conversion rate (decision agreement)\n"
+                                 + ("dotted: same outcome; " if outcome else "") + "dash-dot: T -> inf limit",
                                  f"mean return ({record['episodes']} seeds)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("T (SNN steps per decision)")
@@ -92,10 +96,12 @@ def plot(record: dict, sweep: Sweep, path: Path) -> None:
 
 
 def cell_order(percentiles, readouts, timesteps) -> list[tuple[float, str, int]]:
-    """(percentile, readout, T) cells, the goal's first: robust readout up to T = 128, then the
-    spike-count comparison, then the long windows; short windows first within each group."""
+    """(percentile, readout, T) cells, the goal's first (robust readout up to T = 128), then the
+    rest of the default percentile's column (spike count, long windows), then the others;
+    short windows first within each group."""
+    default = ConvertOptions.percentile
     cells = [(p, r, t) for p in percentiles for r in readouts for t in timesteps]
-    return sorted(cells, key=lambda c: (c[2] > 128, c[1] != "robust", c[2], c[0]))
+    return sorted(cells, key=lambda c: (c[1] != "robust" or c[2] > 128, c[0] != default, c[2], c[1] != "robust", c[0]))
 
 
 def run_cell(art_path: Path, percentile: float, readout: str, timesteps: int, seeds: list[int],
@@ -133,12 +139,15 @@ def main() -> None:
     done = {(c["percentile"], c["readout"], c["timesteps"]) for c in record["cells"]}
     todo = [c for c in cell_order(args.percentiles or sweep.percentiles, args.readouts,
                                   args.timesteps or sweep.timesteps) if c not in done]
-    artifacts = {}
-    for p in sorted({c[0] for c in todo}):
+    artifacts, ceilings = {}, record.setdefault("rate_limit_agreement", {})
+    for p in args.percentiles or sweep.percentiles:
+        if p not in {c[0] for c in todo} and f"{p:g}" in ceilings:
+            continue
         art = convert(sweep.checkpoint, sweep.env, ConvertOptions(percentile=p, calib_steps=sweep.calib_steps))
         artifacts[p] = BUILD / f"{args.name}_sweep_p{p:g}.h5"
         art.save(artifacts[p])
         record["conversion_seconds"] = art.manifest["conversion_seconds"]
+        ceilings[f"{p:g}"] = art.manifest["rate_limit_agreement"]
         if "source_mean_return" not in record:
             src = source_returns(art, seeds, sweep.epsilon)
             record.update(source_mean_return=float(src.mean()), source_std_return=float(src.std()),

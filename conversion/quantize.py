@@ -137,6 +137,21 @@ def quantize(layers: list[Layer], profile: ChipProfile, calib_obs: np.ndarray,
     return out
 
 
+def rate_limit(layers: list[QuantizedLayer], x: np.ndarray) -> np.ndarray:
+    """Output values (B, |A|) that the IF network's readout approaches as T grows, per step.
+
+    The implemented weights as a ReLU network whose hidden units clip at one spike per step,
+    r = clip(W r_below + b, 0, 1): what the rates converge to once rounding to whole spike
+    counts no longer matters. `x` is the input as the chip sees it (payload / scale).
+    """
+    for i, q in enumerate(layers):
+        w, b = q.effective()
+        x = forward(q, w, b, x)
+        if i < len(layers) - 1:
+            x = np.clip(x, 0.0, 1.0)
+    return x
+
+
 def quantization_report(q: QuantizedLayer, ref: Layer) -> dict:
     """Relative RMS error of the implemented weights and biases against the normalized float layer."""
     w, b = q.effective()

@@ -34,6 +34,8 @@ def cmd_convert(args) -> None:
         print(f"  {r['layer']:<24} vth={r['vth_min']}..{r['vth_max']} exp={r['weight_exp']:<3d} "
               f"weight error {100 * r['weight_rel_rms_error']:.2f}% (rel. RMS), "
               f"bias change {100 * r['bias_rel_rms_error']:.2f}% (incl. bias correction)")
+    print(f"  T -> infinity limit picks the source's action on {100 * m['rate_limit_agreement']:.1f}% "
+          "of calibration observations (the conversion rate's ceiling)")
 
 
 def convert_grsn(args) -> None:
@@ -80,6 +82,9 @@ def cmd_info(args) -> None:
     n = m["normalization"]
     print(f"  normalize  percentile {n['percentile']} over {n['calib_steps']} calibration steps; "
           f"scales {', '.join(f'{s:.3g}' for s in n['scales'])}")
+    if "rate_limit_agreement" in m:   # older artifacts lack it
+        print(f"  ceiling    the T -> infinity limit agrees with the source on "
+              f"{100 * m['rate_limit_agreement']:.1f}% of calibration observations")
     for q, r in zip(art.layers, m["quantization"]):
         kind = f"conv {q.weight.shape[2]}x{q.weight.shape[3]}/{q.stride}" if q.is_conv else "dense"
         print(f"  layer      {r['layer']:<24} {kind:<11} {q.in_size:>6} -> {q.out_size:<6} IF "

@@ -102,3 +102,16 @@ def test_corrupted_artifact(cartpole_artifact, tmp_path, command):
 
 def test_missing_artifact(tmp_path):
     assert_clean_failure(lavaloop("run", tmp_path / "none.h5"), tmp_path, "no such artifact")
+
+
+def test_convert_then_deploy_in_one_python_process(tmp_path):
+    """The Python API in a fresh interpreter: convert (its progress bar fixes multiprocessing's
+    start method), then import the Lava side and run an episode."""
+    script = ("from conversion.convert import ConvertOptions, convert\n"
+              "art = convert('checkpoints/cartpole_dqn.pt', 'CartPole-v1', ConvertOptions(calib_steps=100))\n"
+              "from deploy.runner import RunSettings, run\n"
+              "log = run(art, RunSettings([0], 8, 'robust', 0.0, 'lava'), progress=False)\n"
+              "print('return', log.returns[0])\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "return" in proc.stdout

@@ -134,3 +134,25 @@ def test_profile_beyond_exact_arithmetic_is_rejected(cartpole_artifact):
     wide = {**art.manifest, "profile": {**art.manifest["profile"], "state_bits": 32}}
     with pytest.raises(ArtifactError, match="exact arithmetic range"):
         Artifact(wide, art.layers, art.source).validate()
+
+
+def test_rate_limit_is_what_long_windows_approach(cartpole_artifact):
+    """quantize.rate_limit is the T -> infinity limit of the emulated IF network's readout."""
+    from conversion.envs import EnvSpec
+    from conversion.normalize import collect_observations
+    from conversion.quantize import rate_limit
+    from deploy.emulator import FixedPointNetwork
+    from deploy.episodes import source_network
+    from processes.dynamics import encode_input
+
+    _, art = cartpole_artifact
+    spec = EnvSpec.from_dict(art.manifest["env"])
+    obs = collect_observations(source_network(art), spec, 200, seed=5, epsilon=0.05)
+    scale = 1 << art.manifest["input_scale_bits"]
+    payload = encode_input(obs, scale, art.profile.input_bits)
+    limit = rate_limit(art.layers, payload / scale)
+    T, vth = 4096, art.layers[-1].vth
+    per_step = (FixedPointNetwork(art, T, "robust").decide(payload) - art.layers[-1].v_init) / (T * vth)
+    assert np.abs(per_step - limit).max() < 0.01 * np.abs(limit).max()
+    assert (per_step.argmax(1) == limit.argmax(1)).mean() >= 0.98
+    assert 0.9 <= art.manifest["rate_limit_agreement"] <= 1.0
