@@ -154,6 +154,7 @@ def main() -> None:
                           source_returns=src.tolist())
     record.update(env=sweep.env, episodes=episodes, epsilon=sweep.epsilon, backend="emulator",
                   checkpoint=sweep.checkpoint.name, versions=versions())
+    write_json(path, record)
     pool = ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("fork"))
     try:
         futures = [pool.submit(run_cell, artifacts[p], p, r, t, seeds, sweep.epsilon) for p, r, t in todo]
