@@ -90,7 +90,8 @@ def plot(record: dict, sweep: Sweep, path: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"{record['env']} DQN -> IF SNN, loihi2 fixed point (emulator, epsilon {sweep.epsilon})")
+    fig.suptitle(f"{record['env']} DQN -> IF SNN, {record.get('normalization', 'layer')}-wise normalization, "
+                 f"loihi2 fixed point (emulator, epsilon {sweep.epsilon})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -126,6 +127,8 @@ def main() -> None:
     ap.add_argument("--percentiles", type=float, nargs="+", help="a subset of percentiles")
     ap.add_argument("--readouts", nargs="+", default=list(READOUTS), choices=READOUTS)
     ap.add_argument("--workers", type=int, default=1, help="cells run in parallel (one core each)")
+    ap.add_argument("--normalization", default="layer", choices=["layer", "channel"],
+                    help="channel: per-channel lambdas for convolutions (results/<name>_sweep_channel.*)")
     ap.add_argument("--out", default="results")
     ap.add_argument("--lava-check-episodes", type=int, default=2)
     args = ap.parse_args()
@@ -133,7 +136,9 @@ def main() -> None:
     sweep = SWEEPS[args.name]
     episodes = args.episodes or sweep.episodes
     out = Path(args.out)
-    path = out / f"{args.name}_sweep.json"
+    tag = "" if args.normalization == "layer" else f"_{args.normalization}"
+    path = out / f"{args.name}_sweep{tag}.json"
+    opts = dict(calib_steps=sweep.calib_steps, normalization=args.normalization)
     record = json.loads(path.read_text()) if path.exists() else {"cells": []}
     seeds = list(range(episodes))
     done = {(c["percentile"], c["readout"], c["timesteps"]) for c in record["cells"]}
@@ -143,8 +148,8 @@ def main() -> None:
     for p in args.percentiles or sweep.percentiles:
         if p not in {c[0] for c in todo} and f"{p:g}" in ceilings:
             continue
-        art = convert(sweep.checkpoint, sweep.env, ConvertOptions(percentile=p, calib_steps=sweep.calib_steps))
-        artifacts[p] = BUILD / f"{args.name}_sweep_p{p:g}.h5"
+        art = convert(sweep.checkpoint, sweep.env, ConvertOptions(percentile=p, **opts))
+        artifacts[p] = BUILD / f"{args.name}_sweep{tag}_p{p:g}.h5"
         art.save(artifacts[p])
         record["conversion_seconds"] = art.manifest["conversion_seconds"]
         ceilings[f"{p:g}"] = art.manifest["rate_limit_agreement"]
@@ -153,6 +158,7 @@ def main() -> None:
             record.update(source_mean_return=float(src.mean()), source_std_return=float(src.std()),
                           source_returns=src.tolist())
     record.update(env=sweep.env, episodes=episodes, epsilon=sweep.epsilon, backend="emulator",
+                  normalization=args.normalization,
                   checkpoint=sweep.checkpoint.name, versions=versions())
     write_json(path, record)
     pool = ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("fork"))
@@ -166,7 +172,7 @@ def main() -> None:
     finally:
         pool.shutdown(cancel_futures=True)   # a failed cell does not wait for the queued ones
     if "lava_cross_check" not in record:
-        art = convert(sweep.checkpoint, sweep.env, ConvertOptions(calib_steps=sweep.calib_steps))
+        art = convert(sweep.checkpoint, sweep.env, ConvertOptions(**opts))
         s = dict(seeds=list(range(args.lava_check_episodes)), timesteps=sweep.check_timesteps,
                  readout="robust", epsilon=sweep.epsilon)
         lava = run(art, RunSettings(**s, backend="lava"), progress=False)
@@ -176,8 +182,8 @@ def main() -> None:
             "identical_spike_counts": lava.spikes == emu.spikes, "lava_steps_per_s": lava.steps / lava.wall_s,
             "emulator_steps_per_s": emu.steps / emu.wall_s}
         write_json(path, record)
-    plot(record, sweep, out / f"{args.name}_sweep.png")
-    print(f"wrote {path} and {out / f'{args.name}_sweep.png'}")
+    plot(record, sweep, path.with_suffix(".png"))
+    print(f"wrote {path} and {path.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

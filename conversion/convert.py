@@ -12,8 +12,8 @@ from conversion.artifact import READOUTS, Artifact, lavaloop_version
 from conversion.envs import EnvSpec, is_atari, make_env
 from conversion.errors import LavaloopError, ProfileError, ShapeMismatchError
 from conversion.loaders import load_checkpoint
-from conversion.network import SourceNetwork
-from conversion.normalize import collect_observations, layer_scales, normalize
+from conversion.network import ConvLayer, SourceNetwork
+from conversion.normalize import NORMALIZATIONS, collect_observations, layer_scales, normalize
 from conversion.profiles import ChipProfile, load_profile
 from conversion.models.qnet import FeedForwardQ
 from conversion.quantize import V_INITS, input_scale_bits, quantization_report, quantize, rate_limit
@@ -26,6 +26,7 @@ ATARI_EPSILON = 0.05           # the paper's evaluation epsilon
 @dataclass
 class ConvertOptions:
     percentile: float = 99.9
+    normalization: str = "layer"  # one lambda per layer (the paper's) | "channel": per conv channel
     timesteps: int = 32
     readout: str = "robust"
     profile: str = "loihi2"
@@ -79,6 +80,8 @@ def convert(checkpoint: str | Path, env_id: str, opts: ConvertOptions = ConvertO
         raise LavaloopError(f"unknown readout {opts.readout!r} (choose from {', '.join(READOUTS)})")
     if opts.v_init not in V_INITS:
         raise LavaloopError(f"unknown v_init {opts.v_init!r} (choose from {', '.join(V_INITS)})")
+    if opts.normalization not in NORMALIZATIONS:
+        raise LavaloopError(f"unknown normalization {opts.normalization!r} (choose from {', '.join(NORMALIZATIONS)})")
     if not 0 < opts.percentile <= 100:
         raise LavaloopError(f"percentile must be in (0, 100], got {opts.percentile}")
     t0 = time.time()
@@ -94,7 +97,9 @@ def convert(checkpoint: str | Path, env_id: str, opts: ConvertOptions = ConvertO
     env.close()
     q = net.to_torch()
     obs = collect_observations(q, spec, opts.calib_steps, opts.calib_seed, opts.calib_epsilon)
-    scales = layer_scales(q, obs, opts.percentile)
+    channels = ([l.weight.shape[0] if isinstance(l, ConvLayer) else None for l in net.layers]
+                if opts.normalization == "channel" else None)
+    scales = layer_scales(q, obs, opts.percentile, channels)
     normed = normalize(net.layers, scales)
     layers = quantize(normed, profile, obs, opts.v_init)
     report = [quantization_report(ql, l) for ql, l in zip(layers, normed)]
@@ -105,7 +110,7 @@ def convert(checkpoint: str | Path, env_id: str, opts: ConvertOptions = ConvertO
         "v_init": opts.v_init,
         "input_scale_bits": scale_bits,
         "epsilon": opts.epsilon if opts.epsilon is not None else (ATARI_EPSILON if is_atari(env_id) else 0.0),
-        "normalization": {"percentile": opts.percentile, "scales": scales,
+        "normalization": {"mode": opts.normalization, "percentile": opts.percentile, "scales": scales,
                           "calib_steps": opts.calib_steps, "calib_seed": opts.calib_seed,
                           "calib_epsilon": opts.calib_epsilon},
         "profile": profile.to_dict(), "quantization": report,

@@ -20,7 +20,8 @@ def cmd_convert(args) -> None:
 
     if is_policy_checkpoint(args.checkpoint):
         return convert_grsn(args)
-    opts = ConvertOptions(percentile=args.percentile, timesteps=args.timesteps, readout=args.readout,
+    opts = ConvertOptions(percentile=args.percentile, normalization=args.normalization,
+                          timesteps=args.timesteps, readout=args.readout,
                           profile=args.profile, calib_steps=args.calib_steps, calib_seed=args.calib_seed,
                           epsilon=args.epsilon, v_init=args.v_init, sticky=args.sticky_actions,
                           max_episode_steps=args.max_episode_steps)
@@ -28,8 +29,8 @@ def cmd_convert(args) -> None:
     art.save(args.output)
     m = art.manifest
     print(f"wrote {args.output}: {len(art.layers)} layers, profile {m['profile']['name']}, "
-          f"T={m['timesteps']}, readout={m['readout']}, percentile {m['normalization']['percentile']} "
-          f"({m['conversion_seconds']:.1f} s)")
+          f"T={m['timesteps']}, readout={m['readout']}, {opts.normalization}-wise percentile "
+          f"{m['normalization']['percentile']} ({m['conversion_seconds']:.1f} s)")
     for r in m["quantization"]:
         print(f"  {r['layer']:<24} vth={r['vth_min']}..{r['vth_max']} exp={r['weight_exp']:<3d} "
               f"weight error {100 * r['weight_rel_rms_error']:.2f}% (rel. RMS), "
@@ -80,8 +81,9 @@ def cmd_info(args) -> None:
     print(f"  coding     T={m['timesteps']} steps per decision, readout={m['readout']}, "
           f"input payload obs*2^{m['input_scale_bits']}, epsilon {m['epsilon']}")
     n = m["normalization"]
-    print(f"  normalize  percentile {n['percentile']} over {n['calib_steps']} calibration steps; "
-          f"scales {', '.join(f'{s:.3g}' for s in n['scales'])}")
+    scales = ", ".join(f"{min(s):.3g}..{max(s):.3g}" if isinstance(s, list) else f"{s:.3g}" for s in n["scales"])
+    print(f"  normalize  {n.get('mode', 'layer')}-wise, percentile {n['percentile']} over {n['calib_steps']} "
+          f"calibration steps; scales {scales}")
     if "rate_limit_agreement" in m:   # older artifacts lack it
         print(f"  ceiling    the T -> infinity limit agrees with the source on "
               f"{100 * m['rate_limit_agreement']:.1f}% of calibration observations")
@@ -162,6 +164,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--env", required=True, help="gymnasium environment id, e.g. CartPole-v1")
     c.add_argument("-o", "--output", required=True, help="artifact path (.h5)")
     c.add_argument("--percentile", type=float, default=99.9, help="normalization percentile (100 = max-norm)")
+    c.add_argument("--normalization", default="layer", choices=["layer", "channel"],
+                   help="one lambda per layer (the paper's) or per convolution channel")
     c.add_argument("--timesteps", type=int, default=32, help="SNN steps per decision (T)")
     c.add_argument("--readout", default="robust", choices=["robust", "spike_count"])
     c.add_argument("--profile", default="loihi2", help="chip profile name or JSON file")

@@ -163,3 +163,20 @@ def test_sticky_action_probability_is_checked(pong_artifact, capsys):
     path, _ = pong_artifact
     assert main(["run", str(path), "--episodes", "1", "--sticky-actions", "1.5"]) == 2
     assert "sticky-action probability must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_channel_normalization_of_the_nature_dqn():
+    """Per-channel lambdas for the three convolutions, one for each dense layer; each channel's
+    lambda is the percentile of its own positive outputs, within the layer's range."""
+    from conftest import PONG
+
+    layer = convert(PONG, "ALE/Pong-v5", ConvertOptions(calib_steps=200, max_episode_steps=25))
+    chan = convert(PONG, "ALE/Pong-v5", ConvertOptions(calib_steps=200, max_episode_steps=25,
+                                                      normalization="channel"))
+    lam_l, lam_c = layer.manifest["normalization"]["scales"], chan.manifest["normalization"]["scales"]
+    assert [len(s) if isinstance(s, list) else None for s in lam_c] == [32, 64, 64, None, None]
+    assert lam_c[3:] == lam_l[3:]      # the same calibration data, the same dense lambdas
+    for conv_l, conv_c in zip(lam_l[:3], lam_c[:3]):
+        assert min(conv_c) <= conv_l <= max(conv_c) and min(conv_c) < max(conv_c)
+    assert chan.manifest["normalization"]["mode"] == "channel"
+    assert 0 < chan.manifest["rate_limit_agreement"] <= 1

@@ -156,3 +156,29 @@ def test_rate_limit_is_what_long_windows_approach(cartpole_artifact):
     assert np.abs(per_step - limit).max() < 0.01 * np.abs(limit).max()
     assert (per_step.argmax(1) == limit.argmax(1)).mean() >= 0.98
     assert 0.9 <= art.manifest["rate_limit_agreement"] <= 1.0
+
+
+def test_channel_normalization_rescales_every_channel():
+    """normalize() with per-channel lambdas: each conv channel's outputs come out in its own
+    units, and the next layer undoes them (conv -> conv -> dense -> dense)."""
+    from conversion.network import ConvLayer
+    from conversion.quantize import forward
+
+    rng = np.random.default_rng(0)
+    layers = [ConvLayer("c1", rng.normal(size=(4, 2, 3, 3)), rng.normal(size=4), 1, (2, 6, 6)),
+              ConvLayer("c2", rng.normal(size=(3, 4, 2, 2)), rng.normal(size=3), 2, (4, 4, 4)),
+              DenseLayer("d1", rng.normal(size=(5, 12)), rng.normal(size=5)),
+              DenseLayer("out", rng.normal(size=(2, 5)), rng.normal(size=2))]
+    scales = [rng.uniform(0.5, 2, 4).tolist(), rng.uniform(0.5, 2, 3).tolist(), 1.7, 0.9]
+    x = y = rng.normal(size=(16, 72))
+    for i, (src, nrm, lam) in enumerate(zip(layers, normalize(layers, scales), scales)):
+        x, y = forward(src, src.weight, src.bias, x), forward(nrm, nrm.weight, nrm.bias, y)
+        if i < len(layers) - 1:
+            x, y = np.maximum(x, 0), np.maximum(y, 0)
+        per_output = np.repeat(lam, x.shape[1] // len(lam)) if isinstance(lam, list) else lam
+        np.testing.assert_allclose(y * per_output, x, rtol=1e-9, atol=1e-9)
+
+
+def test_unknown_normalization_is_refused(cartpole_checkpoint):
+    with pytest.raises(LavaloopError, match="unknown normalization"):
+        convert(cartpole_checkpoint, "CartPole-v1", ConvertOptions(normalization="neuron"))
