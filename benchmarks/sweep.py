@@ -77,14 +77,17 @@ def plot(record: dict, sweep: Sweep, path: Path) -> None:
             if readout == "robust" and cells[0].get("outcome_agreement") is not None:
                 axes[0].plot(t, [c["outcome_agreement"] for c in cells], ":", color=color, marker=".",
                              label=f"{label}: same outcome")
-            axes[1].plot(t, [c["mean_return"] for c in cells], style, color=color, marker="o", label=label)
+            axes[1].errorbar(t, [c["mean_return"] for c in cells], fmt=style, color=color, marker="o", capsize=3,
+                             yerr=[c["std_return"] / np.sqrt(record["episodes"]) for c in cells], label=label)
         if f"{p:g}" in record.get("rate_limit_agreement", {}):
             axes[0].axhline(record["rate_limit_agreement"][f"{p:g}"], color=color, lw=1, ls="-.", alpha=0.6)
-    axes[1].axhline(record["source_mean_return"], color="k", lw=1, label="source DQN")
+    src, src_se = record["source_mean_return"], record.get("source_std_return", 0.0) / np.sqrt(record["episodes"])
+    axes[1].axhline(src, color="k", lw=1, label="source DQN")
+    axes[1].axhspan(src - src_se, src + src_se, color="k", alpha=0.1)
     outcome = any(c.get("outcome_agreement") is not None for c in record["cells"])
     for ax, ylabel in zip(axes, ("conversion rate (decision agreement)\n"
                                  + ("dotted: same outcome; " if outcome else "") + "dash-dot: T -> inf limit",
-                                 f"mean return ({record['episodes']} seeds)")):
+                                 f"mean return +- s.e. ({record['episodes']} seeds)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("T (SNN steps per decision)")
         ax.set_ylabel(ylabel)
