@@ -53,22 +53,21 @@ def layer_scales(q: FeedForwardQ, obs: np.ndarray, percentile: float, channels: 
     With `channels` (output channels of each layer, None for layer-wise), those hidden layers
     get one lambda per channel instead, from the positive outputs of that channel.
     """
-    last = None
-    positive: list[list[np.ndarray]] = []
+    positive: list[list[list[np.ndarray]]] = []     # layer -> channel -> positive outputs per chunk
     for start in range(0, len(obs), chunk):
         acts = q.activations(obs[start:start + chunk])
-        last = len(acts) - 1
         for l, act in enumerate(acts):
+            per_channel = channels is not None and channels[l] is not None and l < len(acts) - 1
+            rows = (act.reshape(len(act), channels[l], -1).transpose(1, 0, 2).reshape(channels[l], -1)
+                    if per_channel else act.reshape(1, -1))
             if l == len(positive):
-                positive.append([])
-            per_channel = channels is not None and channels[l] is not None and l < last
-            positive[l].append(act.reshape(len(act), channels[l], -1).transpose(1, 0, 2).reshape(channels[l], -1)
-                               if per_channel else act.ravel())
+                positive.append([[] for _ in rows])
+            for parts, row in zip(positive[l], rows):
+                parts.append(row[row > 0])
     scales = []
-    for l, parts in enumerate(positive):
-        rows = np.concatenate(parts, axis=-1)
-        lam = [_percentile(row[row > 0], percentile) for row in np.atleast_2d(rows)]
-        scales.append(lam if rows.ndim == 2 else lam[0])
+    for l, per_row in enumerate(positive):
+        lam = [_percentile(np.concatenate(parts), percentile) for parts in per_row]
+        scales.append(lam if len(lam) > 1 else lam[0])
     return scales
 
 
