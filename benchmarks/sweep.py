@@ -2,6 +2,7 @@
 
     python -m benchmarks.sweep cartpole [--episodes 20] [--out results]
     python -m benchmarks.sweep pong     [--episodes 10] [--workers 2] [--out results]
+                                        [--normalization channel] [--percentiles ...] [--timesteps ...]
 
 Cells run on the fast emulator (bit-exact with Lava, see tests/test_lava.py and
 tests/test_atari.py), `--workers` at a time, the goal's cells first (`cell_order`); one
