@@ -149,8 +149,9 @@ def main() -> None:
     todo = [c for c in cell_order(args.percentiles or sweep.percentiles, args.readouts,
                                   args.timesteps or sweep.timesteps) if c not in done]
     artifacts, ceilings = {}, record.setdefault("rate_limit_agreement", {})
+    pending = {c[0] for c in todo}
     for p in args.percentiles or sweep.percentiles:
-        if p not in {c[0] for c in todo} and f"{p:g}" in ceilings:
+        if p not in pending and f"{p:g}" in ceilings:
             continue
         art = convert(sweep.checkpoint, sweep.env, ConvertOptions(percentile=p, **opts))
         artifacts[p] = BUILD / f"{args.name}_sweep{tag}_p{p:g}.h5"

@@ -59,7 +59,7 @@ def check_env_fits(net: SourceNetwork, env: gym.Env, env_id: str) -> tuple[list[
     return list(obs_space.shape), int(act_space.n)
 
 
-def rate_limit_agreement(q: FeedForwardQ, layers: list, obs: np.ndarray, scale_bits: int,
+def rate_limit_agreement(q: FeedForwardQ, layers: list, obs: np.ndarray,
                          max_obs: int = 2_000, chunk: int = 256) -> float:
     """How often the T -> infinity limit of the converted network (`quantize.rate_limit`) picks
     the source network's action, on up to `max_obs` observations: the ceiling of the
@@ -68,9 +68,7 @@ def rate_limit_agreement(q: FeedForwardQ, layers: list, obs: np.ndarray, scale_b
     same = 0
     for i in range(0, len(x), chunk):
         batch = x[i:i + chunk]
-        payload = np.rint(np.asarray(batch, np.float64).reshape(len(batch), -1) * 2.0 ** scale_bits)
-        same += int((rate_limit(layers, payload / 2.0 ** scale_bits).argmax(1)
-                     == q.q_values(batch).argmax(1)).sum())
+        same += int((rate_limit(layers, batch.reshape(len(batch), -1)).argmax(1) == q.q_values(batch).argmax(1)).sum())
     return same / len(x)
 
 
@@ -103,18 +101,17 @@ def convert(checkpoint: str | Path, env_id: str, opts: ConvertOptions = ConvertO
     normed = normalize(net.layers, scales)
     layers = quantize(normed, profile, obs, opts.v_init)
     report = [quantization_report(ql, l) for ql, l in zip(layers, normed)]
-    scale_bits = input_scale_bits(obs, profile)
     manifest = {
         "env": spec.to_dict(), "obs_shape": obs_shape, "n_actions": n_actions,
         "action_map": list(range(n_actions)), "timesteps": opts.timesteps, "readout": opts.readout,
         "v_init": opts.v_init,
-        "input_scale_bits": scale_bits,
+        "input_scale_bits": input_scale_bits(obs, profile),
         "epsilon": opts.epsilon if opts.epsilon is not None else (ATARI_EPSILON if is_atari(env_id) else 0.0),
         "normalization": {"mode": opts.normalization, "percentile": opts.percentile, "scales": scales,
                           "calib_steps": opts.calib_steps, "calib_seed": opts.calib_seed,
                           "calib_epsilon": opts.calib_epsilon},
         "profile": profile.to_dict(), "quantization": report,
-        "rate_limit_agreement": rate_limit_agreement(q, layers, obs, scale_bits),
+        "rate_limit_agreement": rate_limit_agreement(q, layers, obs),
         "source": {"file": Path(checkpoint).name, "format": net.format, "sha256": net.sha256,
                    "layers": [l.name for l in net.layers]},
         "lavaloop_version": lavaloop_version(),

@@ -142,7 +142,8 @@ def rate_limit(layers: list[QuantizedLayer], x: np.ndarray) -> np.ndarray:
 
     The implemented weights as a ReLU network whose hidden units clip at one spike per step,
     r = clip(W r_below + b, 0, 1): what the rates converge to once rounding to whole spike
-    counts no longer matters. `x` is the input as the chip sees it (payload / scale).
+    counts no longer matters. `x` (B, n_in) is the observation; the rounding of the input
+    payload (`input_scale_bits` fraction bits) is below this limit's resolution and ignored.
     """
     for i, q in enumerate(layers):
         w, b = q.effective()
