@@ -43,20 +43,21 @@ class FixedPointNetwork:
         """Readout values for a batch of encoded observations x (B, n_in)."""
         v = [np.repeat(l["v_init"][None], len(x), axis=0).astype(np.int64) for l in self.layers]
         count = np.zeros_like(v[-1])
+        held = self.synapses[0].current(x) + self.layers[0]["bias"]   # the observation is held:
+        self.synops[0] += self.timesteps * self.synapses[0].synops(x)  # one current for every step
         chunk = self.chunk or max(4, 64 // len(x))
         for start in range(0, self.timesteps, chunk):
             steps = min(chunk, self.timesteps - start)
             inp = None
             for i, (l, syn) in enumerate(zip(self.layers, self.synapses)):
-                if i == 0:   # the observation is held: one current for every step
-                    out = if_steps(v[0], syn.current(x) + l["bias"], l["vth"], self.bits, steps=steps)
-                    self.synops[i] += steps * syn.synops(x)
+                if i == 0:
+                    out = if_steps(v[0], held, l["vth"], self.bits, steps=steps)
                 else:
                     flat = inp.reshape(-1, inp.shape[-1])
                     current = (syn.current(flat) + l["bias"]).reshape(steps, *v[i].shape)
                     out = if_steps(v[i], current, l["vth"], self.bits)
                     self.synops[i] += syn.synops(flat)
-                self.spikes[i] += out.sum(dtype=np.int64)
+                self.spikes[i] += np.count_nonzero(out)
                 inp = out
             count += inp.sum(axis=0, dtype=np.int64)
         return readout(count, v[-1], self.layers[-1]["vth"], self.mode)

@@ -103,12 +103,10 @@ def conv_fanout(nonzero: np.ndarray, in_shape: tuple[int, int, int], stride: int
 def _spike_dense(x, wt, out):
     """out[r] += sum of x[r, i] * wt[i] over the inputs i that spiked (x is 0/1; wt is W transposed)."""
     for r in range(x.shape[0]):
-        acc = out[r]
         for i in range(x.shape[1]):
             if x[r, i] != 0:
-                w = wt[i]
-                for o in range(w.shape[0]):
-                    acc[o] += w[o]
+                for o in range(wt.shape[1]):   # 2-D indexing: row views would not vectorize
+                    out[r, o] += wt[i, o]
 
 
 @njit(cache=True, nogil=True)
@@ -127,6 +125,17 @@ def _spike_conv(x, wt, hw, reach, out):
                     break
                 for o in range(wt.shape[2]):
                     out[r, p, o] += wt[c, k, o]
+
+
+@njit(cache=True, nogil=True)
+def _event_ops(x, fanout):
+    """Sum of fanout[i] over every nonzero x[r, i]: the synaptic operations the inputs trigger."""
+    ops = 0
+    for r in range(x.shape[0]):
+        for i in range(x.shape[1]):
+            if x[r, i] != 0:
+                ops += fanout[i]
+    return ops
 
 
 def conv_reach(in_hw: tuple[int, int], kernel: tuple[int, int], stride: int) -> np.ndarray:
@@ -204,11 +213,12 @@ class Synapse:
         else:
             acc = np.zeros((len(rows), self.n_out), self.weight.dtype)
             _spike_dense(rows, self.weight, acc)
-        return shift(acc.reshape(*x.shape[:-1], self.n_out).astype(np.int64), self.exp)
+        wide = np.array(acc, np.int64, order="C")         # reordered and widened in one pass
+        return shift(wide.reshape(*x.shape[:-1], self.n_out), self.exp)
 
     def synops(self, x: np.ndarray) -> int:
         """Synaptic operations triggered by all the inputs x (..., n_in), summed."""
-        return int(np.count_nonzero(x.reshape(-1, x.shape[-1]), axis=0) @ self.fanout)
+        return int(_event_ops(np.ascontiguousarray(x.reshape(-1, x.shape[-1])), self.fanout))
 
 
 @njit(cache=True, nogil=True)
