@@ -180,3 +180,36 @@ def test_channel_normalization_of_the_nature_dqn():
         assert min(conv_c) <= conv_l <= max(conv_c) and min(conv_c) < max(conv_c)
     assert chan.manifest["normalization"]["mode"] == "channel"
     assert 0 < chan.manifest["rate_limit_agreement"] <= 1
+
+
+def test_atari_trainer_ends_the_td_target_at_a_lost_life(tmp_path, monkeypatch):
+    """Breakout: a transition that costs a life is stored as terminal (Mnih et al. 2015), the
+    game goes on; a transition that costs none is not."""
+    import gymnasium as gym
+
+    from conversion.models import train_dqn_atari as T
+
+    steps, dones = [], []          # per step: (lives before, lives after, game over)
+
+    class RecordLives(gym.Wrapper):
+        def reset(self, **kw):
+            obs, info = self.env.reset(**kw)
+            self.lives = info["lives"]
+            return obs, info
+
+        def step(self, action):
+            obs, r, term, trunc, info = self.env.step(action)
+            steps.append((self.lives, info["lives"], term or trunc))
+            self.lives = info["lives"]
+            return obs, r, term, trunc, info
+
+    monkeypatch.setattr(T, "make_env", lambda spec: RecordLives(make_env(spec)))
+    add = T.FrameReplay.add
+    monkeypatch.setattr(T.FrameReplay, "add", lambda self, *a: (dones.append(a[4]), add(self, *a))[1])
+    cfg = T.Config(total_steps=600, buffer_size=700, learning_starts=10_000, max_episode_steps=10_000)
+    T.train("ALE/Breakout-v5", tmp_path / "run", tmp_path / "q.pt", 0, cfg, eval_every=10_000,
+            eval_episodes=1, save_every=10_000)
+    before, after, over = np.array(steps).T
+    lost = after < before
+    assert (lost & ~over.astype(bool)).sum() >= 2              # random play loses lives mid-game
+    assert np.array_equal(np.asarray(dones, bool), lost | over.astype(bool))

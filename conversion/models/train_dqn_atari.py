@@ -7,7 +7,8 @@
 Standard Atari DQN settings (Mnih et al. 2015, with Adam and the Huber loss as in
 stable-baselines3 / CleanRL): replay 100k, batch 32, lr 1e-4, gamma 0.99, a gradient step
 every 4 agent steps, target network copied every 1000 steps, rewards clipped to their
-sign in training, epsilon annealed 1 -> 0.01. The schedule is shortened for a CPU
+sign in training, a lost life ending the TD target (not the game), epsilon annealed
+1 -> 0.01. The schedule is shortened for a CPU
 budget: learning starts at 10k steps and epsilon reaches 0.01 at 250k steps.
 
 The env is the artifact's: `conversion.envs` AtariPreprocessing (no-op reset, frame
@@ -160,15 +161,17 @@ def train(env_id: str, run: Path, out: Path, seed: int, cfg: Config, eval_every:
         print(f"resumed from {source} at step {step}; refilling the replay until step {refill_until}")
     writer = SummaryWriter(str(run / "tb"))
     eval_log = run / "eval.csv"
-    obs, _ = env.reset(seed=seed + episode)
+    obs, info = env.reset(seed=seed + episode)
+    lives = info.get("lives", 0)
     since_reset, ep_return, ep_len = 0, 0.0, 0
     t0, losses = time.time(), []
     bar = tqdm(range(step, cfg.total_steps), initial=step, total=cfg.total_steps, desc=env_id, unit="step")
     for step in bar:
         eps = epsilon_at(cfg, step)
         action = act(q, obs, eps, rng, n_actions)
-        next_obs, r, term, trunc, _ = env.step(action)
-        replay.add(obs, next_obs, action, np.sign(r), float(term), since_reset)
+        next_obs, r, term, trunc, info = env.step(action)
+        life_lost, lives = info.get("lives", 0) < lives, info.get("lives", 0)
+        replay.add(obs, next_obs, action, np.sign(r), float(term or life_lost), since_reset)
         obs, since_reset = next_obs, since_reset + 1
         ep_return, ep_len = ep_return + float(r), ep_len + 1
         if term or trunc:
@@ -176,7 +179,8 @@ def train(env_id: str, run: Path, out: Path, seed: int, cfg: Config, eval_every:
             writer.add_scalar("charts/episodic_length", ep_len, step)
             bar.set_postfix(ret=f"{ep_return:.0f}", eps=f"{eps:.2f}", best=f"{best:.1f}")
             episode += 1
-            obs, _ = env.reset(seed=seed + episode)
+            obs, info = env.reset(seed=seed + episode)
+            lives = info.get("lives", 0)
             since_reset, ep_return, ep_len = 0, 0.0, 0
         if step >= refill_until and step % cfg.train_freq == 0:
             b = replay.sample(rng, cfg.batch_size)
