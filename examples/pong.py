@@ -4,7 +4,7 @@
 
 Converts `checkpoints/pong_dqn.pt` with channel-wise normalization, plays full games on
 the fast emulator (bit-exact with Lava; `--backend lava` runs the same network inside
-the Lava runtime, ~6x slower), then compares with the source DQN on the same seeds:
+the Lava runtime, ~7x slower), then compares with the source DQN on the same seeds:
 conversion rate (same argmax on the observations the SNN visited) and return.
 """
 import argparse

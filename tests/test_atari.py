@@ -189,7 +189,7 @@ def test_atari_trainer_ends_the_td_target_at_a_lost_life(tmp_path, monkeypatch):
 
     from conversion.models import train_dqn_atari as T
 
-    steps, dones = [], []          # per step: (lives before, lives after, game over)
+    steps, dones = [], []          # per step: (lives before, lives after, terminated)
 
     class RecordLives(gym.Wrapper):
         def reset(self, **kw):
@@ -199,17 +199,22 @@ def test_atari_trainer_ends_the_td_target_at_a_lost_life(tmp_path, monkeypatch):
 
         def step(self, action):
             obs, r, term, trunc, info = self.env.step(action)
-            steps.append((self.lives, info["lives"], term or trunc))
+            steps.append((self.lives, info["lives"], term))
             self.lives = info["lives"]
             return obs, r, term, trunc, info
 
     monkeypatch.setattr(T, "make_env", lambda spec: RecordLives(make_env(spec)))
     add = T.FrameReplay.add
-    monkeypatch.setattr(T.FrameReplay, "add", lambda self, *a: (dones.append(a[4]), add(self, *a))[1])
+
+    def record_done(self, obs, next_obs, action, reward, done, since_reset):
+        dones.append(done)
+        add(self, obs, next_obs, action, reward, done, since_reset)
+
+    monkeypatch.setattr(T.FrameReplay, "add", record_done)
     cfg = T.Config(total_steps=600, buffer_size=700, learning_starts=10_000, max_episode_steps=10_000)
     T.train("ALE/Breakout-v5", tmp_path / "run", tmp_path / "q.pt", 0, cfg, eval_every=10_000,
             eval_episodes=1, save_every=10_000)
-    before, after, over = np.array(steps).T
-    lost = after < before
-    assert (lost & ~over.astype(bool)).sum() >= 2              # random play loses lives mid-game
-    assert np.array_equal(np.asarray(dones, bool), lost | over.astype(bool))
+    before, after, term = np.array(steps).T
+    lost, term = after < before, term.astype(bool)
+    assert (lost & ~term).sum() >= 2                            # random play loses lives mid-game
+    assert np.array_equal(np.asarray(dones, bool), lost | term)
