@@ -33,13 +33,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from conversion.artifact import Artifact  # noqa: E402
-from conversion.convert import ConvertOptions, convert  # noqa: E402
-from conversion.envs import EnvSpec, make_env  # noqa: E402
-from deploy.build import layer_params  # noqa: E402
-from deploy.results import versions, write_json  # noqa: E402
-from deploy.runner import RunSettings, run, stop_runtime  # noqa: E402
-from processes.dynamics import encode_input  # noqa: E402
+from lavaloop.conversion.artifact import Artifact  # noqa: E402
+from lavaloop.conversion.convert import ConvertOptions, convert  # noqa: E402
+from lavaloop.envs import EnvSpec, make_env  # noqa: E402
+from lavaloop.deploy.build import layer_params  # noqa: E402
+from lavaloop.deploy.results import versions, write_json  # noqa: E402
+from lavaloop.deploy.runner import RunSettings, run, stop_runtime  # noqa: E402
+from lavaloop.processes.dynamics import encode_input  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "checkpoints" / "pong_dqn.pt"
@@ -58,9 +58,9 @@ def recorded_payloads(art: Artifact, n: int) -> np.ndarray:
 
 
 def ours(art: Artifact, fuse: bool) -> list:
-    from processes.if_layers.process import IFStack
+    from lavaloop.processes.if_layers.process import IFStack
 
-    params, bits = layer_params(art), art.profile.state_bits
+    params, bits = art.layer_params(), art.profile.state_bits
     big = 1 << 30                                   # every layer active at every step
     groups = [params] if fuse else [[p] for p in params]
     procs, offset = [], 0
@@ -78,7 +78,7 @@ def stock(art: Artifact) -> list:
     from lava.proc.lif.process import LIF
 
     procs = []
-    for i, (q, p) in enumerate(zip(art.layers, layer_params(art))):
+    for i, (q, p) in enumerate(zip(art.layers, art.layer_params())):
         if q.is_conv:
             c, h, w = q.in_shape
             syn = Conv(weight=q.weight.transpose(0, 3, 2, 1).astype(np.int32), weight_exp=p["weight_exp"],

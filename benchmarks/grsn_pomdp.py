@@ -15,7 +15,7 @@
    (to locate the fixed-point error).
 4. Energy per env step: GRSN from the fixed-point run's counted operations; GRU from its
    float run with the same counting rule (an operation per non-zero input and synapse).
-5. SAC (the paper's trainer, `conversion.models.train_sac`): GRSN and GRU on Pendulum-V
+5. SAC (the paper's trainer, `lavaloop.trainers.sac`): GRSN and GRU on Pendulum-V
    (continuous; 20k env steps, seed 0), the GRSN policy deployed in fixed point (action
    error against the float policy, Lava == emulator); and SAC-discrete GRSN on CartPole-V
    (10k steps) beside the recurrent DQN's GRSN seed 0.
@@ -40,14 +40,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from conversion.envs import EnvSpec  # noqa: E402
-from conversion.grsn import convert_policy, load_policy  # noqa: E402
-from conversion.profiles import PROFILES  # noqa: E402
-from conversion.models import train_sac  # noqa: E402
-from conversion.models.train_recurrent import Config, episode_returns, train  # noqa: E402
-from deploy.energy import ENERGY_MODELS, energy_report  # noqa: E402
-from deploy.grsn import run_grsn, run_grsn_lava, run_grsn_emulator  # noqa: E402
-from deploy.results import write_json  # noqa: E402
+from lavaloop.envs import EnvSpec  # noqa: E402
+from lavaloop.conversion.grsn import convert_policy, load_policy  # noqa: E402
+from lavaloop.profiles import PROFILES  # noqa: E402
+from lavaloop.trainers import sac as train_sac  # noqa: E402
+from lavaloop.trainers.recurrent import Config, episode_returns, train  # noqa: E402
+from lavaloop.deploy.energy import ENERGY_MODELS, energy_report  # noqa: E402
+from lavaloop.deploy.grsn import run_grsn, run_grsn_lava, run_grsn_emulator  # noqa: E402
+from lavaloop.deploy.results import write_json  # noqa: E402
 
 TASKS = ("CartPole-V", "CartPole-P")
 RUNS = ([(cell, seed) for seed in range(3) for cell in ("grsn", "gru")]

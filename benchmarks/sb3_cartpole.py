@@ -14,10 +14,10 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from conversion.convert import ConvertOptions, convert  # noqa: E402
-from deploy.episodes import decision_agreement, source_returns  # noqa: E402
-from deploy.results import versions, write_json  # noqa: E402
-from deploy.runner import RunSettings, run  # noqa: E402
+from lavaloop.conversion.convert import ConvertOptions, convert  # noqa: E402
+from lavaloop.deploy.episodes import decision_agreement, source_returns  # noqa: E402
+from lavaloop.deploy.results import versions, write_json  # noqa: E402
+from lavaloop.deploy.runner import RunSettings, run  # noqa: E402
 
 ZIP = Path(__file__).resolve().parents[1] / "checkpoints" / "cartpole_sb3.zip"
 

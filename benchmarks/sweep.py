@@ -33,11 +33,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from conversion.artifact import Artifact  # noqa: E402
-from conversion.convert import ConvertOptions, convert  # noqa: E402
-from deploy.episodes import decision_agreement, source_returns  # noqa: E402
-from deploy.results import versions, write_json  # noqa: E402
-from deploy.runner import RunSettings, run  # noqa: E402
+from lavaloop.conversion.artifact import Artifact  # noqa: E402
+from lavaloop.conversion.convert import ConvertOptions, convert  # noqa: E402
+from lavaloop.deploy.episodes import decision_agreement, source_returns  # noqa: E402
+from lavaloop.deploy.results import versions, write_json  # noqa: E402
+from lavaloop.deploy.runner import RunSettings, run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS, BUILD = ROOT / "checkpoints", ROOT / "build"

@@ -2,42 +2,26 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
-from conversion.artifact import READOUTS, Artifact, lavaloop_version
-from conversion.envs import EnvSpec, is_atari, make_env
-from conversion.errors import LavaloopError, ProfileError, ShapeMismatchError
-from conversion.loaders import load_checkpoint
-from conversion.network import ConvLayer, SourceNetwork
-from conversion.normalize import NORMALIZATIONS, collect_observations, layer_scales, normalize
-from conversion.profiles import ChipProfile, load_profile
-from conversion.models.qnet import FeedForwardQ
-from conversion.quantize import V_INITS, input_scale_bits, quantization_report, quantize, rate_limit
+from lavaloop.artifact import lavaloop_version
+from lavaloop.conversion.artifact_if import IFArtifact
+from lavaloop.envs import EnvSpec, is_atari, make_env
+from lavaloop.errors import ProfileError, ShapeMismatchError
+from lavaloop.options import ConvertOptions, from_kwargs
+from lavaloop.conversion.loaders import load_checkpoint
+from lavaloop.conversion.network import ConvLayer, SourceNetwork
+from lavaloop.conversion.normalize import collect_observations, layer_scales, normalize
+from lavaloop.profiles import ChipProfile, load_profile
+from lavaloop.conversion.models.qnet import FeedForwardQ
+from lavaloop.conversion.quantize import input_scale_bits, quantization_report, quantize, rate_limit
 
 
 ATARI_EPISODE_STEPS = 18_000   # the paper's evaluation cap, in agent steps
 ATARI_EPSILON = 0.05           # the paper's evaluation epsilon
-
-
-@dataclass
-class ConvertOptions:
-    percentile: float = 99.9
-    normalization: str = "layer"  # one lambda per layer (the paper's) | "channel": per conv channel
-    timesteps: int = 32
-    readout: str = "robust"
-    profile: str = "loihi2"
-    calib_steps: int = 5_000
-    calib_seed: int = 0
-    calib_epsilon: float = 0.05
-    epsilon: float | None = None  # evaluation epsilon recorded for `run` (None: 0.05 for ALE games
-                                  # as in the paper, else 0)
-    v_init: str = "half"          # membrane potential at each decision's start: "half" | "zero"
-    sticky: float | None = None   # ALE sticky-action probability (None: 0, the paper's games)
-    max_episode_steps: int | None = None  # None: the env's own limit; ALE games: 18,000 (the paper)
 
 
 def check_env_fits(net: SourceNetwork, env: gym.Env, env_id: str) -> tuple[list[int], int]:
@@ -72,16 +56,19 @@ def rate_limit_agreement(q: FeedForwardQ, layers: list, obs: np.ndarray,
     return same / len(x)
 
 
-def convert(checkpoint: str | Path, env_id: str, opts: ConvertOptions = ConvertOptions()) -> Artifact:
-    """Load, calibrate, normalize and quantize; returns the artifact (not yet saved)."""
-    if opts.readout not in READOUTS:
-        raise LavaloopError(f"unknown readout {opts.readout!r} (choose from {', '.join(READOUTS)})")
-    if opts.v_init not in V_INITS:
-        raise LavaloopError(f"unknown v_init {opts.v_init!r} (choose from {', '.join(V_INITS)})")
-    if opts.normalization not in NORMALIZATIONS:
-        raise LavaloopError(f"unknown normalization {opts.normalization!r} (choose from {', '.join(NORMALIZATIONS)})")
-    if not 0 < opts.percentile <= 100:
-        raise LavaloopError(f"percentile must be in (0, 100], got {opts.percentile}")
+def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact:
+    """Load a DQN checkpoint, calibrate, normalize and quantize it: the "if" kind's converter.
+
+    Parameters
+    ----------
+    checkpoint: an SB3 DQN .zip (MlpPolicy or CnnPolicy) or a PyTorch/CleanRL state dict (.pt)
+        of an MLP or the Nature DQN.
+    env_id: the gymnasium environment id the network acts in.
+    options: fields of `lavaloop.options.ConvertOptions`.
+
+    Returns the artifact (not yet saved).
+    """
+    opts = from_kwargs(ConvertOptions, options, "a DQN conversion")
     t0 = time.time()
     profile = load_profile(opts.profile)
     if not isinstance(profile, ChipProfile):
@@ -117,6 +104,6 @@ def convert(checkpoint: str | Path, env_id: str, opts: ConvertOptions = ConvertO
         "lavaloop_version": lavaloop_version(),
         "conversion_seconds": round(time.time() - t0, 2),
     }
-    art = Artifact(manifest, layers, net.layers)
+    art = IFArtifact(manifest, layers, net.layers)
     art.validate()
     return art

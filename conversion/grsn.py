@@ -27,10 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from conversion.envs import EnvSpec, make_env
-from conversion.errors import CheckpointError, LavaloopError, ProfileError, ShapeMismatchError
-from conversion.models.grsn import CHECKPOINT_FORMAT, PolicyConfig, RecurrentNet, greedy_action, quantize_rows
-from conversion.profiles import ChipProfile, load_profile
+from lavaloop.envs import EnvSpec, make_env
+from lavaloop.errors import CheckpointError, LavaloopError, ProfileError, ShapeMismatchError
+from lavaloop.conversion.models.grsn import CHECKPOINT_FORMAT, PolicyConfig, RecurrentNet, greedy_action, quantize_rows
+from lavaloop.artifact import lavaloop_version
+from lavaloop.conversion.artifact_grsn import GRSNArtifact
+from lavaloop.options import GRSNConvertOptions, from_kwargs
+from lavaloop.profiles import ChipProfile, load_profile
 
 LUT_INDEX_BITS, LUT_IN_FRAC, GATE_BITS = 10, 6, 12
 ACT_MARGIN = 2.0
@@ -262,13 +265,24 @@ def quantize_policy(net: RecurrentNet, peaks: dict[str, float], profile: ChipPro
     return stages, {"weight_rel_rms_error": report, "frac_bits": formats, "peaks": peaks}
 
 
-def convert_policy(checkpoint: str | Path, env_id: str, profile_name: str = "loihi2", calib_episodes: int = 20,
-                   calib_seed: int = 0, calib_epsilon: float = 0.05):
-    """Load, calibrate and quantize a GRSN policy; returns the GRSN artifact (not yet saved)."""
-    from conversion.artifact import GRSNArtifact, lavaloop_version
+CALIB_EPSILON = 0.05
 
+
+def convert_policy(checkpoint: str | Path, env_id: str, **options) -> GRSNArtifact:
+    """Load, calibrate and quantize a GRSN policy: the "grsn" kind's converter.
+
+    Parameters
+    ----------
+    checkpoint: a lavaloop recurrent-policy checkpoint (lavaloop.trainers.recurrent or .sac).
+    env_id: the environment (or POMDP task id) the policy was trained on.
+    options: fields of `lavaloop.options.GRSNConvertOptions`.
+
+    Returns the GRSN artifact (not yet saved).
+    """
+    opts = from_kwargs(GRSNConvertOptions, options, "a GRSN policy conversion")
+    calib_episodes, calib_seed, calib_epsilon = opts.calib_episodes, opts.calib_seed, CALIB_EPSILON
     t0 = time.time()
-    profile = load_profile(profile_name)
+    profile = load_profile(opts.profile)
     if not isinstance(profile, ChipProfile):
         raise ProfileError(f"profile {profile.name!r} is a {profile.kind} chip; GRSN needs a fixed-point profile")
     net, meta, sha = load_policy(checkpoint)
@@ -280,7 +294,7 @@ def convert_policy(checkpoint: str | Path, env_id: str, profile_name: str = "loi
     peaks = calibrate(net, spec, calib_episodes, calib_seed, calib_epsilon)
     stages, quant = quantize_policy(net, peaks, profile)
     manifest = {
-        "network": "grsn", "env": spec.to_dict(), "obs_shape": [obs_dim], "n_actions": n_actions,
+        "env": spec.to_dict(), "obs_shape": [obs_dim], "n_actions": n_actions,
         "continuous": net.cfg.continuous, "action_map": [] if net.cfg.continuous else list(range(n_actions)), "input_scale_bits": quant["frac_bits"]["input"], "epsilon": 0.0,
         "policy": json.loads(json.dumps(net.cfg.__dict__)), "profile": profile.to_dict(), "quantization": quant,
         "calibration": {"episodes": calib_episodes, "seed": calib_seed, "epsilon": calib_epsilon},

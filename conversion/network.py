@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from conversion.models.qnet import FeedForwardQ
+from lavaloop.conversion.models.qnet import FeedForwardQ
 
 
 @dataclass

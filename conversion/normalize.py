@@ -18,9 +18,9 @@ from dataclasses import replace
 import numpy as np
 from tqdm import tqdm
 
-from conversion.envs import EnvSpec, make_env
-from conversion.models.qnet import FeedForwardQ
-from conversion.network import Layer
+from lavaloop.envs import EnvSpec, make_env
+from lavaloop.conversion.models.qnet import FeedForwardQ
+from lavaloop.conversion.network import Layer
 
 
 def collect_observations(q: FeedForwardQ, spec: EnvSpec, steps: int, seed: int, epsilon: float) -> np.ndarray:
@@ -41,9 +41,6 @@ def collect_observations(q: FeedForwardQ, spec: EnvSpec, steps: int, seed: int, 
             obs, _ = env.reset(seed=seed + episode)
     env.close()
     return np.asarray(out)          # the env's dtype: uint8 frames stay small
-
-
-NORMALIZATIONS = ("layer", "channel")
 
 
 def layer_scales(q: FeedForwardQ, obs: np.ndarray, percentile: float, channels: list[int | None] | None = None,

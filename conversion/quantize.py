@@ -20,9 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from conversion.errors import ProfileError
-from conversion.network import ConvLayer, Layer, conv_out_shape
-from conversion.profiles import ChipProfile
+from lavaloop.errors import ProfileError
+from lavaloop.conversion.network import ConvLayer, Layer, conv_out_shape
+from lavaloop.fixedpoint import int_max
+from lavaloop.profiles import ChipProfile
 
 
 @dataclass
@@ -84,8 +85,8 @@ def rel_rms(approx: np.ndarray, exact: np.ndarray) -> float:
 
 def quantize_layer(layer: Layer, profile: ChipProfile, per_neuron: bool) -> QuantizedLayer:
     """Mantissa, exponent, thresholds and biases of one layer."""
-    mant_max = (1 << (profile.weight_bits - 1)) - 1
-    state_max = (1 << (profile.state_bits - 1)) - 1
+    mant_max = int_max(profile.weight_bits)
+    state_max = int_max(profile.state_bits)
     w = np.asarray(layer.weight, np.float64)
     w_max = float(np.abs(w).max())
     exp = 0 if w_max == 0 else math.ceil(math.log2(2.0 ** profile.threshold_bits * w_max / mant_max))
@@ -106,9 +107,6 @@ def quantize_layer(layer: Layer, profile: ChipProfile, per_neuron: bool) -> Quan
     conv = isinstance(layer, ConvLayer)
     return QuantizedLayer(layer.name, weight, exp, bias, vth, np.zeros_like(vth),
                           layer.stride if conv else None, tuple(layer.in_shape) if conv else None)
-
-
-V_INITS = ("half", "zero")
 
 
 def quantize(layers: list[Layer], profile: ChipProfile, calib_obs: np.ndarray,
@@ -166,5 +164,5 @@ def quantization_report(q: QuantizedLayer, ref: Layer) -> dict:
 def input_scale_bits(obs: np.ndarray, profile: ChipProfile) -> int:
     """Fraction bits f of the input payload round(obs * 2**f): twice the calibration range fits."""
     peak = float(np.abs(obs).max()) if obs.size else 1.0
-    limit = (1 << (profile.input_bits - 1)) - 1
+    limit = int_max(profile.input_bits)
     return int(math.floor(math.log2(limit / (2.0 * max(peak, 1e-6)))))

@@ -5,10 +5,10 @@ import functools
 from dataclasses import dataclass
 from typing import Sequence
 
-from conversion.artifact import Artifact
-from conversion.envs import EnvSpec, make_env
-from processes.envio.process import EnvIO
-from processes.if_layers.process import IFStack
+from lavaloop.conversion.artifact_if import IFArtifact
+from lavaloop.envs import EnvSpec, make_env
+from lavaloop.processes.envio.process import EnvIO
+from lavaloop.processes.if_layers.process import IFStack
 
 
 @dataclass
@@ -18,31 +18,12 @@ class Graph:
     window: int             # Lava steps per decision
 
 
-def layer_params(art: Artifact) -> list[dict]:
-    """The concrete numbers of every layer, per neuron, as the IF processes and the emulator take them.
-
-    The first layer's exponent also undoes the input payload scale; its inputs are payloads
-    of up to `input_bits` bits, every other layer's are spikes.
-    """
-    prof = art.profile
-    out = []
-    for i, q in enumerate(art.layers):
-        p = {"name": q.name, "weight": q.weight, "weight_exp": q.weight_exp, "bias": q.per_neuron(q.bias),
-             "vth": q.per_neuron(q.vth), "v_init": q.per_neuron(q.v_init),
-             "max_input": 1 << (prof.input_bits - 1) if i == 0 else 1}
-        if q.is_conv:
-            p["stride"], p["in_shape"] = q.stride, q.in_shape
-        out.append(p)
-    out[0]["weight_exp"] -= int(art.manifest["input_scale_bits"])
-    return out
-
-
-def build_graph(art: Artifact, seeds: Sequence[int], timesteps: int, readout: str,
+def build_graph(art: IFArtifact, seeds: Sequence[int], timesteps: int, readout: str,
                 epsilon: float, max_steps: int, fuse: bool = True) -> Graph:
     """Processes for running `len(seeds)` episodes of `art`: one IFStack for the whole network
     (`fuse`), or one per layer."""
     prof = art.profile
-    params = layer_params(art)
+    params = art.layer_params()
     depth = len(params)
     window = timesteps + depth
     spec = EnvSpec.from_dict(art.manifest["env"])

@@ -13,11 +13,11 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from conversion.artifact import Artifact
-from conversion.envs import EnvSpec, episode_limit, make_env
-from deploy.build import layer_params
-from deploy.episodes import EpisodeLog
-from processes.dynamics import Synapse, encode_input, epsilon_greedy, if_steps, readout
+from lavaloop.conversion.artifact_if import IFArtifact
+from lavaloop.envs import EnvSpec, episode_limit, make_env
+from lavaloop.deploy.episodes import EpisodeLog
+from lavaloop.processes.dynamics import Synapse, encode_input, if_steps, readout
+from lavaloop.rollout import epsilon_greedy
 
 
 class FixedPointNetwork:
@@ -31,8 +31,8 @@ class FixedPointNetwork:
     Lava pipeline.
     """
 
-    def __init__(self, art: Artifact, timesteps: int, readout_mode: str, chunk: int | None = None):
-        self.layers = layer_params(art)
+    def __init__(self, art: IFArtifact, timesteps: int, readout_mode: str, chunk: int | None = None):
+        self.layers = art.layer_params()
         self.synapses = [Synapse.from_params(l) for l in self.layers]
         self.bits = art.profile.state_bits
         self.timesteps, self.mode, self.chunk = timesteps, readout_mode, chunk
@@ -63,7 +63,7 @@ class FixedPointNetwork:
         return readout(count, v[-1], self.layers[-1]["vth"], self.mode)
 
 
-def run_emulator(art: Artifact, seeds: list[int], timesteps: int, readout_mode: str,
+def run_emulator(art: IFArtifact, seeds: list[int], timesteps: int, readout_mode: str,
                  epsilon: float, progress: bool = True) -> EpisodeLog:
     """Run one episode per seed, all episodes batched together."""
     with threadpool_limits(limits=1, user_api="blas"):  # small matrices: threads only contend

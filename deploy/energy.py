@@ -1,4 +1,4 @@
-"""Energy estimate of a run from its operation counts (used by every `run`).
+"""Energy estimate of a run from its operation counts (every RunResult carries one).
 
 Counts per episode: multiply-accumulates driven by real-valued (graded) inputs (MAC),
 accumulates driven by binary spikes (AC), and neuron updates. A model's per-operation
@@ -29,8 +29,14 @@ def energy(ops: dict[str, float], model: str = "cmos45") -> float:
                     + ops.get("neuron", 0) * e["neuron_pj"])
 
 
-def energy_report(ops: dict[str, float], steps: int) -> dict:
-    """Per-step operation counts and energy under every model."""
-    per = {k: v / max(steps, 1) for k, v in ops.items()}
-    return {"ops_per_step": per,
-            "energy_per_step_nj": {m: 1e9 * energy(per, m) for m in ENERGY_MODELS}}
+def energy_report(ops: dict[str, float], decisions: int) -> dict:
+    """Operation counts and energy per decision (one env step) under every model.
+
+    Parameters
+    ----------
+    ops: operation totals of a run, {"mac", "ac", "neuron"}.
+    decisions: the run's decisions.
+    """
+    per = {k: v / max(decisions, 1) for k, v in ops.items()}
+    return {"ops_per_decision": per,
+            "energy_per_decision_nj": {m: 1e9 * energy(per, m) for m in ENERGY_MODELS}}

@@ -10,9 +10,9 @@ conversion rate (same argmax on the observations the SNN visited) and return.
 import argparse
 from pathlib import Path
 
-from conversion.convert import ConvertOptions, convert
-from deploy.episodes import decision_agreement, source_returns
-from deploy.runner import RunSettings, run
+from lavaloop.conversion.convert import ConvertOptions, convert
+from lavaloop.deploy.episodes import decision_agreement, source_returns
+from lavaloop.deploy.runner import RunSettings, run
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "pong_dqn.pt"
 

@@ -1,11 +1,5 @@
-"""Lava Processes and their ProcessModels. Knows nothing of PyTorch or chip profiles.
+"""Lava Processes and their ProcessModels, and the integer arithmetic they share.
 
-Importing Lava sets multiprocessing's start method to "fork" and fails if the method is
-already fixed, as it is after any tqdm bar (e.g. `convert`'s calibration). The package
-therefore imports Lava first, clearing a start method that is already "fork".
+Knows nothing of PyTorch, chip profiles or deployment. `dynamics` (the arithmetic) imports
+numpy and numba only; the Process folders import Lava (through `lava_import`).
 """
-import multiprocessing
-
-if multiprocessing.get_start_method(allow_none=True) == "fork":
-    multiprocessing.set_start_method(None, force=True)
-import lava.magma.core.process.process  # noqa: E402,F401  (sets the start method)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from lavaloop.fixedpoint import int_max
+
 
 def saturate(x: np.ndarray, bits: int) -> np.ndarray:
     """Clip to the range of a signed `bits`-bit integer."""
-    hi = (1 << (bits - 1)) - 1
+    hi = int_max(bits)
     return np.clip(x, -hi - 1, hi)
 
 
@@ -247,7 +249,7 @@ def if_steps(v: np.ndarray, current: np.ndarray, vth, bits: int, steps: int | No
     held = steps is not None
     cur = np.ascontiguousarray(current, np.int64).reshape(1 if held else -1, v.size)
     spikes = np.empty((steps if held else len(cur), v.size), np.int8)
-    hi = (1 << (bits - 1)) - 1
+    hi = int_max(bits)
     _if_run(v.reshape(-1), cur, np.ascontiguousarray(np.broadcast_to(vth, v.shape), np.int64).reshape(-1),
             -hi - 1, hi, spikes)
     return spikes.reshape(len(spikes), *v.shape)
@@ -272,23 +274,11 @@ def readout(count: np.ndarray, v: np.ndarray, vth: np.ndarray, mode: str) -> np.
     raise ValueError(f"unknown readout mode {mode!r}")
 
 
-def epsilon_greedy(rng: np.random.Generator, values: np.ndarray, epsilon: float) -> tuple[int, int]:
-    """(greedy action, taken action): argmax of `values` (first on ties), random with prob. epsilon.
-
-    Exactly one uniform draw per decision (plus one integer when exploring), so the random
-    stream is the same for any policy driven by the same seed.
-    """
-    greedy = int(np.argmax(values))
-    if rng.random() < epsilon:
-        return greedy, int(rng.integers(len(values)))
-    return greedy, greedy
-
-
 def continuous_action(rng: np.random.Generator, values: np.ndarray, frac_bits: int,
                       epsilon: float) -> tuple[np.ndarray, np.ndarray]:
     """(greedy, taken) actions in [-1, 1] of a continuous policy's readout: tanh of the
     fixed-point means (`frac_bits` fraction bits); with probability epsilon a uniform random
-    action is taken. One uniform draw per decision, as in `epsilon_greedy`."""
+    action is taken. One uniform draw per decision, as in `lavaloop.rollout.epsilon_greedy`."""
     greedy = np.tanh(np.asarray(values, np.float64) * 2.0 ** -frac_bits)
     if rng.random() < epsilon:
         return greedy, rng.uniform(-1, 1, len(greedy))

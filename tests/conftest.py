@@ -20,7 +20,7 @@ def cartpole_checkpoint():
 @pytest.fixture(scope="session")
 def cartpole_artifact(tmp_path_factory):
     """The bundled CartPole DQN converted with a short calibration (path, Artifact)."""
-    from conversion.convert import ConvertOptions, convert
+    from lavaloop.conversion.convert import ConvertOptions, convert
 
     art = convert(CARTPOLE, "CartPole-v1", ConvertOptions(calib_steps=1000))
     path = tmp_path_factory.mktemp("artifacts") / "cartpole.h5"
@@ -38,7 +38,7 @@ PONG = ROOT / "checkpoints" / "pong_dqn.pt"
 @pytest.fixture(scope="session")
 def pong_artifact(tmp_path_factory):
     """The bundled Pong Nature DQN, converted with a short calibration and 25-step episodes."""
-    from conversion.convert import ConvertOptions, convert
+    from lavaloop.conversion.convert import ConvertOptions, convert
 
     art = convert(PONG, "ALE/Pong-v5", ConvertOptions(calib_steps=300, timesteps=8, max_episode_steps=25))
     path = tmp_path_factory.mktemp("artifacts") / "pong.h5"

@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from conversion.artifact import Artifact
-from conversion.convert import ConvertOptions, convert
-from conversion.envs import EnvSpec, make_env, same_outcome
-from conversion.errors import ArtifactError, ShapeMismatchError
-from conversion.loaders import load_checkpoint
-from conversion.models.qnet import NatureDQN
-from conversion.models.train_dqn_atari import FrameReplay
-from deploy.cli import main
-from deploy.episodes import decision_agreement
-from deploy.runner import RunSettings, run
+from lavaloop.conversion.artifact import Artifact
+from lavaloop.conversion.convert import ConvertOptions, convert
+from lavaloop.envs import EnvSpec, make_env, same_outcome
+from lavaloop.errors import ArtifactError, ShapeMismatchError
+from lavaloop.conversion.loaders import load_checkpoint
+from lavaloop.conversion.models.qnet import NatureDQN
+from lavaloop.trainers.dqn_atari import FrameReplay
+from lavaloop.deploy.cli import main
+from lavaloop.deploy.episodes import decision_agreement
+from lavaloop.deploy.runner import RunSettings, run
 
 
 def frames(n, seed=0):
@@ -142,7 +142,7 @@ def _nature_checkpoint(tmp_path):
 
 
 def test_atari_trainer_saves_and_resumes_from_its_slim_state(tmp_path):
-    from conversion.models.train_dqn_atari import Config, export_state, train
+    from lavaloop.trainers.dqn_atari import Config, export_state, train
 
     cfg = Config(total_steps=240, buffer_size=200, learning_starts=60, eps_steps=100, max_episode_steps=40,
                  target_update=50)
@@ -187,7 +187,7 @@ def test_atari_trainer_ends_the_td_target_at_a_lost_life(tmp_path, monkeypatch):
     game goes on; a transition that costs none is not."""
     import gymnasium as gym
 
-    from conversion.models import train_dqn_atari as T
+    from lavaloop.trainers import dqn_atari as T
 
     steps, dones = [], []          # per step: (lives before, lives after, terminated)
 

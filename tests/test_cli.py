@@ -11,7 +11,7 @@ from torch import nn
 
 from conftest import ROOT
 
-LAVALOOP = [sys.executable, "-m", "deploy.cli"]
+LAVALOOP = [sys.executable, "-m", "lavaloop"]
 
 
 def lavaloop(*args, timeout=600):
@@ -107,9 +107,9 @@ def test_missing_artifact(tmp_path):
 def test_convert_then_deploy_in_one_python_process(tmp_path):
     """The Python API in a fresh interpreter: convert (its progress bar fixes multiprocessing's
     start method), then import the Lava side and run an episode."""
-    script = ("from conversion.convert import ConvertOptions, convert\n"
+    script = ("from lavaloop.conversion.convert import ConvertOptions, convert\n"
               "art = convert('checkpoints/cartpole_dqn.pt', 'CartPole-v1', ConvertOptions(calib_steps=100))\n"
-              "from deploy.runner import RunSettings, run\n"
+              "from lavaloop.deploy.runner import RunSettings, run\n"
               "log = run(art, RunSettings([0], 8, 'robust', 0.0, 'lava'), progress=False)\n"
               "print('return', log.returns[0])\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)

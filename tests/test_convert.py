@@ -5,13 +5,13 @@ import h5py
 import numpy as np
 import pytest
 
-from conversion.artifact import Artifact
-from conversion.convert import ConvertOptions, convert
-from conversion.errors import ArtifactError, LavaloopError, ProfileError, ShapeMismatchError
-from conversion.network import DenseLayer
-from conversion.normalize import normalize
-from conversion.profiles import PROFILES, ChipProfile, load_profile
-from conversion.quantize import quantize_layer
+from lavaloop.conversion.artifact import Artifact
+from lavaloop.conversion.convert import ConvertOptions, convert
+from lavaloop.errors import ArtifactError, LavaloopError, ProfileError, ShapeMismatchError
+from lavaloop.conversion.network import DenseLayer
+from lavaloop.conversion.normalize import normalize
+from lavaloop.profiles import PROFILES, ChipProfile, load_profile
+from lavaloop.conversion.quantize import quantize_layer
 
 
 def test_normalization_rescales_outputs_exactly(cartpole_artifact):
@@ -138,12 +138,12 @@ def test_profile_beyond_exact_arithmetic_is_rejected(cartpole_artifact):
 
 def test_rate_limit_is_what_long_windows_approach(cartpole_artifact):
     """quantize.rate_limit is the T -> infinity limit of the emulated IF network's readout."""
-    from conversion.envs import EnvSpec
-    from conversion.normalize import collect_observations
-    from conversion.quantize import rate_limit
-    from deploy.emulator import FixedPointNetwork
-    from deploy.episodes import source_network
-    from processes.dynamics import encode_input
+    from lavaloop.envs import EnvSpec
+    from lavaloop.conversion.normalize import collect_observations
+    from lavaloop.conversion.quantize import rate_limit
+    from lavaloop.deploy.emulator import FixedPointNetwork
+    from lavaloop.deploy.episodes import source_network
+    from lavaloop.processes.dynamics import encode_input
 
     _, art = cartpole_artifact
     spec = EnvSpec.from_dict(art.manifest["env"])
@@ -161,8 +161,8 @@ def test_rate_limit_is_what_long_windows_approach(cartpole_artifact):
 def test_channel_normalization_rescales_every_channel():
     """normalize() with per-channel lambdas: each conv channel's outputs come out in its own
     units, and the next layer undoes them (conv -> conv -> dense -> dense)."""
-    from conversion.network import ConvLayer
-    from conversion.quantize import forward
+    from lavaloop.conversion.network import ConvLayer
+    from lavaloop.conversion.quantize import forward
 
     rng = np.random.default_rng(0)
     layers = [ConvLayer("c1", rng.normal(size=(4, 2, 3, 3)), rng.normal(size=4), 1, (2, 6, 6)),

@@ -5,13 +5,13 @@ import multiprocessing
 import numpy as np
 import pytest
 
-from conversion.errors import ProfileError
-from conversion.profiles import PROFILES, MixedSignalProfile, load_profile
-from deploy.dreaming import protocol
-from deploy.dreaming.agent import DreamConfig, DreamingAgent
-from deploy.dreaming.emulator import EmulatedChip
-from deploy.dreaming.network import Topology, draw_network
-from processes.dynamics import lif_step, regular_spikes
+from lavaloop.errors import ProfileError
+from lavaloop.profiles import PROFILES, MixedSignalProfile, load_profile
+from lavaloop.deploy.dreaming import protocol
+from lavaloop.deploy.dreaming.agent import DreamConfig, DreamingAgent
+from lavaloop.deploy.dreaming.emulator import EmulatedChip
+from lavaloop.deploy.dreaming.network import Topology, draw_network
+from lavaloop.processes.dynamics import lif_step, regular_spikes
 from test_cli import assert_clean_failure, lavaloop
 
 SHORT = dict(agent_steps=12, dream_steps=4, silent_games=1)
@@ -91,7 +91,7 @@ def test_batched_emulator_equals_single_runs():
 
 
 def test_emulator_is_bit_exact_with_lava():
-    from deploy.dreaming.lava_chip import LavaChip
+    from lavaloop.deploy.dreaming.lava_chip import LavaChip
 
     cfg = DreamConfig(runs=2, games=3, **SHORT)
     setups = cfg.setups()
@@ -113,8 +113,8 @@ def broken_env():
 
 
 def test_game_failure_inside_lava_is_reported():
-    from deploy.dreaming.lava_chip import LavaChip
-    from deploy.runner import LavaRuntimeError
+    from lavaloop.deploy.dreaming.lava_chip import LavaChip
+    from lavaloop.deploy.runner import LavaRuntimeError
 
     cfg = DreamConfig(runs=1, games=1, **SHORT)
     setup = cfg.setups()[0]
@@ -129,9 +129,9 @@ def test_game_failure_inside_lava_is_reported():
 
 
 def test_a_dying_process_model_does_not_hang(monkeypatch):
-    from deploy.dreaming import lava_chip
-    from deploy.runner import RuntimeHung
-    from processes.lif_population import models
+    from lavaloop.deploy.dreaming import lava_chip
+    from lavaloop.deploy.runner import RuntimeHung
+    from lavaloop.processes.lif_population import models
 
     def crash(self):
         raise ZeroDivisionError("model bug")
@@ -163,19 +163,19 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_dream_cli_bad_input(tmp_path):
     assert_clean_failure(lavaloop("dream", "pong", "--profile", "dynapse9", "--out", tmp_path / "a"),
-                         "deploy.cli", "unknown chip profile 'dynapse9'")
+                         "lavaloop", "unknown chip profile 'dynapse9'")
     assert_clean_failure(lavaloop("dream", "pong", "--profile", "loihi2", "--out", tmp_path / "b"),
-                         "deploy.cli", "mixed-signal")
-    assert_clean_failure(lavaloop("dream", "breakout", "--out", tmp_path / "c"), "deploy.cli",
+                         "lavaloop", "mixed-signal")
+    assert_clean_failure(lavaloop("dream", "breakout", "--out", tmp_path / "c"), "lavaloop",
                          "unknown dreaming environment")
     bad = tmp_path / "chip.json"
     d = PROFILES["dynapse1"].to_dict()
     del d["tau_mem_ms"]
     bad.write_text(json.dumps(d))
     assert_clean_failure(lavaloop("dream", "pong", "--profile", bad, "--out", tmp_path / "d"),
-                         "deploy.cli", "missing fields: tau_mem_ms")
+                         "lavaloop", "missing fields: tau_mem_ms")
     run = tmp_path / "run"
     ok = lavaloop("dream", "pong", "--runs", 1, "--games", 1, "--out", run, "--no-progress")
     assert ok.returncode == 0, ok.stderr
     assert_clean_failure(lavaloop("dream", "pong", "--runs", 1, "--games", 1, "--no-dream", "--out", run),
-                         "deploy.cli", "different configuration", "dream")
+                         "lavaloop", "different configuration", "dream")

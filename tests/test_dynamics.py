@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from processes import dynamics as D
+from lavaloop.processes import dynamics as D
+from lavaloop.rollout import epsilon_greedy
 
 
 def test_if_step_fires_and_subtracts_threshold():
@@ -52,12 +53,12 @@ def test_encode_input_scales_rounds_and_saturates():
 
 def test_epsilon_greedy_streams_stay_aligned_across_policies():
     r1, r2 = np.random.default_rng(3), np.random.default_rng(3)
-    taken = [(D.epsilon_greedy(r1, np.array([1, 0]), 0.3), D.epsilon_greedy(r2, np.array([0, 1]), 0.3))
+    taken = [(epsilon_greedy(r1, np.array([1, 0]), 0.3), epsilon_greedy(r2, np.array([0, 1]), 0.3))
              for _ in range(200)]
     explored = [a for a, b in taken if a[0] != a[1] or b[0] != b[1]]
     assert explored                              # epsilon does explore
     assert r1.random() == r2.random()            # same number of draws whatever the greedy action
-    assert D.epsilon_greedy(np.random.default_rng(0), np.array([2, 2, 1]), 0.0) == (0, 0)
+    assert epsilon_greedy(np.random.default_rng(0), np.array([2, 2, 1]), 0.0) == (0, 0)
 
 
 @pytest.mark.parametrize("shape, stride, in_shape", [((5, 3, 4, 4), 2, (3, 11, 9)), ((4, 2, 3, 3), 1, (2, 7, 8)),

@@ -3,9 +3,9 @@ import multiprocessing
 
 import pytest
 
-from conversion.convert import ConvertOptions, convert
-from deploy.episodes import decision_agreement, source_returns
-from deploy.runner import RunSettings, run
+from lavaloop.conversion.convert import ConvertOptions, convert
+from lavaloop.deploy.episodes import decision_agreement, source_returns
+from lavaloop.deploy.runner import RunSettings, run
 
 
 @pytest.mark.slow

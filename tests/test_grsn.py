@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from conversion.artifact import GRSNArtifact, read_artifact
-from conversion.envs import EnvSpec, make_env
-from conversion.errors import ArtifactError, CheckpointError, ShapeMismatchError
-from conversion.grsn import (GATE_BITS, LUT_IN_FRAC, LUT_INDEX_BITS, convert_policy, load_policy,
+from lavaloop.conversion.artifact import GRSNArtifact, read_artifact
+from lavaloop.envs import EnvSpec, make_env
+from lavaloop.errors import ArtifactError, CheckpointError, ShapeMismatchError
+from lavaloop.conversion.grsn import (GATE_BITS, LUT_IN_FRAC, LUT_INDEX_BITS, convert_policy, load_policy,
                              sigmoid_table)
-from conversion.models.grsn import (FakeQuantLinear, GRSNCell, GRSNNoTAPCell, PolicyConfig, RecurrentNet,
+from lavaloop.conversion.models.grsn import (FakeQuantLinear, GRSNCell, GRSNNoTAPCell, PolicyConfig, RecurrentNet,
                                     quantize_rows, save_policy)
-from conversion.models.train_recurrent import Config, train
-from conversion.models import train_sac
-from conversion.profiles import PROFILES
-from deploy.grsn import fidelity, run_grsn_emulator, run_grsn_lava
-from processes.dynamics import sigmoid_lookup
+from lavaloop.trainers.recurrent import Config, train
+from lavaloop.trainers import sac as train_sac
+from lavaloop.profiles import PROFILES
+from lavaloop.deploy.grsn import fidelity, run_grsn_emulator, run_grsn_lava
+from lavaloop.processes.dynamics import sigmoid_lookup
 
 TRAINED = "checkpoints/grsn/cartpole_v_grsn_s0.pt"
 
@@ -244,7 +244,7 @@ def test_tampered_grsn_artifact_is_refused(tmp_path, trained_artifact):
 
 def test_cli_converts_runs_and_refuses_with_one_line(tmp_path):
     out = tmp_path / "g.h5"
-    cli = [sys.executable, "-m", "deploy.cli"]
+    cli = [sys.executable, "-m", "lavaloop"]
     ok = subprocess.run([*cli, "convert", TRAINED, "--env", "CartPole-V", "-o", str(out), "--calib-episodes", "3"],
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr

@@ -4,9 +4,9 @@ import multiprocessing
 import numpy as np
 import pytest
 
-from conversion.artifact import Artifact
-from deploy import build, runner
-from deploy.runner import LavaRuntimeError, RunSettings, run
+from lavaloop.conversion.artifact import Artifact
+from lavaloop.deploy import build, runner
+from lavaloop.deploy.runner import LavaRuntimeError, RunSettings, run
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_environment_failure_inside_lava_is_reported(short_artifact, monkeypatch
 
 
 def test_a_dying_process_model_does_not_hang(short_artifact, monkeypatch):
-    from processes.if_layers import models
+    from lavaloop.processes.if_layers import models
 
     def crash(self):
         raise ZeroDivisionError("model bug")

@@ -5,9 +5,9 @@ import json
 import zipfile
 from typing import Callable
 
-from conversion.errors import CheckpointError
-from conversion.loaders.state_dict import PIXEL_SCALE, parse_state_dict
-from conversion.network import SourceNetwork
+from lavaloop.errors import CheckpointError
+from lavaloop.conversion.loaders.state_dict import PIXEL_SCALE, parse_state_dict
+from lavaloop.conversion.network import SourceNetwork
 
 
 def read_data(zf: zipfile.ZipFile) -> dict:

@@ -12,13 +12,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from conversion.errors import LavaloopError
-from conversion.profiles import MixedSignalProfile, load_profile
-from deploy.dreaming import pong
-from deploy.dreaming.chip import ChipSetup
-from deploy.dreaming.network import Topology, draw_network
-from deploy.dreaming.readouts import Policy, ReadoutRules, WorldModel
-from processes.pong_io.game import RESET, SHOW, STEP, command
+from lavaloop.errors import LavaloopError
+from lavaloop.options import at_least, within
+from lavaloop.profiles import MixedSignalProfile, load_profile
+from lavaloop.deploy.dreaming import pong
+from lavaloop.deploy.dreaming.chip import ChipSetup
+from lavaloop.deploy.dreaming.network import Topology, draw_network
+from lavaloop.deploy.dreaming.readouts import Policy, ReadoutRules, WorldModel
+from lavaloop.processes.pong_io.game import RESET, SHOW, STEP, command
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,14 @@ class DreamConfig:
     action_rate: float = 150.0
     topology: Topology = field(default_factory=Topology)
     rules: ReadoutRules = field(default_factory=ReadoutRules)
+
+    def __post_init__(self):
+        for name in ("runs", "games", "window", "agent_steps"):
+            at_least(name, getattr(self, name), 1)
+        for name in ("mismatch_seed", "seed", "noop_steps", "dream_steps", "silent_games"):
+            at_least(name, getattr(self, name), 0)
+        at_least("mismatch_sigma", self.mismatch_sigma, 0.0)
+        within("sticky-action probability", self.sticky, 0.0, 1.0)
 
     def to_dict(self) -> dict:
         return asdict(self)

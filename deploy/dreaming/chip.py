@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from deploy.dreaming.network import ChipNetwork
+from lavaloop.deploy.dreaming.network import ChipNetwork
 
 
 @dataclass

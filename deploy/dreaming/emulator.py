@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from deploy.dreaming.chip import ChipSetup
-from processes.dynamics import lif_step, place_cell_increments, regular_spikes
-from processes.pong_io.game import RamGame
+from lavaloop.deploy.dreaming.chip import ChipSetup
+from lavaloop.processes.dynamics import lif_step, place_cell_increments, regular_spikes
+from lavaloop.processes.pong_io.game import RamGame
 
 
 class EmulatedChip:

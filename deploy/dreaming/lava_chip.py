@@ -9,29 +9,28 @@ arrive, so the chip never runs ahead of the host. The Extractors sum a window's 
 """
 from __future__ import annotations
 
-import logging
 import time
 
 import numpy as np
 
-from deploy.dreaming.chip import ChipSetup
-from deploy.runner import HANG_TIMEOUT_S, LavaRuntimeError, RuntimeHung, stop_runtime, terminate_children
-from processes.envio.process import decode_error
-from processes.pong_io.game import COMMAND_LEN, INFO_LEN
+from lavaloop.deploy.dreaming.chip import ChipSetup
+from lavaloop.runtime import HANG_TIMEOUT_S, LavaRuntime, LavaRuntimeError, RuntimeHung, lava_config
+from lavaloop.processes.envio.process import decode_error
+from lavaloop.processes.pong_io.game import COMMAND_LEN, INFO_LEN
 
 
 class LavaChip:
     """A chip backend (see EmulatedChip) for a single run on Lava's CPU simulator."""
 
     def __init__(self, setup: ChipSetup):
-        from lava.magma.core.run_configs import Loihi2SimCfg
+        import lavaloop.processes.lava_import  # noqa: F401  (before Lava, see there)
         from lava.proc.io import utils
         from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
         from lava.proc.io.injector import Injector, PyLoihiInjectorModel
 
-        from processes.lif_population.process import LIFPopulation
-        from processes.place_cells.process import PlaceCells
-        from processes.pong_io.process import PongIO
+        from lavaloop.processes.lif_population.process import LIFPopulation
+        from lavaloop.processes.place_cells.process import PlaceCells
+        from lavaloop.processes.pong_io.process import PongIO
 
         s, p = setup, setup.network.params
         self.window_steps = s.window
@@ -50,23 +49,20 @@ class LavaChip:
         self.io.info_out.connect(self.info.in_port)
         self.cells.s_out.connect(self.pop.s_in)
         self.pop.s_out.connect(self.spikes.in_port)
-        self.cfg = Loihi2SimCfg(select_tag="fixed_pt", loglevel=logging.WARNING,
-                                exception_proc_model_map={Injector: PyLoihiInjectorModel,
-                                                          Extractor: PyLoihiExtractorModel})
+        self.runtime = LavaRuntime(self.io, lava_config({Injector: PyLoihiInjectorModel,
+                                                         Extractor: PyLoihiExtractorModel}))
         self.hold = np.zeros(COMMAND_LEN)
         self.windows_left = 0
         self.steps = 0
         try:
-            self.io.create_runtime(run_cfg=self.cfg)
+            self.runtime.start()
         except Exception as exc:
             self.close()
             raise LavaRuntimeError(f"could not start the Lava runtime: {exc}") from exc
 
     def expect(self, windows: int) -> None:
         """Start a non-blocking run of exactly `windows` windows (the next game or dream)."""
-        from lava.magma.core.run_conditions import RunSteps
-
-        self.io.run(condition=RunSteps(num_steps=windows * self.window_steps, blocking=False), run_cfg=self.cfg)
+        self.runtime.run_async(windows * self.window_steps)
         self.windows_left = windows
 
     def window(self, commands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +87,7 @@ class LavaChip:
         deadline = time.monotonic() + HANG_TIMEOUT_S
         while port._queue.qsize() < self.window_steps:
             if time.monotonic() > deadline:
-                terminate_children()
+                self.runtime.kill()
                 raise RuntimeHung(f"the Lava runtime sent nothing for {HANG_TIMEOUT_S:.0f} s "
                                   "(a process model probably failed); its processes were terminated")
             time.sleep(1e-4)
@@ -110,4 +106,4 @@ class LavaChip:
         return decode_error(self.io.error.get()) or "unknown error"
 
     def close(self) -> None:
-        stop_runtime(self.io)
+        self.runtime.stop()

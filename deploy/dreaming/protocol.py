@@ -6,18 +6,17 @@ one after another (one runtime per run, for all its games) and checkpoints after
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from conversion.errors import LavaloopError
-from deploy.dreaming.agent import DreamConfig, DreamingAgent
-from deploy.dreaming.emulator import EmulatedChip
-from deploy.results import versions, write_json
+from lavaloop.errors import LavaloopError
+from lavaloop.deploy.dreaming.agent import DreamConfig, DreamingAgent
+from lavaloop.deploy.dreaming.emulator import EmulatedChip
+from lavaloop.atomic import atomic_path, write_json
+from lavaloop.deploy.results import versions
 
 BACKENDS = ("emulator", "lava")
 CURVE_EVERY = 50          # the curve: mean return over the last 50 games, every 50 games
@@ -58,14 +57,8 @@ class RunDir:
         return data
 
     def save(self, arrays: dict, meta: dict) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-            os.replace(tmp, self.path / "checkpoint.npz")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(self.path / "checkpoint.npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
 
 
 def run_emulator(cfg: DreamConfig, rundir: RunDir, data: dict | None, checkpoint_every: int,
@@ -102,7 +95,7 @@ def run_emulator(cfg: DreamConfig, rundir: RunDir, data: dict | None, checkpoint
 
 
 def run_lava(cfg: DreamConfig, rundir: RunDir, data: dict | None, progress: bool) -> tuple[np.ndarray, dict]:
-    from deploy.dreaming.lava_chip import LavaChip
+    from lavaloop.deploy.dreaming.lava_chip import LavaChip
 
     setups = cfg.setups()
     returns = np.zeros((cfg.runs, cfg.games))
@@ -151,8 +144,6 @@ def run(cfg: DreamConfig, out: str | Path, backend: str = "emulator", checkpoint
     """Run (or resume) the protocol in `out`; writes and returns out/results.json's record."""
     if backend not in BACKENDS:
         raise LavaloopError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
-    if cfg.runs < 1 or cfg.games < 1:
-        raise LavaloopError("runs and games must be >= 1")
     cfg.setups()                      # profile and chip limits, before anything is written
     rundir = RunDir(out, cfg, backend)
     data = rundir.open()
@@ -161,7 +152,8 @@ def run(cfg: DreamConfig, out: str | Path, backend: str = "emulator", checkpoint
     else:
         returns, timing = run_lava(cfg, rundir, data, progress)
     profile = cfg.chip_profile()
-    record = {"protocol": "neuromorphic dreaming, Pong from RAM", "backend": backend, "config": cfg.to_dict(),
+    record = {"protocol": "neuromorphic dreaming, Pong from RAM", "out": str(out), "backend": backend,
+              "config": cfg.to_dict(),
               "profile": profile.to_dict(),
               "mismatch_sigma": profile.mismatch_sigma if cfg.mismatch_sigma is None else cfg.mismatch_sigma,
               "curve": curve(returns) if cfg.games >= CURVE_EVERY else None,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import lavaloop.processes.lava_import  # noqa: F401  (before Lava, see there)
 from lava.magma.core.decorator import implements, requires, tag
 from lava.magma.core.model.py.model import PyLoihiProcessModel
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort
@@ -9,8 +10,9 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from processes.dynamics import continuous_action, encode_input, epsilon_greedy
-from processes.envio.process import CONTROL_DECIDE, CONTROL_FIRST, EnvIO, encode_error
+from lavaloop.processes.dynamics import continuous_action, encode_input
+from lavaloop.rollout import epsilon_greedy
+from lavaloop.processes.envio.process import CONTROL_DECIDE, CONTROL_FIRST, EnvIO, encode_error
 
 
 @implements(proc=EnvIO, protocol=LoihiProtocol)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
+import lavaloop.processes.lava_import  # noqa: F401  (before Lava, see there)
 from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var

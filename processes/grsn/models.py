@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import lavaloop.processes.lava_import  # noqa: F401  (before Lava, see there)
 from lava.magma.core.decorator import implements, requires, tag
 from lava.magma.core.model.py.model import PyLoihiProcessModel
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort
@@ -9,9 +10,9 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from processes.dynamics import prepare_stage, run_stage, stage_ops
-from processes.envio.process import CONTROL_FIRST, CONTROL_IDLE
-from processes.grsn.process import GRSNStack
+from lavaloop.processes.dynamics import prepare_stage, run_stage, stage_ops
+from lavaloop.processes.envio.process import CONTROL_FIRST, CONTROL_IDLE
+from lavaloop.processes.grsn.process import GRSNStack
 
 
 @implements(proc=GRSNStack, protocol=LoihiProtocol)

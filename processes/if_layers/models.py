@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import lavaloop.processes.lava_import  # noqa: F401  (before Lava, see there)
 from lava.magma.core.decorator import implements, requires, tag
 from lava.magma.core.model.py.model import PyLoihiProcessModel
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort
@@ -9,8 +10,8 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from processes.dynamics import Synapse, if_step, readout
-from processes.if_layers.process import IFStack
+from lavaloop.processes.dynamics import Synapse, if_step, readout
+from lavaloop.processes.if_layers.process import IFStack
 
 
 @implements(proc=IFStack, protocol=LoihiProtocol)

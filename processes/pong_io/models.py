@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import lavaloop.processes.lava_import  # noqa: F401  (before Lava, see there)
 from lava.magma.core.decorator import implements, requires, tag
 from lava.magma.core.model.py.model import PyLoihiProcessModel
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort
@@ -9,9 +10,9 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from processes.envio.process import encode_error
-from processes.pong_io.game import HOLD, RamGame
-from processes.pong_io.process import PongIO
+from lavaloop.processes.envio.process import encode_error
+from lavaloop.processes.pong_io.game import HOLD, RamGame
+from lavaloop.processes.pong_io.process import PongIO
 
 
 @implements(proc=PongIO, protocol=LoihiProtocol)

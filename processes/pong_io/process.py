@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import lavaloop.processes.lava_import  # noqa: F401  (before Lava, see there)
 from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
 
-from processes.envio.process import ERROR_LEN
-from processes.pong_io.game import COMMAND_LEN, INFO_LEN, VIEW_LEN
+from lavaloop.processes.envio.process import ERROR_LEN
+from lavaloop.processes.pong_io.game import COMMAND_LEN, INFO_LEN, VIEW_LEN
 
 
 class PongIO(AbstractProcess):

@@ -14,15 +14,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from conversion.artifact import GRSNArtifact
-from conversion.envs import EnvSpec, episode_limit, make_env
-from conversion.grsn import check_task, float_step, policy_inputs
-from conversion.models.grsn import PolicyConfig, RecurrentNet
-from deploy.episodes import EpisodeLog, replay
-from processes.dynamics import (continuous_action, encode_input, epsilon_greedy, prepare_stage, run_stage,
-                                stage_ops)
-from processes.envio.process import EnvIO
-from processes.grsn.process import GRSNStack
+from lavaloop.conversion.artifact_grsn import GRSNArtifact
+from lavaloop.conversion.grsn import check_task, float_step, policy_inputs
+from lavaloop.conversion.models.grsn import PolicyConfig, RecurrentNet
+from lavaloop.deploy.episodes import EpisodeLog, recorded_actions, replay, run_envio_episodes
+from lavaloop.deploy.kinds.base import Deployment, Fidelity
+from lavaloop.envs import EnvSpec, episode_limit, make_env
+from lavaloop.processes.dynamics import continuous_action, encode_input, prepare_stage, run_stage, stage_ops
+from lavaloop.rollout import epsilon_greedy, evaluate
+from lavaloop.runtime import LavaRuntime
 
 
 def float_policy(art: GRSNArtifact) -> RecurrentNet:
@@ -32,11 +32,6 @@ def float_policy(art: GRSNArtifact) -> RecurrentNet:
     net = RecurrentNet(PolicyConfig(**cfg))
     net.load_state_dict({k: torch.as_tensor(v) for k, v in art.source.items()})
     return net.eval()
-
-
-def check_grsn_deployable(art: GRSNArtifact) -> None:
-    """The artifact's env exists and observes what the policy was trained on."""
-    check_task(float_policy(art).cfg, art.manifest["source"]["meta"], EnvSpec.from_dict(art.manifest["env"]))
 
 
 def single_inputs(obs, prev_action, prev_reward: float, n_actions: int, continuous: bool) -> np.ndarray:
@@ -131,8 +126,11 @@ def run_grsn_emulator(art: GRSNArtifact, seeds: list[int], epsilon: float, progr
                       extra={"ops": dict(net.ops)})
 
 
-def build_graph(art: GRSNArtifact, seeds: list[int], epsilon: float, max_steps: int) -> tuple[EnvIO, GRSNStack, int]:
-    """EnvIO -> GRSNStack -> EnvIO; one decision window per env step."""
+def build_graph(art: GRSNArtifact, seeds: list[int], epsilon: float, max_steps: int):
+    """(EnvIO, GRSNStack, window): EnvIO -> GRSNStack -> EnvIO, one decision window per env step."""
+    from lavaloop.processes.envio.process import EnvIO
+    from lavaloop.processes.grsn.process import GRSNStack
+
     m = art.manifest
     spec = EnvSpec.from_dict(m["env"])
     n_act, cont = int(m["n_actions"]), m["continuous"]
@@ -151,19 +149,16 @@ def build_graph(art: GRSNArtifact, seeds: list[int], epsilon: float, max_steps: 
 
 def run_grsn_lava(art: GRSNArtifact, seeds: list[int], epsilon: float, progress: bool = True) -> EpisodeLog:
     """The episodes inside one Lava runtime (Loihi2SimCfg, fixed-point models)."""
-    from deploy.runner import lava_config, lava_runtime, recorded_actions, run_episodes
-
-    spec = EnvSpec.from_dict(art.manifest["env"])
-    envio, stack, window = build_graph(art, seeds, epsilon, episode_limit(spec))
-    with lava_runtime(envio):
-        steps, wall, compile_s = run_episodes(envio, lava_config(), len(seeds), window * 200, progress)
+    envio, stack, window = build_graph(art, seeds, epsilon, episode_limit(art.env_spec))
+    with LavaRuntime(envio) as rt:
+        steps, wall = run_envio_episodes(rt, envio, len(seeds), window * 200, progress)
         lengths = envio.lengths.get().astype(np.int64)
         actions, greedy = recorded_actions(envio, lengths, art.manifest["continuous"])
         mac, ac, neuron = (int(x) for x in stack.ops.get())
         return EpisodeLog(seeds=list(seeds), returns=envio.returns.get().astype(float), lengths=lengths,
                           actions=actions, greedy=greedy, spikes=[int(stack.spikes.get()[0])], synops=[mac + ac],
                           steps=steps, wall_s=wall,
-                          extra={"ops": {"mac": mac, "ac": ac, "neuron": neuron}, "compile_s": compile_s})
+                          extra={"ops": {"mac": mac, "ac": ac, "neuron": neuron}, "compile_s": rt.compile_s})
 
 
 CONTINUOUS_TOLERANCE = 0.02   # |a_fixed - a_float| counted as agreement: 1% of the [-1, 1] range
@@ -217,75 +212,58 @@ def fidelity(art: GRSNArtifact, log: EpisodeLog) -> dict:
 def float_returns(art: GRSNArtifact, seeds: list[int], epsilon: float) -> np.ndarray:
     """Returns of the float policy on the same seeds and epsilon draws."""
     m = art.manifest
-    spec = EnvSpec.from_dict(m["env"])
     n_act, cont = int(m["n_actions"]), m["continuous"]
-    net, env, out = float_policy(art), make_env(spec), []
+    net = float_policy(art)
     head = f"head{len(net.cfg.head)}"
-    for seed in seeds:
-        rng = np.random.default_rng(seed)
-        obs, _ = env.reset(seed=seed)
-        state, a, r, done, ret = net.zero_state(1), start_actions(m, 1)[0], 0.0, False, 0.0
-        while not done:
-            tr, state = float_step(net, policy_inputs(np.ravel(obs)[None], [a], [r], n_act, cont), state)
-            _, a, env_a = decision(m, rng, tr[head][0], epsilon, 0)
-            obs, r, term, trunc, _ = env.step(env_a)
-            ret += float(r)
-            done = term or trunc
-        out.append(ret)
-    env.close()
-    return np.asarray(out)
+
+    def policy(seed):
+        rng, mem = np.random.default_rng(seed), {"state": net.zero_state(1), "a": start_actions(m, 1)[0], "r": 0.0}
+
+        def act(obs):
+            u = policy_inputs(np.ravel(obs)[None], [mem["a"]], [mem["r"]], n_act, cont)
+            tr, mem["state"] = float_step(net, u, mem["state"])
+            _, mem["a"], env_a = decision(m, rng, tr[head][0], epsilon, 0)
+            return env_a
+
+        def observe(obs, action, reward, terminated, truncated):
+            mem["r"] = reward
+
+        return act, observe
+
+    return evaluate(functools.partial(make_env, art.env_spec), seeds, policy)
 
 
-def run_grsn(art: GRSNArtifact, seeds: list[int], epsilon: float = 0.0, backend: str = "lava",
-             progress: bool = True) -> dict:
-    """Episodes on a backend, their fidelity to the float policy and their energy: a results record."""
-    from deploy.energy import energy_report
-    from deploy.results import versions
+class GRSNDeployment(Deployment):
+    """GRSN policies: one SNN step per env step, state carried; no kind-specific settings."""
 
-    log = (run_grsn_lava if backend == "lava" else run_grsn_emulator)(art, seeds, epsilon, progress)
-    fid = fidelity(art, log)
-    src = float_returns(art, seeds, epsilon)
-    steps = max(log.decisions, 1)
-    return {
-        "network": "grsn", "env": art.manifest["env"]["id"], "backend": backend,
-        "profile": art.manifest["profile"]["name"], "epsilon": epsilon, "seeds": list(seeds),
-        "episodes": [{"seed": s, "return": float(r), "length": int(l), "agreement": a, "source_return": float(sr)}
-                     for s, r, l, a, sr in zip(log.seeds, log.returns, log.lengths,
-                                               fid["agreement_per_episode"], src)],
-        "mean_return": float(np.mean(log.returns)), "std_return": float(np.std(log.returns)),
-        "source_mean_return": float(np.mean(src)),
-        "return_ratio": float(np.mean(log.returns) / np.mean(src)) if np.mean(src) > 0 else None,
-        "action_agreement": fid["agreement"],
-        **{k: fid[k] for k in ("action_error_mean", "action_error_max") if k in fid},
-        "state_error_mean": fid["state_error_mean"],
-        "state_error_max": fid["state_error_max"], "spike_mismatch": fid["spike_mismatch"],
-        "decisions": log.decisions, "grsn_spikes_per_step": log.spikes[0] / steps,
-        "energy": energy_report(log.extra["ops"], steps),
-        "backend_steps": log.steps, "steps_per_s": log.steps / log.wall_s if log.wall_s > 0 else None,
-        "wall_s": log.wall_s, **{k: v for k, v in log.extra.items() if k != "ops"},
-        "source_sha256": art.manifest["source"]["sha256"], "versions": versions(),
-    }
+    def check(self) -> None:
+        check_task(float_policy(self.art).cfg, self.art.manifest["source"]["meta"], self.art.env_spec)
 
+    def run_lava(self, progress: bool) -> EpisodeLog:
+        return run_grsn_lava(self.art, self.seeds, self.epsilon, progress)
 
-def grsn_table(rec: dict) -> str:
-    lines = [f"{rec['env']} on {rec['backend']} ({rec['profile']}, GRSN policy, epsilon={rec['epsilon']})",
-             f"{'seed':>6} {'chip return':>12} {'float return':>13} {'length':>7} {'agreement':>10}"]
-    for e in rec["episodes"]:
-        lines.append(f"{e['seed']:>6} {e['return']:>12.1f} {e['source_return']:>13.1f} {e['length']:>7d} "
-                     f"{e['agreement']:>10.4f}")
-    ratio = rec["return_ratio"]
-    en = rec["energy"]
-    lines += [
-        f"mean return: fixed point {rec['mean_return']:.1f} +- {rec['std_return']:.1f}, float "
-        f"{rec['source_mean_return']:.1f}" + (f" (ratio {ratio:.3f})" if ratio is not None else ""),
-        f"action agreement with the float GRSN: {rec['action_agreement']:.4f} over {rec['decisions']} steps"
-        + (f" (|a - a_float| <= {CONTINUOUS_TOLERANCE}; mean {rec['action_error_mean']:.4f}, "
-           f"max {rec['action_error_max']:.4f})" if "action_error_mean" in rec else ""),
-        f"carried state: mean |h - h_float| {rec['state_error_mean']:.4f} (max {rec['state_error_max']:.4f}) "
-        f"threshold units; spike mismatch {rec['spike_mismatch']:.4f}",
-        f"per step: {rec['grsn_spikes_per_step']:.1f} GRSN spikes, {en['ops_per_step']['mac']:.0f} MAC, "
-        f"{en['ops_per_step']['ac']:.0f} AC; energy {en['energy_per_step_nj']['cmos45']:.1f} nJ (45 nm), "
-        f"{en['energy_per_step_nj']['loihi']:.1f} nJ (Loihi figures)",
-        f"{rec['backend']}: {rec['backend_steps']} steps in {rec['wall_s']:.1f} s ({rec['steps_per_s']:.0f} steps/s)",
-    ]
-    return "\n".join(lines)
+    def run_emulator(self, progress: bool) -> EpisodeLog:
+        return run_grsn_emulator(self.art, self.seeds, self.epsilon, progress)
+
+    def fidelity(self, log: EpisodeLog) -> Fidelity:
+        fid = fidelity(self.art, log)
+        return Fidelity(fid.pop("agreement"), fid.pop("agreement_per_episode"), fid)
+
+    def source_returns(self) -> np.ndarray:
+        return float_returns(self.art, self.seeds, self.epsilon)
+
+    def ops(self, log: EpisodeLog) -> dict[str, int]:
+        return dict(log.extra["ops"])
+
+    def config(self) -> dict:
+        return {"continuous": self.art.manifest["continuous"], "hidden": self.art.manifest["policy"]["hidden"]}
+
+    @staticmethod
+    def summary_lines(result) -> list[str]:
+        d = result.details
+        lines = [f"carried state: mean |h - h_float| {d['state_error_mean']:.4f} (max {d['state_error_max']:.4f}) "
+                 f"threshold units; spike mismatch {d['spike_mismatch']:.4f}"]
+        if "action_error_mean" in d:
+            lines.append(f"continuous actions: agreement counts |a - a_float| <= {CONTINUOUS_TOLERANCE}; "
+                         f"mean {d['action_error_mean']:.4f}, max {d['action_error_max']:.4f}")
+        return lines

@@ -1,6 +1,6 @@
 """Train a recurrent policy with SAC on a POMDP task: continuous (Pendulum-V) or SAC-discrete.
 
-    python -m conversion.models.train_sac --env Pendulum-V --cell grsn --seed 0 \\
+    python -m lavaloop.trainers.sac --env Pendulum-V --cell grsn --seed 0 \\
         -o checkpoints/grsn/pendulum_v_grsn_s0.pt
 
 The GRSN paper's trainer (the pomdp-baselines scaffold of Ni et al. 2022), CleanRL style:
@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from conversion.envs import EnvSpec, make_env
-from conversion.models.grsn import CELLS, PolicyConfig, RecurrentEncoder, RecurrentNet, mlp
-from conversion.models.train_recurrent import Actor, EvalCurve, SequenceReplay, evaluate
+from lavaloop.envs import EnvSpec, make_env
+from lavaloop.conversion.models.grsn import CELLS, PolicyConfig, RecurrentEncoder, RecurrentNet, mlp
+from lavaloop.trainers.recurrent import Actor, EvalCurve, SequenceReplay, evaluate
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 

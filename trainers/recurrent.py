@@ -1,6 +1,6 @@
 """Train a recurrent Q-policy (GRSN, GRU, LIF, GRSN without TAP) on a POMDP task.
 
-    python -m conversion.models.train_recurrent --env CartPole-V --cell grsn --seed 0 \\
+    python -m lavaloop.trainers.recurrent --env CartPole-V --cell grsn --seed 0 \\
         -o checkpoints/grsn_cartpole_v_s0.pt
 
 A recurrent Double DQN in the pomdp-baselines scaffold the GRSN paper trains in: whole
@@ -21,7 +21,7 @@ tensors and JSON only).
 Quantization-aware fine-tuning continues a trained GRSN policy with its weights rounded to
 the chip's mantissas in every forward pass (`conversion.models.grsn.FakeQuantLinear`):
 
-    python -m conversion.models.train_recurrent --env CartPole-V --init-from grsn_s0.pt \
+    python -m lavaloop.trainers.recurrent --env CartPole-V --init-from grsn_s0.pt \
         --weight-bits 8 -o grsn_qat_s0.pt
 
 It runs `Config.finetune()` (5k env steps, epsilon 0.05, lr 1e-4; the loaded policy is
@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from conversion.envs import EnvSpec, make_env
-from conversion.models.grsn import CELLS, PolicyConfig, RecurrentNet, action_input, greedy_action, save_policy
+from lavaloop.envs import EnvSpec, make_env
+from lavaloop.conversion.models.grsn import CELLS, PolicyConfig, RecurrentNet, action_input, greedy_action, save_policy
 
 
 @dataclass
@@ -209,7 +209,7 @@ def initial_policy(env: gym.Env, env_id: str, cell: str, weight_bits: int | None
         return RecurrentNet(PolicyConfig(obs_dim=int(np.prod(env.observation_space.shape)),
                                           n_actions=int(env.action_space.n), cell=cell,
                                           weight_bits=weight_bits)), {}
-    from conversion.grsn import load_policy
+    from lavaloop.conversion.grsn import load_policy
 
     src, meta, _ = load_policy(init_from)
     if meta.get("env") != env_id:

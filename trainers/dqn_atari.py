@@ -1,8 +1,8 @@
 """Train a Nature DQN on an Atari game (CleanRL `dqn_atari` style: one file, seeded, resumable).
 
-    python -m conversion.models.train_dqn_atari --env ALE/Pong-v5 --run runs/dqn_pong \\
+    python -m lavaloop.trainers.dqn_atari --env ALE/Pong-v5 --run runs/dqn_pong \\
         -o checkpoints/pong_dqn.pt [--threads 2]
-    python -m conversion.models.train_dqn_atari --evaluate checkpoints/pong_dqn.pt --eval-episodes 10
+    python -m lavaloop.trainers.dqn_atari --evaluate checkpoints/pong_dqn.pt --eval-episodes 10
 
 Standard Atari DQN settings (Mnih et al. 2015, with Adam and the Huber loss as in
 stable-baselines3 / CleanRL): replay 100k, batch 32, lr 1e-4, gamma 0.99, a gradient step
@@ -11,7 +11,7 @@ sign in training, a lost life ending the TD target (not the game), epsilon annea
 1 -> 0.01. The schedule is shortened for a CPU
 budget: learning starts at 10k steps and epsilon reaches 0.01 at 250k steps.
 
-The env is the artifact's: `conversion.envs` AtariPreprocessing (no-op reset, frame
+The env is the artifact's: `lavaloop.envs` AtariPreprocessing (no-op reset, frame
 skip 4 with max-pool, 84x84 grayscale, 4-frame stack, full games). Every `--eval-every`
 steps the policy plays `--eval-episodes` games with epsilon 0.05 (the paper's evaluation);
 the best network goes to `-o` as a plain state dict (`network.N.weight`, CleanRL's layout).
@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from conversion.envs import EnvSpec, make_env
-from conversion.models.qnet import NatureDQN
+from lavaloop.envs import EnvSpec, make_env
+from lavaloop.conversion.models.qnet import NatureDQN
 
 
 @dataclass

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 import gymnasium as gym
 import numpy as np
 
-from conversion.errors import LavaloopError
+from lavaloop.errors import LavaloopError
 
 
 class UnknownEnvError(LavaloopError):

@@ -5,7 +5,7 @@ import json
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
-from conversion.errors import ProfileError
+from lavaloop.errors import ProfileError
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,15 @@ PROFILES = {
 }
 
 
-KINDS = {cls.kind: cls for cls in (ChipProfile, MixedSignalProfile)}
+PROFILE_KINDS = {cls.kind: cls for cls in (ChipProfile, MixedSignalProfile)}
+
+
+def profile_from_dict(d: dict) -> ChipProfile | MixedSignalProfile:
+    """A profile from its `to_dict()` form (its `kind` picks the schema)."""
+    kind = d.get("kind", ChipProfile.kind)
+    if kind not in PROFILE_KINDS:
+        raise ProfileError(f"unknown profile kind {kind!r} (known: {', '.join(PROFILE_KINDS)})")
+    return PROFILE_KINDS[kind].from_dict(d)
 
 
 def load_profile(name_or_path: str) -> ChipProfile | MixedSignalProfile:
@@ -114,11 +122,7 @@ def load_profile(name_or_path: str) -> ChipProfile | MixedSignalProfile:
     path = Path(name_or_path)
     if path.suffix == ".json" and path.is_file():
         try:
-            d = json.loads(path.read_text())
-            kind = d.get("kind", ChipProfile.kind)
-            if kind not in KINDS:
-                raise ProfileError(f"{path}: unknown profile kind {kind!r} (known: {', '.join(KINDS)})")
-            return KINDS[kind].from_dict(d)
+            return profile_from_dict(json.loads(path.read_text()))
         except (ValueError, AttributeError) as exc:
             raise ProfileError(f"{path}: not a valid profile JSON file ({exc})") from exc
     raise ProfileError(f"unknown chip profile {name_or_path!r} (known: {', '.join(sorted(PROFILES))})")

@@ -1,6 +1,6 @@
 """Train a DQN on a classic-control task (CleanRL-style, single file, seeded, resumable).
 
-    python -m conversion.models.train_dqn --env CartPole-v1 --seed 0 -o checkpoints/cartpole_dqn.pt
+    python -m lavaloop.trainers.dqn --env CartPole-v1 --seed 0 -o checkpoints/cartpole_dqn.pt
 
 Hyper-parameters default to the rl-baselines3-zoo DQN settings for each environment.
 Every `--eval-every` steps the greedy policy is evaluated on 10 seeded episodes; the best
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from conversion.envs import EnvSpec, make_env
-from conversion.models.qnet import QNetwork
+from lavaloop.envs import EnvSpec, make_env
+from lavaloop.conversion.models.qnet import QNetwork
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""One deployment per network kind (registered in lavaloop.kinds): Lava graph, emulator, fidelity."""

@@ -1,0 +1,116 @@
+"""The public functions: convert, load_artifact, run, dream."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from lavaloop.options import RunSettings, from_kwargs
+
+
+def convert(checkpoint: str | Path, env: str, **options):
+    """Convert a trained policy checkpoint into a fixed-point spiking network artifact.
+
+    The checkpoint's kind is recognised (lavaloop.kinds): a GRSN policy checkpoint becomes a
+    GRSN artifact; a DQN (SB3 .zip, CleanRL or plain PyTorch state dict, MLP or Nature DQN)
+    becomes a rate-coded IF network.
+
+    Parameters
+    ----------
+    checkpoint: path of the checkpoint (read without unpickling arbitrary objects).
+    env: gymnasium environment id (ALE games as "ALE/Pong-v5"; POMDP tasks as "CartPole-V").
+    **options: the kind's conversion options: `ConvertOptions` fields for a DQN (percentile,
+        timesteps, readout, profile, calib_steps, ...), `GRSNConvertOptions` fields for a
+        GRSN policy (profile, calib_episodes, calib_seed).
+
+    Returns
+    -------
+    Artifact: the converted network, not yet saved (`artifact.save(path)`).
+
+    Raises
+    ------
+    LavaloopError: unreadable checkpoint, unknown env, shapes that do not fit, bad option.
+    """
+    from lavaloop.kinds import kind_for_checkpoint, resolve
+
+    kind = kind_for_checkpoint(checkpoint)
+    return resolve(kind.converter)(checkpoint, env, **options)
+
+
+def load_artifact(path: str | Path):
+    """Read an artifact written by `convert` (any kind), verifying its digest.
+
+    Parameters
+    ----------
+    path: the .h5 file.
+
+    Returns
+    -------
+    Artifact: the subclass of its kind (IFArtifact, GRSNArtifact, ...).
+
+    Raises
+    ------
+    ArtifactError: missing, foreign, modified or inconsistent file.
+    """
+    from lavaloop.artifact import read_artifact
+
+    return read_artifact(path)
+
+
+def run(artifact, episodes: int = 20, backend: str = "lava", *, seed: int = 0, progress: bool = True,
+        **settings):
+    """Run closed-loop episodes of an artifact and measure them against its source.
+
+    Parameters
+    ----------
+    artifact: an Artifact, or the path of one.
+    episodes: number of episodes; episode k uses seed `seed + k`.
+    backend: "lava" (Lava's CPU simulator, fixed-point models) or "emulator" (bit-exact, vectorized).
+    seed: the first seed.
+    progress: show a progress bar.
+    **settings: further `RunSettings` fields (epsilon, timesteps, readout, env, ...).
+
+    Returns
+    -------
+    RunResult: returns (with the source's and a random policy's on the same seeds), decision
+    agreement, spikes, synaptic operations, energy, timing; `.summary()` prints a table,
+    `.to_dict()` gives the JSON record.
+    """
+    from lavaloop.artifact import Artifact
+    from lavaloop.deploy.run import run as run_deployment
+
+    path = None
+    if not isinstance(artifact, Artifact):
+        path, artifact = str(artifact), load_artifact(artifact)
+    opts = from_kwargs(RunSettings, {"episodes": episodes, "backend": backend, "seed": seed, **settings}, "run")
+    return run_deployment(artifact, opts, progress=progress, artifact_path=path)
+
+
+def dream(env: str = "pong", out: str | Path | None = None, backend: str = "emulator", *,
+          checkpoint_every: int = 50, progress: bool = True, **config) -> dict:
+    """Train the on-chip dreaming agent (Blakowski et al.): fixed spiking populations on an
+    emulated mixed-signal chip, readouts trained on the host from real games and dreams.
+
+    Parameters
+    ----------
+    env: the game ("pong": Atari Pong from RAM).
+    out: run directory; resumed if it holds the same configuration (default
+        runs/<env>_<dream|nodream>_<backend>).
+    backend: "emulator" (all runs batched) or "lava".
+    checkpoint_every: games between checkpoints (emulator), >= 1.
+    progress: show a progress bar.
+    **config: `DreamConfig` fields (runs, games, dream, profile, mismatch_sigma, seed, ...).
+
+    Returns
+    -------
+    dict: the results record, also written to out/results.json (learning curves, returns, timing).
+    """
+    from lavaloop.deploy.dreaming.agent import DreamConfig
+    from lavaloop.deploy.dreaming.protocol import run as run_protocol
+    from lavaloop.errors import LavaloopError
+    from lavaloop.options import at_least
+
+    if env != "pong":
+        raise LavaloopError(f"unknown dreaming environment {env!r} (known: pong)")
+    at_least("checkpoint_every", checkpoint_every, 1)
+    cfg = from_kwargs(DreamConfig, config, "dream")
+    out = out or f"runs/{env}_{'dream' if cfg.dream else 'nodream'}_{backend}"
+    return run_protocol(cfg, out, backend, checkpoint_every, progress=progress)

@@ -1,0 +1,154 @@
+"""The options of `convert` and the settings of `run`: plain dataclasses, checked in one place.
+
+The CLI and the Python API build the same objects, so a bad value gets the same one-line
+error (a `LavaloopError`) either way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from lavaloop.errors import LavaloopError
+
+READOUTS = ("robust", "spike_count")
+NORMALIZATIONS = ("layer", "channel")
+V_INITS = ("half", "zero")
+BACKENDS = ("lava", "emulator")
+
+
+def at_least(name: str, value, low, kind: str = "") -> None:
+    if value is not None and value < low:
+        raise LavaloopError(f"{name} must be >= {low}{kind}, got {value}")
+
+
+def within(name: str, value, low, high, low_open: bool = False) -> None:
+    if value is not None and not (low < value <= high if low_open else low <= value <= high):
+        bracket = "(" if low_open else "["
+        raise LavaloopError(f"{name} must be in {bracket}{low}, {high}], got {value}")
+
+
+def one_of(name: str, value, choices) -> None:
+    if value is not None and value not in choices:
+        raise LavaloopError(f"unknown {name} {value!r} (choose from {', '.join(choices)})")
+
+
+def from_kwargs(cls, options: dict, what: str):
+    """cls(**options), with unknown names reported in one line."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise LavaloopError(f"{what} takes no option {', '.join(unknown)} (options: {', '.join(sorted(names))})")
+    return cls(**options)
+
+
+@dataclass
+class ConvertOptions:
+    """Options of a DQN -> rate-coded IF conversion (the "if" kind).
+
+    Parameters
+    ----------
+    percentile: normalization percentile of the activations (100 = max-norm), in (0, 100].
+    normalization: "layer" (one lambda per layer, the paper's) or "channel" (per conv channel).
+    timesteps: SNN steps per decision (T), >= 1.
+    readout: "robust" (spike count x threshold + residual potential) or "spike_count".
+    profile: chip profile name or JSON file (a fixed-point profile).
+    calib_steps: calibration env steps, >= 1. calib_seed: their seed.
+    calib_epsilon: exploration during calibration, in [0, 1].
+    epsilon: evaluation epsilon recorded for `run` (None: 0.05 for ALE games as in the paper, else 0).
+    v_init: membrane potential at each decision's start, "half" (of threshold) or "zero" (the paper's).
+    sticky: ALE sticky-action probability in [0, 1] (None: 0, the paper's games).
+    max_episode_steps: episode cap in agent steps, >= 1 (None: the env's; ALE games 18,000 as in the paper).
+    """
+
+    percentile: float = 99.9
+    normalization: str = "layer"
+    timesteps: int = 32
+    readout: str = "robust"
+    profile: str = "loihi2"
+    calib_steps: int = 5_000
+    calib_seed: int = 0
+    calib_epsilon: float = 0.05
+    epsilon: float | None = None
+    v_init: str = "half"
+    sticky: float | None = None
+    max_episode_steps: int | None = None
+
+    def __post_init__(self):
+        within("percentile", self.percentile, 0, 100, low_open=True)
+        one_of("normalization", self.normalization, NORMALIZATIONS)
+        at_least("timesteps", self.timesteps, 1)
+        one_of("readout", self.readout, READOUTS)
+        at_least("calib_steps", self.calib_steps, 1)
+        at_least("calib_seed", self.calib_seed, 0)
+        within("calib_epsilon", self.calib_epsilon, 0.0, 1.0)
+        within("epsilon", self.epsilon, 0.0, 1.0)
+        one_of("v_init", self.v_init, V_INITS)
+        within("sticky-action probability", self.sticky, 0.0, 1.0)
+        at_least("max_episode_steps", self.max_episode_steps, 1)
+
+
+@dataclass
+class GRSNConvertOptions:
+    """Options of a GRSN policy conversion (the "grsn" kind).
+
+    Parameters
+    ----------
+    profile: chip profile name or JSON file (a fixed-point profile).
+    calib_episodes: episodes of the float policy that calibrate the scales, >= 1.
+    calib_seed: their first seed, >= 0.
+    """
+
+    profile: str = "loihi2"
+    calib_episodes: int = 20
+    calib_seed: int = 0
+
+    def __post_init__(self):
+        at_least("calib_episodes", self.calib_episodes, 1)
+        at_least("calib_seed", self.calib_seed, 0)
+
+
+@dataclass
+class RunSettings:
+    """How `run` plays an artifact. `None` means the artifact's own value.
+
+    Parameters
+    ----------
+    episodes: episodes to play, >= 1; episode k uses seed `seed + k` (env reset and epsilon draws).
+    seed: the first seed, >= 0.
+    backend: "lava" (Lava's CPU simulator, fixed-point models) or "emulator" (the bit-exact
+        vectorized emulator).
+    epsilon: evaluation epsilon in [0, 1].
+    timesteps, readout: rate-coded kinds only: override T (>= 1) and the readout.
+    per_layer_processes: rate-coded kinds on Lava: one process per layer instead of one for the network.
+    env: deploy on this environment id instead of the artifact's (same shapes; ALE: same game).
+    sticky_actions: ALE sticky-action probability in [0, 1].
+    """
+
+    episodes: int = 20
+    seed: int = 0
+    backend: str = "lava"
+    epsilon: float | None = None
+    timesteps: int | None = None
+    readout: str | None = None
+    per_layer_processes: bool = False
+    env: str | None = None
+    sticky_actions: float | None = None
+
+    def __post_init__(self):
+        at_least("episodes", self.episodes, 1)
+        at_least("seed", self.seed, 0)
+        one_of("backend", self.backend, BACKENDS)
+        within("epsilon", self.epsilon, 0.0, 1.0)
+        at_least("timesteps", self.timesteps, 1)
+        one_of("readout", self.readout, READOUTS)
+        within("sticky-action probability", self.sticky_actions, 0.0, 1.0)
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.episodes))
+
+    def overrides(self) -> list[str]:
+        """Names of the kind-specific settings given (not left to the artifact)."""
+        given = {"timesteps": self.timesteps is not None, "readout": self.readout is not None,
+                 "per_layer_processes": self.per_layer_processes, "env": self.env is not None,
+                 "sticky_actions": self.sticky_actions is not None}
+        return [k for k, v in given.items() if v]
