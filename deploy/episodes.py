@@ -15,7 +15,8 @@ from tqdm import tqdm
 from lavaloop.envs import EnvSpec, make_env
 from lavaloop.errors import LavaloopError
 from lavaloop.rollout import run_episode
-from lavaloop.runtime import HANG_TIMEOUT_S, LavaRuntime, LavaRuntimeError
+from lavaloop import runtime
+from lavaloop.runtime import LavaRuntime, LavaRuntimeError
 
 
 @dataclass
@@ -52,7 +53,7 @@ def run_envio_episodes(rt: LavaRuntime, envio, episodes: int, chunk: int, progre
         steps = done = 0
         slowest = wall_so_far = 0.0
         while done < episodes:
-            rt.run(chunk, timeout=max(HANG_TIMEOUT_S, 20 * slowest))
+            rt.run(chunk, timeout=max(runtime.HANG_TIMEOUT_S, 20 * slowest))
             slowest = max(slowest, time.time() - t0 - wall_so_far)
             wall_so_far = time.time() - t0
             steps += chunk

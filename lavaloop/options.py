@@ -79,10 +79,10 @@ class ConvertOptions:
         one_of("readout", self.readout, READOUTS)
         at_least("calib_steps", self.calib_steps, 1)
         at_least("calib_seed", self.calib_seed, 0)
-        within("calib_epsilon", self.calib_epsilon, 0.0, 1.0)
-        within("epsilon", self.epsilon, 0.0, 1.0)
+        within("calib_epsilon", self.calib_epsilon, 0, 1)
+        within("epsilon", self.epsilon, 0, 1)
         one_of("v_init", self.v_init, V_INITS)
-        within("sticky-action probability", self.sticky, 0.0, 1.0)
+        within("sticky-action probability", self.sticky, 0, 1)
         at_least("max_episode_steps", self.max_episode_steps, 1)
 
 
@@ -137,10 +137,10 @@ class RunSettings:
         at_least("episodes", self.episodes, 1)
         at_least("seed", self.seed, 0)
         one_of("backend", self.backend, BACKENDS)
-        within("epsilon", self.epsilon, 0.0, 1.0)
+        within("epsilon", self.epsilon, 0, 1)
         at_least("timesteps", self.timesteps, 1)
         one_of("readout", self.readout, READOUTS)
-        within("sticky-action probability", self.sticky_actions, 0.0, 1.0)
+        within("sticky-action probability", self.sticky_actions, 0, 1)
 
     @property
     def seeds(self) -> list[int]:

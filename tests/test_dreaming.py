@@ -12,7 +12,8 @@ from lavaloop.deploy.dreaming.agent import DreamConfig, DreamingAgent
 from lavaloop.deploy.dreaming.emulator import EmulatedChip
 from lavaloop.deploy.dreaming.network import Topology, draw_network
 from lavaloop.processes.dynamics import lif_step, regular_spikes
-from test_cli import assert_clean_failure, lavaloop
+from conftest import assert_clean_failure
+from conftest import lavaloop_cli as lavaloop
 
 SHORT = dict(agent_steps=12, dream_steps=4, silent_games=1)
 
@@ -114,7 +115,7 @@ def broken_env():
 
 def test_game_failure_inside_lava_is_reported():
     from lavaloop.deploy.dreaming.lava_chip import LavaChip
-    from lavaloop.deploy.runner import LavaRuntimeError
+    from lavaloop.runtime import LavaRuntimeError
 
     cfg = DreamConfig(runs=1, games=1, **SHORT)
     setup = cfg.setups()[0]
@@ -130,7 +131,7 @@ def test_game_failure_inside_lava_is_reported():
 
 def test_a_dying_process_model_does_not_hang(monkeypatch):
     from lavaloop.deploy.dreaming import lava_chip
-    from lavaloop.deploy.runner import RuntimeHung
+    from lavaloop.runtime import RuntimeHung
     from lavaloop.processes.lif_population import models
 
     def crash(self):
