@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from lavaloop.conversion.artifact import Artifact
-from lavaloop.conversion.convert import ConvertOptions, convert
+from lavaloop.conversion.artifact_if import IFArtifact
+from lavaloop import convert
 from lavaloop.envs import EnvSpec, make_env, same_outcome
 from lavaloop.errors import ArtifactError, ShapeMismatchError
 from lavaloop.conversion.loaders import load_checkpoint
 from lavaloop.conversion.models.qnet import NatureDQN
 from lavaloop.trainers.dqn_atari import FrameReplay
 from lavaloop.deploy.cli import main
-from lavaloop.deploy.episodes import decision_agreement
-from lavaloop.deploy.runner import RunSettings, run
+from lavaloop.deploy.run import run
+from lavaloop.options import RunSettings
 
 
 def frames(n, seed=0):
@@ -75,9 +75,8 @@ def test_same_outcome_finds_pongs_equivalent_actions_and_restores_the_emulator()
 
 def test_outcome_agreement_counts_equivalent_choices(pong_artifact):
     _, art = pong_artifact
-    log = run(art, RunSettings([0, 1], 8, "robust", 0.0, "emulator"), progress=False)
-    agreement = decision_agreement(art, log)
-    assert agreement.rate < agreement.outcome_rate < 1.0     # some choices differ only between twins
+    res = run(art, RunSettings(episodes=2, timesteps=8, epsilon=0.0, backend="emulator"), progress=False)
+    assert res.agreement < res.details["outcome_agreement"] < 1.0     # some choices differ only between twins
 
 
 def test_frame_replay_rebuilds_the_stacks():
@@ -100,7 +99,7 @@ def test_frame_replay_rebuilds_the_stacks():
 
 def test_nature_dqn_conversion_round_trip(pong_artifact):
     path, art = pong_artifact
-    loaded = Artifact.load(path)
+    loaded = IFArtifact.load(path)
     assert [q.is_conv for q in loaded.layers] == [True, True, True, False, False]
     assert loaded.manifest["env"]["atari"]["frame_stack"] == 4
     assert loaded.manifest["env"]["max_episode_steps"] == 25
@@ -109,12 +108,12 @@ def test_nature_dqn_conversion_round_trip(pong_artifact):
     assert all(r["weight_rel_rms_error"] < 0.02 for r in art.manifest["quantization"])
 
 
-@pytest.mark.parametrize("fuse", [True, False])
-def test_emulator_is_bit_exact_with_lava_on_pong(pong_artifact, fuse):
+@pytest.mark.parametrize("per_layer", [False, True])
+def test_emulator_is_bit_exact_with_lava_on_pong(pong_artifact, per_layer):
     _, art = pong_artifact
-    settings = dict(seeds=[3, 4], timesteps=8, readout="robust", epsilon=0.1)
-    lava = run(art, RunSettings(**settings, backend="lava", fuse=fuse), progress=False)
-    emu = run(art, RunSettings(**settings, backend="emulator"), progress=False)
+    settings = dict(episodes=2, seed=3, timesteps=8, readout="robust", epsilon=0.1)
+    lava = run(art, RunSettings(**settings, backend="lava", per_layer_processes=per_layer), progress=False).log
+    emu = run(art, RunSettings(**settings, backend="emulator"), progress=False).log
     assert lava.decisions == 50
     assert np.array_equal(lava.returns, emu.returns)
     for a, b in zip(lava.greedy + lava.actions, emu.greedy + emu.actions):
@@ -129,11 +128,11 @@ def test_deploying_on_another_game_or_shape_is_refused(pong_artifact, tmp_path, 
                           (["--env", "CartPole-v1"], "different game")]:
         assert main(["run", str(path), "--episodes", "1", *args]) == 2
         assert message in capsys.readouterr().err
-    bad = Artifact({**art.manifest, "obs_shape": [4, 80, 80]}, art.layers, art.source)
+    bad = IFArtifact({**art.manifest, "obs_shape": [4, 80, 80]}, art.layers, art.source)
     with pytest.raises(ArtifactError):
         bad.validate()
     with pytest.raises(ShapeMismatchError, match=r"inputs of shape \(4, 84, 84\)"):
-        convert(_nature_checkpoint(tmp_path), "CartPole-v1", ConvertOptions(calib_steps=10))
+        convert(_nature_checkpoint(tmp_path), "CartPole-v1", calib_steps=10)
 
 
 def _nature_checkpoint(tmp_path):
@@ -170,9 +169,9 @@ def test_channel_normalization_of_the_nature_dqn():
     lambda is the percentile of its own positive outputs, within the layer's range."""
     from conftest import PONG
 
-    layer = convert(PONG, "ALE/Pong-v5", ConvertOptions(calib_steps=200, max_episode_steps=25))
-    chan = convert(PONG, "ALE/Pong-v5", ConvertOptions(calib_steps=200, max_episode_steps=25,
-                                                      normalization="channel"))
+    layer = convert(PONG, "ALE/Pong-v5", calib_steps=200, max_episode_steps=25)
+    chan = convert(PONG, "ALE/Pong-v5", calib_steps=200, max_episode_steps=25,
+                                                      normalization="channel")
     lam_l, lam_c = layer.manifest["normalization"]["scales"], chan.manifest["normalization"]["scales"]
     assert [len(s) if isinstance(s, list) else None for s in lam_c] == [32, 64, 64, None, None]
     assert lam_c[3:] == lam_l[3:]      # the same calibration data, the same dense lambdas

@@ -1,12 +1,13 @@
 """Normalization, quantization and the artifact contract."""
+import copy
 import json
 
 import h5py
 import numpy as np
 import pytest
 
-from lavaloop.conversion.artifact import Artifact
-from lavaloop.conversion.convert import ConvertOptions, convert
+from lavaloop.conversion.artifact_if import IFArtifact
+from lavaloop import convert
 from lavaloop.errors import ArtifactError, LavaloopError, ProfileError, ShapeMismatchError
 from lavaloop.conversion.network import DenseLayer
 from lavaloop.conversion.normalize import normalize
@@ -30,8 +31,8 @@ def test_normalization_rescales_outputs_exactly(cartpole_artifact):
 
 def test_percentile_scales_are_ordered(cartpole_checkpoint):
     obs_opts = dict(calib_steps=1000)
-    lo = convert(cartpole_checkpoint, "CartPole-v1", ConvertOptions(percentile=99.0, **obs_opts))
-    hi = convert(cartpole_checkpoint, "CartPole-v1", ConvertOptions(percentile=100.0, **obs_opts))
+    lo = convert(cartpole_checkpoint, "CartPole-v1", percentile=99.0, **obs_opts)
+    hi = convert(cartpole_checkpoint, "CartPole-v1", percentile=100.0, **obs_opts)
     assert all(a < b for a, b in zip(lo.manifest["normalization"]["scales"],
                                      hi.manifest["normalization"]["scales"]))
 
@@ -54,7 +55,7 @@ def test_quantize_layer_rejects_bias_outside_state_range():
 
 def test_artifact_round_trip(cartpole_artifact):
     path, art = cartpole_artifact
-    back = Artifact.load(path)
+    back = IFArtifact.load(path)
     assert back.manifest == art.manifest
     for a, b in zip(art.layers, back.layers):
         assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
@@ -74,7 +75,7 @@ def test_manifest_records_provenance(cartpole_artifact):
 
 def test_failed_save_leaves_no_file(tmp_path, cartpole_artifact, monkeypatch):
     _, art = cartpole_artifact
-    bad = Artifact({**art.manifest, "unserializable": object()}, art.layers, art.source)
+    bad = IFArtifact({**art.manifest, "unserializable": object()}, art.layers, art.source)
     with pytest.raises(TypeError):
         bad.save(tmp_path / "out.h5")
     assert list(tmp_path.iterdir()) == []
@@ -89,30 +90,35 @@ def test_corrupted_and_foreign_artifacts(tmp_path, cartpole_artifact):
         f["x"] = [1, 2, 3]
     for name in ("trunc.h5", "noise.h5", "foreign.h5", "missing.h5"):
         with pytest.raises(ArtifactError):
-            Artifact.load(tmp_path / name)
+            IFArtifact.load(tmp_path / name)
 
 
 def test_tampered_artifact_is_rejected(tmp_path, cartpole_artifact):
-    path, _ = cartpole_artifact
+    path, art = cartpole_artifact
     bad = tmp_path / "bad.h5"
     bad.write_bytes(path.read_bytes())
     with h5py.File(bad, "r+") as f:
         w = f["layer/1/weight"][()]
         w[0, 0] = 1000                                            # no longer an 8-bit mantissa
         f["layer/1/weight"][...] = w
+    with pytest.raises(ArtifactError, match="digest mismatch"):
+        IFArtifact.load(bad)
+    wide = copy.deepcopy(art.layers)                              # written with a valid digest:
+    wide[1].weight[0, 0] = 1000                                   # validation still refuses it
+    IFArtifact(art.manifest, wide, art.source).save(bad)
     with pytest.raises(ArtifactError, match="break profile"):
-        Artifact.load(bad)
+        IFArtifact.load(bad)
     with h5py.File(bad, "r+") as f:
         f.attrs["format_version"] = 99
     with pytest.raises(ArtifactError, match="format version 99"):
-        Artifact.load(bad)
+        IFArtifact.load(bad)
 
 
 def test_convert_rejects_env_that_does_not_fit(cartpole_checkpoint):
     with pytest.raises(ShapeMismatchError, match="takes 4 inputs"):
-        convert(cartpole_checkpoint, "Acrobot-v1", ConvertOptions(calib_steps=10))
+        convert(cartpole_checkpoint, "Acrobot-v1", calib_steps=10)
     with pytest.raises(LavaloopError, match="unknown environment id"):
-        convert(cartpole_checkpoint, "NoSuchEnv-v0", ConvertOptions(calib_steps=10))
+        convert(cartpole_checkpoint, "NoSuchEnv-v0", calib_steps=10)
 
 
 def test_profiles_are_data(tmp_path):
@@ -133,7 +139,7 @@ def test_profile_beyond_exact_arithmetic_is_rejected(cartpole_artifact):
     _, art = cartpole_artifact
     wide = {**art.manifest, "profile": {**art.manifest["profile"], "state_bits": 32}}
     with pytest.raises(ArtifactError, match="exact arithmetic range"):
-        Artifact(wide, art.layers, art.source).validate()
+        IFArtifact(wide, art.layers, art.source).validate()
 
 
 def test_rate_limit_is_what_long_windows_approach(cartpole_artifact):
@@ -142,7 +148,7 @@ def test_rate_limit_is_what_long_windows_approach(cartpole_artifact):
     from lavaloop.conversion.normalize import collect_observations
     from lavaloop.conversion.quantize import rate_limit
     from lavaloop.deploy.emulator import FixedPointNetwork
-    from lavaloop.deploy.episodes import source_network
+    from lavaloop.deploy.kinds.rate_if import source_network
     from lavaloop.processes.dynamics import encode_input
 
     _, art = cartpole_artifact
@@ -181,4 +187,4 @@ def test_channel_normalization_rescales_every_channel():
 
 def test_unknown_normalization_is_refused(cartpole_checkpoint):
     with pytest.raises(LavaloopError, match="unknown normalization"):
-        convert(cartpole_checkpoint, "CartPole-v1", ConvertOptions(normalization="neuron"))
+        convert(cartpole_checkpoint, "CartPole-v1", normalization="neuron")

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from lavaloop.conversion.artifact import GRSNArtifact, read_artifact
-from lavaloop.envs import EnvSpec, make_env
+from lavaloop.artifact import read_artifact
+from lavaloop.conversion.artifact_grsn import GRSNArtifact
+from lavaloop.envs import EnvSpec, episode_limit, make_env
 from lavaloop.errors import ArtifactError, CheckpointError, ShapeMismatchError
 from lavaloop.conversion.grsn import (GATE_BITS, LUT_IN_FRAC, LUT_INDEX_BITS, convert_policy, load_policy,
                              sigmoid_table)
@@ -21,7 +22,7 @@ from lavaloop.conversion.models.grsn import (FakeQuantLinear, GRSNCell, GRSNNoTA
 from lavaloop.trainers.recurrent import Config, train
 from lavaloop.trainers import sac as train_sac
 from lavaloop.profiles import PROFILES
-from lavaloop.deploy.grsn import fidelity, run_grsn_emulator, run_grsn_lava
+from lavaloop.deploy.kinds.grsn import fidelity, run_grsn_emulator, run_grsn_lava
 from lavaloop.processes.dynamics import sigmoid_lookup
 
 TRAINED = "checkpoints/grsn/cartpole_v_grsn_s0.pt"
@@ -32,7 +33,8 @@ def test_pomdp_env_masks_observations():
     o_full, _ = full.reset(seed=3)
     o_v, _ = masked.reset(seed=3)
     np.testing.assert_array_equal(o_v, o_full[[1, 3]])
-    assert masked.spec.max_episode_steps == 200 or EnvSpec.for_id("CartPole-V").max_episode_steps == 200
+    assert masked.spec.max_episode_steps == 200                   # the env is built with the cap ...
+    assert episode_limit(EnvSpec.for_id("CartPole-V")) == 200     # ... and runners log that many steps
     assert make_env(EnvSpec.for_id("CartPole-P")).observation_space.shape == (2,)
 
 
@@ -166,7 +168,7 @@ def test_fixed_point_grsn_follows_the_float_policy(trained_artifact, tmp_path):
     assert log.spikes[0] > 0 and log.extra["ops"]["ac"] > 0
     wide = tmp_path / "w16.json"
     wide.write_text(json.dumps(dataclasses.replace(PROFILES["loihi2"], name="w16", weight_bits=16).to_dict()))
-    art16 = convert_policy(TRAINED, "CartPole-V", profile_name=str(wide), calib_episodes=5)
+    art16 = convert_policy(TRAINED, "CartPole-V", profile=str(wide), calib_episodes=5)
     fid16 = fidelity(art16, run_grsn_emulator(art16, [0, 1, 2], 0.0, progress=False))
     assert fid16["agreement"] >= 0.95 and fid16["spike_mismatch"] < fid["spike_mismatch"] / 3
 
@@ -238,6 +240,12 @@ def test_tampered_grsn_artifact_is_refused(tmp_path, trained_artifact):
         w[0, 0] = 1000
         del f["stage/1/w_f"]
         f["stage/1/w_f"] = w
+    with pytest.raises(ArtifactError, match="digest mismatch"):
+        GRSNArtifact.load(path)
+    stages = [dict(st) for st in trained_artifact.stages]       # written with a valid digest:
+    stages[1]["w_f"] = stages[1]["w_f"].copy()                   # validation still refuses it
+    stages[1]["w_f"][0, 0] = 1000
+    GRSNArtifact(trained_artifact.manifest, stages, trained_artifact.source).save(path)
     with pytest.raises(ArtifactError, match="weights break profile"):
         GRSNArtifact.load(path)
 
@@ -250,7 +258,10 @@ def test_cli_converts_runs_and_refuses_with_one_line(tmp_path):
     assert ok.returncode == 0, ok.stderr
     run = subprocess.run([*cli, "run", str(out), "--episodes", "2", "--backend", "emulator", "--no-progress"],
                          capture_output=True, text=True)
-    assert run.returncode == 0 and "action agreement" in run.stdout, run.stderr
+    assert run.returncode == 0 and "decision agreement" in run.stdout, run.stderr
+    assert "carried state" in run.stdout and "energy" in run.stdout
+    refused = subprocess.run([*cli, "run", str(out), "--timesteps", "8"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "does not take --timesteps" in refused.stderr
     bad = subprocess.run([*cli, "convert", TRAINED, "--env", "CartPole-P", "-o", str(tmp_path / "x.h5")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
