@@ -18,10 +18,12 @@ demo: install  ## convert the bundled CartPole DQN, run 10 episodes on Lava (fix
 	$(BIN)/lavaloop convert checkpoints/cartpole_dqn.pt --env CartPole-v1 -o build/cartpole.h5
 	$(BIN)/lavaloop run build/cartpole.h5 --episodes 10 --json build/demo.json
 
-test: install  ## the suite CI runs (~10 min); slow end-to-end cases excluded
+test: install  ## lint + the suite CI runs (~10 min); slow end-to-end cases excluded
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow"
 
-test-all: install  ## everything, including the slow end-to-end cases
+test-all: install  ## lint + everything, including the slow end-to-end cases
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 bench: install  ## T x percentile x readout sweep on CartPole -> results/

@@ -35,10 +35,9 @@ import numpy as np  # noqa: E402
 
 from lavaloop.conversion.artifact import Artifact  # noqa: E402
 from lavaloop.conversion.convert import ConvertOptions, convert  # noqa: E402
-from lavaloop.envs import EnvSpec, make_env  # noqa: E402
-from lavaloop.deploy.build import layer_params  # noqa: E402
 from lavaloop.deploy.results import versions, write_json  # noqa: E402
 from lavaloop.deploy.runner import RunSettings, run, stop_runtime  # noqa: E402
+from lavaloop.envs import EnvSpec, make_env  # noqa: E402
 from lavaloop.processes.dynamics import encode_input  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

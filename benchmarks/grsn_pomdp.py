@@ -40,14 +40,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lavaloop.envs import EnvSpec  # noqa: E402
 from lavaloop.conversion.grsn import convert_policy, load_policy  # noqa: E402
+from lavaloop.deploy.energy import ENERGY_MODELS, energy_report  # noqa: E402
+from lavaloop.deploy.grsn import run_grsn, run_grsn_emulator, run_grsn_lava  # noqa: E402
+from lavaloop.deploy.results import write_json  # noqa: E402
+from lavaloop.envs import EnvSpec  # noqa: E402
 from lavaloop.profiles import PROFILES  # noqa: E402
 from lavaloop.trainers import sac as train_sac  # noqa: E402
 from lavaloop.trainers.recurrent import Config, episode_returns, train  # noqa: E402
-from lavaloop.deploy.energy import ENERGY_MODELS, energy_report  # noqa: E402
-from lavaloop.deploy.grsn import run_grsn, run_grsn_lava, run_grsn_emulator  # noqa: E402
-from lavaloop.deploy.results import write_json  # noqa: E402
 
 TASKS = ("CartPole-V", "CartPole-P")
 RUNS = ([(cell, seed) for seed in range(3) for cell in ("grsn", "gru")]
@@ -282,8 +282,10 @@ def main() -> None:
               f"{t['energy_ratio_grsn_over_gru']} QAT {t['energy_ratio_grsn_qat_over_gru']}", flush=True)
     res["sac"] = sac_results(seeds)
     pend = res["sac"]["Pendulum-V"]
-    print(f"Pendulum-V (SAC): GRSN {pend['float']['grsn']['mean_return']:.1f} GRU {pend['float']['gru']['mean_return']:.1f} "
-          f"fixed {pend['fixed_point']['mean_return']:.1f} action error {pend['fixed_point']['action_error_mean']:.4f}; "
+    fixed = pend["fixed_point"]
+    print(f"Pendulum-V (SAC): GRSN {pend['float']['grsn']['mean_return']:.1f} "
+          f"GRU {pend['float']['gru']['mean_return']:.1f} "
+          f"fixed {fixed['mean_return']:.1f} action error {fixed['action_error_mean']:.4f}; "
           f"CartPole-V SAC-discrete {res['sac']['sac_discrete_vs_dqn']['sac_discrete']:.1f} vs DQN "
           f"{res['sac']['sac_discrete_vs_dqn']['dqn']:.1f}", flush=True)
     res["eval_wall_s"] = round(time.time() - t0, 1)

@@ -46,7 +46,7 @@ class GRSNArtifact(Artifact):
             src[k] = val
 
     @classmethod
-    def _read(cls, f: h5py.File, what: str, manifest: dict) -> "GRSNArtifact":
+    def _read(cls, f: h5py.File, what: str, manifest: dict) -> GRSNArtifact:
         stages = []
         for i in range(len(f["stage"])):
             g = f[f"stage/{i}"]

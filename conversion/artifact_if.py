@@ -28,6 +28,7 @@ from lavaloop.errors import ArtifactError
 from lavaloop.fixedpoint import int_max
 from lavaloop.options import READOUTS
 
+
 @dataclass
 class IFArtifact(Artifact):
     """A rate-coded IF network (a converted DQN): quantized layers plus the float source."""
@@ -41,7 +42,7 @@ class IFArtifact(Artifact):
     def timesteps(self) -> int:
         return int(self.manifest["timesteps"])
 
-    def with_env(self, env_id: str | None = None, sticky: float | None = None) -> "IFArtifact":
+    def with_env(self, env_id: str | None = None, sticky: float | None = None) -> IFArtifact:
         """This artifact deployed on another environment id and/or sticky-action probability.
 
         The preprocessing stays; an ALE artifact only moves between versions of its own game.
@@ -97,7 +98,7 @@ class IFArtifact(Artifact):
             g.attrs["name"] = s.name
 
     @classmethod
-    def _read(cls, f: h5py.File, what: str, manifest: dict) -> "IFArtifact":
+    def _read(cls, f: h5py.File, what: str, manifest: dict) -> IFArtifact:
         layers, source = [], []
         for i in range(len(f["layer"])):
             g = f[f"layer/{i}"]

@@ -9,16 +9,15 @@ import numpy as np
 
 from lavaloop.artifact import lavaloop_version
 from lavaloop.conversion.artifact_if import IFArtifact
+from lavaloop.conversion.loaders import load_checkpoint
+from lavaloop.conversion.models.qnet import FeedForwardQ
+from lavaloop.conversion.network import ConvLayer, SourceNetwork
+from lavaloop.conversion.normalize import collect_observations, layer_scales, normalize
+from lavaloop.conversion.quantize import input_scale_bits, quantization_report, quantize, rate_limit
 from lavaloop.envs import EnvSpec, is_atari, make_env
 from lavaloop.errors import ProfileError, ShapeMismatchError
 from lavaloop.options import ConvertOptions, from_kwargs
-from lavaloop.conversion.loaders import load_checkpoint
-from lavaloop.conversion.network import ConvLayer, SourceNetwork
-from lavaloop.conversion.normalize import collect_observations, layer_scales, normalize
 from lavaloop.profiles import ChipProfile, load_profile
-from lavaloop.conversion.models.qnet import FeedForwardQ
-from lavaloop.conversion.quantize import input_scale_bits, quantization_report, quantize, rate_limit
-
 
 ATARI_EPISODE_STEPS = 18_000   # the paper's evaluation cap, in agent steps
 ATARI_EPSILON = 0.05           # the paper's evaluation epsilon

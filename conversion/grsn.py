@@ -27,13 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lavaloop.envs import EnvSpec, make_env
-from lavaloop.errors import CheckpointError, LavaloopError, ProfileError, ShapeMismatchError
-from lavaloop.conversion.models.grsn import CHECKPOINT_FORMAT, PolicyConfig, RecurrentNet, greedy_action, quantize_rows
 from lavaloop.artifact import lavaloop_version
 from lavaloop.conversion.artifact_grsn import GRSNArtifact
+from lavaloop.conversion.models.grsn import CHECKPOINT_FORMAT, PolicyConfig, RecurrentNet, greedy_action, quantize_rows
+from lavaloop.envs import EnvSpec, make_env
+from lavaloop.errors import CheckpointError, LavaloopError, ProfileError, ShapeMismatchError
+from lavaloop.fixedpoint import int_max
 from lavaloop.options import GRSNConvertOptions, from_kwargs
 from lavaloop.profiles import ChipProfile, load_profile
+from lavaloop.rollout import run_episode
 
 LUT_INDEX_BITS, LUT_IN_FRAC, GATE_BITS = 10, 6, 12
 ACT_MARGIN = 2.0
@@ -154,17 +156,25 @@ def calibrate(net: RecurrentNet, spec: EnvSpec, episodes: int, seed: int, epsilo
     peaks: dict[str, float] = {}
     cfg = net.cfg
     env, rng = make_env(spec), np.random.default_rng(seed)
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=seed + ep)
-        state, a, r, done = net.zero_state(1), np.zeros(cfg.n_actions) if cfg.continuous else -1, 0.0, False
-        while not done:
-            t, state = float_step(net, policy_inputs(obs, [a], [r], cfg.n_actions, cfg.continuous), state)
-            for k, val in t.items():
-                peaks[k] = max(peaks.get(k, 0.0), float(np.abs(val).max()))
-            a = explore(rng, cfg, greedy_action(cfg, t[f"head{len(cfg.head)}"][0]), epsilon)
-            obs, r, term, trunc, _ = env.step(a)
-            done = term or trunc
-    env.close()
+    mem: dict = {}
+
+    def act(obs):
+        t, mem["state"] = float_step(net, policy_inputs(obs, [mem["a"]], [mem["r"]], cfg.n_actions, cfg.continuous),
+                                     mem["state"])
+        for k, val in t.items():
+            peaks[k] = max(peaks.get(k, 0.0), float(np.abs(val).max()))
+        mem["a"] = explore(rng, cfg, greedy_action(cfg, t[f"head{len(cfg.head)}"][0]), epsilon)
+        return mem["a"]
+
+    def observe(obs, a, r, terminated, truncated):
+        mem["r"] = r
+
+    try:
+        for ep in range(episodes):
+            mem.update(state=net.zero_state(1), a=np.zeros(cfg.n_actions) if cfg.continuous else -1, r=0.0)
+            run_episode(env, seed + ep, act, observe)
+    finally:
+        env.close()
     return peaks
 
 
@@ -178,7 +188,7 @@ def sigmoid_table(index_bits: int, in_frac_bits: int, out_frac_bits: int) -> np.
 
 def frac_bits(peak: float, bits: int) -> int:
     """Fraction bits of a signed `bits`-bit tensor whose largest magnitude is `peak` (with margin)."""
-    limit = (1 << (bits - 1)) - 1
+    limit = int_max(bits)
     if peak <= 0:
         return bits - 2
     return min(bits - 2, int(math.floor(math.log2(limit / (peak * ACT_MARGIN)))))
@@ -295,7 +305,8 @@ def convert_policy(checkpoint: str | Path, env_id: str, **options) -> GRSNArtifa
     stages, quant = quantize_policy(net, peaks, profile)
     manifest = {
         "env": spec.to_dict(), "obs_shape": [obs_dim], "n_actions": n_actions,
-        "continuous": net.cfg.continuous, "action_map": [] if net.cfg.continuous else list(range(n_actions)), "input_scale_bits": quant["frac_bits"]["input"], "epsilon": 0.0,
+        "continuous": net.cfg.continuous, "action_map": [] if net.cfg.continuous else list(range(n_actions)),
+        "input_scale_bits": quant["frac_bits"]["input"], "epsilon": 0.0,
         "policy": json.loads(json.dumps(net.cfg.__dict__)), "profile": profile.to_dict(), "quantization": quant,
         "calibration": {"episodes": calib_episodes, "seed": calib_seed, "epsilon": calib_epsilon},
         "source": {"file": Path(checkpoint).name, "format": CHECKPOINT_FORMAT, "sha256": sha, "meta": meta},

@@ -18,28 +18,32 @@ from dataclasses import replace
 import numpy as np
 from tqdm import tqdm
 
-from lavaloop.envs import EnvSpec, make_env
 from lavaloop.conversion.models.qnet import FeedForwardQ
 from lavaloop.conversion.network import Layer
+from lavaloop.envs import EnvSpec, make_env
+from lavaloop.rollout import epsilon_greedy, run_episode
 
 
 def collect_observations(q: FeedForwardQ, spec: EnvSpec, steps: int, seed: int, epsilon: float) -> np.ndarray:
     """Observations visited by the epsilon-greedy source policy over `steps` env steps."""
     env = make_env(spec)
     rng = np.random.default_rng(seed)
-    obs, _ = env.reset(seed=seed)
-    episode, out = 0, []
-    for _ in tqdm(range(steps), desc="calibration", leave=False, disable=None):
+    out: list[np.ndarray] = []
+    bar = tqdm(total=steps, desc="calibration", leave=False, disable=None)
+
+    def act(obs):
         out.append(obs)
-        if rng.random() < epsilon:
-            action = int(rng.integers(env.action_space.n))
-        else:
-            action = int(q.q_values(obs[None])[0].argmax())
-        obs, _, term, trunc, _ = env.step(action)
-        if term or trunc:
+        bar.update(1)
+        return epsilon_greedy(rng, q.q_values(obs[None])[0], epsilon)[1]
+
+    try:
+        episode = 0
+        while len(out) < steps:           # episode k is reset with seed + k
+            run_episode(env, seed + episode, act, max_steps=steps - len(out))
             episode += 1
-            obs, _ = env.reset(seed=seed + episode)
-    env.close()
+    finally:
+        bar.close()
+        env.close()
     return np.asarray(out)          # the env's dtype: uint8 frames stay small
 
 
@@ -62,7 +66,7 @@ def layer_scales(q: FeedForwardQ, obs: np.ndarray, percentile: float, channels: 
             for parts, row in zip(positive[l], rows):
                 parts.append(row[row > 0])
     scales = []
-    for l, per_row in enumerate(positive):
+    for per_row in positive:
         lam = [_percentile(np.concatenate(parts), percentile) for parts in per_row]
         scales.append(lam if len(lam) > 1 else lam[0])
     return scales

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lavaloop.errors import ProfileError
 from lavaloop.conversion.network import ConvLayer, Layer, conv_out_shape
+from lavaloop.errors import ProfileError
 from lavaloop.fixedpoint import int_max
 from lavaloop.profiles import ChipProfile
 

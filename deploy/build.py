@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from lavaloop.conversion.artifact_if import IFArtifact
 from lavaloop.envs import EnvSpec, make_env

@@ -14,8 +14,8 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from lavaloop.conversion.artifact_if import IFArtifact
-from lavaloop.envs import EnvSpec, episode_limit, make_env
 from lavaloop.deploy.episodes import EpisodeLog
+from lavaloop.envs import EnvSpec, episode_limit, make_env
 from lavaloop.processes.dynamics import Synapse, encode_input, if_steps, readout
 from lavaloop.rollout import epsilon_greedy
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
+from lavaloop import runtime
 from lavaloop.envs import EnvSpec, make_env
 from lavaloop.errors import LavaloopError
 from lavaloop.rollout import run_episode
-from lavaloop import runtime
 from lavaloop.runtime import LavaRuntime, LavaRuntimeError
 
 

@@ -13,8 +13,7 @@ the errors (`LavaloopError` and its subclasses). Heavy modules (torch, Lava) loa
 from importlib.metadata import PackageNotFoundError, version
 
 from lavaloop.api import convert, dream, load_artifact, run
-from lavaloop.errors import (ArtifactError, CheckpointError, LavaloopError, ProfileError,
-                             ShapeMismatchError)
+from lavaloop.errors import ArtifactError, CheckpointError, LavaloopError, ProfileError, ShapeMismatchError
 from lavaloop.options import ConvertOptions, GRSNConvertOptions, RunSettings
 
 try:

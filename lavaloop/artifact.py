@@ -99,7 +99,7 @@ class Artifact:
                 f.attrs["sha256"] = digest(f)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Artifact":
+    def load(cls, path: str | Path) -> Artifact:
         """Read an artifact of this class (any kind when called on the base class)."""
         return read_artifact(path, None if cls is Artifact else cls)
 
@@ -115,7 +115,7 @@ class Artifact:
         raise NotImplementedError
 
     @classmethod
-    def _read(cls, f: h5py.File, what: str, manifest: dict) -> "Artifact":
+    def _read(cls, f: h5py.File, what: str, manifest: dict) -> Artifact:
         raise NotImplementedError
 
 

@@ -88,7 +88,7 @@ class EnvSpec:
     obs_dims: tuple[int, ...] | None = None
 
     @classmethod
-    def for_id(cls, env_id: str, sticky: float | None = None, max_episode_steps: int | None = None) -> "EnvSpec":
+    def for_id(cls, env_id: str, sticky: float | None = None, max_episode_steps: int | None = None) -> EnvSpec:
         """The default spec of `env_id`: ALE games get the DQN preprocessing."""
         if is_atari(env_id):
             pre = AtariPreprocessing(repeat_action_probability=0.0 if sticky is None else sticky)
@@ -105,7 +105,7 @@ class EnvSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "EnvSpec":
+    def from_dict(cls, d: dict) -> EnvSpec:
         atari = d.get("atari")
         dims = d.get("obs_dims")
         return cls(id=d["id"], kwargs=dict(d.get("kwargs", {})), max_episode_steps=d.get("max_episode_steps"),

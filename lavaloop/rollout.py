@@ -6,7 +6,7 @@ host, in the emulator and inside Lava, goes through `epsilon_greedy`.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np

@@ -63,7 +63,9 @@ def signals_as_interrupts(signums=(signal.SIGTERM, signal.SIGHUP)):
 
 def lava_config(exception_proc_model_map: dict | None = None):
     """Loihi2SimCfg selecting the fixed-point ProcessModels."""
-    import lavaloop.processes.lava_import  # noqa: F401  (before any other Lava import)
+    import lavaloop.processes.lava_import  # noqa: F401  (must precede Lava, see there)
+
+    # isort: split
     from lava.magma.core.run_configs import Loihi2SimCfg
 
     return Loihi2SimCfg(select_tag="fixed_pt", loglevel=logging.WARNING,
@@ -95,7 +97,7 @@ class LavaRuntime:
         self.children: set = set()
         self.compile_s = 0.0
 
-    def __enter__(self) -> "LavaRuntime":
+    def __enter__(self) -> LavaRuntime:
         self.start()
         return self
 

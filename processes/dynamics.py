@@ -188,7 +188,7 @@ class Synapse:
         self._last = (None, None)
 
     @classmethod
-    def from_params(cls, p: dict) -> "Synapse":
+    def from_params(cls, p: dict) -> Synapse:
         """From an IFStack layer dict (see processes.if_layers.process.IFStack)."""
         return cls(p["weight"], p["weight_exp"], p["max_input"], p.get("stride"), p.get("in_shape"))
 

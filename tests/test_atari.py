@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from lavaloop.conversion.artifact_if import IFArtifact
 from lavaloop import convert
-from lavaloop.envs import EnvSpec, make_env, same_outcome
-from lavaloop.errors import ArtifactError, ShapeMismatchError
+from lavaloop.conversion.artifact_if import IFArtifact
 from lavaloop.conversion.loaders import load_checkpoint
 from lavaloop.conversion.models.qnet import NatureDQN
-from lavaloop.trainers.dqn_atari import FrameReplay
 from lavaloop.deploy.cli import main
 from lavaloop.deploy.run import run
+from lavaloop.envs import EnvSpec, make_env, same_outcome
+from lavaloop.errors import ArtifactError, ShapeMismatchError
 from lavaloop.options import RunSettings
+from lavaloop.trainers.dqn_atari import FrameReplay
 
 
 def frames(n, seed=0):

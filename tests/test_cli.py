@@ -1,6 +1,5 @@
 """The `lavaloop` command: the happy path, one clear line for every kind of bad input,
 signals that stop a run cleanly, and artifacts that refuse to load when tampered with."""
-import json
 import os
 import signal
 import subprocess

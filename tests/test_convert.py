@@ -6,13 +6,13 @@ import h5py
 import numpy as np
 import pytest
 
-from lavaloop.conversion.artifact_if import IFArtifact
 from lavaloop import convert
-from lavaloop.errors import ArtifactError, LavaloopError, ProfileError, ShapeMismatchError
+from lavaloop.conversion.artifact_if import IFArtifact
 from lavaloop.conversion.network import DenseLayer
 from lavaloop.conversion.normalize import normalize
-from lavaloop.profiles import PROFILES, ChipProfile, load_profile
 from lavaloop.conversion.quantize import quantize_layer
+from lavaloop.errors import ArtifactError, LavaloopError, ProfileError, ShapeMismatchError
+from lavaloop.profiles import PROFILES, ChipProfile, load_profile
 
 
 def test_normalization_rescales_outputs_exactly(cartpole_artifact):
@@ -144,11 +144,11 @@ def test_profile_beyond_exact_arithmetic_is_rejected(cartpole_artifact):
 
 def test_rate_limit_is_what_long_windows_approach(cartpole_artifact):
     """quantize.rate_limit is the T -> infinity limit of the emulated IF network's readout."""
-    from lavaloop.envs import EnvSpec
     from lavaloop.conversion.normalize import collect_observations
     from lavaloop.conversion.quantize import rate_limit
     from lavaloop.deploy.emulator import FixedPointNetwork
     from lavaloop.deploy.kinds.rate_if import source_network
+    from lavaloop.envs import EnvSpec
     from lavaloop.processes.dynamics import encode_input
 
     _, art = cartpole_artifact

@@ -5,15 +5,15 @@ import multiprocessing
 import numpy as np
 import pytest
 
-from lavaloop.errors import ProfileError
-from lavaloop.profiles import PROFILES, MixedSignalProfile, load_profile
+from conftest import assert_clean_failure
+from conftest import lavaloop_cli as lavaloop
 from lavaloop.deploy.dreaming import protocol
 from lavaloop.deploy.dreaming.agent import DreamConfig, DreamingAgent
 from lavaloop.deploy.dreaming.emulator import EmulatedChip
 from lavaloop.deploy.dreaming.network import Topology, draw_network
+from lavaloop.errors import ProfileError
 from lavaloop.processes.dynamics import lif_step, regular_spikes
-from conftest import assert_clean_failure
-from conftest import lavaloop_cli as lavaloop
+from lavaloop.profiles import PROFILES, MixedSignalProfile, load_profile
 
 SHORT = dict(agent_steps=12, dream_steps=4, silent_games=1)
 
@@ -131,8 +131,8 @@ def test_game_failure_inside_lava_is_reported():
 
 def test_a_dying_process_model_does_not_hang(monkeypatch):
     from lavaloop.deploy.dreaming import lava_chip
-    from lavaloop.runtime import RuntimeHung
     from lavaloop.processes.lif_population import models
+    from lavaloop.runtime import RuntimeHung
 
     def crash(self):
         raise ZeroDivisionError("model bug")

@@ -13,17 +13,23 @@ import torch
 
 from lavaloop.artifact import read_artifact
 from lavaloop.conversion.artifact_grsn import GRSNArtifact
+from lavaloop.conversion.grsn import GATE_BITS, LUT_IN_FRAC, LUT_INDEX_BITS, convert_policy, load_policy, sigmoid_table
+from lavaloop.conversion.models.grsn import (
+    FakeQuantLinear,
+    GRSNCell,
+    GRSNNoTAPCell,
+    PolicyConfig,
+    RecurrentNet,
+    quantize_rows,
+    save_policy,
+)
+from lavaloop.deploy.kinds.grsn import fidelity, run_grsn_emulator, run_grsn_lava
 from lavaloop.envs import EnvSpec, episode_limit, make_env
 from lavaloop.errors import ArtifactError, CheckpointError, ShapeMismatchError
-from lavaloop.conversion.grsn import (GATE_BITS, LUT_IN_FRAC, LUT_INDEX_BITS, convert_policy, load_policy,
-                             sigmoid_table)
-from lavaloop.conversion.models.grsn import (FakeQuantLinear, GRSNCell, GRSNNoTAPCell, PolicyConfig, RecurrentNet,
-                                    quantize_rows, save_policy)
-from lavaloop.trainers.recurrent import Config, train
-from lavaloop.trainers import sac as train_sac
-from lavaloop.profiles import PROFILES
-from lavaloop.deploy.kinds.grsn import fidelity, run_grsn_emulator, run_grsn_lava
 from lavaloop.processes.dynamics import sigmoid_lookup
+from lavaloop.profiles import PROFILES
+from lavaloop.trainers import sac as train_sac
+from lavaloop.trainers.recurrent import Config, train
 
 TRAINED = "checkpoints/grsn/cartpole_v_grsn_s0.pt"
 

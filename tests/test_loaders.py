@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from lavaloop.errors import CheckpointError
 from lavaloop.conversion.loaders import load_checkpoint
 from lavaloop.conversion.models.qnet import QNetwork
+from lavaloop.errors import CheckpointError
 
 
 def save(obj, path):

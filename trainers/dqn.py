@@ -10,6 +10,7 @@ The full training state is saved beside it (`*.state.pt`) and picked up again on
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -19,8 +20,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lavaloop.envs import EnvSpec, make_env
+from lavaloop import rollout
+from lavaloop.atomic import atomic_path
 from lavaloop.conversion.models.qnet import QNetwork
+from lavaloop.envs import EnvSpec, make_env
+from lavaloop.rollout import epsilon_greedy
 
 
 @dataclass
@@ -52,19 +56,11 @@ PRESETS = {
 
 def evaluate(q: QNetwork, spec: EnvSpec, episodes: int = 10, seed: int = 10_000) -> float:
     """Mean greedy return over `episodes` seeded episodes."""
-    env = make_env(spec)
-    returns = []
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=seed + ep)
-        done, ret = False, 0.0
-        while not done:
-            action = int(q.q_values(obs[None])[0].argmax())
-            obs, r, term, trunc, _ = env.step(action)
-            ret += float(r)
-            done = term or trunc
-        returns.append(ret)
-    env.close()
-    return float(np.mean(returns))
+    def greedy(_seed):
+        return lambda obs: int(q.q_values(obs[None])[0].argmax())
+
+    return float(np.mean(rollout.evaluate(functools.partial(make_env, spec), list(range(seed, seed + episodes)),
+                                          greedy)))
 
 
 def train(env_id: str, out: str, seed: int, cfg: Config, eval_every: int) -> float:
@@ -101,10 +97,7 @@ def train(env_id: str, out: str, seed: int, cfg: Config, eval_every: int) -> flo
     bar = tqdm(range(start, cfg.total_steps), initial=start, total=cfg.total_steps, desc=env_id)
     for step in bar:
         eps = max(cfg.final_eps, 1 - (1 - cfg.final_eps) * step / (cfg.exploration_fraction * cfg.total_steps))
-        if rng.random() < eps:
-            action = int(rng.integers(n_actions))
-        else:
-            action = int(q.q_values(obs[None])[0].argmax())
+        _, action = epsilon_greedy(rng, q.q_values(obs[None])[0], eps)
         next_obs, r, term, trunc, _ = env.step(action)
         i = step % cfg.buffer_size
         buf["obs"][i], buf["next_obs"][i], buf["action"][i] = obs, next_obs, action
@@ -137,12 +130,13 @@ def train(env_id: str, out: str, seed: int, cfg: Config, eval_every: int) -> flo
             tqdm.write(f"step {step + 1}: eval return {score:.1f} ({time.time() - t0:.0f}s)")
             if score >= best:
                 best = score
-                torch.save(q.state_dict(), out)
-            torch.save({"q": q.state_dict(), "target": target.state_dict(), "opt": opt.state_dict(),
-                        "buf": {k: torch.as_tensor(v) for k, v in buf.items()}, "step": step + 1,
-                        "best": best, "episode": episode, "rng": rng.bit_generator.state,
-                        "torch_rng": torch.get_rng_state()}, state_path + ".tmp")
-            os.replace(state_path + ".tmp", state_path)
+                with atomic_path(out) as tmp:
+                    torch.save(q.state_dict(), tmp)
+            with atomic_path(state_path) as tmp:
+                torch.save({"q": q.state_dict(), "target": target.state_dict(), "opt": opt.state_dict(),
+                            "buf": {k: torch.as_tensor(v) for k, v in buf.items()}, "step": step + 1,
+                            "best": best, "episode": episode, "rng": rng.bit_generator.state,
+                            "torch_rng": torch.get_rng_state()}, tmp)
     env.close()
     print(f"best greedy eval return {best:.1f}; saved {out}")
     return best

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
+import functools
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,8 +35,11 @@ import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from lavaloop.envs import EnvSpec, make_env
+from lavaloop import rollout
+from lavaloop.atomic import atomic_path
 from lavaloop.conversion.models.qnet import NatureDQN
+from lavaloop.envs import EnvSpec, make_env
+from lavaloop.rollout import epsilon_greedy
 
 
 @dataclass
@@ -103,34 +106,24 @@ def epsilon_at(cfg: Config, step: int) -> float:
     return cfg.start_eps + frac * (cfg.final_eps - cfg.start_eps)
 
 
-def act(q: NatureDQN, obs: np.ndarray, eps: float, rng: np.random.Generator, n_actions: int) -> int:
-    if rng.random() < eps:
-        return int(rng.integers(n_actions))
+def act(q: NatureDQN, obs: np.ndarray, eps: float, rng: np.random.Generator) -> int:
+    """Epsilon-greedy over the network's Q-values (lavaloop.rollout.epsilon_greedy)."""
     with torch.no_grad():
-        return int(q(torch.as_tensor(obs[None])).argmax(1)[0])
+        return epsilon_greedy(rng, q(torch.as_tensor(obs[None]))[0].numpy(), eps)[1]
 
 
 def evaluate(q: NatureDQN, spec: EnvSpec, episodes: int, eps: float, seed: int = 10_000) -> list[float]:
-    """Raw game returns of `episodes` full games with epsilon-greedy actions."""
-    env = make_env(spec)
+    """Raw game returns of `episodes` full games with epsilon-greedy actions (one random
+    stream for all of them)."""
     rng = np.random.default_rng(seed)
-    returns = []
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=seed + ep)
-        done, ret = False, 0.0
-        while not done:
-            obs, r, term, trunc, _ = env.step(act(q, obs, eps, rng, env.action_space.n))
-            ret += float(r)
-            done = term or trunc
-        returns.append(ret)
-    env.close()
-    return returns
+    return rollout.evaluate(functools.partial(make_env, spec), list(range(seed, seed + episodes)),
+                            lambda _seed: lambda obs: act(q, obs, eps, rng)).tolist()
 
 
 def save_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save, atomically."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def train(env_id: str, run: Path, out: Path, seed: int, cfg: Config, eval_every: int,
@@ -168,7 +161,7 @@ def train(env_id: str, run: Path, out: Path, seed: int, cfg: Config, eval_every:
     bar = tqdm(range(step, cfg.total_steps), initial=step, total=cfg.total_steps, desc=env_id, unit="step")
     for step in bar:
         eps = epsilon_at(cfg, step)
-        action = act(q, obs, eps, rng, n_actions)
+        action = act(q, obs, eps, rng)
         next_obs, r, term, trunc, info = env.step(action)
         life_lost, lives = info.get("lives", 0) < lives, info.get("lives", 0)
         replay.add(obs, next_obs, action, np.sign(r), float(term or life_lost), since_reset)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,8 +43,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lavaloop.envs import EnvSpec, make_env
+from lavaloop import rollout
 from lavaloop.conversion.models.grsn import CELLS, PolicyConfig, RecurrentNet, action_input, greedy_action, save_policy
+from lavaloop.envs import EnvSpec, make_env
+from lavaloop.rollout import epsilon_greedy
 
 
 @dataclass
@@ -63,7 +66,7 @@ class Config:
     action_gap: float = 0.9         # advantage learning (Bellemare et al. 2016); 0 = plain DQN
 
     @classmethod
-    def finetune(cls, total_steps: int = 5_000) -> "Config":
+    def finetune(cls, total_steps: int = 5_000) -> Config:
         """Continuing a trained policy: short, little exploration, a smaller step size."""
         return cls(total_steps=total_steps, start_eps=0.05, final_eps=0.05, lr=1e-4)
 
@@ -155,20 +158,14 @@ class Actor:
 
 def episode_returns(net: RecurrentNet, spec: EnvSpec, seeds: list[int]) -> list[float]:
     """Returns of seeded episodes with the policy's deterministic (greedy) actions."""
-    env, actor, returns = make_env(spec), Actor(net), []
-    for seed in seeds:
-        obs, _ = env.reset(seed=seed)
+    actor = Actor(net)
+
+    def policy(_seed):
         actor.reset()
-        done, ret = False, 0.0
-        while not done:
-            a = greedy_action(net.cfg, actor.values(obs))
-            obs, r, term, trunc, _ = env.step(a)
-            actor.observe(a, r)
-            ret += float(r)
-            done = term or trunc
-        returns.append(ret)
-    env.close()
-    return returns
+        return (lambda obs: greedy_action(net.cfg, actor.values(obs)),
+                lambda obs, a, r, term, trunc: actor.observe(a, r))
+
+    return rollout.evaluate(functools.partial(make_env, spec), seeds, policy).tolist()
 
 
 def evaluate(q: RecurrentNet, spec: EnvSpec, episodes: int = 10, seed: int = 10_000) -> float:
@@ -244,7 +241,7 @@ def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every:
         frac = min(1.0, step / (cfg.exploration_fraction * cfg.total_steps))
         eps = cfg.start_eps + frac * (cfg.final_eps - cfg.start_eps)
         values = actor.values(obs)
-        a = int(rng.integers(pcfg.n_actions)) if rng.random() < eps else int(np.argmax(values))
+        _, a = epsilon_greedy(rng, values, eps)
         obs, r, term, trunc, _ = env.step(a)
         actor.observe(a, r)
         ep_obs.append(obs), ep_a.append(a), ep_r.append(r)

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lavaloop.envs import EnvSpec, make_env
 from lavaloop.conversion.models.grsn import CELLS, PolicyConfig, RecurrentEncoder, RecurrentNet, mlp
+from lavaloop.envs import EnvSpec, make_env
 from lavaloop.trainers.recurrent import Actor, EvalCurve, SequenceReplay, evaluate
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0

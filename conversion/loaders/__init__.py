@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from lavaloop.errors import CheckpointError
 from lavaloop.conversion.loaders.sb3 import load_sb3_zip
 from lavaloop.conversion.loaders.state_dict import parse_state_dict
 from lavaloop.conversion.network import SourceNetwork
+from lavaloop.errors import CheckpointError
 
 
 def torch_load(data: bytes, what: str) -> object:

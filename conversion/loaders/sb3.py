@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import zipfile
-from typing import Callable
+from collections.abc import Callable
 
-from lavaloop.errors import CheckpointError
 from lavaloop.conversion.loaders.state_dict import PIXEL_SCALE, parse_state_dict
 from lavaloop.conversion.network import SourceNetwork
+from lavaloop.errors import CheckpointError
 
 
 def read_data(zf: zipfile.ZipFile) -> dict:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lavaloop.errors import CheckpointError
 from lavaloop.conversion.network import ConvLayer, DenseLayer
+from lavaloop.errors import CheckpointError
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "q_network")
 NATURE_STRIDES = {8: 4, 4: 2, 3: 1}       # kernel size -> stride of the Nature DQN

@@ -43,6 +43,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lavaloop.fixedpoint import int_max
+
 CELLS = ("grsn", "gru", "lif", "grsn_notap")
 CHECKPOINT_FORMAT = "lavaloop-recurrent-policy"
 
@@ -80,7 +82,7 @@ def quantize_rows(w: torch.Tensor, bits: int, per_row: bool = True) -> tuple[tor
     Each row (output neuron) uses the full mantissa range with its own exponent; with
     `per_row=False` all rows share the exponent of the largest magnitude.
     """
-    mant_max = (1 << (bits - 1)) - 1
+    mant_max = int_max(bits)
     peak = w.abs().amax(dim=1) if per_row else w.abs().max().expand(len(w))
     exp = torch.ceil(torch.log2(peak.clamp_min(1e-30) / mant_max))
     mant = torch.clamp(torch.round(w / 2.0 ** exp[:, None]), -mant_max, mant_max)

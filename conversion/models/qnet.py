@@ -1,7 +1,7 @@
 """The Q-network the project trains and the float reference every conversion is measured against."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ class FeedForwardQ(nn.Module):
         return self.network(x.reshape(len(x), *self.in_shape))
 
     @classmethod
-    def from_layers(cls, layers) -> "FeedForwardQ":
+    def from_layers(cls, layers) -> FeedForwardQ:
         """The float network of conversion.network layers (DenseLayer / ConvLayer)."""
         modules: list[nn.Module] = []
         for i, layer in enumerate(layers):

@@ -12,14 +12,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from lavaloop.errors import LavaloopError
-from lavaloop.options import at_least, within
-from lavaloop.profiles import MixedSignalProfile, load_profile
 from lavaloop.deploy.dreaming import pong
 from lavaloop.deploy.dreaming.chip import ChipSetup
 from lavaloop.deploy.dreaming.network import Topology, draw_network
 from lavaloop.deploy.dreaming.readouts import Policy, ReadoutRules, WorldModel
+from lavaloop.errors import LavaloopError
+from lavaloop.options import at_least, within
 from lavaloop.processes.pong_io.game import RESET, SHOW, STEP, command
+from lavaloop.profiles import MixedSignalProfile, load_profile
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class DreamConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DreamConfig":
+    def from_dict(cls, d: dict) -> DreamConfig:
         d = dict(d)
         d["topology"], d["rules"] = Topology(**d["topology"]), ReadoutRules(**d["rules"])
         return cls(**d)

@@ -1,8 +1,8 @@
 """What a chip backend needs to host one run of the dreaming agent."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -14,16 +14,18 @@ import time
 import numpy as np
 
 from lavaloop.deploy.dreaming.chip import ChipSetup
-from lavaloop.runtime import HANG_TIMEOUT_S, LavaRuntime, LavaRuntimeError, RuntimeHung, lava_config
 from lavaloop.processes.envio.process import decode_error
 from lavaloop.processes.pong_io.game import COMMAND_LEN, INFO_LEN
+from lavaloop.runtime import HANG_TIMEOUT_S, LavaRuntime, LavaRuntimeError, RuntimeHung, lava_config
 
 
 class LavaChip:
     """A chip backend (see EmulatedChip) for a single run on Lava's CPU simulator."""
 
     def __init__(self, setup: ChipSetup):
-        import lavaloop.processes.lava_import  # noqa: F401  (before Lava, see there)
+        import lavaloop.processes.lava_import  # noqa: F401  (must precede Lava, see there)
+
+        # isort: split
         from lava.proc.io import utils
         from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
         from lava.proc.io.injector import Injector, PyLoihiInjectorModel

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lavaloop.deploy.dreaming.pong import CELLS_PER_VAR, N_VARS
 from lavaloop.errors import ProfileError
 from lavaloop.profiles import MixedSignalProfile
-from lavaloop.deploy.dreaming.pong import CELLS_PER_VAR, N_VARS
 
 N_PLACE = N_VARS * CELLS_PER_VAR
 N_CHANNELS = 2 * N_PLACE + 3

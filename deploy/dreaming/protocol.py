@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lavaloop.errors import LavaloopError
+from lavaloop.atomic import atomic_path, write_json
 from lavaloop.deploy.dreaming.agent import DreamConfig, DreamingAgent
 from lavaloop.deploy.dreaming.emulator import EmulatedChip
-from lavaloop.atomic import atomic_path, write_json
 from lavaloop.deploy.results import versions
+from lavaloop.errors import LavaloopError
 
 BACKENDS = ("emulator", "lava")
 CURVE_EVERY = 50          # the curve: mean return over the last 50 games, every 50 games
@@ -41,8 +41,9 @@ class RunDir:
                 old = json.loads(cfg_file.read_text())
             except ValueError as exc:
                 raise RunDirError(f"{cfg_file} is not valid JSON ({exc})") from exc
-            if old != json.loads(json.dumps(self.config)):
-                diff = sorted(k for k in set(old) | set(self.config) if old.get(k) != json.loads(json.dumps(self.config)).get(k))
+            new = json.loads(json.dumps(self.config))
+            if old != new:
+                diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
                 raise RunDirError(f"{self.path} holds a run with a different configuration (differs in: "
                                   f"{', '.join(diff)}); use another --out or the same options")
         else:

@@ -1,8 +1,11 @@
 """ProcessModel of EnvIO (fixed-point: integer observation payload and readout)."""
 from __future__ import annotations
 
+import lavaloop.processes.lava_import  # noqa: F401  (must precede Lava, see there)
+
+# isort: split
+
 import numpy as np
-import lavaloop.processes.lava_import  # noqa: F401  (before Lava, see there)
 from lava.magma.core.decorator import implements, requires, tag
 from lava.magma.core.model.py.model import PyLoihiProcessModel
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort
@@ -11,8 +14,8 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from lavaloop.processes.dynamics import continuous_action, encode_input
-from lavaloop.rollout import epsilon_greedy
 from lavaloop.processes.envio.process import CONTROL_DECIDE, CONTROL_FIRST, EnvIO, encode_error
+from lavaloop.rollout import epsilon_greedy
 
 
 @implements(proc=EnvIO, protocol=LoihiProtocol)

@@ -1,10 +1,13 @@
 """EnvIO: a gymnasium environment living inside the Lava runtime."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import lavaloop.processes.lava_import  # noqa: F401  (must precede Lava, see there)
+
+# isort: split
+
+from collections.abc import Callable, Sequence
 
 import numpy as np
-import lavaloop.processes.lava_import  # noqa: F401  (before Lava, see there)
 from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
@@ -43,7 +46,8 @@ class EnvIO(AbstractProcess):
                  input_scale_bits: int, input_bits: int, timesteps: int, latency: int,
                  seeds: Sequence[int], epsilon: float, max_steps: int, inputs_fn: Callable | None = None,
                  continuous_frac_bits: int | None = None, name: str = "envio"):
-        super().__init__(env_fn=env_fn, inputs_fn=inputs_fn, action_map=list(action_map), input_scale_bits=input_scale_bits,
+        super().__init__(env_fn=env_fn, inputs_fn=inputs_fn, action_map=list(action_map),
+                         input_scale_bits=input_scale_bits,
                          input_bits=input_bits, timesteps=timesteps, latency=latency,
                          seeds=list(seeds), epsilon=epsilon, max_steps=max_steps,
                          continuous_frac_bits=continuous_frac_bits, name=name)

@@ -1,8 +1,11 @@
 """Fixed-point ProcessModel of GRSNStack; the arithmetic is processes.dynamics."""
 from __future__ import annotations
 
+import lavaloop.processes.lava_import  # noqa: F401  (must precede Lava, see there)
+
+# isort: split
+
 import numpy as np
-import lavaloop.processes.lava_import  # noqa: F401  (before Lava, see there)
 from lava.magma.core.decorator import implements, requires, tag
 from lava.magma.core.model.py.model import PyLoihiProcessModel
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort

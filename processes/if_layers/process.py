@@ -10,8 +10,11 @@ the pipeline adds latency, not lag.
 """
 from __future__ import annotations
 
+import lavaloop.processes.lava_import  # noqa: F401  (must precede Lava, see there)
+
+# isort: split
+
 import numpy as np
-import lavaloop.processes.lava_import  # noqa: F401  (before Lava, see there)
 from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var

@@ -1,8 +1,11 @@
 """LIFPopulation: mixed-signal leaky integrate-and-fire neurons (see dynamics.lif_step)."""
 from __future__ import annotations
 
+import lavaloop.processes.lava_import  # noqa: F401  (must precede Lava, see there)
+
+# isort: split
+
 import numpy as np
-import lavaloop.processes.lava_import  # noqa: F401  (before Lava, see there)
 from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var

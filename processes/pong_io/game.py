@@ -5,7 +5,7 @@ A command is 11 integers: [op, action, agent view (4), world-model view (4), mod
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

@@ -1,9 +1,12 @@
 """PongIO: a RAM-observed Atari game inside the Lava runtime, driven by host commands."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import lavaloop.processes.lava_import  # noqa: F401  (must precede Lava, see there)
 
-import lavaloop.processes.lava_import  # noqa: F401  (before Lava, see there)
+# isort: split
+
+from collections.abc import Callable, Sequence
+
 from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
@@ -15,8 +18,9 @@ from lavaloop.processes.pong_io.game import COMMAND_LEN, INFO_LEN, VIEW_LEN
 class PongIO(AbstractProcess):
     """Receives a command per step on `cmd_in` (see game.RamGame), sends what the place cells
     show on `views_out` every step, and [state, reward, error flag] on `info_out` on the step of
-    each command (zeros on HOLD steps; the error flag on every step once failed). An exception raised by the game is stored in
-    `error` (ASCII codes) and flagged, never raised into the runtime.
+    each command (zeros on HOLD steps; the error flag on every step once failed). An exception
+    raised by the game is stored in `error` (ASCII codes) and flagged, never raised into the
+    runtime.
     """
 
     def __init__(self, *, env_fn: Callable, env_seed: int, ram_index: Sequence[int],
