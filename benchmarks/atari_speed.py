@@ -20,7 +20,6 @@ results/atari_speed.json and .png.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import time
 from pathlib import Path
@@ -33,12 +32,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lavaloop.conversion.artifact import Artifact  # noqa: E402
-from lavaloop.conversion.convert import ConvertOptions, convert  # noqa: E402
-from lavaloop.deploy.results import versions, write_json  # noqa: E402
-from lavaloop.deploy.runner import RunSettings, run, stop_runtime  # noqa: E402
+from lavaloop import RunSettings, convert  # noqa: E402
+from lavaloop.atomic import write_json  # noqa: E402
+from lavaloop.conversion.artifact_if import IFArtifact as Artifact  # noqa: E402
+from lavaloop.deploy.results import versions  # noqa: E402
+from lavaloop.deploy.run import run  # noqa: E402
 from lavaloop.envs import EnvSpec, make_env  # noqa: E402
 from lavaloop.processes.dynamics import encode_input  # noqa: E402
+from lavaloop.runtime import LavaRuntime, lava_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "checkpoints" / "pong_dqn.pt"
@@ -111,27 +112,21 @@ def connect(source, procs: list, sink_shape) -> tuple:
 def time_network(source_data: np.ndarray, procs: list, steps: int, warmup: int = 12) -> float:
     """Seconds per Lava time step of source -> procs -> sink, after a warm-up in which every
     layer has run (and compiled its kernels)."""
-    from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.source import RingBuffer as Source
 
     src = Source(data=source_data)
     last = procs[-1]
     connect(src, procs, (last.s_out if hasattr(last, "s_out") else last.a_out).shape)
-    cfg = Loihi2SimCfg(select_tag="fixed_pt", loglevel=logging.WARNING)
-    try:
-        src.run(condition=RunSteps(num_steps=warmup), run_cfg=cfg)
+    with LavaRuntime(src, lava_config()) as rt:
+        rt.run(warmup)
         t0 = time.perf_counter()
-        src.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
+        rt.run(steps)
         return (time.perf_counter() - t0) / steps
-    finally:
-        stop_runtime(src)
 
 
 def closed_loop(art: Artifact, backend: str, episodes: int, timesteps: int) -> dict:
-    settings = RunSettings(seeds=list(range(episodes)), timesteps=timesteps, readout="robust", epsilon=0.05,
-                           backend=backend)
-    log = run(art, settings, progress=False)
+    settings = RunSettings(episodes=episodes, timesteps=timesteps, readout="robust", epsilon=0.05, backend=backend)
+    log = run(art, settings, progress=False).log
     return {"backend": backend, "episodes": episodes, "timesteps": timesteps, "decisions": log.decisions,
             "steps": log.steps, "wall_s": round(log.wall_s, 2), "steps_per_s": log.steps / log.wall_s}
 
@@ -164,7 +159,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "results")
     args = p.parse_args()
     t0 = time.time()
-    art = convert(CHECKPOINT, "ALE/Pong-v5", ConvertOptions(calib_steps=1000, max_episode_steps=args.episode_steps))
+    art = convert(CHECKPOINT, "ALE/Pong-v5", calib_steps=1000, max_episode_steps=args.episode_steps)
     conversion_s = art.manifest["conversion_seconds"]
     data = recorded_payloads(art, 16)
     n_out = art.manifest["n_actions"]

@@ -26,9 +26,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lavaloop.atomic import write_json  # noqa: E402
 from lavaloop.deploy.dreaming import protocol  # noqa: E402
 from lavaloop.deploy.dreaming.agent import DreamConfig  # noqa: E402
-from lavaloop.deploy.results import versions, write_json  # noqa: E402
+from lavaloop.deploy.results import versions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGMAS = (0.0, 0.1, 0.2, 0.3)

@@ -40,11 +40,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from lavaloop.atomic import write_json  # noqa: E402
 from lavaloop.conversion.grsn import convert_policy, load_policy  # noqa: E402
 from lavaloop.deploy.energy import ENERGY_MODELS, energy_report  # noqa: E402
-from lavaloop.deploy.grsn import run_grsn, run_grsn_emulator, run_grsn_lava  # noqa: E402
-from lavaloop.deploy.results import write_json  # noqa: E402
+from lavaloop.deploy.kinds.grsn import run_grsn_emulator, run_grsn_lava  # noqa: E402
+from lavaloop.deploy.run import run  # noqa: E402
 from lavaloop.envs import EnvSpec  # noqa: E402
+from lavaloop.options import RunSettings  # noqa: E402
 from lavaloop.profiles import PROFILES  # noqa: E402
 from lavaloop.trainers import sac as train_sac  # noqa: E402
 from lavaloop.trainers.recurrent import Config, episode_returns, train  # noqa: E402
@@ -135,23 +137,29 @@ def float_eval(path: Path, task: str, seeds: list[int]) -> dict:
     return {"mean_return": float(np.mean(returns)), "energy": energy_report(ops, steps[0])}
 
 
+def run_grsn(art, seeds: list[int]) -> dict:
+    """The emulator's RunResult of a GRSN artifact, in this study's record keys."""
+    res = run(art, RunSettings(episodes=len(seeds), seed=seeds[0], backend="emulator"), progress=False)
+    d = res.details
+    return {"mean_return": res.mean_return, "std_return": res.std_return, "source_mean_return": res.source_mean_return,
+            "return_ratio": res.return_ratio, "normalized_score": res.normalized_score,
+            "action_agreement": res.agreement, **{k: d[k] for k in ("action_error_mean", "action_error_max") if k in d},
+            "state_error_mean": d["state_error_mean"], "state_error_max": d["state_error_max"],
+            "spike_mismatch": d["spike_mismatch"], "grsn_spikes_per_step": res.spikes_per_decision,
+            "energy": res.energy, "steps_per_s": res.steps_per_s, "returns": res.returns}
+
+
 def deploy_grsn(task: str, cell: str, seed: int, seeds: list[int], lava_check: bool) -> dict:
     """Convert a GRSN policy and run it on the emulator (and, optionally, Lava for a bit-exact check)."""
     art = convert_policy(ckpt_path(task, cell, seed), task)
-    rec = run_grsn(art, seeds, backend="emulator", progress=False)
-    out = {k: rec[k] for k in ("mean_return", "std_return", "source_mean_return", "return_ratio",
-                               "action_agreement", *[k for k in ("action_error_mean", "action_error_max") if k in rec],
-                               "state_error_mean", "state_error_max", "spike_mismatch",
-                               "grsn_spikes_per_step", "energy", "steps_per_s")}
-    out["returns"] = [e["return"] for e in rec["episodes"]]
+    out = run_grsn(art, seeds)
     out["conversion_s"] = art.manifest["conversion_seconds"]
     if lava_check and cell == "grsn" and task in TASKS:   # where post-training quantization loses agreement
         with tempfile.TemporaryDirectory() as tmp:
             wide = Path(tmp) / "loihi2_w16.json"
             wide.write_text(json.dumps(dataclasses.replace(PROFILES["loihi2"], name="loihi2_w16",
                                                            weight_bits=16).to_dict()))
-            rec16 = run_grsn(convert_policy(ckpt_path(task, "grsn", seed), task, profile_name=str(wide)), seeds,
-                             backend="emulator", progress=False)
+            rec16 = run_grsn(convert_policy(ckpt_path(task, "grsn", seed), task, profile=str(wide)), seeds)
         out["weights_16_bit"] = {k: rec16[k] for k in ("mean_return", "action_agreement", "spike_mismatch",
                                                         "state_error_mean")}
     if lava_check:
@@ -265,10 +273,10 @@ def main() -> None:
         t["grsn_vs_gru"] = t["float"]["grsn"]["mean_return"]["mean"] / t["float"]["gru"]["mean_return"]["mean"]
         t["grsn_qat_vs_gru"] = (t["float"]["grsn_qat"]["mean_return"]["mean"]
                                 / t["float"]["gru"]["mean_return"]["mean"])
-        gru_nj = t["float"]["gru"]["energy"]["energy_per_step_nj"]
-        t["energy_nj"] = {"grsn_fixed_point": t["fixed_point"]["per_seed"][0]["energy"]["energy_per_step_nj"],
+        gru_nj = t["float"]["gru"]["energy"]["energy_per_decision_nj"]
+        t["energy_nj"] = {"grsn_fixed_point": t["fixed_point"]["per_seed"][0]["energy"]["energy_per_decision_nj"],
                           "grsn_qat_fixed_point":
-                              t["fixed_point_qat"]["per_seed"][0]["energy"]["energy_per_step_nj"],
+                              t["fixed_point_qat"]["per_seed"][0]["energy"]["energy_per_decision_nj"],
                           "gru_float": gru_nj}
         t["energy_ratio_grsn_over_gru"] = {m: t["energy_nj"]["grsn_fixed_point"][m] / gru_nj[m]
                                            for m in ENERGY_MODELS}

@@ -14,10 +14,9 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from lavaloop.conversion.convert import ConvertOptions, convert  # noqa: E402
-from lavaloop.deploy.episodes import decision_agreement, source_returns  # noqa: E402
-from lavaloop.deploy.results import versions, write_json  # noqa: E402
-from lavaloop.deploy.runner import RunSettings, run  # noqa: E402
+import lavaloop  # noqa: E402
+from lavaloop.atomic import write_json  # noqa: E402
+from lavaloop.deploy.results import versions  # noqa: E402
 
 ZIP = Path(__file__).resolve().parents[1] / "checkpoints" / "cartpole_sb3.zip"
 
@@ -40,14 +39,13 @@ def main() -> None:
     args = ap.parse_args()
     if not ZIP.exists():
         train(args.steps)
-    seeds = list(range(20))
-    art = convert(ZIP, "CartPole-v1", ConvertOptions(percentile=99.0))
-    rec = {"checkpoint": ZIP.name, "source_mean_return": float(source_returns(art, seeds, 0.0).mean()),
-           "percentile": 99.0, "cells": [], "versions": versions()}
+    art = lavaloop.convert(ZIP, "CartPole-v1", percentile=99.0)
+    rec = {"checkpoint": ZIP.name, "percentile": 99.0, "cells": [], "versions": versions()}
     for t in (16, 32, 64, 128):
-        log = run(art, RunSettings(seeds, t, "robust", 0.0, "emulator"), progress=False)
-        rec["cells"].append({"timesteps": t, "conversion_rate": decision_agreement(art, log).rate,
-                             "mean_return": float(log.returns.mean())})
+        res = lavaloop.run(art, episodes=20, backend="emulator", timesteps=t, epsilon=0.0, progress=False)
+        rec["source_mean_return"] = res.source_mean_return
+        rec["cells"].append({"timesteps": t, "conversion_rate": res.agreement, "mean_return": res.mean_return,
+                             "normalized_score": res.normalized_score})
         print(json.dumps(rec["cells"][-1]), flush=True)
     write_json(Path(args.out) / "cartpole_sb3.json", rec)
 

@@ -33,11 +33,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from lavaloop.conversion.artifact import Artifact  # noqa: E402
-from lavaloop.conversion.convert import ConvertOptions, convert  # noqa: E402
-from lavaloop.deploy.episodes import decision_agreement, source_returns  # noqa: E402
-from lavaloop.deploy.results import versions, write_json  # noqa: E402
-from lavaloop.deploy.runner import RunSettings, run  # noqa: E402
+from lavaloop import ConvertOptions, RunSettings, convert, load_artifact  # noqa: E402
+from lavaloop.atomic import write_json  # noqa: E402
+from lavaloop.deploy.kinds.rate_if import source_returns  # noqa: E402
+from lavaloop.deploy.results import versions  # noqa: E402
+from lavaloop.deploy.run import random_returns, run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS, BUILD = ROOT / "checkpoints", ROOT / "build"
@@ -109,18 +109,16 @@ def cell_order(percentiles, readouts, timesteps) -> list[tuple[float, str, int]]
     return sorted(cells, key=lambda c: (c[1] != "robust" or c[2] > 128, c[0] != default, c[2], c[1] != "robust", c[0]))
 
 
-def run_cell(art_path: Path, percentile: float, readout: str, timesteps: int, seeds: list[int],
+def run_cell(art_path: Path, percentile: float, readout: str, timesteps: int, episodes: int,
              epsilon: float) -> dict:
     """One cell on the emulator: closed-loop episodes, then the conversion rate on their observations."""
-    art = Artifact.load(art_path)
-    log = run(art, RunSettings(seeds, timesteps, readout, epsilon, "emulator"), progress=False)
-    agreement = decision_agreement(art, log)
+    res = run(load_artifact(art_path), RunSettings(episodes=episodes, timesteps=timesteps, readout=readout,
+                                                   epsilon=epsilon, backend="emulator"), progress=False)
     return {"percentile": percentile, "readout": readout, "timesteps": timesteps,
-            "conversion_rate": agreement.rate, "outcome_agreement": agreement.outcome_rate,
-            "mean_return": float(log.returns.mean()), "std_return": float(log.returns.std()),
-            "returns": log.returns.tolist(), "decisions": log.decisions,
-            "spikes_per_decision": sum(log.spikes) / log.decisions,
-            "emulator_steps_per_s": log.steps / log.wall_s, "wall_s": log.wall_s}
+            "conversion_rate": res.agreement, "outcome_agreement": res.details["outcome_agreement"],
+            "mean_return": res.mean_return, "std_return": res.std_return, "normalized_score": res.normalized_score,
+            "returns": res.returns, "decisions": res.decisions, "spikes_per_decision": res.spikes_per_decision,
+            "emulator_steps_per_s": res.steps_per_s, "wall_s": res.wall_s}
 
 
 def main() -> None:
@@ -153,22 +151,23 @@ def main() -> None:
     for p in args.percentiles or sweep.percentiles:
         if p not in pending and f"{p:g}" in ceilings:
             continue
-        art = convert(sweep.checkpoint, sweep.env, ConvertOptions(percentile=p, **opts))
+        art = convert(sweep.checkpoint, sweep.env, percentile=p, **opts)
         artifacts[p] = BUILD / f"{args.name}_sweep{tag}_p{p:g}.h5"
         art.save(artifacts[p])
         record["conversion_seconds"] = art.manifest["conversion_seconds"]
         ceilings[f"{p:g}"] = art.manifest["rate_limit_agreement"]
-        if "source_mean_return" not in record:
-            src = source_returns(art, seeds, sweep.epsilon)
+        src = source_returns(art, seeds, sweep.epsilon)       # kept for the forked workers' runs
+        rnd = random_returns(art.env_spec, seeds)
+        if "random_mean_return" not in record:
             record.update(source_mean_return=float(src.mean()), source_std_return=float(src.std()),
-                          source_returns=src.tolist())
+                          source_returns=src.tolist(), random_mean_return=float(rnd.mean()))
     record.update(env=sweep.env, episodes=episodes, epsilon=sweep.epsilon, backend="emulator",
                   normalization=args.normalization,
                   checkpoint=sweep.checkpoint.name, versions=versions())
     write_json(path, record)
     pool = ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("fork"))
     try:
-        futures = [pool.submit(run_cell, artifacts[p], p, r, t, seeds, sweep.epsilon) for p, r, t in todo]
+        futures = [pool.submit(run_cell, artifacts[p], p, r, t, episodes, sweep.epsilon) for p, r, t in todo]
         for fut in tqdm(as_completed(futures), total=len(futures), desc=f"{args.name} sweep", unit="cell"):
             cell = fut.result()
             tqdm.write(json.dumps(cell))
@@ -177,11 +176,11 @@ def main() -> None:
     finally:
         pool.shutdown(cancel_futures=True)   # a failed cell does not wait for the queued ones
     if "lava_cross_check" not in record:
-        art = convert(sweep.checkpoint, sweep.env, ConvertOptions(**opts))
-        s = dict(seeds=list(range(args.lava_check_episodes)), timesteps=sweep.check_timesteps,
+        art = convert(sweep.checkpoint, sweep.env, **opts)
+        s = dict(episodes=args.lava_check_episodes, timesteps=sweep.check_timesteps,
                  readout="robust", epsilon=sweep.epsilon)
-        lava = run(art, RunSettings(**s, backend="lava"), progress=False)
-        emu = run(art, RunSettings(**s, backend="emulator"), progress=False)
+        lava = run(art, RunSettings(**s, backend="lava"), progress=False).log
+        emu = run(art, RunSettings(**s, backend="emulator"), progress=False).log
         record["lava_cross_check"] = {
             **s, "identical_actions": all(np.array_equal(a, b) for a, b in zip(lava.greedy, emu.greedy)),
             "identical_spike_counts": lava.spikes == emu.spikes, "lava_steps_per_s": lava.steps / lava.wall_s,

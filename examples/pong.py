@@ -4,15 +4,14 @@
 
 Converts `checkpoints/pong_dqn.pt` with channel-wise normalization, plays full games on
 the fast emulator (bit-exact with Lava; `--backend lava` runs the same network inside
-the Lava runtime, ~7x slower), then compares with the source DQN on the same seeds:
-conversion rate (same argmax on the observations the SNN visited) and return.
+the Lava runtime, ~7x slower), and prints the run's summary: returns beside the source
+DQN's and a random policy's on the same seeds, the conversion rate (same argmax on the
+observations the SNN visited), spikes and the energy estimate.
 """
 import argparse
 from pathlib import Path
 
-from lavaloop.conversion.convert import ConvertOptions, convert
-from lavaloop.deploy.episodes import decision_agreement, source_returns
-from lavaloop.deploy.runner import RunSettings, run
+import lavaloop
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "pong_dqn.pt"
 
@@ -24,19 +23,12 @@ def main() -> None:
     ap.add_argument("--backend", choices=("emulator", "lava"), default="emulator")
     args = ap.parse_args()
 
-    opts = ConvertOptions(normalization="channel", percentile=99.99, timesteps=args.timesteps)
-    art = convert(CHECKPOINT, "ALE/Pong-v5", opts)
+    art = lavaloop.convert(CHECKPOINT, "ALE/Pong-v5", normalization="channel", percentile=99.99,
+                           timesteps=args.timesteps)
     print(f"converted in {art.manifest['conversion_seconds']:.0f} s; "
           f"T -> infinity ceiling {art.manifest['rate_limit_agreement']:.3f}")
-
-    settings = RunSettings.for_artifact(art, episodes=args.episodes, backend=args.backend)
-    log = run(art, settings)
-    agreement = decision_agreement(art, log)
-    dqn = source_returns(art, settings.seeds, settings.epsilon)
-    print(f"SNN returns {log.returns.tolist()} vs DQN {dqn.tolist()} (seeds {settings.seeds}, "
-          f"epsilon {settings.epsilon})")
-    print(f"conversion rate {agreement.rate:.3f}, same outcome {agreement.outcome_rate:.3f}, "
-          f"{sum(log.spikes) / log.decisions:,.0f} spikes per decision")
+    result = lavaloop.run(art, episodes=args.episodes, backend=args.backend)
+    print(result.summary())
 
 
 if __name__ == "__main__":

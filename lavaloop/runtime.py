@@ -102,7 +102,10 @@ class LavaRuntime:
         return self
 
     def __exit__(self, kind, exc, tb) -> None:
-        self.stop()
+        if isinstance(exc, KeyboardInterrupt):
+            self.kill()             # an interrupted host may have left a message half-read: no handshake
+        else:
+            self.stop()
         if exc is not None and not isinstance(exc, (LavaloopError, KeyboardInterrupt)) and isinstance(exc, Exception):
             raise LavaRuntimeError(f"Lava runtime failed: {child_error(exc)}") from exc
 
@@ -176,9 +179,15 @@ class LavaRuntime:
 
     def stop(self) -> None:
         """Stop the runtime if it runs (at most 30 s), then terminate what is left of it."""
+        def stop_quietly():
+            try:
+                self.proc.stop()
+            except Exception:  # noqa: BLE001 - whatever is left is terminated below
+                pass
+
         runtime = getattr(self.proc, "runtime", None)
         if runtime is not None and getattr(runtime, "_is_started", False) and self.own_processes():
-            stopper = threading.Thread(target=self.proc.stop, daemon=True)
+            stopper = threading.Thread(target=stop_quietly, daemon=True)
             stopper.start()
             stopper.join(30)
         self.kill()
