@@ -10,10 +10,10 @@ from lavaloop.errors import ProfileError
 
 @dataclass(frozen=True)
 class ChipProfile:
-    """Numbers that describe a chip. `None` means unconstrained."""
+    """Numbers that describe a fixed-point chip; `neurons_per_core` and `fan_in` may be None (unconstrained)."""
 
     name: str
-    weight_bits: int | None          # signed weight mantissa width
+    weight_bits: int                 # signed weight mantissa width
     weight_exp_min: int              # per-layer weight exponent range (weight = mant * 2**exp)
     weight_exp_max: int
     state_bits: int                  # membrane potential / current width
