@@ -180,3 +180,31 @@ def test_dream_cli_bad_input(tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert_clean_failure(lavaloop("dream", "pong", "--runs", 1, "--games", 1, "--no-dream", "--out", run),
                          "lavaloop", "different configuration", "dream")
+
+
+def test_sigterm_leaves_a_resumable_run_directory(tmp_path):
+    """`kill -TERM` during `lavaloop dream`: exit 128 + 15, and the run directory still holds
+    a valid configuration and checkpoint that a resumed run accepts."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import LAVALOOP, ROOT
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([*LAVALOOP, "dream", "pong", "--runs", "1", "--games", "500", "--checkpoint-every", "1",
+                             "--out", str(out), "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.npz").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (out / "checkpoint.npz").exists(), "no checkpoint was written"
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
+    cfg = DreamConfig.from_dict({k: v for k, v in json.loads((out / "config.json").read_text()).items()
+                                 if k != "backend"})
+    data = protocol.RunDir(out, cfg, "emulator").open()
+    assert 1 <= data["meta"]["games_done"] < 500

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from lavaloop import rollout
+from lavaloop.atomic import atomic_path
 from lavaloop.conversion.models.grsn import CELLS, PolicyConfig, RecurrentNet, action_input, greedy_action, save_policy
 from lavaloop.envs import EnvSpec, make_env
 from lavaloop.rollout import epsilon_greedy
@@ -192,7 +193,7 @@ class EvalCurve:
         meta = {**meta, "best_step": self.best[1], "best_eval": self.best[2], "final_eval": self.points[-1][1]}
         out.parent.mkdir(parents=True, exist_ok=True)
         save_policy(net, out, meta)
-        with open(out.with_suffix(".csv"), "w", newline="") as f:
+        with atomic_path(out.with_suffix(".csv")) as tmp, open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["step", "eval_return", "wall_s"])
             w.writerows(self.points)

@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lavaloop.atomic import atomic_path
 from lavaloop.fixedpoint import int_max
 
 CELLS = ("grsn", "gru", "lif", "grsn_notap")
@@ -312,6 +313,8 @@ def action_input(cfg: PolicyConfig, action) -> np.ndarray:
 
 
 def save_policy(net: RecurrentNet, path, meta: dict) -> None:
-    """A checkpoint of tensors and one JSON string: loadable with torch.load(weights_only=True)."""
-    torch.save({"format": CHECKPOINT_FORMAT, "config": json.dumps(asdict(net.cfg)),
-                "meta": json.dumps(meta), "state_dict": net.state_dict()}, path)
+    """A checkpoint of tensors and one JSON string, loadable with torch.load(weights_only=True),
+    written atomically."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, "config": json.dumps(asdict(net.cfg)),
+                    "meta": json.dumps(meta), "state_dict": net.state_dict()}, tmp)
