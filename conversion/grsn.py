@@ -35,7 +35,7 @@ from lavaloop.errors import CheckpointError, LavaloopError, ProfileError, ShapeM
 from lavaloop.fixedpoint import int_max
 from lavaloop.options import GRSNConvertOptions, from_kwargs
 from lavaloop.profiles import ChipProfile, load_profile
-from lavaloop.rollout import run_episode
+from lavaloop.rollout import epsilon_greedy, run_episode
 
 LUT_INDEX_BITS, LUT_IN_FRAC, GATE_BITS = 10, 6, 12
 ACT_MARGIN = 2.0
@@ -144,11 +144,13 @@ def policy_inputs(obs: np.ndarray, prev_action: np.ndarray, prev_reward: np.ndar
     return np.concatenate([obs, prev, np.asarray(prev_reward, np.float64)[:, None]], axis=-1)
 
 
-def explore(rng: np.random.Generator, cfg: PolicyConfig, greedy, epsilon: float):
-    """The greedy action, or with probability epsilon a uniform random one (one draw per decision)."""
-    if rng.random() >= epsilon:
-        return greedy
-    return rng.uniform(-1, 1, cfg.n_actions) if cfg.continuous else int(rng.integers(cfg.n_actions))
+def explore(rng: np.random.Generator, cfg: PolicyConfig, out: np.ndarray, epsilon: float):
+    """The policy's action for its outputs `out`, or with probability epsilon a uniform random one:
+    `lavaloop.rollout.epsilon_greedy` for discrete actions, the same single draw per decision
+    for continuous ones."""
+    if not cfg.continuous:
+        return epsilon_greedy(rng, out, epsilon)[1]
+    return greedy_action(cfg, out) if rng.random() >= epsilon else rng.uniform(-1, 1, cfg.n_actions)
 
 
 def calibrate(net: RecurrentNet, spec: EnvSpec, episodes: int, seed: int, epsilon: float) -> dict[str, float]:
@@ -163,7 +165,7 @@ def calibrate(net: RecurrentNet, spec: EnvSpec, episodes: int, seed: int, epsilo
                                      mem["state"])
         for k, val in t.items():
             peaks[k] = max(peaks.get(k, 0.0), float(np.abs(val).max()))
-        mem["a"] = explore(rng, cfg, greedy_action(cfg, t[f"head{len(cfg.head)}"][0]), epsilon)
+        mem["a"] = explore(rng, cfg, t[f"head{len(cfg.head)}"][0], epsilon)
         return mem["a"]
 
     def observe(obs, a, r, terminated, truncated):

@@ -7,15 +7,11 @@ test checks it on recorded runs.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from threadpoolctl import threadpool_limits
-from tqdm import tqdm
 
 from lavaloop.conversion.artifact_if import IFArtifact
-from lavaloop.deploy.episodes import EpisodeLog
-from lavaloop.envs import EnvSpec, episode_limit, make_env
+from lavaloop.deploy.episodes import EpisodeLog, play_batched
 from lavaloop.processes.dynamics import Synapse, encode_input, if_steps, readout
 from lavaloop.rollout import epsilon_greedy
 
@@ -71,42 +67,19 @@ def run_emulator(art: IFArtifact, seeds: list[int], timesteps: int, readout_mode
 
 
 def _run_batched(art, seeds, timesteps, readout_mode, epsilon, progress) -> EpisodeLog:
-    spec = EnvSpec.from_dict(art.manifest["env"])
     amap = art.manifest["action_map"]
-    limit = episode_limit(spec)
     net = FixedPointNetwork(art, timesteps, readout_mode)
     scale, in_bits = 1 << int(art.manifest["input_scale_bits"]), art.profile.input_bits
-    n = len(seeds)
-    envs = [make_env(spec) for _ in seeds]
-    rngs = [np.random.default_rng(s) for s in seeds]
-    obs = [np.ravel(env.reset(seed=s)[0]) for env, s in zip(envs, seeds)]
-    returns, lengths = np.zeros(n), np.zeros(n, np.int64)
-    actions, greedy = [[] for _ in seeds], [[] for _ in seeds]
-    active = list(range(n))
-    t0, windows = time.time(), 0
-    bar = tqdm(total=n, desc="episodes (emulator)", unit="ep", disable=not progress, leave=False)
-    while active:
-        q = net.decide(encode_input(np.stack([obs[e] for e in active]), scale, in_bits))
-        windows += 1
-        still = []
-        for row, e in enumerate(active):
-            g, a = epsilon_greedy(rngs[e], q[row], epsilon)
-            greedy[e].append(g)
-            actions[e].append(a)
-            o, r, term, trunc, _ = envs[e].step(amap[a])
-            obs[e] = np.ravel(o)
-            returns[e] += float(r)
-            lengths[e] += 1
-            if term or trunc or lengths[e] >= limit:
-                bar.update(1)
-            else:
-                still.append(e)
-        active = still
-    bar.close()
-    for env in envs:
-        env.close()
-    return EpisodeLog(seeds=list(seeds), returns=returns, lengths=lengths,
-                      actions=[np.asarray(a) for a in actions], greedy=[np.asarray(g) for g in greedy],
-                      spikes=net.spikes.tolist(), synops=net.synops.tolist(),
-                      steps=int(lengths.sum()) * (timesteps + len(art.layers)),
-                      wall_s=time.time() - t0, extra={"batched_windows": windows})
+
+    def decide(rng, values):
+        g, a = epsilon_greedy(rng, values, epsilon)
+        return g, a, amap[a]
+
+    def values(active, obs, prev_actions, prev_rewards):
+        return net.decide(encode_input(obs, scale, in_bits))
+
+    played = play_batched(art.env_spec, seeds, values, decide, -1, progress)
+    return EpisodeLog(seeds=list(seeds), returns=played.returns, lengths=played.lengths, actions=played.actions,
+                      greedy=played.greedy, spikes=net.spikes.tolist(), synops=net.synops.tolist(),
+                      steps=int(played.lengths.sum()) * (timesteps + len(art.layers)), wall_s=played.wall_s,
+                      extra={"batched_windows": played.rounds})

@@ -7,13 +7,14 @@ Every kind's Lava runner closes the loop through EnvIO (processes.envio) and run
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
 
 from lavaloop import runtime
-from lavaloop.envs import EnvSpec, make_env
+from lavaloop.envs import EnvSpec, episode_limit, make_env
 from lavaloop.errors import LavaloopError
 from lavaloop.rollout import run_episode
 from lavaloop.runtime import LavaRuntime, LavaRuntimeError
@@ -37,6 +38,71 @@ class EpisodeLog:
     @property
     def decisions(self) -> int:
         return int(self.lengths.sum())
+
+
+@dataclass
+class Played:
+    """Per-episode outcome of `play_batched`."""
+
+    returns: np.ndarray
+    lengths: np.ndarray
+    actions: list[np.ndarray]
+    greedy: list[np.ndarray]
+    rounds: int
+    wall_s: float
+
+
+def play_batched(spec: EnvSpec, seeds: list[int], values: Callable, decide: Callable, start_action,
+                 progress: bool = True) -> Played:
+    """One episode per seed, stepped together: every emulator's episode loop.
+
+    Parameters
+    ----------
+    spec: the environment (one instance per episode); episodes end when the env ends them
+        or at `episode_limit(spec)` steps.
+    seeds: episode seeds (env reset; each episode's random stream for `decide`).
+    values: values(active, obs, prev_actions, prev_rewards) -> one row of decision values per
+        active episode (`active`: their indices, in order; the other arrays hold those
+        episodes' raveled observations, previous taken actions and previous rewards).
+    decide: decide(rng, row) -> (greedy, taken, env action) of one episode.
+    start_action: the "previous action" at an episode's start.
+    progress: show a progress bar.
+    """
+    n = len(seeds)
+    envs = [make_env(spec) for _ in seeds]
+    limit = episode_limit(spec)
+    rngs = [np.random.default_rng(s) for s in seeds]
+    obs = [np.ravel(env.reset(seed=s)[0]) for env, s in zip(envs, seeds)]
+    prev_a, prev_r = [start_action] * n, np.zeros(n)
+    returns, lengths = np.zeros(n), np.zeros(n, np.int64)
+    actions, greedy = [[] for _ in seeds], [[] for _ in seeds]
+    active, rounds, t0 = list(range(n)), 0, time.time()
+    bar = tqdm(total=n, desc="episodes (emulator)", unit="ep", disable=not progress, leave=False)
+    try:
+        while active:
+            q = values(np.asarray(active), np.stack([obs[e] for e in active]),
+                       np.stack([np.asarray(prev_a[e]) for e in active]), prev_r[active])
+            rounds += 1
+            still = []
+            for row, e in enumerate(active):
+                g, a, env_a = decide(rngs[e], q[row])
+                greedy[e].append(g)
+                actions[e].append(a)
+                o, r, term, trunc, _ = envs[e].step(env_a)
+                obs[e], prev_a[e], prev_r[e] = np.ravel(o), a, r
+                returns[e] += float(r)
+                lengths[e] += 1
+                if term or trunc or lengths[e] >= limit:
+                    bar.update(1)
+                else:
+                    still.append(e)
+            active = still
+    finally:
+        bar.close()
+        for env in envs:
+            env.close()
+    return Played(returns, lengths, [np.asarray(a) for a in actions], [np.asarray(g) for g in greedy], rounds,
+                  time.time() - t0)
 
 
 def run_envio_episodes(rt: LavaRuntime, envio, episodes: int, chunk: int, progress: bool) -> tuple[int, float]:

@@ -173,9 +173,10 @@ def test_missing_artifact(tmp_path):
     assert_clean_failure(lavaloop_cli("run", tmp_path / "none.h5"), tmp_path, "no such artifact")
 
 
-def test_sigterm_during_a_lava_run_leaves_no_process(cartpole_artifact, tmp_path):
-    """`kill -TERM` (what timeout, a batch scheduler or docker stop send) while Lava runs:
-    the runtime is stopped, no process is left, the exit code is 128 + 15."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_during_a_lava_run_leaves_no_process(cartpole_artifact, tmp_path, signum):
+    """`kill -TERM` (what timeout, a batch scheduler or docker stop send) or a hang-up while
+    Lava runs: the runtime is stopped, no process is left, the exit code is 128 + signal."""
     path, _ = cartpole_artifact
     marker = tmp_path / "sigterm.json"
     proc = subprocess.Popen([*LAVALOOP, "run", path, "--episodes", "50", "--json", marker, "--no-progress"],
@@ -186,10 +187,10 @@ def test_sigterm_during_a_lava_run_leaves_no_process(cartpole_artifact, tmp_path
     children = lava_children(proc.pid)
     assert len(children) >= 2, "the Lava runtime did not start"
     time.sleep(1.0)                                  # mid-run
-    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    assert "Traceback" not in err and "interrupted (SIGTERM)" in err
+    assert proc.returncode == 128 + signum, err
+    assert "Traceback" not in err and f"interrupted ({signal.Signals(signum).name})" in err
     time.sleep(0.5)
     assert [pid for pid in children if alive(pid)] == []
     assert not marker.exists()

@@ -8,16 +8,14 @@ episode's start; the emulator batches the episodes. `fidelity` replays every epi
 from __future__ import annotations
 
 import functools
-import time
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from lavaloop.conversion.artifact_grsn import GRSNArtifact
 from lavaloop.conversion.grsn import check_task, float_step, policy_inputs
 from lavaloop.conversion.models.grsn import PolicyConfig, RecurrentNet
-from lavaloop.deploy.episodes import EpisodeLog, recorded_actions, replay, run_envio_episodes
+from lavaloop.deploy.episodes import EpisodeLog, play_batched, recorded_actions, replay, run_envio_episodes
 from lavaloop.deploy.kinds.base import Deployment, Fidelity
 from lavaloop.envs import EnvSpec, episode_limit, make_env
 from lavaloop.processes.dynamics import continuous_action, encode_input, prepare_stage, run_stage, stage_ops
@@ -71,58 +69,38 @@ class FixedPointGRSN:
         self.last_spikes = np.zeros((batch, hidden), np.int64)
         self.ops = {"mac": 0, "ac": 0, "neuron": 0}
 
-    def step(self, u: np.ndarray, count: np.ndarray | None = None) -> np.ndarray:
-        """Values (B, n_actions) for float inputs u (B, n_u); ops and spikes of rows `count` (bool) are counted."""
+    def step(self, u: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Values (R, n_actions) for float inputs u (R, n_u) of the batch rows `rows` (default
+        all); only those rows' states advance, and their ops and spikes are counted."""
+        rows = np.arange(len(self.state["h"])) if rows is None else rows
         x = encode_input(u, self.scale, self.bits)
-        count = np.ones(len(x), bool) if count is None else count
+        state = {k: v[rows] for k, v in self.state.items()}
         for st in self.stages:
-            ops = stage_ops(st, x[count])
+            ops = stage_ops(st, x)
             for k in self.ops:
                 self.ops[k] += int(np.sum(ops[k]))
-            x = run_stage(st, x, self.state)
+            x = run_stage(st, x, state)
             if st["kind"] == "grsn":
                 self.last_spikes = (x[:, : len(st["b_f"])] != 0).astype(np.int64)
-                self.spikes += int(self.last_spikes[count].sum())
+                self.spikes += int(self.last_spikes.sum())
+        for k, v in state.items():
+            self.state[k][rows] = v
         return x
 
 
 def run_grsn_emulator(art: GRSNArtifact, seeds: list[int], epsilon: float, progress: bool = True) -> EpisodeLog:
     """One episode per seed, all batched."""
     m = art.manifest
-    spec = EnvSpec.from_dict(m["env"])
-    n_act, limit, cont = int(m["n_actions"]), episode_limit(spec), m["continuous"]
+    n_act, cont = int(m["n_actions"]), m["continuous"]
     f_out = m["quantization"]["frac_bits"]["q"]
-    n = len(seeds)
-    net = FixedPointGRSN(art, n)
-    envs = [make_env(spec) for _ in seeds]
-    rngs = [np.random.default_rng(s) for s in seeds]
-    obs = np.stack([np.ravel(env.reset(seed=s)[0]) for env, s in zip(envs, seeds)]).astype(np.float64)
-    prev_a, prev_r = start_actions(m, n), np.zeros(n)
-    returns, lengths = np.zeros(n), np.zeros(n, np.int64)
-    actions, greedy = [[] for _ in seeds], [[] for _ in seeds]
-    active = np.ones(n, bool)
-    t0 = time.time()
-    bar = tqdm(total=n, desc="episodes (emulator)", unit="ep", disable=not progress, leave=False)
-    while active.any():
-        q = net.step(policy_inputs(obs, prev_a, prev_r, n_act, cont), active)
-        for e in np.flatnonzero(active):
-            g, a, env_a = decision(m, rngs[e], q[e], epsilon, f_out)
-            greedy[e].append(g)
-            actions[e].append(a)
-            o, r, term, trunc, _ = envs[e].step(env_a)
-            obs[e], prev_a[e], prev_r[e] = np.ravel(o), a, r
-            returns[e] += float(r)
-            lengths[e] += 1
-            if term or trunc or lengths[e] >= limit:
-                active[e] = False
-                bar.update(1)
-    bar.close()
-    for env in envs:
-        env.close()
-    return EpisodeLog(seeds=list(seeds), returns=returns, lengths=lengths,
-                      actions=[np.asarray(a) for a in actions], greedy=[np.asarray(g) for g in greedy],
-                      spikes=[net.spikes], synops=[net.ops["mac"] + net.ops["ac"]],
-                      steps=int(lengths.sum()) * (len(art.stages) + 1), wall_s=time.time() - t0,
+    net = FixedPointGRSN(art, len(seeds))
+    played = play_batched(art.env_spec, seeds,
+                          lambda active, obs, pa, pr: net.step(policy_inputs(obs, pa, pr, n_act, cont), active),
+                          lambda rng, values: decision(m, rng, values, epsilon, f_out),
+                          start_actions(m, 1)[0], progress)
+    return EpisodeLog(seeds=list(seeds), returns=played.returns, lengths=played.lengths, actions=played.actions,
+                      greedy=played.greedy, spikes=[net.spikes], synops=[net.ops["mac"] + net.ops["ac"]],
+                      steps=int(played.lengths.sum()) * (len(art.stages) + 1), wall_s=played.wall_s,
                       extra={"ops": dict(net.ops)})
 
 

@@ -1,0 +1,35 @@
+"""The integer arithmetic of every neuron and synapse: one source of truth.
+
+Lava ProcessModels call these functions in `run_spk`; the fast emulators call the very
+same functions on batches, so they are bit-exact with Lava by construction. States and
+currents are int64; spike inputs are summed in the narrowest exact integer type, graded
+inputs in an exact float product; a leading batch dimension is allowed everywhere. The hot
+loops are compiled with numba. Imports numpy and numba only, never Lava.
+
+One module per neuron family (a new coding adds one):
+
+* `fixed`: saturation, shifts, input encoding, exact dense and convolutional products;
+* `rate`: integrate-and-fire neurons, event-driven synapses, readouts (converted DQNs);
+* `grsn`: graded-spike layers and gated recurrent spiking neurons (GRSN policies);
+* `mixed_signal`: spike generators and LIF neurons of DYNAP-SE chips (the dreaming agent).
+
+Their public functions are also importable from this package.
+"""
+from lavaloop.processes.dynamics.fixed import conv2d, dense, encode_input, exact_float, exact_int, saturate, shift
+from lavaloop.processes.dynamics.grsn import (
+                                               continuous_action,
+                                               graded_dense,
+                                               grsn_gates,
+                                               grsn_step,
+                                               prepare_stage,
+                                               run_stage,
+                                               sigmoid_lookup,
+                                               stage_ops,
+)
+from lavaloop.processes.dynamics.mixed_signal import lif_step, place_cell_increments, regular_spikes, synaptic_drive
+from lavaloop.processes.dynamics.rate import Synapse, conv_fanout, conv_reach, if_step, if_steps, readout
+
+__all__ = ["Synapse", "continuous_action", "conv2d", "conv_fanout", "conv_reach", "dense", "encode_input",
+           "exact_float", "exact_int", "graded_dense", "grsn_gates", "grsn_step", "if_step", "if_steps",
+           "lif_step", "place_cell_increments", "prepare_stage", "readout", "regular_spikes", "run_stage",
+           "saturate", "shift", "sigmoid_lookup", "stage_ops", "synaptic_drive"]
