@@ -9,6 +9,8 @@ import numpy as np
 
 from lavaloop.artifact import lavaloop_version
 from lavaloop.conversion.artifact_if import IFArtifact
+from lavaloop.conversion.distill import DistillConfig, distill
+from lavaloop.conversion.distill import agreement as distill_agreement
 from lavaloop.conversion.loaders import load_checkpoint
 from lavaloop.conversion.models.qnet import FeedForwardQ
 from lavaloop.conversion.network import ConvLayer, SourceNetwork
@@ -55,6 +57,23 @@ def rate_limit_agreement(q: FeedForwardQ, layers: list, obs: np.ndarray,
     return same / len(x)
 
 
+def distill_layers(q: FeedForwardQ, normed: list, layers: list, profile: ChipProfile, obs: np.ndarray,
+                   spec: EnvSpec, opts: ConvertOptions, out_scale: float) -> tuple[list, list, dict]:
+    """(trained float layers, their quantized layers, report): `distill` at the options' T, with
+    the agreement of the T-step staircase model on held-out source episodes before and after."""
+    per_neuron = [profile.per_neuron_threshold and i < len(normed) - 1 for i in range(len(normed))]
+    cfg = DistillConfig(steps=opts.distill_steps, seed=opts.calib_seed)
+    heldout = collect_observations(q, spec, cfg.heldout_steps, opts.calib_seed + 100_000, opts.calib_epsilon)
+    before = distill_agreement(q, layers, heldout, opts.timesteps)
+    tuned, report = distill(q, normed, profile, per_neuron, obs, spec, opts.timesteps, float(out_scale),
+                            opts.calib_epsilon, cfg)
+    tuned_q = quantize(tuned, profile, obs, opts.v_init, bias_correction=False)
+    report.update(heldout_steps=cfg.heldout_steps, heldout_seed=opts.calib_seed + 100_000,
+                  heldout_agreement_before=before,
+                  heldout_agreement_after=distill_agreement(q, tuned_q, heldout, opts.timesteps))
+    return tuned, tuned_q, report
+
+
 def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact:
     """Load a DQN checkpoint, calibrate, normalize and quantize it: the "if" kind's converter.
 
@@ -86,6 +105,9 @@ def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact:
     scales = layer_scales(q, obs, opts.percentile, channels)
     normed = normalize(net.layers, scales)
     layers = quantize(normed, profile, obs, opts.v_init)
+    distilled = None
+    if opts.distill:
+        normed, layers, distilled = distill_layers(q, normed, layers, profile, obs, spec, opts, scales[-1])
     report = [quantization_report(ql, l) for ql, l in zip(layers, normed)]
     manifest = {
         "env": spec.to_dict(), "obs_shape": obs_shape, "n_actions": n_actions,
@@ -98,6 +120,7 @@ def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact:
                           "calib_epsilon": opts.calib_epsilon},
         "profile": profile.to_dict(), "quantization": report,
         "rate_limit_agreement": rate_limit_agreement(q, layers, obs),
+        "distillation": distilled,
         "source": {"file": Path(checkpoint).name, "format": net.format, "sha256": net.sha256,
                    "layers": [l.name for l in net.layers]},
         "lavaloop_version": lavaloop_version(),

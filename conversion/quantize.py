@@ -83,18 +83,29 @@ def rel_rms(approx: np.ndarray, exact: np.ndarray) -> float:
     return float(np.sqrt(np.mean((approx - exact) ** 2))) / denom if denom > 0 else 0.0
 
 
-def quantize_layer(layer: Layer, profile: ChipProfile, per_neuron: bool) -> QuantizedLayer:
-    """Mantissa, exponent, thresholds and biases of one layer."""
+def weight_scale(w: np.ndarray, profile: ChipProfile, per_neuron: bool) -> tuple[int, np.ndarray]:
+    """(exponent, scale per output neuron) of the profile's rule for real weights w (out, ...):
+    mantissa = rint(w * scale / 2**exp), threshold = rint(scale), so that w ~ mantissa * 2**exp / vth.
+
+    The exponent puts the largest threshold near 2**threshold_bits; with `per_neuron` every
+    row uses the full mantissa range, else all rows share the scale of the largest weight.
+    """
     mant_max = int_max(profile.weight_bits)
-    state_max = int_max(profile.state_bits)
-    w = np.asarray(layer.weight, np.float64)
+    w = np.asarray(w, np.float64)
     w_max = float(np.abs(w).max())
     exp = 0 if w_max == 0 else math.ceil(math.log2(2.0 ** profile.threshold_bits * w_max / mant_max))
     exp = min(max(exp, profile.weight_exp_min), profile.weight_exp_max)
     ref = np.abs(w).reshape(len(w), -1).max(axis=1) if per_neuron else np.full(len(w), w_max)
     cap = 2.0 ** (profile.state_bits - 3)          # headroom for integration above threshold
     with np.errstate(divide="ignore"):
-        scale = np.minimum(mant_max * 2.0 ** exp / ref, cap)
+        return exp, np.minimum(mant_max * 2.0 ** exp / ref, cap)
+
+
+def quantize_layer(layer: Layer, profile: ChipProfile, per_neuron: bool) -> QuantizedLayer:
+    """Mantissa, exponent, thresholds and biases of one layer."""
+    state_max = int_max(profile.state_bits)
+    w = np.asarray(layer.weight, np.float64)
+    exp, scale = weight_scale(w, profile, per_neuron)
     vth = np.rint(scale).astype(np.int64)
     if vth.min() < 1:
         raise ProfileError(f"layer {layer.name!r}: weights too large for {profile.name}'s "
@@ -110,19 +121,23 @@ def quantize_layer(layer: Layer, profile: ChipProfile, per_neuron: bool) -> Quan
 
 
 def quantize(layers: list[Layer], profile: ChipProfile, calib_obs: np.ndarray,
-             v_init: str = "half", max_obs: int = 2_000) -> list[QuantizedLayer]:
+             v_init: str = "half", max_obs: int = 2_000, bias_correction: bool = True) -> list[QuantizedLayer]:
     """Quantize every layer, then bias-correct each against the float network on calibration data.
 
     v_init="half" starts every decision with the membranes at half threshold, so that spike
     counts round rates to the nearest count instead of truncating them; "zero" is the
     paper's reset to zero. Bias correction uses up to `max_obs` calibration observations;
-    a convolution's correction is one value per channel (its bias is shared).
+    a convolution's correction is one value per channel (its bias is shared). Distilled
+    layers (lavaloop.conversion.distill) were trained through this very quantization and
+    skip it (`bias_correction=False`).
     """
     last = len(layers) - 1
     out = [quantize_layer(l, profile, profile.per_neuron_threshold and i < last) for i, l in enumerate(layers)]
     if v_init == "half":
         for q in out:
             q.v_init = q.vth // 2
+    if not bias_correction:
+        return out
     step = max(1, len(calib_obs) // max_obs)
     x = xq = np.asarray(calib_obs[::step], np.float64).reshape(len(calib_obs[::step]), -1)
     for i, (ref, q) in enumerate(zip(layers, out)):
@@ -135,19 +150,24 @@ def quantize(layers: list[Layer], profile: ChipProfile, calib_obs: np.ndarray,
     return out
 
 
-def rate_limit(layers: list[QuantizedLayer], x: np.ndarray) -> np.ndarray:
+def rate_limit(layers: list[QuantizedLayer], x: np.ndarray, timesteps: int | None = None) -> np.ndarray:
     """Output values (B, |A|) that the IF network's readout approaches as T grows, per step.
 
     The implemented weights as a ReLU network whose hidden units clip at one spike per step,
     r = clip(W r_below + b, 0, 1): what the rates converge to once rounding to whole spike
     counts no longer matters. `x` (B, n_in) is the observation; the rounding of the input
     payload (`input_scale_bits` fraction bits) is below this limit's resolution and ignored.
+    With `timesteps` T, every hidden rate is also rounded to whole spikes in T steps,
+    floor(T r + 1/2) / T (a neuron starting at half threshold under constant input): the
+    staircase model of a T-step window that distillation trains through.
     """
     for i, q in enumerate(layers):
         w, b = q.effective()
         x = forward(q, w, b, x)
         if i < len(layers) - 1:
             x = np.clip(x, 0.0, 1.0)
+            if timesteps is not None:
+                x = np.floor(x * timesteps + 0.5) / timesteps
     return x
 
 

@@ -38,7 +38,8 @@ def describe(art) -> list[str]:
 
 def cmd_convert(args) -> None:
     opts = given(args, "percentile", "normalization", "timesteps", "readout", "profile", "calib_steps",
-                 "calib_seed", "calib_episodes", "epsilon", "v_init", "sticky", "max_episode_steps")
+                 "calib_seed", "calib_episodes", "epsilon", "v_init", "sticky", "max_episode_steps", "distill",
+                 "distill_steps")
     art = lavaloop.convert(args.checkpoint, args.env, **opts)
     art.save(args.output)
     print(f"wrote {args.output} ({art.manifest['conversion_seconds']:.1f} s)")
@@ -110,6 +111,10 @@ def parser() -> argparse.ArgumentParser:
                    help="DQN on ALE: sticky-action probability in [0, 1] (default 0: the paper's NoFrameskip games)")
     c.add_argument("--max-episode-steps", type=int,
                    help="DQN: episode cap in agent steps >= 1 (default: the env's; ALE games 18000 as in the paper)")
+    c.add_argument("--distill", action="store_true",
+                   help="DQN: fine-tune the converted network through the chip's arithmetic at T so that it "
+                        "decides as the source (reports held-out agreement before and after)")
+    c.add_argument("--distill-steps", type=int, help="DQN: distillation optimizer steps >= 1 (default 3000)")
     c.set_defaults(func=cmd_convert)
 
     i = sub.add_parser("info", help="describe an artifact")

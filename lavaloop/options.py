@@ -57,6 +57,9 @@ class ConvertOptions:
     v_init: membrane potential at each decision's start, "half" (of threshold) or "zero" (the paper's).
     sticky: ALE sticky-action probability in [0, 1] (None: 0, the paper's games).
     max_episode_steps: episode cap in agent steps, >= 1 (None: the env's; ALE games 18,000 as in the paper).
+    distill: fine-tune the converted network through the chip's arithmetic at T so that it
+        decides as the source (lavaloop.conversion.distill); off by default.
+    distill_steps: its optimizer steps, >= 1.
     """
 
     percentile: float = 99.9
@@ -71,6 +74,8 @@ class ConvertOptions:
     v_init: str = "half"
     sticky: float | None = None
     max_episode_steps: int | None = None
+    distill: bool = False
+    distill_steps: int = 3000
 
     def __post_init__(self):
         within("percentile", self.percentile, 0, 100, low_open=True)
@@ -84,6 +89,7 @@ class ConvertOptions:
         one_of("v_init", self.v_init, V_INITS)
         within("sticky-action probability", self.sticky, 0, 1)
         at_least("max_episode_steps", self.max_episode_steps, 1)
+        at_least("distill_steps", self.distill_steps, 1)
 
 
 @dataclass

@@ -1,0 +1,179 @@
+"""Conversion-aware distillation: fine-tune a converted DQN so that, as deployed, it decides as its source.
+
+The model trained is the rate-coded network as the chip computes it: every layer's weights
+go through the profile's quantization rule (`quantize.weight_scale`, straight-through
+gradients), and every hidden rate is clipped to [0, 1] and rounded to whole spikes in T
+steps, floor(T r + 1/2) / T (the staircase of `quantize.rate_limit(timesteps=T)`, after
+Bu et al., "Optimal ANN-SNN Conversion for High-accuracy and Ultra-low-latency Spiking
+Neural Networks", ICLR 2022; straight-through). It is fitted to the source's Q-values
+(mean squared error in the normalized output's units) plus a cross-entropy term on the
+source's greedy action at a low temperature, which widens the margins that spike-count
+rounding would otherwise flip. The observations are the calibration set, then DAgger
+rounds that add what the distilled network itself visits when it acts (labelled by the
+source), since the conversion rate is measured on the network's own trajectories. No
+rewards and no critic: only the source network and the environment. Seeded, deterministic.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from lavaloop.conversion.models.qnet import FeedForwardQ
+from lavaloop.conversion.network import ConvLayer, Layer
+from lavaloop.conversion.normalize import collect_observations
+from lavaloop.conversion.quantize import QuantizedLayer, rate_limit, weight_scale
+from lavaloop.envs import EnvSpec
+from lavaloop.profiles import ChipProfile
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Settings of `distill`.
+
+    Parameters
+    ----------
+    steps: Adam steps in all. batch: observations per step. lr: Adam's learning rate.
+    ce_weight: weight of the cross-entropy on the source's greedy action (against the MSE).
+    temperature: of that cross-entropy, in units of the normalized Q-values (about 1 at the top).
+    dagger_rounds: times the network plays `dagger_steps` env steps to add observations.
+    heldout_steps: env steps of held-out source episodes for the before/after report.
+    seed: minibatch order and DAgger episodes.
+    """
+
+    steps: int = 3000
+    batch: int = 256
+    lr: float = 1e-4
+    ce_weight: float = 0.01
+    temperature: float = 0.02
+    dagger_rounds: int = 2
+    dagger_steps: int = 2000
+    heldout_steps: int = 2000
+    seed: int = 0
+
+
+def straight_through(x: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
+    """`rounded` in the forward pass, the gradient of `x` in the backward pass."""
+    return x + (rounded - x).detach()
+
+
+class ChipForward(nn.Module):
+    """The normalized network as the chip computes it (see the module docstring); float32.
+
+    Parameters
+    ----------
+    layers: normalized float layers (DenseLayer / ConvLayer), ReLU between.
+    profile: the quantization rule. per_neuron: one flag per layer (as `quantize` decides).
+    timesteps: T of the staircase.
+    """
+
+    def __init__(self, layers: list[Layer], profile: ChipProfile, per_neuron: list[bool], timesteps: int):
+        super().__init__()
+        self.layers, self.profile, self.per_neuron, self.timesteps = layers, profile, per_neuron, timesteps
+        self.weights = nn.ParameterList([nn.Parameter(torch.tensor(np.asarray(l.weight), dtype=torch.float32))
+                                         for l in layers])
+        self.biases = nn.ParameterList([nn.Parameter(torch.tensor(np.asarray(l.bias), dtype=torch.float32))
+                                        for l in layers])
+
+    def quantized(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer i's weights and biases as `quantize_layer` implements them (straight-through)."""
+        w, b = self.weights[i], self.biases[i]
+        exp, scale = weight_scale(w.detach().numpy(), self.profile, self.per_neuron[i])
+        s = torch.tensor(scale, dtype=torch.float32)
+        vth = torch.round(s)
+        shape = (-1,) + (1,) * (w.ndim - 1)
+        wq = torch.round(w * (s / 2.0 ** exp).reshape(shape)) * 2.0 ** exp / vth.reshape(shape)
+        return straight_through(w, wq), straight_through(b, torch.round(b * s) / vth)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            w, b = self.quantized(i)
+            if isinstance(layer, ConvLayer):
+                x = F.conv2d(x.reshape(len(x), *layer.in_shape), w, b, stride=layer.stride)
+            else:
+                x = F.linear(x.reshape(len(x), -1), w, b)
+            if i < last:
+                r = torch.clamp(x, 0.0, 1.0)
+                x = straight_through(r, torch.floor(r * self.timesteps + 0.5) / self.timesteps)
+        return x
+
+    @torch.no_grad()
+    def q_values(self, obs: np.ndarray) -> np.ndarray:
+        """Output values for a batch of observations (numpy), as FeedForwardQ.q_values."""
+        return self(torch.as_tensor(np.asarray(obs), dtype=torch.float32)).numpy()
+
+    def float_layers(self) -> list[Layer]:
+        """The trained float layers, to be quantized by `quantize(..., bias_correction=False)`."""
+        return [replace(l, weight=w.detach().numpy().astype(np.float64), bias=b.detach().numpy().astype(np.float64))
+                for l, w, b in zip(self.layers, self.weights, self.biases)]
+
+
+def agreement(source: FeedForwardQ, layers: list[QuantizedLayer], obs: np.ndarray, timesteps: int,
+              chunk: int = 256) -> float:
+    """Fraction of observations where the T-step staircase model of the quantized network
+    (`rate_limit(timesteps=T)`) picks the source's greedy action."""
+    same = 0
+    for i in range(0, len(obs), chunk):
+        x = obs[i:i + chunk]
+        same += int((rate_limit(layers, x.reshape(len(x), -1), timesteps).argmax(1)
+                     == source.q_values(x).argmax(1)).sum())
+    return same / max(len(obs), 1)
+
+
+def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per_neuron: list[bool],
+            obs: np.ndarray, spec: EnvSpec, timesteps: int, out_scale: float, epsilon: float,
+            cfg: DistillConfig = DistillConfig(), progress: bool = True) -> tuple[list[Layer], dict]:
+    """Fine-tune normalized layers through the chip's arithmetic at T = `timesteps`.
+
+    Parameters
+    ----------
+    source: the float source network. layers: its normalized layers (the starting point).
+    profile, per_neuron: the quantization rule, per layer.
+    obs: calibration observations. spec: the environment (DAgger rounds play in it).
+    timesteps: the deployed T. out_scale: the output layer's lambda (targets are Q / lambda).
+    epsilon: exploration while the network plays its DAgger episodes.
+    cfg: the settings. progress: show a progress bar.
+
+    Returns (trained float layers, report: steps, observations, final losses, seconds).
+    """
+    t0 = time.time()
+    torch.manual_seed(cfg.seed)
+    model = ChipForward(layers, profile, per_neuron, timesteps)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    x_all = np.asarray(obs)
+    rounds = np.array_split(np.arange(cfg.steps), cfg.dagger_rounds + 1)
+    bar = tqdm(total=cfg.steps, desc="distillation", leave=False, disable=None if progress else True)
+    losses = {}
+    try:
+        for r, steps in enumerate(rounds):
+            if r > 0:   # DAgger: where the network goes when it acts, labelled by the source
+                seed = cfg.seed + 10_000 * r
+                visited = collect_observations(model, spec, cfg.dagger_steps, seed, epsilon)
+                x_all = np.concatenate([x_all, visited.astype(x_all.dtype)])
+            x = torch.as_tensor(x_all, dtype=torch.float32)
+            target = torch.as_tensor(source.q_values(x_all), dtype=torch.float32) / out_scale
+            greedy = target.argmax(1)
+            for _ in steps:
+                idx = torch.randint(len(x), (min(cfg.batch, len(x)),), generator=gen)
+                out = model(x[idx])
+                mse = F.mse_loss(out, target[idx])
+                ce = F.cross_entropy(out / cfg.temperature, greedy[idx])
+                loss = mse + cfg.ce_weight * ce
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                bar.update(1)
+            losses = {"mse": float(mse), "cross_entropy": float(ce)}
+    finally:
+        bar.close()
+    report = {"steps": cfg.steps, "observations": len(x_all), "calibration_observations": len(obs),
+              "dagger_rounds": cfg.dagger_rounds, "final_loss": losses, "config": cfg.__dict__,
+              "seconds": round(time.time() - t0, 2)}
+    return model.float_layers(), report

@@ -1,0 +1,49 @@
+"""Conversion-aware distillation: the trained model is the deployed arithmetic, and it helps."""
+import numpy as np
+import torch
+
+import lavaloop
+from lavaloop.conversion.distill import ChipForward
+from lavaloop.conversion.network import DenseLayer
+from lavaloop.conversion.quantize import quantize, rate_limit
+from lavaloop.profiles import PROFILES
+
+
+def random_layers(seed=0):
+    rng = np.random.default_rng(seed)
+    return [DenseLayer("a", rng.normal(0, 0.5, (16, 4)), rng.normal(0, 0.1, 16)),
+            DenseLayer("b", rng.normal(0, 0.3, (16, 16)), rng.normal(0, 0.1, 16)),
+            DenseLayer("c", rng.normal(0, 0.3, (3, 16)), rng.normal(0, 0.1, 3))]
+
+
+def test_the_trained_model_computes_what_the_chip_will():
+    """ChipForward's weights are quantize_layer's, and its forward pass is the T-step staircase
+    model (rate_limit(timesteps=T)) of quantize(..., bias_correction=False) of its own layers."""
+    layers, prof, t = random_layers(), PROFILES["loihi2"], 16
+    model = ChipForward(layers, prof, [True, True, False], t)
+    q = quantize(model.float_layers(), prof, np.zeros((1, 4)), bias_correction=False)
+    for i, ql in enumerate(q):
+        w, b = model.quantized(i)
+        w_eff, b_eff = ql.effective()
+        np.testing.assert_allclose(w.detach().numpy(), w_eff, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(b.detach().numpy(), b_eff, rtol=1e-5, atol=1e-7)
+    x = np.random.default_rng(1).normal(0, 1, (500, 4))
+    chip = rate_limit(q, x, t)
+    np.testing.assert_allclose(model.q_values(x), chip, atol=1e-4)
+    # gradients pass the rounding (straight-through)
+    out = model(torch.as_tensor(x[:8], dtype=torch.float32)).sum()
+    out.backward()
+    assert all(float(w.grad.abs().sum()) > 0 for w in model.weights)
+
+
+def test_distilled_conversion_agrees_more_and_is_reproducible(cartpole_checkpoint):
+    opts = dict(calib_steps=1000, timesteps=16, distill=True, distill_steps=400)
+    art = lavaloop.convert(cartpole_checkpoint, "CartPole-v1", **opts)
+    d = art.manifest["distillation"]
+    assert d["observations"] == 1000 + 2 * 2000 and d["steps"] == 400
+    assert d["heldout_agreement_after"] > d["heldout_agreement_before"] + 0.03
+    again = lavaloop.convert(cartpole_checkpoint, "CartPole-v1", **opts)
+    for a, b in zip(art.layers, again.layers):
+        assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
+    plain = lavaloop.convert(cartpole_checkpoint, "CartPole-v1", calib_steps=1000, timesteps=16)
+    assert plain.manifest["distillation"] is None
