@@ -3,11 +3,12 @@
     python -m benchmarks.distill [--episodes 20] [--timesteps 8 16 32 64] [--out results]
 
 For each bundled DQN (the project's CartPole and Acrobot DQNs and the stable-baselines3
-CartPole DQN) and each T: convert with the defaults, convert again with `--distill`, and
-play the same seeded episodes (0..episodes-1, greedy) with both on the emulator (bit-exact
-with Lava). Records the conversion rate, returns, normalized score, the staircase model's
-held-out agreement reported at conversion, and the distillation time. Finished cells are
-kept in results/distill.json; a rerun does only the missing ones.
+CartPole DQN) and each T: convert with the defaults, then with `--distill` through each
+model (simulated spike trains, the default; the rate staircase), and play the same seeded
+episodes (0..episodes-1, greedy) with each on the emulator (bit-exact with Lava). Records
+the conversion rate, returns, normalized score, the model's held-out agreement reported at
+conversion, and the distillation time. Finished cells are kept in results/distill.json; a
+rerun does only the missing ones.
 """
 from __future__ import annotations
 
@@ -33,12 +34,16 @@ NETWORKS = {"cartpole_dqn": (CHECKPOINTS / "cartpole_dqn.pt", "CartPole-v1"),
             "acrobot_dqn": (CHECKPOINTS / "acrobot_dqn.pt", "Acrobot-v1")}
 
 
-def cell(name: str, timesteps: int, distill: bool, episodes: int) -> dict:
+VARIANTS = {"defaults": {}, "spikes": {"distill": True, "distill_model": "spikes"},
+            "staircase": {"distill": True, "distill_model": "staircase"}}
+
+
+def cell(name: str, timesteps: int, variant: str, episodes: int) -> dict:
     ckpt, env = NETWORKS[name]
-    art = lavaloop.convert(ckpt, env, timesteps=timesteps, distill=distill)
+    art = lavaloop.convert(ckpt, env, timesteps=timesteps, **VARIANTS[variant])
     res = lavaloop.run(art, episodes=episodes, backend="emulator", epsilon=0.0, progress=False)
     d = art.manifest["distillation"] or {}
-    return {"network": name, "env": env, "timesteps": timesteps, "distill": distill,
+    return {"network": name, "env": env, "timesteps": timesteps, "variant": variant,
             "agreement": res.agreement, "mean_return": res.mean_return, "std_return": res.std_return,
             "source_mean_return": res.source_mean_return, "random_mean_return": res.random_mean_return,
             "normalized_score": res.normalized_score, "decisions": res.decisions,
@@ -52,11 +57,11 @@ def plot(record: dict, path: Path) -> None:
     names = sorted({c["network"] for c in record["cells"]})
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.8), squeeze=False)
     for ax, name in zip(axes[0], names):
-        for distill, style in ((False, "o--"), (True, "s-")):
-            cells = sorted((c for c in record["cells"] if c["network"] == name and c["distill"] == distill),
+        for variant, style in (("defaults", "o--"), ("staircase", "^:"), ("spikes", "s-")):
+            cells = sorted((c for c in record["cells"] if c["network"] == name and c["variant"] == variant),
                            key=lambda c: c["timesteps"])
-            ax.plot([c["timesteps"] for c in cells], [c["agreement"] for c in cells], style,
-                    label="distilled" if distill else "defaults")
+            label = variant if variant == "defaults" else f"distilled ({variant})"
+            ax.plot([c["timesteps"] for c in cells], [c["agreement"] for c in cells], style, label=label)
         ax.set_xscale("log", base=2)
         ax.set_ylim(0.5, 1.0)
         ax.set_title(name)
@@ -73,18 +78,19 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--timesteps", type=int, nargs="+", default=[8, 16, 32, 64])
     ap.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--out", default="results")
     args = ap.parse_args()
     path = Path(args.out) / "distill.json"
     record = json.loads(path.read_text()) if path.exists() else {"cells": []}
     record.update(episodes=args.episodes, backend="emulator", epsilon=0.0, versions=versions())
-    done = {(c["network"], c["timesteps"], c["distill"]) for c in record["cells"]}
+    done = {(c["network"], c["timesteps"], c["variant"]) for c in record["cells"]}
     for name in args.networks:
         for t in args.timesteps:
-            for distill in (False, True):
-                if (name, t, distill) in done:
+            for variant in args.variants:
+                if (name, t, variant) in done:
                     continue
-                record["cells"].append(cell(name, t, distill, args.episodes))
+                record["cells"].append(cell(name, t, variant, args.episodes))
                 print(json.dumps(record["cells"][-1]), flush=True)
                 write_json(path, record)
     plot(record, path.with_suffix(".png"))

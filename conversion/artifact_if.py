@@ -169,7 +169,7 @@ class IFArtifact(Artifact):
         d = m.get("distillation")
         if d:
             lines.append(f"distilled  {d['steps']} steps on {d['observations']} observations ({d['seconds']:.0f} s): "
-                         f"T={m['timesteps']} staircase model agrees with the source on "
+                         f"T={m['timesteps']} {d['config']['model']} model agrees with the source on "
                          f"{100 * d['heldout_agreement_before']:.1f}% -> {100 * d['heldout_agreement_after']:.1f}% "
                          "of held-out observations")
         for q, r in zip(self.layers, m["quantization"]):

@@ -60,17 +60,17 @@ def rate_limit_agreement(q: FeedForwardQ, layers: list, obs: np.ndarray,
 def distill_layers(q: FeedForwardQ, normed: list, layers: list, profile: ChipProfile, obs: np.ndarray,
                    spec: EnvSpec, opts: ConvertOptions, out_scale: float) -> tuple[list, list, dict]:
     """(trained float layers, their quantized layers, report): `distill` at the options' T, with
-    the agreement of the T-step staircase model on held-out source episodes before and after."""
+    the agreement of its model of the network on held-out source episodes before and after."""
     per_neuron = [profile.per_neuron_threshold and i < len(normed) - 1 for i in range(len(normed))]
-    cfg = DistillConfig(steps=opts.distill_steps, seed=opts.calib_seed)
+    cfg = DistillConfig(steps=opts.distill_steps, seed=opts.calib_seed, model=opts.distill_model)
     heldout = collect_observations(q, spec, cfg.heldout_steps, opts.calib_seed + 100_000, opts.calib_epsilon)
-    before = distill_agreement(q, layers, heldout, opts.timesteps)
+    before = distill_agreement(q, layers, heldout, opts.timesteps, cfg.model)
     tuned, report = distill(q, normed, profile, per_neuron, obs, spec, opts.timesteps, float(out_scale),
                             opts.calib_epsilon, cfg)
     tuned_q = quantize(tuned, profile, obs, opts.v_init, bias_correction=False)
     report.update(heldout_steps=cfg.heldout_steps, heldout_seed=opts.calib_seed + 100_000,
                   heldout_agreement_before=before,
-                  heldout_agreement_after=distill_agreement(q, tuned_q, heldout, opts.timesteps))
+                  heldout_agreement_after=distill_agreement(q, tuned_q, heldout, opts.timesteps, cfg.model))
     return tuned, tuned_q, report
 
 

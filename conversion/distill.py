@@ -2,10 +2,12 @@
 
 The model trained is the rate-coded network as the chip computes it: every layer's weights
 go through the profile's quantization rule (`quantize.weight_scale`, straight-through
-gradients), and every hidden rate is clipped to [0, 1] and rounded to whole spikes in T
-steps, floor(T r + 1/2) / T (the staircase of `quantize.rate_limit(timesteps=T)`, after
-Bu et al., "Optimal ANN-SNN Conversion for High-accuracy and Ultra-low-latency Spiking
-Neural Networks", ICLR 2022; straight-through). It is fitted to the source's Q-values
+gradients), and every hidden rate is the spike count the deployed layer emits in T steps:
+by default simulated IF spike trains driven by the layer below's trains ("spikes"), or the
+cheaper staircase floor(T r + 1/2) / T of `quantize.rate_limit(timesteps=T)` ("staircase",
+after Bu et al., "Optimal ANN-SNN Conversion for High-accuracy and Ultra-low-latency
+Spiking Neural Networks", ICLR 2022). Gradients pass the counts straight through, as the
+clipped rate's. It is fitted to the source's Q-values
 (mean squared error in the normalized output's units) plus a cross-entropy term on the
 source's greedy action at a low temperature, which widens the margins that spike-count
 rounding would otherwise flip. The observations are the calibration set, then DAgger
@@ -27,7 +29,7 @@ from tqdm import tqdm
 from lavaloop.conversion.models.qnet import FeedForwardQ
 from lavaloop.conversion.network import ConvLayer, Layer
 from lavaloop.conversion.normalize import collect_observations
-from lavaloop.conversion.quantize import QuantizedLayer, rate_limit, weight_scale
+from lavaloop.conversion.quantize import QuantizedLayer, weight_scale
 from lavaloop.envs import EnvSpec
 from lavaloop.profiles import ChipProfile
 
@@ -44,6 +46,8 @@ class DistillConfig:
     dagger_rounds: times the network plays `dagger_steps` env steps to add observations.
     heldout_steps: env steps of held-out source episodes for the before/after report.
     seed: minibatch order and DAgger episodes.
+    model: "spikes" (train through simulated spike trains: the closest to the chip, T times
+        the work per step) or "staircase" (rounded rates; cheaper, coarser); see `chip_forward`.
     """
 
     steps: int = 3000
@@ -55,11 +59,66 @@ class DistillConfig:
     dagger_steps: int = 2000
     heldout_steps: int = 2000
     seed: int = 0
+    model: str = "spikes"
 
 
 def straight_through(x: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
     """`rounded` in the forward pass, the gradient of `x` in the backward pass."""
     return x + (rounded - x).detach()
+
+
+def synapses(layer: Layer, w: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """W x + b of a dense or (valid, strided) convolutional layer on a batch, flattened per sample."""
+    if isinstance(layer, ConvLayer):
+        return F.conv2d(x.reshape(len(x), *layer.in_shape), w, b, stride=layer.stride).reshape(len(x), -1)
+    return F.linear(x.reshape(len(x), -1), w, b)
+
+
+def if_trains(layer: Layer, w: torch.Tensor, b: torch.Tensor, inputs: torch.Tensor, timesteps: int,
+              held: bool) -> torch.Tensor:
+    """Spike trains (T, B, n) of IF neurons in threshold units: v starts at 1/2, v += W x_k + b,
+    spike at v >= 1, reset by subtraction (the deployed neuron, without integer rounding).
+    `inputs` is the observation held for all T steps (`held`) or the layer below's trains."""
+    if held:
+        current = synapses(layer, w, b, inputs).expand(timesteps, -1, -1)
+    else:
+        t, batch = inputs.shape[:2]
+        current = synapses(layer, w, b, inputs.reshape(t * batch, -1)).reshape(t, batch, -1)
+    v = torch.full_like(current[0], 0.5)
+    out = torch.empty_like(current)
+    for k in range(timesteps):
+        v = v + current[k]
+        out[k] = (v >= 1.0).to(v.dtype)
+        v = v - out[k]
+    return out
+
+
+def chip_forward(layers: list[Layer], params: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor,
+                 timesteps: int, model: str) -> torch.Tensor:
+    """Output values of the rate-coded network with weights `params` (threshold units).
+
+    Every hidden rate is what the deployed layer emits in T steps: with model "spikes", the
+    spike count of IF neurons driven by the layer below's spike trains; with "staircase",
+    floor(T clip(r, 0, 1) + 1/2) / T of the rate r computed from the layer below's rates
+    (`quantize.rate_limit(timesteps=T)`). Either way the gradient is the clipped rate's
+    (straight-through), and the output is linear in the last hidden layer's rates, as the
+    robust readout.
+    """
+    trains, last = None, len(layers) - 1
+    for i, (layer, (w, b)) in enumerate(zip(layers, params)):
+        z = synapses(layer, w, b, x)
+        if i == last:
+            return z
+        r = torch.clamp(z, 0.0, 1.0)
+        if model == "spikes":
+            with torch.no_grad():
+                trains = if_trains(layer, w.detach(), b.detach(), x.detach() if trains is None else trains,
+                                   timesteps, held=trains is None)
+            rate = trains.mean(0)
+        else:
+            rate = torch.floor(r * timesteps + 0.5) / timesteps
+        x = straight_through(r, rate)
+    return x
 
 
 class ChipForward(nn.Module):
@@ -69,12 +128,14 @@ class ChipForward(nn.Module):
     ----------
     layers: normalized float layers (DenseLayer / ConvLayer), ReLU between.
     profile: the quantization rule. per_neuron: one flag per layer (as `quantize` decides).
-    timesteps: T of the staircase.
+    timesteps: T. model: "spikes" or "staircase" (see `chip_forward`).
     """
 
-    def __init__(self, layers: list[Layer], profile: ChipProfile, per_neuron: list[bool], timesteps: int):
+    def __init__(self, layers: list[Layer], profile: ChipProfile, per_neuron: list[bool], timesteps: int,
+                 model: str = "spikes"):
         super().__init__()
-        self.layers, self.profile, self.per_neuron, self.timesteps = layers, profile, per_neuron, timesteps
+        self.layers, self.profile, self.per_neuron = layers, profile, per_neuron
+        self.timesteps, self.model = timesteps, model
         self.weights = nn.ParameterList([nn.Parameter(torch.tensor(np.asarray(l.weight), dtype=torch.float32))
                                          for l in layers])
         self.biases = nn.ParameterList([nn.Parameter(torch.tensor(np.asarray(l.bias), dtype=torch.float32))
@@ -91,17 +152,8 @@ class ChipForward(nn.Module):
         return straight_through(w, wq), straight_through(b, torch.round(b * s) / vth)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            w, b = self.quantized(i)
-            if isinstance(layer, ConvLayer):
-                x = F.conv2d(x.reshape(len(x), *layer.in_shape), w, b, stride=layer.stride)
-            else:
-                x = F.linear(x.reshape(len(x), -1), w, b)
-            if i < last:
-                r = torch.clamp(x, 0.0, 1.0)
-                x = straight_through(r, torch.floor(r * self.timesteps + 0.5) / self.timesteps)
-        return x
+        params = [self.quantized(i) for i in range(len(self.layers))]
+        return chip_forward(self.layers, params, x, self.timesteps, self.model)
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray) -> np.ndarray:
@@ -114,15 +166,17 @@ class ChipForward(nn.Module):
                 for l, w, b in zip(self.layers, self.weights, self.biases)]
 
 
+@torch.no_grad()
 def agreement(source: FeedForwardQ, layers: list[QuantizedLayer], obs: np.ndarray, timesteps: int,
-              chunk: int = 256) -> float:
-    """Fraction of observations where the T-step staircase model of the quantized network
-    (`rate_limit(timesteps=T)`) picks the source's greedy action."""
+              model: str = "spikes", chunk: int = 256) -> float:
+    """Fraction of observations where the quantized network, as `chip_forward` models it at T,
+    picks the source's greedy action."""
+    params = [tuple(torch.as_tensor(a, dtype=torch.float32) for a in q.effective()) for q in layers]
     same = 0
     for i in range(0, len(obs), chunk):
-        x = obs[i:i + chunk]
-        same += int((rate_limit(layers, x.reshape(len(x), -1), timesteps).argmax(1)
-                     == source.q_values(x).argmax(1)).sum())
+        x = np.asarray(obs[i:i + chunk])
+        out = chip_forward(layers, params, torch.as_tensor(x, dtype=torch.float32), timesteps, model)
+        same += int((out.numpy().argmax(1) == source.q_values(x).argmax(1)).sum())
     return same / max(len(obs), 1)
 
 
@@ -144,7 +198,7 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
     """
     t0 = time.time()
     torch.manual_seed(cfg.seed)
-    model = ChipForward(layers, profile, per_neuron, timesteps)
+    model = ChipForward(layers, profile, per_neuron, timesteps, cfg.model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     x_all = np.asarray(obs)

@@ -39,7 +39,7 @@ def describe(art) -> list[str]:
 def cmd_convert(args) -> None:
     opts = given(args, "percentile", "normalization", "timesteps", "readout", "profile", "calib_steps",
                  "calib_seed", "calib_episodes", "epsilon", "v_init", "sticky", "max_episode_steps", "distill",
-                 "distill_steps")
+                 "distill_steps", "distill_model")
     art = lavaloop.convert(args.checkpoint, args.env, **opts)
     art.save(args.output)
     print(f"wrote {args.output} ({art.manifest['conversion_seconds']:.1f} s)")
@@ -115,6 +115,8 @@ def parser() -> argparse.ArgumentParser:
                    help="DQN: fine-tune the converted network through the chip's arithmetic at T so that it "
                         "decides as the source (reports held-out agreement before and after)")
     c.add_argument("--distill-steps", type=int, help="DQN: distillation optimizer steps >= 1 (default 3000)")
+    c.add_argument("--distill-model", choices=["spikes", "staircase"],
+                   help="DQN: train through simulated spike trains (default) or rounded rates (cheaper)")
     c.set_defaults(func=cmd_convert)
 
     i = sub.add_parser("info", help="describe an artifact")

@@ -13,6 +13,7 @@ READOUTS = ("robust", "spike_count")
 NORMALIZATIONS = ("layer", "channel")
 V_INITS = ("half", "zero")
 BACKENDS = ("lava", "emulator")
+DISTILL_MODELS = ("spikes", "staircase")
 
 
 def at_least(name: str, value, low, kind: str = "") -> None:
@@ -60,6 +61,8 @@ class ConvertOptions:
     distill: fine-tune the converted network through the chip's arithmetic at T so that it
         decides as the source (lavaloop.conversion.distill); off by default.
     distill_steps: its optimizer steps, >= 1.
+    distill_model: what it trains through: "spikes" (simulated IF spike trains; closest to the
+        chip, T times the work) or "staircase" (rounded rates; for large T and conv nets).
     """
 
     percentile: float = 99.9
@@ -76,6 +79,7 @@ class ConvertOptions:
     max_episode_steps: int | None = None
     distill: bool = False
     distill_steps: int = 3000
+    distill_model: str = "spikes"
 
     def __post_init__(self):
         within("percentile", self.percentile, 0, 100, low_open=True)
@@ -90,6 +94,7 @@ class ConvertOptions:
         within("sticky-action probability", self.sticky, 0, 1)
         at_least("max_episode_steps", self.max_episode_steps, 1)
         at_least("distill_steps", self.distill_steps, 1)
+        one_of("distill model", self.distill_model, DISTILL_MODELS)
 
 
 @dataclass

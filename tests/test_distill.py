@@ -20,7 +20,7 @@ def test_the_trained_model_computes_what_the_chip_will():
     """ChipForward's weights are quantize_layer's, and its forward pass is the T-step staircase
     model (rate_limit(timesteps=T)) of quantize(..., bias_correction=False) of its own layers."""
     layers, prof, t = random_layers(), PROFILES["loihi2"], 16
-    model = ChipForward(layers, prof, [True, True, False], t)
+    model = ChipForward(layers, prof, [True, True, False], t, model="staircase")
     q = quantize(model.float_layers(), prof, np.zeros((1, 4)), bias_correction=False)
     for i, ql in enumerate(q):
         w, b = model.quantized(i)
@@ -34,6 +34,25 @@ def test_the_trained_model_computes_what_the_chip_will():
     out = model(torch.as_tensor(x[:8], dtype=torch.float32)).sum()
     out.backward()
     assert all(float(w.grad.abs().sum()) > 0 for w in model.weights)
+
+
+def test_the_spike_model_decides_as_the_emulator(cartpole_artifact):
+    """chip_forward("spikes") simulates the IF spike trains in threshold units; the emulator's
+    integer arithmetic (rounded thresholds, half-threshold start, input payload) picks the
+    same action on nearly every observation."""
+    from lavaloop.conversion.distill import chip_forward
+    from lavaloop.deploy.emulator import FixedPointNetwork
+    from lavaloop.processes.dynamics import encode_input
+
+    _, art = cartpole_artifact
+    x = np.random.default_rng(0).normal(0, [1.0, 0.5, 0.1, 0.5], (400, 4))
+    t = 16
+    payload = encode_input(x, 1 << art.manifest["input_scale_bits"], art.profile.input_bits)
+    emulated = FixedPointNetwork(art, t, "robust").decide(payload).argmax(1)
+    params = [tuple(torch.as_tensor(a, dtype=torch.float32) for a in q.effective()) for q in art.layers]
+    with torch.no_grad():
+        modelled = chip_forward(art.layers, params, torch.as_tensor(x, dtype=torch.float32), t, "spikes")
+    assert np.mean(modelled.numpy().argmax(1) == emulated) >= 0.97
 
 
 def test_distilled_conversion_agrees_more_and_is_reproducible(cartpole_checkpoint):
