@@ -96,8 +96,10 @@ def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact:
     limit = opts.max_episode_steps or (ATARI_EPISODE_STEPS if is_atari(env_id) else None)
     spec = EnvSpec.for_id(env_id, opts.sticky, limit)
     env = make_env(spec)
-    obs_shape, n_actions = check_env_fits(net, env, env_id)
-    env.close()
+    try:
+        obs_shape, n_actions = check_env_fits(net, env, env_id)
+    finally:
+        env.close()
     q = net.to_torch()
     obs = collect_observations(q, spec, opts.calib_steps, opts.calib_seed, opts.calib_epsilon)
     channels = ([l.weight.shape[0] if isinstance(l, ConvLayer) else None for l in net.layers]

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from lavaloop.conversion.models.qnet import FeedForwardQ
-from lavaloop.conversion.network import ConvLayer, Layer
+from lavaloop.conversion.network import Layer
 from lavaloop.conversion.normalize import collect_observations
 from lavaloop.conversion.quantize import QuantizedLayer, weight_scale
 from lavaloop.envs import EnvSpec
@@ -67,9 +67,9 @@ def straight_through(x: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
     return x + (rounded - x).detach()
 
 
-def synapses(layer: Layer, w: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def synapses(layer: Layer | QuantizedLayer, w: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """W x + b of a dense or (valid, strided) convolutional layer on a batch, flattened per sample."""
-    if isinstance(layer, ConvLayer):
+    if w.ndim == 4:
         return F.conv2d(x.reshape(len(x), *layer.in_shape), w, b, stride=layer.stride).reshape(len(x), -1)
     return F.linear(x.reshape(len(x), -1), w, b)
 

@@ -12,6 +12,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import lavaloop  # noqa: E402
+from lavaloop.atomic import check_writable, write_json  # noqa: E402
 from lavaloop.errors import LavaloopError  # noqa: E402
 from lavaloop.runtime import signals_as_interrupts  # noqa: E402
 
@@ -37,6 +38,7 @@ def describe(art) -> list[str]:
 
 
 def cmd_convert(args) -> None:
+    check_writable(args.output)
     opts = given(args, "percentile", "normalization", "timesteps", "readout", "profile", "calib_steps",
                  "calib_seed", "calib_episodes", "epsilon", "v_init", "sticky", "max_episode_steps", "distill",
                  "distill_steps", "distill_model")
@@ -52,8 +54,8 @@ def cmd_info(args) -> None:
 
 
 def cmd_run(args) -> None:
-    from lavaloop.atomic import write_json
-
+    if args.json:
+        check_writable(args.json)
     settings = given(args, "epsilon", "timesteps", "readout", "env", "sticky_actions", "per_layer_processes")
     result = lavaloop.run(args.artifact, episodes=args.episodes, backend=args.backend, seed=args.seed,
                           progress=not args.no_progress, **settings)

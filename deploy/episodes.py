@@ -68,17 +68,18 @@ def play_batched(spec: EnvSpec, seeds: list[int], values: Callable, decide: Call
     start_action: the "previous action" at an episode's start.
     progress: show a progress bar.
     """
-    n = len(seeds)
-    envs = [make_env(spec) for _ in seeds]
-    limit = episode_limit(spec)
+    n, limit = len(seeds), episode_limit(spec)
     rngs = [np.random.default_rng(s) for s in seeds]
-    obs = [np.ravel(env.reset(seed=s)[0]) for env, s in zip(envs, seeds)]
     prev_a, prev_r = [start_action] * n, np.zeros(n)
     returns, lengths = np.zeros(n), np.zeros(n, np.int64)
     actions, greedy = [[] for _ in seeds], [[] for _ in seeds]
     active, rounds, t0 = list(range(n)), 0, time.time()
+    envs: list = []
     bar = tqdm(total=n, desc="episodes (emulator)", unit="ep", disable=not progress, leave=False)
     try:
+        for _ in seeds:
+            envs.append(make_env(spec))
+        obs = [np.ravel(env.reset(seed=s)[0]) for env, s in zip(envs, seeds)]
         while active:
             q = values(np.asarray(active), np.stack([obs[e] for e in active]),
                        np.stack([np.asarray(prev_a[e]) for e in active]), prev_r[active])

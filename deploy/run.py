@@ -7,7 +7,7 @@ import numpy as np
 
 from lavaloop.artifact import Artifact
 from lavaloop.deploy.results import RunResult, build_result
-from lavaloop.envs import EnvSpec, make_env
+from lavaloop.envs import EnvSpec, episode_limit, make_env
 from lavaloop.kinds import deployment_class
 from lavaloop.options import RunSettings
 from lavaloop.rollout import evaluate, random_policy
@@ -23,7 +23,8 @@ def random_returns(spec: EnvSpec, seeds: list[int]) -> np.ndarray:
         env = make_env(spec)
         space = env.action_space
         env.close()
-        _RANDOM_RETURNS[key] = evaluate(functools.partial(make_env, spec), list(seeds), random_policy(space))
+        _RANDOM_RETURNS[key] = evaluate(functools.partial(make_env, spec), list(seeds), random_policy(space),
+                                        max_steps=episode_limit(spec))
     return _RANDOM_RETURNS[key].copy()
 
 

@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from lavaloop.errors import LavaloopError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -18,16 +20,33 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path: the destination; its folder is created if missing. On an exception (or
         Ctrl-C) the temporary file is removed and `path` is left as it was.
     """
+    check_writable(path)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)   # as a plain open() would create it (mkstemp makes it 0600)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail now, in one line (LavaloopError), if a file could not be written at `path` later:
+    its folder is created if missing and must be writable, and `path` must not be a folder."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LavaloopError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    if path.is_dir():
+        raise LavaloopError(f"cannot write {path}: it is a folder")
+    if not os.access(path.parent, os.W_OK):
+        raise LavaloopError(f"cannot write {path}: its folder is not writable")
 
 
 def write_json(path: str | Path, obj) -> None:

@@ -81,4 +81,6 @@ def kind_for_checkpoint(checkpoint: str | Path) -> Kind:
             fallback = kind
         elif resolve(kind.claims)(checkpoint):
             return kind
+    if fallback is None:
+        raise LavaloopError(f"no network kind converts {Path(checkpoint).name}")
     return fallback

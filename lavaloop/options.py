@@ -5,6 +5,7 @@ error (a `LavaloopError`) either way.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, fields
 
 from lavaloop.errors import LavaloopError
@@ -16,12 +17,20 @@ BACKENDS = ("lava", "emulator")
 DISTILL_MODELS = ("spikes", "staircase")
 
 
-def at_least(name: str, value, low, kind: str = "") -> None:
+def number(name: str, value, integer: bool) -> None:
+    kind = numbers.Integral if integer else numbers.Real
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+        raise LavaloopError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
+
+
+def at_least(name: str, value, low) -> None:
+    number(name, value, isinstance(low, int))
     if value is not None and value < low:
-        raise LavaloopError(f"{name} must be >= {low}{kind}, got {value}")
+        raise LavaloopError(f"{name} must be >= {low}, got {value}")
 
 
 def within(name: str, value, low, high, low_open: bool = False) -> None:
+    number(name, value, integer=False)
     if value is not None and not (low < value <= high if low_open else low <= value <= high):
         bracket = "(" if low_open else "["
         raise LavaloopError(f"{name} must be in {bracket}{low}, {high}], got {value}")
@@ -95,6 +104,10 @@ class ConvertOptions:
         at_least("max_episode_steps", self.max_episode_steps, 1)
         at_least("distill_steps", self.distill_steps, 1)
         one_of("distill model", self.distill_model, DISTILL_MODELS)
+        if self.distill and self.v_init != "half":
+            raise LavaloopError("distillation models neurons that start at half threshold: use v_init 'half'")
+        if not self.distill and (self.distill_steps != 3000 or self.distill_model != "spikes"):
+            raise LavaloopError("distill_steps and distill_model apply only with distill")
 
 
 @dataclass

@@ -98,7 +98,13 @@ class LavaRuntime:
         self.compile_s = 0.0
 
     def __enter__(self) -> LavaRuntime:
-        self.start()
+        try:
+            self.start()
+        except BaseException as exc:
+            self.kill()             # whatever it started before failing or being interrupted
+            if isinstance(exc, Exception) and not isinstance(exc, LavaloopError):
+                raise LavaRuntimeError(f"could not start the Lava runtime: {child_error(exc)}") from exc
+            raise
         return self
 
     def __exit__(self, kind, exc, tb) -> None:

@@ -75,6 +75,8 @@ def test_convert_bad_input(bad_files, name, env, needle):
     (["--calib-episodes", "3"], "a DQN conversion takes no option calib_episodes"),
     (["--profile", "dynapse1"], "mixed_signal chip"),
     (["--profile", "nosuchchip"], "unknown chip profile"),
+    (["--distill-steps", "50"], "apply only with distill"),
+    (["--distill", "--v-init", "zero"], "half threshold"),
 ])
 def test_convert_bad_numbers(bad_files, args, needle):
     proc = lavaloop_cli("convert", bad_files / "good.pt", "--env", "CartPole-v1", "-o", bad_files / "n.h5", *args)
@@ -104,6 +106,32 @@ def test_run_bad_numbers(cartpole_artifact, tmp_path, args, needle):
 def test_dream_bad_numbers(tmp_path, args, needle):
     assert_clean_failure(lavaloop_cli("dream", "pong", "--out", tmp_path / "d", *args), tmp_path, needle)
     assert not (tmp_path / "d").exists()
+
+
+def test_unwritable_outputs_fail_before_the_work(bad_files, cartpole_artifact, tmp_path):
+    path, _ = cartpole_artifact
+    assert_clean_failure(lavaloop_cli("convert", bad_files / "good.pt", "--env", "CartPole-v1", "-o",
+                                      "/dev/null/x.h5"), bad_files, "cannot write /dev/null/x.h5")
+    assert_clean_failure(lavaloop_cli("run", path, "--json", "/dev/null/r.json"), path, "cannot write")
+    assert_clean_failure(lavaloop_cli("dream", "pong", "--out", "/dev/null/d"), tmp_path, "cannot write")
+
+
+def test_options_refuse_wrong_types():
+    from lavaloop.errors import LavaloopError
+    from lavaloop.options import ConvertOptions, RunSettings
+
+    for bad in (dict(timesteps="8"), dict(episodes=2.5), dict(episodes=True), dict(epsilon="0.1")):
+        with pytest.raises(LavaloopError, match="must be an? (integer|number)"):
+            RunSettings(**bad)
+    with pytest.raises(LavaloopError, match="percentile must be a number"):
+        ConvertOptions(percentile="high")
+
+
+def test_saved_files_get_the_usual_permissions(cartpole_artifact):
+    path, _ = cartpole_artifact
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_run_artifact_for_another_env(cartpole_artifact, tmp_path):

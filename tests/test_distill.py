@@ -66,3 +66,22 @@ def test_distilled_conversion_agrees_more_and_is_reproducible(cartpole_checkpoin
         assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
     plain = lavaloop.convert(cartpole_checkpoint, "CartPole-v1", calib_steps=1000, timesteps=16)
     assert plain.manifest["distillation"] is None
+
+
+def test_convolutional_layers_run_through_both_models():
+    """A conv + dense network, as QuantizedLayers (what the held-out report passes): the
+    staircase model equals rate_limit(timesteps=T), and the spike model runs."""
+    from lavaloop.conversion.distill import chip_forward
+    from lavaloop.conversion.network import ConvLayer
+
+    rng = np.random.default_rng(2)
+    layers = [ConvLayer("c", rng.normal(0, 0.3, (4, 2, 3, 3)), rng.normal(0, 0.1, 4), 1, (2, 6, 6)),
+              DenseLayer("d", rng.normal(0, 0.2, (3, 64)), rng.normal(0, 0.1, 3))]
+    x = rng.normal(0, 1, (50, 72))
+    q = quantize(layers, PROFILES["loihi2"], x)
+    params = [tuple(torch.as_tensor(a, dtype=torch.float32) for a in ql.effective()) for ql in q]
+    with torch.no_grad():
+        stair = chip_forward(q, params, torch.as_tensor(x, dtype=torch.float32), 8, "staircase").numpy()
+        spikes = chip_forward(q, params, torch.as_tensor(x, dtype=torch.float32), 8, "spikes").numpy()
+    np.testing.assert_allclose(stair, rate_limit(q, x, 8), atol=1e-4)
+    assert spikes.shape == (50, 3) and np.mean(spikes.argmax(1) == stair.argmax(1)) > 0.5

@@ -50,7 +50,7 @@ class DreamConfig:
             at_least(name, getattr(self, name), 1)
         for name in ("mismatch_seed", "seed", "noop_steps", "dream_steps", "silent_games"):
             at_least(name, getattr(self, name), 0)
-        at_least("mismatch_sigma", self.mismatch_sigma, 0)
+        at_least("mismatch_sigma", self.mismatch_sigma, 0.0)
         within("sticky-action probability", self.sticky, 0, 1)
 
     def to_dict(self) -> dict:

@@ -107,5 +107,9 @@ class LavaChip:
         self.windows_left = 0
         return decode_error(self.io.error.get()) or "unknown error"
 
-    def close(self) -> None:
-        self.runtime.stop()
+    def close(self, interrupted: bool = False) -> None:
+        """Stop the runtime; after an interrupt, end its processes without the stop handshake."""
+        if interrupted:
+            self.runtime.kill()
+        else:
+            self.runtime.stop()

@@ -47,8 +47,7 @@ class RunDir:
                 raise RunDirError(f"{self.path} holds a run with a different configuration (differs in: "
                                   f"{', '.join(diff)}); use another --out or the same options")
         else:
-            self.path.mkdir(parents=True, exist_ok=True)
-            write_json(cfg_file, self.config)
+            write_json(cfg_file, self.config)     # creates the folder, or says in one line why it cannot
         ckpt = self.path / "checkpoint.npz"
         if not ckpt.exists():
             return None
@@ -116,8 +115,10 @@ def run_lava(cfg: DreamConfig, rundir: RunDir, data: dict | None, progress: bool
                     if cfg.dream:
                         agent.dream(g)
                     bar.update(1)
-            finally:
-                chip.close()
+            except BaseException as exc:
+                chip.close(interrupted=isinstance(exc, KeyboardInterrupt))
+                raise
+            chip.close()
             run_walls.append(time.time() - t0)
             rundir.save({"returns": returns}, {"run_walls": run_walls})
     return returns, {"wall_s": float(sum(run_walls)), "wall_s_per_run": run_walls}

@@ -208,7 +208,7 @@ def float_returns(art: GRSNArtifact, seeds: list[int], epsilon: float) -> np.nda
 
         return act, observe
 
-    return evaluate(functools.partial(make_env, art.env_spec), seeds, policy)
+    return evaluate(functools.partial(make_env, art.env_spec), seeds, policy, max_steps=episode_limit(art.env_spec))
 
 
 class GRSNDeployment(Deployment):

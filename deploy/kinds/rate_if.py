@@ -19,7 +19,7 @@ from lavaloop.deploy.emulator import run_emulator
 from lavaloop.deploy.episodes import EpisodeLog, recorded_actions, replay, run_envio_episodes
 from lavaloop.deploy.kinds.base import Deployment, Fidelity
 from lavaloop.envs import EnvSpec, episode_limit, make_env, same_outcome
-from lavaloop.errors import ArtifactError
+from lavaloop.errors import ArtifactError, LavaloopError
 from lavaloop.options import RunSettings
 from lavaloop.rollout import epsilon_greedy, evaluate
 from lavaloop.runtime import LavaRuntime
@@ -30,6 +30,8 @@ class IFDeployment(Deployment):
 
     def __init__(self, art: IFArtifact, settings: RunSettings):
         super().__init__(art, settings)
+        if settings.per_layer_processes and settings.backend != "lava":
+            raise LavaloopError("--per-layer-processes applies to the lava backend only")
         if settings.env or settings.sticky_actions is not None:
             self.art = art = art.with_env(settings.env, settings.sticky_actions)
         self.timesteps = settings.timesteps or art.timesteps
@@ -158,5 +160,6 @@ def source_returns(art: IFArtifact, seeds: list[int], epsilon: float) -> np.ndar
             rng = np.random.default_rng(seed)
             return lambda obs: amap[epsilon_greedy(rng, q.q_values(np.ravel(obs)[None])[0], epsilon)[1]]
 
-        _SOURCE_RETURNS[key] = evaluate(functools.partial(make_env, art.env_spec), list(seeds), policy)
+        _SOURCE_RETURNS[key] = evaluate(functools.partial(make_env, art.env_spec), list(seeds), policy,
+                                        max_steps=episode_limit(art.env_spec))
     return _SOURCE_RETURNS[key].copy()
