@@ -180,8 +180,8 @@ class LavaRuntime:
             if _alive(p):
                 p.kill()
         for p in procs:
-            if _alive(p):
-                p.join(1.0)
+            if _alive(p):   # Lava's SystemProcess.join takes no timeout: the base class's does
+                multiprocessing.Process.join(p, 1.0)
 
     def stop(self) -> None:
         """Stop the runtime if it runs (at most 30 s), then terminate what is left of it."""
