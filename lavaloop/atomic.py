@@ -10,6 +10,9 @@ from pathlib import Path
 
 from lavaloop.errors import LavaloopError
 
+_UMASK = os.umask(0o022)   # read once, at import: setting it later would race with other threads
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -24,9 +27,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)   # as a plain open() would create it (mkstemp makes it 0600)
+    os.chmod(tmp, 0o666 & ~_UMASK)   # as a plain open() would create it (mkstemp makes it 0600)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
