@@ -35,7 +35,7 @@ from tqdm import tqdm  # noqa: E402
 
 from lavaloop import ConvertOptions, RunSettings, convert, load_artifact  # noqa: E402
 from lavaloop.atomic import write_json  # noqa: E402
-from lavaloop.deploy.kinds.rate_if import source_returns  # noqa: E402
+from lavaloop.deploy.kinds.dqn import source_returns  # noqa: E402
 from lavaloop.deploy.results import versions  # noqa: E402
 from lavaloop.deploy.run import random_returns, run  # noqa: E402
 

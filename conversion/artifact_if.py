@@ -15,22 +15,22 @@ report to the common keys.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import h5py
 import numpy as np
 
-from lavaloop.artifact import COMMON_KEYS, Artifact
-from lavaloop.conversion.network import ConvLayer, DenseLayer, Layer
+from lavaloop.artifact import COMMON_KEYS
+from lavaloop.conversion.artifact_dqn import ConvertedDQN
+from lavaloop.conversion.network import ConvLayer, Layer
 from lavaloop.conversion.quantize import QuantizedLayer
-from lavaloop.envs import game, is_atari
 from lavaloop.errors import ArtifactError
 from lavaloop.fixedpoint import int_max
 from lavaloop.options import READOUTS
 
 
 @dataclass
-class IFArtifact(Artifact):
+class IFArtifact(ConvertedDQN):
     """A rate-coded IF network (a converted DQN): quantized layers plus the float source."""
 
     kind = "if"
@@ -41,24 +41,6 @@ class IFArtifact(Artifact):
     @property
     def timesteps(self) -> int:
         return int(self.manifest["timesteps"])
-
-    def with_env(self, env_id: str | None = None, sticky: float | None = None) -> IFArtifact:
-        """This artifact deployed on another environment id and/or sticky-action probability.
-
-        The preprocessing stays; an ALE artifact only moves between versions of its own game.
-        """
-        spec = self.env_spec
-        new_id = env_id or spec.id
-        if spec.atari is not None:
-            if not is_atari(new_id) or game(new_id) != game(spec.id):
-                raise ArtifactError(f"artifact was converted for {spec.id}; {new_id} is a different game")
-            pre = spec.atari if sticky is None else replace(spec.atari, repeat_action_probability=sticky)
-            spec = replace(spec, id=new_id, atari=pre)
-        elif sticky is not None:
-            raise ArtifactError(f"sticky actions apply to ALE games only, not {spec.id}")
-        else:
-            spec = replace(spec, id=new_id)
-        return IFArtifact({**self.manifest, "env": spec.to_dict()}, self.layers, self.source)
 
     def layer_params(self) -> list[dict]:
         """The concrete numbers of every layer, per neuron, as the IF processes and the emulator take them.
@@ -90,16 +72,11 @@ class IFArtifact(Artifact):
             n = g.create_group("neuron")
             n["type"], n["vThMant"], n["vDecay"], n["iDecay"], n["refDelay"] = "IF", q.vth, 0, 4096, 0
             n["reset"], n["vInit"] = "subtract", q.v_init
-        for i, s in enumerate(self.source):
-            g = f.create_group(f"source/{i}")
-            g["weight"], g["bias"] = s.weight, s.bias
-            if isinstance(s, ConvLayer):
-                g["stride"], g["inShape"] = s.stride, list(s.in_shape)
-            g.attrs["name"] = s.name
+        self._write_source(f)
 
     @classmethod
     def _read(cls, f: h5py.File, what: str, manifest: dict) -> IFArtifact:
-        layers, source = [], []
+        layers = []
         for i in range(len(f["layer"])):
             g = f[f"layer/{i}"]
             kind = g["type"][()].decode()
@@ -110,14 +87,7 @@ class IFArtifact(Artifact):
                                          g["bias"][()].astype(np.int64),
                                          np.asarray(g["neuron/vThMant"][()], np.int64),
                                          np.asarray(g["neuron/vInit"][()], np.int64), *conv))
-        for i in range(len(f["source"])):
-            g = f[f"source/{i}"]
-            if "stride" in g:
-                source.append(ConvLayer(g.attrs["name"], g["weight"][()], g["bias"][()], int(g["stride"][()]),
-                                        tuple(int(n) for n in g["inShape"][()])))
-            else:
-                source.append(DenseLayer(g.attrs["name"], g["weight"][()], g["bias"][()]))
-        return cls(manifest, layers, source)
+        return cls(manifest, layers, cls._read_source(f))
 
     def validate(self, what: str = "artifact") -> None:
         """Check internal consistency; raise ArtifactError naming the first problem."""

@@ -1,6 +1,7 @@
 """Checkpoint -> calibrated, normalized, quantized artifact."""
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from lavaloop.artifact import lavaloop_version
 from lavaloop.conversion.artifact_if import IFArtifact
+from lavaloop.conversion.artifact_sd import SDArtifact, held_input_values
 from lavaloop.conversion.distill import DistillConfig, distill
 from lavaloop.conversion.distill import agreement as distill_agreement
 from lavaloop.conversion.loaders import load_checkpoint
@@ -16,6 +18,7 @@ from lavaloop.conversion.models.qnet import FeedForwardQ
 from lavaloop.conversion.network import ConvLayer, SourceNetwork
 from lavaloop.conversion.normalize import collect_observations, layer_scales, normalize
 from lavaloop.conversion.quantize import input_scale_bits, quantization_report, quantize, rate_limit
+from lavaloop.conversion.sigma_delta import quantize_sd, sd_report
 from lavaloop.envs import EnvSpec, is_atari, make_env
 from lavaloop.errors import ProfileError, ShapeMismatchError
 from lavaloop.options import ConvertOptions, from_kwargs
@@ -44,16 +47,15 @@ def check_env_fits(net: SourceNetwork, env: gym.Env, env_id: str) -> tuple[list[
     return list(obs_space.shape), int(act_space.n)
 
 
-def rate_limit_agreement(q: FeedForwardQ, layers: list, obs: np.ndarray,
-                         max_obs: int = 2_000, chunk: int = 256) -> float:
-    """How often the T -> infinity limit of the converted network (`quantize.rate_limit`) picks
-    the source network's action, on up to `max_obs` observations: the ceiling of the
-    conversion rate that longer windows approach."""
+def ceiling_agreement(q: FeedForwardQ, values, obs: np.ndarray, max_obs: int = 2_000, chunk: int = 256) -> float:
+    """How often values(batch of raveled observations) picks the source network's action, on up to
+    `max_obs` calibration observations: for `quantize.rate_limit` (the T -> infinity limit of a
+    rate-coded network) the ceiling of the conversion rate that longer windows approach."""
     x = obs[::max(1, len(obs) // max_obs)]
     same = 0
     for i in range(0, len(x), chunk):
         batch = x[i:i + chunk]
-        same += int((rate_limit(layers, batch.reshape(len(batch), -1)).argmax(1) == q.q_values(batch).argmax(1)).sum())
+        same += int((values(batch.reshape(len(batch), -1)).argmax(1) == q.q_values(batch).argmax(1)).sum())
     return same / len(x)
 
 
@@ -74,8 +76,9 @@ def distill_layers(q: FeedForwardQ, normed: list, layers: list, profile: ChipPro
     return tuned, tuned_q, report
 
 
-def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact:
-    """Load a DQN checkpoint, calibrate, normalize and quantize it: the "if" kind's converter.
+def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact | SDArtifact:
+    """Load a DQN checkpoint, calibrate, normalize and quantize it: the converter of the DQN
+    kinds, a rate-coded IF network ("if") or, with coding="sigma-delta", a sigma-delta network.
 
     Parameters
     ----------
@@ -102,6 +105,25 @@ def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact:
         env.close()
     q = net.to_torch()
     obs = collect_observations(q, spec, opts.calib_steps, opts.calib_seed, opts.calib_epsilon)
+    common = {
+        "env": spec.to_dict(), "obs_shape": obs_shape, "n_actions": n_actions,
+        "action_map": list(range(n_actions)), "input_scale_bits": input_scale_bits(obs, profile),
+        "epsilon": opts.epsilon if opts.epsilon is not None else (ATARI_EPSILON if is_atari(env_id) else 0.0),
+        "profile": profile.to_dict(),
+        "source": {"file": Path(checkpoint).name, "format": net.format, "sha256": net.sha256,
+                   "layers": [l.name for l in net.layers]},
+        "lavaloop_version": lavaloop_version(),
+    }
+    build = convert_sigma_delta if opts.coding == "sigma-delta" else convert_rate
+    art = build(net, q, obs, profile, spec, opts, common)
+    art.manifest["conversion_seconds"] = round(time.time() - t0, 2)
+    art.validate()
+    return art
+
+
+def convert_rate(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, profile: ChipProfile, spec: EnvSpec,
+                 opts: ConvertOptions, common: dict) -> IFArtifact:
+    """The rate-coded IF network (Tan et al.): normalize, quantize, optionally distill."""
     channels = ([l.weight.shape[0] if isinstance(l, ConvLayer) else None for l in net.layers]
                 if opts.normalization == "channel" else None)
     scales = layer_scales(q, obs, opts.percentile, channels)
@@ -112,22 +134,30 @@ def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact:
         normed, layers, distilled = distill_layers(q, normed, layers, profile, obs, spec, opts, scales[-1])
     report = [quantization_report(ql, l) for ql, l in zip(layers, normed)]
     manifest = {
-        "env": spec.to_dict(), "obs_shape": obs_shape, "n_actions": n_actions,
-        "action_map": list(range(n_actions)), "timesteps": opts.timesteps, "readout": opts.readout,
-        "v_init": opts.v_init,
-        "input_scale_bits": input_scale_bits(obs, profile),
-        "epsilon": opts.epsilon if opts.epsilon is not None else (ATARI_EPSILON if is_atari(env_id) else 0.0),
+        **common, "timesteps": opts.timesteps, "readout": opts.readout, "v_init": opts.v_init,
         "normalization": {"mode": opts.normalization, "percentile": opts.percentile, "scales": scales,
                           "calib_steps": opts.calib_steps, "calib_seed": opts.calib_seed,
                           "calib_epsilon": opts.calib_epsilon},
-        "profile": profile.to_dict(), "quantization": report,
-        "rate_limit_agreement": rate_limit_agreement(q, layers, obs),
+        "quantization": report,
+        "rate_limit_agreement": ceiling_agreement(q, functools.partial(rate_limit, layers), obs),
         "distillation": distilled,
-        "source": {"file": Path(checkpoint).name, "format": net.format, "sha256": net.sha256,
-                   "layers": [l.name for l in net.layers]},
-        "lavaloop_version": lavaloop_version(),
-        "conversion_seconds": round(time.time() - t0, 2),
     }
-    art = IFArtifact(manifest, layers, net.layers)
-    art.validate()
-    return art
+    return IFArtifact(manifest, layers, net.layers)
+
+
+def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, profile: ChipProfile,
+                        spec: EnvSpec, opts: ConvertOptions, common: dict) -> SDArtifact:
+    """The sigma-delta network: max-normalize, quantize to graded spikes (conversion.sigma_delta)."""
+    scales = layer_scales(q, obs, 100.0)
+    normed = normalize(net.layers, scales)
+    layers = quantize_sd(normed, profile, common["input_scale_bits"], opts.delta_threshold, obs)
+    distilled = None
+    manifest = {
+        **common, "threshold": opts.delta_threshold,
+        "normalization": {"mode": "layer", "percentile": 100.0, "scales": scales, "calib_steps": opts.calib_steps,
+                          "calib_seed": opts.calib_seed, "calib_epsilon": opts.calib_epsilon},
+        "quantization": [sd_report(ql, l) for ql, l in zip(layers, normed)],
+        "held_input_agreement": ceiling_agreement(q, functools.partial(held_input_values, layers), obs),
+        "distillation": distilled,
+    }
+    return SDArtifact(manifest, layers, net.layers)

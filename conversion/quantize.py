@@ -26,22 +26,9 @@ from lavaloop.fixedpoint import int_max
 from lavaloop.profiles import ChipProfile
 
 
-@dataclass
-class QuantizedLayer:
-    """An IF layer in integer units: current = (w_mant * x) * 2**weight_exp + bias.
-
-    Dense: weight (out, in). Convolution (valid, strided): weight (O, C, kh, kw) on inputs
-    of `in_shape`; bias, vth and v_init are then per output channel (shared by its neurons).
-    """
-
-    name: str
-    weight: np.ndarray      # int mantissa
-    weight_exp: int
-    bias: np.ndarray        # int64, state units; per neuron, or per channel for a convolution
-    vth: np.ndarray         # int64, same shape as bias (all equal when shared)
-    v_init: np.ndarray      # int64, same shape: membrane potential at the start of each decision
-    stride: int | None = None                       # convolutions only
-    in_shape: tuple[int, int, int] | None = None    # convolutions only
+class LayerShape:
+    """Shapes of an integer layer with `weight` (out, in) or (O, C, kh, kw), `bias` per neuron
+    (per channel for a convolution), and `stride`, `in_shape` for a convolution."""
 
     @property
     def is_conv(self) -> bool:
@@ -62,6 +49,24 @@ class QuantizedLayer:
     def per_neuron(self, values: np.ndarray) -> np.ndarray:
         """Per-channel values of a convolution repeated for every neuron (C-major); dense: as is."""
         return np.repeat(values, self.out_size // len(values)) if self.is_conv else values
+
+
+@dataclass
+class QuantizedLayer(LayerShape):
+    """An IF layer in integer units: current = (w_mant * x) * 2**weight_exp + bias.
+
+    Dense: weight (out, in). Convolution (valid, strided): weight (O, C, kh, kw) on inputs
+    of `in_shape`; bias, vth and v_init are then per output channel (shared by its neurons).
+    """
+
+    name: str
+    weight: np.ndarray      # int mantissa
+    weight_exp: int
+    bias: np.ndarray        # int64, state units; per neuron, or per channel for a convolution
+    vth: np.ndarray         # int64, same shape as bias (all equal when shared)
+    v_init: np.ndarray      # int64, same shape: membrane potential at the start of each decision
+    stride: int | None = None                       # convolutions only
+    in_shape: tuple[int, int, int] | None = None    # convolutions only
 
     def effective(self) -> tuple[np.ndarray, np.ndarray]:
         """The real-valued weights and biases (threshold 1) this layer implements."""

@@ -39,9 +39,9 @@ def describe(art) -> list[str]:
 
 def cmd_convert(args) -> None:
     check_writable(args.output)
-    opts = given(args, "percentile", "normalization", "timesteps", "readout", "profile", "calib_steps",
-                 "calib_seed", "calib_episodes", "epsilon", "v_init", "sticky", "max_episode_steps", "distill",
-                 "distill_steps", "distill_model")
+    opts = given(args, "coding", "delta_threshold", "percentile", "normalization", "timesteps", "readout",
+                 "profile", "calib_steps", "calib_seed", "calib_episodes", "epsilon", "v_init", "sticky",
+                 "max_episode_steps", "distill", "distill_steps", "distill_model")
     art = lavaloop.convert(args.checkpoint, args.env, **opts)
     art.save(args.output)
     print(f"wrote {args.output} ({art.manifest['conversion_seconds']:.1f} s)")
@@ -97,6 +97,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--env", required=True, help="gymnasium environment id, e.g. CartPole-v1")
     c.add_argument("-o", "--output", required=True, help="artifact path (.h5)")
     c.add_argument("--profile", help="chip profile name or JSON file (default loihi2)")
+    c.add_argument("--coding", help="DQN: rate (spike counts over T steps, default) or sigma-delta "
+                   "(graded spikes carrying activations and their changes; one Lava step per layer)")
+    c.add_argument("--delta-threshold", type=float, help="DQN, sigma-delta: send a change once it reaches this "
+                   "many normalized units (default 0: every change)")
     c.add_argument("--percentile", type=float, help="DQN: normalization percentile in (0, 100] (default 99.9)")
     c.add_argument("--normalization", choices=["layer", "channel"],
                    help="DQN: one lambda per layer (default, the paper's) or per convolution channel")

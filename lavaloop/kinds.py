@@ -25,7 +25,9 @@ class Kind:
     name: stored in every artifact of the kind (root attribute `network`).
     artifact: its `lavaloop.artifact.Artifact` subclass.
     deployment: its `lavaloop.deploy.kinds.base.Deployment` subclass.
-    converter: converter(checkpoint, env_id, **options) -> artifact.
+    converter: converter(checkpoint, env_id, **options) -> artifact; None for a kind that
+        another kind's converter makes (the DQN converter makes "sigma-delta" with
+        coding="sigma-delta").
     claims: claims(checkpoint) -> bool, whether the checkpoint is this kind's source; None
         for the fallback kind (tried last).
     description: one line for help texts.
@@ -34,7 +36,7 @@ class Kind:
     name: str
     artifact: str
     deployment: str
-    converter: str
+    converter: str | None
     claims: str | None
     description: str
 
@@ -46,6 +48,9 @@ KINDS = {k.name: k for k in (
     Kind("if", "lavaloop.conversion.artifact_if:IFArtifact", "lavaloop.deploy.kinds.rate_if:IFDeployment",
          "lavaloop.conversion.convert:convert_dqn", None,
          "rate-coded IF network converted from a DQN (Tan et al.)"),
+    Kind("sigma-delta", "lavaloop.conversion.artifact_sd:SDArtifact",
+         "lavaloop.deploy.kinds.sigma_delta:SDDeployment", None, None,
+         "sigma-delta network converted from a DQN (graded spikes, one Lava step per layer)"),
 )}
 
 
@@ -77,6 +82,8 @@ def kind_for_checkpoint(checkpoint: str | Path) -> Kind:
     """The kind whose converter takes `checkpoint`: the first that claims it, else the fallback."""
     fallback = None
     for kind in KINDS.values():
+        if kind.converter is None:
+            continue
         if kind.claims is None:
             fallback = kind
         elif resolve(kind.claims)(checkpoint):

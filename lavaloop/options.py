@@ -15,6 +15,9 @@ NORMALIZATIONS = ("layer", "channel")
 V_INITS = ("half", "zero")
 BACKENDS = ("lava", "emulator")
 DISTILL_MODELS = ("spikes", "staircase")
+CODINGS = ("rate", "sigma-delta")
+RATE_ONLY = {"percentile": 99.9, "normalization": "layer", "timesteps": 32, "readout": "robust", "v_init": "half",
+             "distill_model": "spikes"}
 
 
 def number(name: str, value, integer: bool) -> None:
@@ -52,10 +55,16 @@ def from_kwargs(cls, options: dict, what: str):
 
 @dataclass
 class ConvertOptions:
-    """Options of a DQN -> rate-coded IF conversion (the "if" kind).
+    """Options of a DQN conversion: a rate-coded IF network (the "if" kind) or a sigma-delta network.
 
     Parameters
     ----------
+    coding: "rate" (spike counts over T steps, the paper's) or "sigma-delta" (graded spikes
+        carrying ReLU activations and their changes; one Lava step per layer per decision).
+        The options percentile, normalization, timesteps, readout, v_init and distill_model
+        are the rate coding's.
+    delta_threshold: sigma-delta only: a neuron sends a change of its activation once it
+        reaches this many normalized units (1 = the largest calibrated activation), >= 0.
     percentile: normalization percentile of the activations (100 = max-norm), in (0, 100].
     normalization: "layer" (one lambda per layer, the paper's) or "channel" (per conv channel).
     timesteps: SNN steps per decision (T), >= 1.
@@ -74,6 +83,8 @@ class ConvertOptions:
         chip, T times the work) or "staircase" (rounded rates; for large T and conv nets).
     """
 
+    coding: str = "rate"
+    delta_threshold: float = 0.0
     percentile: float = 99.9
     normalization: str = "layer"
     timesteps: int = 32
@@ -104,6 +115,14 @@ class ConvertOptions:
         at_least("max_episode_steps", self.max_episode_steps, 1)
         at_least("distill_steps", self.distill_steps, 1)
         one_of("distill model", self.distill_model, DISTILL_MODELS)
+        one_of("coding", self.coding, CODINGS)
+        at_least("delta_threshold", self.delta_threshold, 0.0)
+        if self.coding == "sigma-delta":
+            given = [k for k, v in RATE_ONLY.items() if getattr(self, k) != v]
+            if given:
+                raise LavaloopError(f"{', '.join(given)} apply to rate coding only, not sigma-delta")
+        elif self.delta_threshold != 0.0:
+            raise LavaloopError("delta_threshold applies to sigma-delta coding only")
         if self.distill and self.v_init != "half":
             raise LavaloopError("distillation models neurons that start at half threshold: use v_init 'half'")
         if not self.distill and (self.distill_steps != 3000 or self.distill_model != "spikes"):

@@ -20,6 +20,7 @@ class ChipProfile:
     input_bits: int                  # graded-spike payload width of the input layer
     threshold_bits: int              # target resolution of the threshold (vth ~ 2**threshold_bits)
     per_neuron_threshold: bool = False   # thresholds are per-neuron parameters
+    message_bits: int = 16           # graded-spike payload width between layers (sigma-delta)
     neurons_per_core: int | None = None
     fan_in: int | None = None
     description: str = ""

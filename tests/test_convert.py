@@ -147,7 +147,7 @@ def test_rate_limit_is_what_long_windows_approach(cartpole_artifact):
     from lavaloop.conversion.normalize import collect_observations
     from lavaloop.conversion.quantize import rate_limit
     from lavaloop.deploy.emulator import FixedPointNetwork
-    from lavaloop.deploy.kinds.rate_if import source_network
+    from lavaloop.deploy.kinds.dqn import source_network
     from lavaloop.envs import EnvSpec
     from lavaloop.processes.dynamics import encode_input
 

@@ -113,7 +113,7 @@ def build_graph(art: GRSNArtifact, seeds: list[int], epsilon: float, max_steps: 
     spec = EnvSpec.from_dict(m["env"])
     n_act, cont = int(m["n_actions"]), m["continuous"]
     depth = len(art.stages)
-    envio = EnvIO(env_fn=functools.partial(make_env, spec), obs_size=art.stages[0]["weight"].shape[1] + 1,
+    envio = EnvIO(env_fn=functools.partial(make_env, spec), obs_size=art.stages[0]["weight"].shape[1],
                   n_actions=n_act, action_map=m["action_map"],
                   input_scale_bits=int(m["input_scale_bits"]), input_bits=art.profile.input_bits,
                   timesteps=1, latency=depth, seeds=seeds, epsilon=epsilon, max_steps=max_steps,

@@ -11,6 +11,7 @@ One module per neuron family (a new coding adds one):
 * `fixed`: saturation, shifts, input encoding, exact dense and convolutional products;
 * `rate`: integrate-and-fire neurons, event-driven synapses, readouts (converted DQNs);
 * `grsn`: graded-spike layers and gated recurrent spiking neurons (GRSN policies);
+* `sigma_delta`: sigma-delta ReLU neurons with graded spikes (DQNs deployed as Loihi 2 runs ANNs);
 * `mixed_signal`: spike generators and LIF neurons of DYNAP-SE chips (the dreaming agent).
 
 Their public functions are also importable from this package.
@@ -28,8 +29,11 @@ from lavaloop.processes.dynamics.grsn import (
 )
 from lavaloop.processes.dynamics.mixed_signal import lif_step, place_cell_increments, regular_spikes, synaptic_drive
 from lavaloop.processes.dynamics.rate import Synapse, conv_fanout, conv_reach, if_step, if_steps, readout
+from lavaloop.processes.dynamics.sigma_delta import delta_encode, sigma_delta_step, sigma_readout
 
-__all__ = ["Synapse", "continuous_action", "conv2d", "conv_fanout", "conv_reach", "dense", "encode_input",
+__all__ = ["Synapse", "continuous_action", "conv2d", "conv_fanout", "conv_reach", "delta_encode", "dense",
+           "encode_input",
            "exact_float", "exact_int", "graded_dense", "grsn_gates", "grsn_step", "if_step", "if_steps",
            "lif_step", "place_cell_increments", "prepare_stage", "readout", "regular_spikes", "run_stage",
-           "saturate", "shift", "sigmoid_lookup", "stage_ops", "synaptic_drive"]
+           "saturate", "shift", "sigma_delta_step", "sigma_readout", "sigmoid_lookup", "stage_ops",
+           "synaptic_drive"]

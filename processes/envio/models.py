@@ -44,11 +44,9 @@ class PyEnvIOModel(PyLoihiProcessModel):
 
     def encode(self, obs) -> np.ndarray:
         p = self.proc_params
-        if p["inputs_fn"] is None:
-            return encode_input(np.ravel(obs), 1 << p["input_scale_bits"], p["input_bits"])
-        x = encode_input(p["inputs_fn"](obs, self.prev_action, self.prev_reward), 1 << p["input_scale_bits"],
-                         p["input_bits"])
-        return np.append(x, CONTROL_FIRST if self.t == 0 else CONTROL_DECIDE)
+        raw = np.ravel(obs) if p["inputs_fn"] is None else p["inputs_fn"](obs, self.prev_action, self.prev_reward)
+        x = encode_input(raw, 1 << p["input_scale_bits"], p["input_bits"])
+        return np.append(x, CONTROL_FIRST if self.t == 0 else CONTROL_DECIDE) if p["control"] else x
 
     def start_episode(self) -> None:
         self.episode += 1

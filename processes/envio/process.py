@@ -27,7 +27,8 @@ class EnvIO(AbstractProcess):
     With `inputs_fn` (recurrent policies), the payload is inputs_fn(obs, previous action,
     previous reward) (previous action -1, or None for continuous actions, at an episode's
     start) followed by a control entry: 2 for an episode's first decision, 1 for any other
-    decision, 0 when idle.
+    decision, 0 when idle. `control` adds that entry to a plain observation payload too
+    (networks whose state lives across decisions and restarts with each episode).
 
     Actions are epsilon-greedy over the readout values (`action_map` gives the env's
     action), or, with `continuous_frac_bits`, a continuous action in [-1, 1] per readout:
@@ -45,15 +46,16 @@ class EnvIO(AbstractProcess):
     def __init__(self, *, env_fn: Callable, obs_size: int, n_actions: int, action_map: Sequence[int],
                  input_scale_bits: int, input_bits: int, timesteps: int, latency: int,
                  seeds: Sequence[int], epsilon: float, max_steps: int, inputs_fn: Callable | None = None,
-                 continuous_frac_bits: int | None = None, name: str = "envio"):
-        super().__init__(env_fn=env_fn, inputs_fn=inputs_fn, action_map=list(action_map),
+                 continuous_frac_bits: int | None = None, control: bool = False, name: str = "envio"):
+        control = control or inputs_fn is not None
+        super().__init__(env_fn=env_fn, inputs_fn=inputs_fn, control=control, action_map=list(action_map),
                          input_scale_bits=input_scale_bits,
                          input_bits=input_bits, timesteps=timesteps, latency=latency,
                          seeds=list(seeds), epsilon=epsilon, max_steps=max_steps,
                          continuous_frac_bits=continuous_frac_bits, name=name)
         n_ep = len(seeds)
         log_shape = (n_ep, max_steps) if continuous_frac_bits is None else (n_ep, max_steps, n_actions)
-        self.obs_out = OutPort(shape=(obs_size,))
+        self.obs_out = OutPort(shape=(obs_size + int(control),))   # payload (+ control)
         self.q_in = InPort(shape=(n_actions,))
         self.returns = Var(shape=(n_ep,), init=0.0)
         self.lengths = Var(shape=(n_ep,), init=0)

@@ -1,0 +1,58 @@
+"""What every artifact converted from a DQN shares: the float source network and the environment."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import h5py
+
+from lavaloop.artifact import Artifact
+from lavaloop.conversion.network import ConvLayer, DenseLayer, Layer
+from lavaloop.envs import game, is_atari
+from lavaloop.errors import ArtifactError
+
+
+class ConvertedDQN(Artifact):
+    """Base of the DQN kinds ("if", "sigma-delta"). A subclass is a dataclass with fields
+    `layers` (its integer layers) and `source` (the float source network, for fidelity),
+    stored as /source/{i}/ weight, bias (, stride, inShape)."""
+
+    source: list[Layer]
+
+    def with_env(self, env_id: str | None = None, sticky: float | None = None) -> ConvertedDQN:
+        """This artifact deployed on another environment id and/or sticky-action probability.
+
+        The preprocessing stays; an ALE artifact only moves between versions of its own game.
+        """
+        spec = self.env_spec
+        new_id = env_id or spec.id
+        if spec.atari is not None:
+            if not is_atari(new_id) or game(new_id) != game(spec.id):
+                raise ArtifactError(f"artifact was converted for {spec.id}; {new_id} is a different game")
+            pre = spec.atari if sticky is None else replace(spec.atari, repeat_action_probability=sticky)
+            spec = replace(spec, id=new_id, atari=pre)
+        elif sticky is not None:
+            raise ArtifactError(f"sticky actions apply to ALE games only, not {spec.id}")
+        else:
+            spec = replace(spec, id=new_id)
+        return replace(self, manifest={**self.manifest, "env": spec.to_dict()})
+
+
+    def _write_source(self, f: h5py.File) -> None:
+        for i, s in enumerate(self.source):
+            g = f.create_group(f"source/{i}")
+            g["weight"], g["bias"] = s.weight, s.bias
+            if isinstance(s, ConvLayer):
+                g["stride"], g["inShape"] = s.stride, list(s.in_shape)
+            g.attrs["name"] = s.name
+
+    @staticmethod
+    def _read_source(f: h5py.File) -> list[Layer]:
+        source: list[Layer] = []
+        for i in range(len(f["source"])):
+            g = f[f"source/{i}"]
+            if "stride" in g:
+                source.append(ConvLayer(g.attrs["name"], g["weight"][()], g["bias"][()], int(g["stride"][()]),
+                                        tuple(int(n) for n in g["inShape"][()])))
+            else:
+                source.append(DenseLayer(g.attrs["name"], g["weight"][()], g["bias"][()]))
+        return source

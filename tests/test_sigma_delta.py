@@ -1,0 +1,113 @@
+"""The sigma-delta kind: graded-spike neurons, conversion, Lava == emulator, fidelity."""
+import multiprocessing
+
+import numpy as np
+import pytest
+
+from conftest import CARTPOLE, PONG, assert_clean_failure, lavaloop_cli, with_manifest
+from lavaloop.deploy.run import run
+from lavaloop.options import RunSettings
+from lavaloop.processes.dynamics import sigma_delta_step
+
+
+@pytest.fixture(scope="module")
+def sd_cartpole(tmp_path_factory):
+    import lavaloop
+
+    art = lavaloop.convert(CARTPOLE, "CartPole-v1", coding="sigma-delta", calib_steps=1000)
+    path = tmp_path_factory.mktemp("sd") / "cartpole_sd.h5"
+    art.save(path)
+    return path, art
+
+
+def test_sigma_delta_neurons_send_changes_and_never_drift():
+    """Messages shifted back plus the residue always equal the activation (no drift), a
+    held input sends nothing more, and changes below the threshold wait in the residue."""
+    rng = np.random.default_rng(0)
+    n, shift, vth = 50, 6, 64 * 5
+    sigma, act, res = (np.zeros(n, np.int64) for _ in range(3))
+    bias = rng.integers(-3000, 3000, n)
+    sent = np.zeros(n, np.int64)
+    for _ in range(200):
+        msg = sigma_delta_step(sigma, act, res, rng.integers(-2000, 2000, n), bias, vth, shift)
+        sent += msg
+        assert np.array_equal((sent << shift) + res, act)
+        assert np.all(np.abs(res) < max(vth, 1 << shift))
+    assert np.array_equal(act, np.maximum(sigma + bias, 0))
+    held = sigma_delta_step(sigma, act, res, np.zeros(n, np.int64), bias, vth, shift)
+    assert not held.any()
+
+
+def test_conversion_report_and_round_trip(sd_cartpole):
+    import lavaloop
+
+    path, art = sd_cartpole
+    back = lavaloop.load_artifact(path)
+    assert back.kind == "sigma-delta" and back.window == len(art.layers) + 1
+    for a, b in zip(art.layers, back.layers):
+        assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias) and a.vth == b.vth
+        assert np.all(a.bias % (1 << a.msg_shift) == 0) and a.vth % (1 << a.msg_shift) == 0
+    assert max(np.abs(l.weight).max() for l in art.layers) == 127
+    assert 0.9 <= art.manifest["held_input_agreement"] <= 1.0
+
+
+def test_emulator_is_bit_exact_with_lava(sd_cartpole):
+    _, art = sd_cartpole
+    short = with_manifest(art, env={**art.manifest["env"], "max_episode_steps": 40})
+    settings = dict(episodes=3, epsilon=0.2)
+    lava = run(short, RunSettings(**settings, backend="lava"), progress=False)
+    emu = run(short, RunSettings(**settings, backend="emulator"), progress=False)
+    assert lava.decisions == 120 and lava.returns == emu.returns
+    for a, b in zip(lava.log.greedy + lava.log.actions, emu.log.greedy + emu.log.actions):
+        assert np.array_equal(a, b)
+    assert lava.log.spikes == emu.log.spikes and lava.log.synops == emu.log.synops
+    assert lava.synops > 0 and lava.energy == emu.energy
+    assert lava.agreement > 0.9
+    assert not multiprocessing.active_children()
+
+
+def test_conv_network_is_bit_exact_with_lava(tmp_path):
+    """The Nature DQN as a sigma-delta network on Pong, a few decisions per episode."""
+    import lavaloop
+
+    art = lavaloop.convert(PONG, "ALE/Pong-v5", coding="sigma-delta", calib_steps=200, max_episode_steps=6)
+    assert [l.is_conv for l in art.layers] == [True, True, True, False, False]
+    settings = dict(episodes=2, epsilon=0.3)
+    lava = run(art, RunSettings(**settings, backend="lava"), progress=False)
+    emu = run(art, RunSettings(**settings, backend="emulator"), progress=False)
+    for a, b in zip(lava.log.greedy, emu.log.greedy):
+        assert np.array_equal(a, b)
+    assert lava.log.spikes == emu.log.spikes and lava.log.synops == emu.log.synops
+
+
+def test_an_unchanged_observation_costs_nothing(sd_cartpole):
+    """Temporal sparsity: the second of two identical observations sends no message."""
+    from lavaloop.deploy.sigma_delta import SigmaDeltaNetwork
+    from lavaloop.processes.dynamics import encode_input
+
+    _, art = sd_cartpole
+    net = SigmaDeltaNetwork(art, 1)
+    x = encode_input(np.array([[0.01, 0.2, -0.03, 0.1]]), 1 << art.manifest["input_scale_bits"], 16)
+    first = net.decide(np.array([0]), x)
+    before = net.synops.copy()
+    second = net.decide(np.array([0]), x)
+    assert np.array_equal(first, second) and np.array_equal(net.synops, before)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--coding", "spikes"], "unknown coding 'spikes'"),
+    (["--coding", "sigma-delta", "--timesteps", "8"], "timesteps apply to rate coding only"),
+    (["--delta-threshold", "0.1"], "delta_threshold applies to sigma-delta coding only"),
+    (["--coding", "sigma-delta", "--profile", "NARROW"], "cannot carry"),
+])
+def test_bad_sigma_delta_options_fail_in_one_line(tmp_path, args, needle):
+    import json
+
+    from lavaloop.profiles import PROFILES
+
+    narrow = tmp_path / "narrow.json"
+    narrow.write_text(json.dumps({**PROFILES["loihi2"].to_dict(), "name": "narrow", "message_bits": 8}))
+    args = [str(narrow) if a == "NARROW" else a for a in args]
+    proc = lavaloop_cli("convert", str(CARTPOLE), "--env", "CartPole-v1", "-o", str(tmp_path / "x.h5"),
+                        "--calib-steps", "200", *args)
+    assert_clean_failure(proc, str(tmp_path), needle)
