@@ -14,6 +14,10 @@ rounding would otherwise flip. The observations are the calibration set, then DA
 rounds that add what the distilled network itself visits when it acts (labelled by the
 source), since the conversion rate is measured on the network's own trajectories. No
 rewards and no critic: only the source network and the environment. Seeded, deterministic.
+
+For the sigma-delta coding (model "sigma-delta") the network is the fixed-point ANN itself:
+weights and biases go through `conversion.sigma_delta`'s rule (straight-through), hidden
+units are plain ReLUs (the messages' resolution is far below the weights').
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from lavaloop.conversion.models.qnet import FeedForwardQ
 from lavaloop.conversion.network import Layer
 from lavaloop.conversion.normalize import collect_observations
 from lavaloop.conversion.quantize import QuantizedLayer, weight_scale
+from lavaloop.conversion.sigma_delta import state_scales
 from lavaloop.envs import EnvSpec
 from lavaloop.profiles import ChipProfile
 
@@ -47,7 +52,8 @@ class DistillConfig:
     heldout_steps: env steps of held-out source episodes for the before/after report.
     seed: minibatch order and DAgger episodes.
     model: "spikes" (train through simulated spike trains: the closest to the chip, T times
-        the work per step) or "staircase" (rounded rates; cheaper, coarser); see `chip_forward`.
+        the work per step) or "staircase" (rounded rates; cheaper, coarser); see `chip_forward`;
+        "sigma-delta" for the sigma-delta coding.
     """
 
     steps: int = 3000
@@ -109,6 +115,9 @@ def chip_forward(layers: list[Layer], params: list[tuple[torch.Tensor, torch.Ten
         z = synapses(layer, w, b, x)
         if i == last:
             return z
+        if model == "sigma-delta":
+            x = torch.relu(z)
+            continue
         r = torch.clamp(z, 0.0, 1.0)
         if model == "spikes":
             with torch.no_grad():
@@ -128,22 +137,28 @@ class ChipForward(nn.Module):
     ----------
     layers: normalized float layers (DenseLayer / ConvLayer), ReLU between.
     profile: the quantization rule. per_neuron: one flag per layer (as `quantize` decides).
-    timesteps: T. model: "spikes" or "staircase" (see `chip_forward`).
+    timesteps: T. model: "spikes", "staircase" or "sigma-delta" (see `chip_forward`).
+    in_scale: sigma-delta only: the input payload's units per observation unit.
     """
 
     def __init__(self, layers: list[Layer], profile: ChipProfile, per_neuron: list[bool], timesteps: int,
-                 model: str = "spikes"):
+                 model: str = "spikes", in_scale: float = 1.0):
         super().__init__()
         self.layers, self.profile, self.per_neuron = layers, profile, per_neuron
-        self.timesteps, self.model = timesteps, model
+        self.timesteps, self.model, self.in_scale = timesteps, model, in_scale
         self.weights = nn.ParameterList([nn.Parameter(torch.tensor(np.asarray(l.weight), dtype=torch.float32))
                                          for l in layers])
         self.biases = nn.ParameterList([nn.Parameter(torch.tensor(np.asarray(l.bias), dtype=torch.float32))
                                         for l in layers])
 
     def quantized(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer i's weights and biases as `quantize_layer` implements them (straight-through)."""
+        """Layer i's weights and biases as `quantize_layer` (or `quantize_sd`) implements them (straight-through)."""
         w, b = self.weights[i], self.biases[i]
+        if self.model == "sigma-delta":
+            m, s, shift = state_scales([p.detach().numpy() for p in self.weights], self.in_scale, self.profile)[i]
+            unit = 2.0 ** shift / s
+            return (straight_through(w, torch.round(w * (s / m)) * (m / s)),
+                    straight_through(b, torch.round(b / unit) * unit))
         exp, scale = weight_scale(w.detach().numpy(), self.profile, self.per_neuron[i])
         s = torch.tensor(scale, dtype=torch.float32)
         vth = torch.round(s)
@@ -182,7 +197,8 @@ def agreement(source: FeedForwardQ, layers: list[QuantizedLayer], obs: np.ndarra
 
 def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per_neuron: list[bool],
             obs: np.ndarray, spec: EnvSpec, timesteps: int, out_scale: float, epsilon: float,
-            cfg: DistillConfig = DistillConfig(), progress: bool = True) -> tuple[list[Layer], dict]:
+            cfg: DistillConfig = DistillConfig(), progress: bool = True, in_scale: float = 1.0
+            ) -> tuple[list[Layer], dict]:
     """Fine-tune normalized layers through the chip's arithmetic at T = `timesteps`.
 
     Parameters
@@ -193,12 +209,13 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
     timesteps: the deployed T. out_scale: the output layer's lambda (targets are Q / lambda).
     epsilon: exploration while the network plays its DAgger episodes.
     cfg: the settings. progress: show a progress bar.
+    in_scale: sigma-delta only: the input payload's units per observation unit.
 
     Returns (trained float layers, report: steps, observations, final losses, seconds).
     """
     t0 = time.time()
     torch.manual_seed(cfg.seed)
-    model = ChipForward(layers, profile, per_neuron, timesteps, cfg.model)
+    model = ChipForward(layers, profile, per_neuron, timesteps, cfg.model, in_scale)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     x_all = np.asarray(obs)
