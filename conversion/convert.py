@@ -151,20 +151,21 @@ def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, pr
     scales = layer_scales(q, obs, 100.0)
     normed = normalize(net.layers, scales)
     isb = common["input_scale_bits"]
-    layers = quantize_sd(normed, profile, isb, opts.delta_threshold, obs)
+    shift = opts.message_shift
+    layers = quantize_sd(normed, profile, isb, opts.delta_threshold, obs, shift=shift)
     distilled = None
     if opts.distill:
         cfg = DistillConfig(steps=opts.distill_steps, seed=opts.calib_seed, model="sigma-delta")
         heldout = collect_observations(q, spec, cfg.heldout_steps, opts.calib_seed + 100_000, opts.calib_epsilon)
         before = distill_agreement(q, layers, heldout, 1, cfg.model)
         normed, distilled = distill(q, normed, profile, [False] * len(normed), obs, spec, 1, float(scales[-1]),
-                                    opts.calib_epsilon, cfg, in_scale=2.0 ** isb)
-        layers = quantize_sd(normed, profile, isb, opts.delta_threshold)
+                                    opts.calib_epsilon, cfg, in_scale=2.0 ** isb, shift=shift)
+        layers = quantize_sd(normed, profile, isb, opts.delta_threshold, shift=shift)
         distilled.update(heldout_steps=cfg.heldout_steps, heldout_seed=opts.calib_seed + 100_000,
                          heldout_agreement_before=before,
                          heldout_agreement_after=distill_agreement(q, layers, heldout, 1, cfg.model))
     manifest = {
-        **common, "threshold": opts.delta_threshold,
+        **common, "threshold": opts.delta_threshold, "message_shift": shift,
         "normalization": {"mode": "layer", "percentile": 100.0, "scales": scales, "calib_steps": opts.calib_steps,
                           "calib_seed": opts.calib_seed, "calib_epsilon": opts.calib_epsilon},
         "quantization": [sd_report(ql, l) for ql, l in zip(layers, normed)],

@@ -138,14 +138,15 @@ class ChipForward(nn.Module):
     layers: normalized float layers (DenseLayer / ConvLayer), ReLU between.
     profile: the quantization rule. per_neuron: one flag per layer (as `quantize` decides).
     timesteps: T. model: "spikes", "staircase" or "sigma-delta" (see `chip_forward`).
-    in_scale: sigma-delta only: the input payload's units per observation unit.
+    in_scale, shift: sigma-delta only: the input payload's units per observation unit, and the
+        message shift (see `sigma_delta.state_scales`).
     """
 
     def __init__(self, layers: list[Layer], profile: ChipProfile, per_neuron: list[bool], timesteps: int,
-                 model: str = "spikes", in_scale: float = 1.0):
+                 model: str = "spikes", in_scale: float = 1.0, shift: int | None = None):
         super().__init__()
         self.layers, self.profile, self.per_neuron = layers, profile, per_neuron
-        self.timesteps, self.model, self.in_scale = timesteps, model, in_scale
+        self.timesteps, self.model, self.in_scale, self.shift = timesteps, model, in_scale, shift
         self.weights = nn.ParameterList([nn.Parameter(torch.tensor(np.asarray(l.weight), dtype=torch.float32))
                                          for l in layers])
         self.biases = nn.ParameterList([nn.Parameter(torch.tensor(np.asarray(l.bias), dtype=torch.float32))
@@ -155,7 +156,8 @@ class ChipForward(nn.Module):
         """Layer i's weights and biases as `quantize_layer` (or `quantize_sd`) implements them (straight-through)."""
         w, b = self.weights[i], self.biases[i]
         if self.model == "sigma-delta":
-            m, s, shift = state_scales([p.detach().numpy() for p in self.weights], self.in_scale, self.profile)[i]
+            m, s, shift = state_scales([p.detach().numpy() for p in self.weights], self.in_scale, self.profile,
+                                          self.shift)[i]
             unit = 2.0 ** shift / s
             return (straight_through(w, torch.round(w * (s / m)) * (m / s)),
                     straight_through(b, torch.round(b / unit) * unit))
@@ -197,8 +199,8 @@ def agreement(source: FeedForwardQ, layers: list[QuantizedLayer], obs: np.ndarra
 
 def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per_neuron: list[bool],
             obs: np.ndarray, spec: EnvSpec, timesteps: int, out_scale: float, epsilon: float,
-            cfg: DistillConfig = DistillConfig(), progress: bool = True, in_scale: float = 1.0
-            ) -> tuple[list[Layer], dict]:
+            cfg: DistillConfig = DistillConfig(), progress: bool = True, in_scale: float = 1.0,
+            shift: int | None = None) -> tuple[list[Layer], dict]:
     """Fine-tune normalized layers through the chip's arithmetic at T = `timesteps`.
 
     Parameters
@@ -209,13 +211,13 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
     timesteps: the deployed T. out_scale: the output layer's lambda (targets are Q / lambda).
     epsilon: exploration while the network plays its DAgger episodes.
     cfg: the settings. progress: show a progress bar.
-    in_scale: sigma-delta only: the input payload's units per observation unit.
+    in_scale, shift: sigma-delta only (see `ChipForward`).
 
     Returns (trained float layers, report: steps, observations, final losses, seconds).
     """
     t0 = time.time()
     torch.manual_seed(cfg.seed)
-    model = ChipForward(layers, profile, per_neuron, timesteps, cfg.model, in_scale)
+    model = ChipForward(layers, profile, per_neuron, timesteps, cfg.model, in_scale, shift)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     x_all = np.asarray(obs)

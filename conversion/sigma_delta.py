@@ -63,9 +63,12 @@ class SDLayer(LayerShape):
         return self.weight * (self.in_scale / self.state_scale), self.bias / self.state_scale
 
 
-def state_scales(weights: list[np.ndarray], in_scale: float, profile: ChipProfile) -> list[tuple[float, float, int]]:
+def state_scales(weights: list[np.ndarray], in_scale: float, profile: ChipProfile,
+                 shift: int | None = None) -> list[tuple[float, float, int]]:
     """(m_{l-1}, S_l, msg_shift_l) of every layer for normalized weights (activations peak at 1
-    on calibration data); see the module docstring."""
+    on calibration data); see the module docstring. With `shift`, every hidden layer shifts
+    messages by that many bits (6: what lava-dl netx builds) and a layer whose full-range
+    weights would overflow the message target uses fewer weight levels instead."""
     mant_max, target = int_max(profile.weight_bits), 2.0 ** (profile.message_bits - MSG_HEADROOM_BITS)
     if target < MIN_MSG_LEVELS:
         raise ProfileError(f"profile {profile.name!r}: {profile.message_bits}-bit graded spikes cannot carry the "
@@ -74,9 +77,15 @@ def state_scales(weights: list[np.ndarray], in_scale: float, profile: ChipProfil
     out, m = [], float(in_scale)
     for i, w in enumerate(weights):
         s = mant_max * m / (float(np.abs(w).max()) or 1.0)
-        shift = max(0, math.ceil(math.log2(s / target))) if i < len(weights) - 1 else 0
-        out.append((m, s, shift))
-        m = s / 2 ** shift
+        hidden = i < len(weights) - 1
+        if not hidden:
+            k = 0
+        elif shift is None:
+            k = max(0, math.ceil(math.log2(s / target)))
+        else:
+            k, s = shift, min(s, target * 2 ** shift)
+        out.append((m, s, k))
+        m = s / 2 ** k
     return out
 
 
@@ -86,7 +95,7 @@ def _multiple(x: np.ndarray, shift: int) -> np.ndarray:
 
 
 def quantize_sd(layers: list[Layer], profile: ChipProfile, input_scale_bits: int, threshold: float,
-                calib_obs: np.ndarray | None = None, max_obs: int = 2_000) -> list[SDLayer]:
+                calib_obs: np.ndarray | None = None, max_obs: int = 2_000, shift: int | None = None) -> list[SDLayer]:
     """Sigma-delta layers of max-normalized float layers (activations peak at 1 on calibration data).
 
     Parameters
@@ -95,8 +104,9 @@ def quantize_sd(layers: list[Layer], profile: ChipProfile, input_scale_bits: int
     input_scale_bits: the payload's fraction bits (first layer's input scale 2**bits).
     threshold: send threshold in normalized units (0: every change is sent).
     calib_obs: calibration observations for bias correction (None: no correction).
+    shift: one message shift for every hidden layer (None: per layer; see `state_scales`).
     """
-    scales = state_scales([l.weight for l in layers], 2.0 ** input_scale_bits, profile)
+    scales = state_scales([l.weight for l in layers], 2.0 ** input_scale_bits, profile, shift)
     state_max = int_max(profile.state_bits)
     out = []
     for l, (m, s, shift) in zip(layers, scales):

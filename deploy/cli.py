@@ -39,8 +39,8 @@ def describe(art) -> list[str]:
 
 def cmd_convert(args) -> None:
     check_writable(args.output)
-    opts = given(args, "coding", "delta_threshold", "percentile", "normalization", "timesteps", "readout",
-                 "profile", "calib_steps", "calib_seed", "calib_episodes", "epsilon", "v_init", "sticky",
+    opts = given(args, "coding", "delta_threshold", "message_shift", "percentile", "normalization", "timesteps",
+                 "readout", "profile", "calib_steps", "calib_seed", "calib_episodes", "epsilon", "v_init", "sticky",
                  "max_episode_steps", "distill", "distill_steps", "distill_model")
     art = lavaloop.convert(args.checkpoint, args.env, **opts)
     art.save(args.output)
@@ -63,6 +63,18 @@ def cmd_run(args) -> None:
     if args.json:
         write_json(args.json, result.to_dict())
         print(f"results: {args.json}")
+
+
+def cmd_export(args) -> None:
+    from lavaloop.deploy.export import export
+
+    check_writable(args.output)
+    info = export(lavaloop.load_artifact(args.artifact), args.output, args.format)
+    print(f"wrote {args.output} ({args.format})")
+    if args.format == "netx":
+        print(f"  build with lava.lib.dl.netx.hdf5.Network(net_config=..., spike_exp={info['spike_exp']}, "
+              f"input_message_bits={info['input_message_bits']}); feed it the delta-encoded payload; "
+              f"add the output bias {info['output_bias']} to its values")
 
 
 def cmd_dream(args) -> None:
@@ -101,6 +113,8 @@ def parser() -> argparse.ArgumentParser:
                    "(graded spikes carrying activations and their changes; one Lava step per layer)")
     c.add_argument("--delta-threshold", type=float, help="DQN, sigma-delta: send a change once it reaches this "
                    "many normalized units (default 0: every change)")
+    c.add_argument("--message-shift", type=int, help="DQN, sigma-delta: one message shift for every hidden layer "
+                   "(6: what lava-dl netx builds, for `export --format netx`; default: per layer)")
     c.add_argument("--percentile", type=float, help="DQN: normalization percentile in (0, 100] (default 99.9)")
     c.add_argument("--normalization", choices=["layer", "channel"],
                    help="DQN: one lambda per layer (default, the paper's) or per convolution channel")
@@ -148,6 +162,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--json", help="write the results record (RunResult) here")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_run)
+
+    e = sub.add_parser("export", help="artifact -> another tool's format (nir: rate-coded IF; "
+                       "netx: sigma-delta converted with --message-shift 6)")
+    e.add_argument("artifact")
+    e.add_argument("--format", required=True, help="nir or netx")
+    e.add_argument("-o", "--output", required=True, help="output file")
+    e.set_defaults(func=cmd_export)
 
     d = sub.add_parser("dream", help="on-chip agent with host-trained readouts, learning from real "
                        "games and dreams (resumable)", argument_default=GIVEN)

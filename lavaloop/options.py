@@ -65,6 +65,9 @@ class ConvertOptions:
         are the rate coding's.
     delta_threshold: sigma-delta only: a neuron sends a change of its activation once it
         reaches this many normalized units (1 = the largest calibrated activation), >= 0.
+    message_shift: sigma-delta only: shift every hidden layer's messages by this many bits, in
+        0..24 (6: what lava-dl netx builds, needed for `export --format netx`); None: each
+        layer's own, which keeps every layer's weights at full precision.
     percentile: normalization percentile of the activations (100 = max-norm), in (0, 100].
     normalization: "layer" (one lambda per layer, the paper's) or "channel" (per conv channel).
     timesteps: SNN steps per decision (T), >= 1.
@@ -85,6 +88,7 @@ class ConvertOptions:
 
     coding: str = "rate"
     delta_threshold: float = 0.0
+    message_shift: int | None = None
     percentile: float = 99.9
     normalization: str = "layer"
     timesteps: int = 32
@@ -121,8 +125,11 @@ class ConvertOptions:
             given = [k for k, v in RATE_ONLY.items() if getattr(self, k) != v]
             if given:
                 raise LavaloopError(f"{', '.join(given)} apply to rate coding only, not sigma-delta")
-        elif self.delta_threshold != 0.0:
-            raise LavaloopError("delta_threshold applies to sigma-delta coding only")
+        elif self.delta_threshold != 0.0 or self.message_shift is not None:
+            raise LavaloopError("delta_threshold and message_shift apply to sigma-delta coding only")
+        at_least("message_shift", self.message_shift, 0)
+        if self.message_shift is not None and self.message_shift > 24:
+            raise LavaloopError(f"message_shift must be <= 24, got {self.message_shift}")
         if self.distill and self.v_init != "half":
             raise LavaloopError("distillation models neurons that start at half threshold: use v_init 'half'")
         if not self.distill and (self.distill_steps != 3000 or self.distill_model != "spikes"):

@@ -97,7 +97,7 @@ def test_an_unchanged_observation_costs_nothing(sd_cartpole):
 @pytest.mark.parametrize("args, needle", [
     (["--coding", "spikes"], "unknown coding 'spikes'"),
     (["--coding", "sigma-delta", "--timesteps", "8"], "timesteps apply to rate coding only"),
-    (["--delta-threshold", "0.1"], "delta_threshold applies to sigma-delta coding only"),
+    (["--delta-threshold", "0.1"], "apply to sigma-delta coding only"),
     (["--coding", "sigma-delta", "--profile", "NARROW"], "cannot carry"),
 ])
 def test_bad_sigma_delta_options_fail_in_one_line(tmp_path, args, needle):
