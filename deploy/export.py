@@ -87,7 +87,7 @@ def export_netx(art, path: Path) -> dict:
     Sigma, which takes no bias: add the returned `output_bias` (state units) to its values.
     One difference remains: Lava's SigmaDelta drops the low bits a message shift loses,
     where ours keeps them in the residue; the first decision from rest is identical, later
-    ones drift apart by those bits (tests/test_netx.py measures it).
+    ones drift apart by those bits (tests/test_export.py measures it).
     """
     last = len(art.layers) - 1
     if any(q.is_conv for q in art.layers):

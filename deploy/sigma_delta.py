@@ -35,8 +35,7 @@ class SigmaDeltaNetwork:
         self.sigma = [np.zeros((batch, n), np.int64) for n in sizes]
         self.act = [np.zeros((batch, n), np.int64) for n in sizes[:-1]]
         self.residue = [np.zeros((batch, n), np.int64) for n in sizes[:-1]]
-        self.last = np.zeros((batch, self.synapses[0].weight.shape[-1] if not self.synapses[0].conv
-                              else int(np.prod(self.layers[0]["in_shape"]))), np.int64)
+        self.last = np.zeros((batch, art.layers[0].in_size), np.int64)
         self.messages = np.zeros(len(sizes), np.int64)
         self.synops = np.zeros(len(sizes), np.int64)
         self.max_message = np.zeros(len(sizes), np.int64)

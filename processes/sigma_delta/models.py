@@ -67,12 +67,8 @@ class PySigmaDeltaStackModel(PyLoihiProcessModel):
             self.messages[j] += np.count_nonzero(msg)
             self.synops[j] += syn.synops(msg)
             a_in = syn.current(msg)
-            if j == last:
-                sigma = self.sigma[sl]
-                self.out = sigma_readout(sigma, a_in, layer["bias"])
-                self.sigma[sl] = sigma
+            if j == last:                         # slices are views: the dynamics update the Vars in place
+                self.out = sigma_readout(self.sigma[sl], a_in, layer["bias"])
             else:
-                sigma, act, res = self.sigma[sl], self.act[sl], self.residue[sl]
-                self.pending[j + 1] = sigma_delta_step(sigma, act, res, a_in, layer["bias"], layer["vth"],
-                                                       layer["msg_shift"])
-                self.sigma[sl], self.act[sl], self.residue[sl] = sigma, act, res
+                self.pending[j + 1] = sigma_delta_step(self.sigma[sl], self.act[sl], self.residue[sl], a_in,
+                                                       layer["bias"], layer["vth"], layer["msg_shift"])
