@@ -37,6 +37,20 @@ class ConvertedDQN(Artifact):
         return replace(self, manifest={**self.manifest, "env": spec.to_dict()})
 
 
+    def distillation_line(self, model: str) -> list[str]:
+        """The `describe` line of the distillation report ([] if not distilled); `model` names what it trained."""
+        d = self.manifest.get("distillation")
+        if not d:
+            return []
+        return [f"distilled  {d['steps']} steps on {d['observations']} observations ({d['seconds']:.0f} s): {model} "
+                f"agrees with the source on {100 * d['heldout_agreement_before']:.1f}% -> "
+                f"{100 * d['heldout_agreement_after']:.1f}% of held-out observations"]
+
+    @staticmethod
+    def layer_kind(q) -> str:
+        """"dense", or "conv KxK/S" for a convolution: a `describe` column."""
+        return f"conv {q.weight.shape[2]}x{q.weight.shape[3]}/{q.stride}" if q.is_conv else "dense"
+
     def _write_source(self, f: h5py.File) -> None:
         for i, s in enumerate(self.source):
             g = f.create_group(f"source/{i}")

@@ -137,13 +137,9 @@ class IFArtifact(ConvertedDQN):
                  f"ceiling    the T -> infinity limit agrees with the source on "
                  f"{100 * m['rate_limit_agreement']:.1f}% of calibration observations"]
         d = m.get("distillation")
-        if d:
-            lines.append(f"distilled  {d['steps']} steps on {d['observations']} observations ({d['seconds']:.0f} s): "
-                         f"T={m['timesteps']} {d['config']['model']} model agrees with the source on "
-                         f"{100 * d['heldout_agreement_before']:.1f}% -> {100 * d['heldout_agreement_after']:.1f}% "
-                         "of held-out observations")
+        lines += self.distillation_line(f"the T={m['timesteps']} {d['config']['model']} model" if d else "")
         for q, r in zip(self.layers, m["quantization"]):
-            kind = f"conv {q.weight.shape[2]}x{q.weight.shape[3]}/{q.stride}" if q.is_conv else "dense"
+            kind = self.layer_kind(q)
             lines.append(f"layer      {r['layer']:<24} {kind:<11} {q.in_size:>6} -> {q.out_size:<6} IF "
                          f"vth={q.vth.min()}..{q.vth.max()} exp={q.weight_exp} "
                          f"weight error {100 * r['weight_rel_rms_error']:.2f}%")

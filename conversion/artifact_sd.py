@@ -120,13 +120,9 @@ class SDArtifact(ConvertedDQN):
                  f"input payload obs*2^{m['input_scale_bits']}, delta-encoded, epsilon {m['epsilon']}",
                  f"ceiling    the network with a held input agrees with the source on "
                  f"{100 * m['held_input_agreement']:.1f}% of calibration observations"]
-        d = m.get("distillation")
-        if d:
-            lines.append(f"distilled  {d['steps']} steps on {d['observations']} observations ({d['seconds']:.0f} s): "
-                         f"agrees with the source on {100 * d['heldout_agreement_before']:.1f}% -> "
-                         f"{100 * d['heldout_agreement_after']:.1f}% of held-out observations")
+        lines += self.distillation_line("the fixed-point network")
         for q, r in zip(self.layers, m["quantization"]):
-            kind = f"conv {q.weight.shape[2]}x{q.weight.shape[3]}/{q.stride}" if q.is_conv else "dense"
+            kind = self.layer_kind(q)
             lines.append(f"layer      {r['layer']:<24} {kind:<11} {q.in_size:>6} -> {q.out_size:<6} "
                          f"weights +-{r['weight_levels']} ({r['weight_bits_used']} bits), vth={q.vth}, "
                          f"weight error {100 * r['weight_rel_rms_error']:.2f}%")

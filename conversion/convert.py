@@ -59,20 +59,24 @@ def ceiling_agreement(q: FeedForwardQ, values, obs: np.ndarray, max_obs: int = 2
     return same / len(x)
 
 
-def distill_layers(q: FeedForwardQ, normed: list, layers: list, profile: ChipProfile, obs: np.ndarray,
-                   spec: EnvSpec, opts: ConvertOptions, out_scale: float) -> tuple[list, list, dict]:
-    """(trained float layers, their quantized layers, report): `distill` at the options' T, with
-    the agreement of its model of the network on held-out source episodes before and after."""
-    per_neuron = [profile.per_neuron_threshold and i < len(normed) - 1 for i in range(len(normed))]
-    cfg = DistillConfig(steps=opts.distill_steps, seed=opts.calib_seed, model=opts.distill_model)
-    heldout = collect_observations(q, spec, cfg.heldout_steps, opts.calib_seed + 100_000, opts.calib_epsilon)
-    before = distill_agreement(q, layers, heldout, opts.timesteps, cfg.model)
-    tuned, report = distill(q, normed, profile, per_neuron, obs, spec, opts.timesteps, float(out_scale),
-                            opts.calib_epsilon, cfg)
-    tuned_q = quantize(tuned, profile, obs, opts.v_init, bias_correction=False)
-    report.update(heldout_steps=cfg.heldout_steps, heldout_seed=opts.calib_seed + 100_000,
-                  heldout_agreement_before=before,
-                  heldout_agreement_after=distill_agreement(q, tuned_q, heldout, opts.timesteps, cfg.model))
+def distill_layers(q: FeedForwardQ, normed: list, layers: list, obs: np.ndarray, spec: EnvSpec,
+                   opts: ConvertOptions, out_scale: float, *, model: str, timesteps: int, per_neuron: list[bool],
+                   requantize, profile: ChipProfile, **chip) -> tuple[list, list, dict]:
+    """(trained float layers, their integer layers, report): `distill` through `model`, with the
+    agreement of that model of the network on held-out source episodes before and after.
+
+    requantize(float layers) -> integer layers, without bias correction (the training saw the
+    rounding). chip: the sigma-delta model's `in_scale` and `shift` (see `distill.ChipForward`).
+    """
+    cfg = DistillConfig(steps=opts.distill_steps, seed=opts.calib_seed, model=model)
+    seed = opts.calib_seed + 100_000
+    heldout = collect_observations(q, spec, cfg.heldout_steps, seed, opts.calib_epsilon)
+    before = distill_agreement(q, layers, heldout, timesteps, model)
+    tuned, report = distill(q, normed, profile, per_neuron, obs, spec, timesteps, float(out_scale),
+                            opts.calib_epsilon, cfg, **chip)
+    tuned_q = requantize(tuned)
+    report.update(heldout_steps=cfg.heldout_steps, heldout_seed=seed, heldout_agreement_before=before,
+                  heldout_agreement_after=distill_agreement(q, tuned_q, heldout, timesteps, model))
     return tuned, tuned_q, report
 
 
@@ -131,7 +135,11 @@ def convert_rate(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, profile: 
     layers = quantize(normed, profile, obs, opts.v_init)
     distilled = None
     if opts.distill:
-        normed, layers, distilled = distill_layers(q, normed, layers, profile, obs, spec, opts, scales[-1])
+        per_neuron = [profile.per_neuron_threshold and i < len(normed) - 1 for i in range(len(normed))]
+        normed, layers, distilled = distill_layers(
+            q, normed, layers, obs, spec, opts, scales[-1], model=opts.distill_model, timesteps=opts.timesteps,
+            per_neuron=per_neuron, profile=profile,
+            requantize=lambda tuned: quantize(tuned, profile, obs, opts.v_init, bias_correction=False))
     report = [quantization_report(ql, l) for ql, l in zip(layers, normed)]
     manifest = {
         **common, "timesteps": opts.timesteps, "readout": opts.readout, "v_init": opts.v_init,
@@ -155,15 +163,10 @@ def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, pr
     layers = quantize_sd(normed, profile, isb, opts.delta_threshold, obs, shift=shift)
     distilled = None
     if opts.distill:
-        cfg = DistillConfig(steps=opts.distill_steps, seed=opts.calib_seed, model="sigma-delta")
-        heldout = collect_observations(q, spec, cfg.heldout_steps, opts.calib_seed + 100_000, opts.calib_epsilon)
-        before = distill_agreement(q, layers, heldout, 1, cfg.model)
-        normed, distilled = distill(q, normed, profile, [False] * len(normed), obs, spec, 1, float(scales[-1]),
-                                    opts.calib_epsilon, cfg, in_scale=2.0 ** isb, shift=shift)
-        layers = quantize_sd(normed, profile, isb, opts.delta_threshold, shift=shift)
-        distilled.update(heldout_steps=cfg.heldout_steps, heldout_seed=opts.calib_seed + 100_000,
-                         heldout_agreement_before=before,
-                         heldout_agreement_after=distill_agreement(q, layers, heldout, 1, cfg.model))
+        normed, layers, distilled = distill_layers(
+            q, normed, layers, obs, spec, opts, scales[-1], model="sigma-delta", timesteps=1,
+            per_neuron=[False] * len(normed), profile=profile, in_scale=2.0 ** isb, shift=shift,
+            requantize=lambda tuned: quantize_sd(tuned, profile, isb, opts.delta_threshold, shift=shift))
     manifest = {
         **common, "threshold": opts.delta_threshold, "message_shift": shift,
         "normalization": {"mode": "layer", "percentile": 100.0, "scales": scales, "calib_steps": opts.calib_steps,
