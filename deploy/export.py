@@ -86,8 +86,9 @@ def export_netx(art, path: Path) -> dict:
     feed the network our delta-encoded payload messages. The output layer becomes netx's
     Sigma, which takes no bias: add the returned `output_bias` (state units) to its values.
     One difference remains: Lava's SigmaDelta drops the low bits a message shift loses,
-    where ours keeps them in the residue; the first decision from rest is identical, later
-    ones drift apart by those bits (tests/test_export.py measures it).
+    where ours keeps them in the residue: from rest, a hidden neuron with a positive bias
+    sends twice on Lava (its bias, then the input's effect), so even the first decision
+    differs slightly, and later ones drift (tests/test_export.py measures it).
     """
     last = len(art.layers) - 1
     if any(q.is_conv for q in art.layers):

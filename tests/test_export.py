@@ -39,7 +39,7 @@ def test_netx_builds_our_sigma_delta_network_and_decides_alike(sd6, tmp_path):
     """lava-dl's netx builds the exported file; on Lava with Lava's own Dense and SigmaDelta
     models it decides as our network on a recorded episode. Its values are not bit-exact:
     from rest they differ by < 0.1 %, then drift (Lava's SigmaDelta drops the bits a message
-    shift loses; ours keeps them), see docs/conversion.md, "netx export"."""
+    shift loses on every send; ours keeps them), see docs/conversion.md, "Exports"."""
     import lavaloop.processes.lava_import  # noqa: F401  (must precede Lava)
 
     # isort: split
