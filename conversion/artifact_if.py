@@ -136,6 +136,11 @@ class IFArtifact(ConvertedDQN):
                  f"calibration steps; scales {scales}",
                  f"ceiling    the T -> infinity limit agrees with the source on "
                  f"{100 * m['rate_limit_agreement']:.1f}% of calibration observations"]
+        auto = m.get("timesteps_auto")
+        if auto:
+            curve = ", ".join(f"T={t}: {a:.3f}" for t, a in auto["curve"].items())
+            lines.append(f"T auto     T={auto['chosen']}: first to reach {auto['goal']:.3f} agreement on "
+                         f"{auto['observations']} held-out observations (ceiling {auto['ceiling']:.3f}); {curve}")
         d = m.get("distillation")
         lines += self.distillation_line(f"the T={m['timesteps']} {d['config']['model']} model" if d else "")
         for q, r in zip(self.layers, m["quantization"]):

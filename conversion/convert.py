@@ -11,6 +11,7 @@ import numpy as np
 from lavaloop.artifact import lavaloop_version
 from lavaloop.conversion.artifact_if import IFArtifact
 from lavaloop.conversion.artifact_sd import SDArtifact, held_input_values
+from lavaloop.conversion.auto_timesteps import choose_timesteps
 from lavaloop.conversion.distill import DistillConfig, distill
 from lavaloop.conversion.distill import agreement as distill_agreement
 from lavaloop.conversion.loaders import load_checkpoint
@@ -141,16 +142,23 @@ def convert_rate(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, profile: 
             per_neuron=per_neuron, profile=profile,
             requantize=lambda tuned: quantize(tuned, profile, obs, opts.v_init, bias_correction=False))
     report = [quantization_report(ql, l) for ql, l in zip(layers, normed)]
+    timesteps, auto = opts.timesteps, None
     manifest = {
-        **common, "timesteps": opts.timesteps, "readout": opts.readout, "v_init": opts.v_init,
+        **common, "timesteps": 1 if timesteps == "auto" else timesteps, "readout": opts.readout, "v_init": opts.v_init,
         "normalization": {"mode": opts.normalization, "percentile": opts.percentile, "scales": scales,
                           "calib_steps": opts.calib_steps, "calib_seed": opts.calib_seed,
                           "calib_epsilon": opts.calib_epsilon},
         "quantization": report,
         "rate_limit_agreement": ceiling_agreement(q, functools.partial(rate_limit, layers), obs),
-        "distillation": distilled,
+        "distillation": distilled, "timesteps_auto": auto,
     }
-    return IFArtifact(manifest, layers, net.layers)
+    art = IFArtifact(manifest, layers, net.layers)
+    if timesteps == "auto":
+        heldout = collect_observations(q, spec, min(2_000, opts.calib_steps), opts.calib_seed + 100_000,
+                                       opts.calib_epsilon)
+        auto = choose_timesteps(art, q, heldout, opts.timesteps_target)
+        art.manifest.update(timesteps=auto["chosen"], timesteps_auto=auto)
+    return art
 
 
 def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, profile: ChipProfile,

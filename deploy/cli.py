@@ -24,6 +24,14 @@ def given(args, *names: str) -> dict:
     return {n: getattr(args, n) for n in names if hasattr(args, n)}
 
 
+def timesteps_arg(text: str) -> int | str:
+    """--timesteps: an integer or "auto" (checked by the options)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 def describe(art) -> list[str]:
     from lavaloop.artifact import FORMAT_VERSION
     from lavaloop.kinds import get_kind
@@ -40,6 +48,7 @@ def describe(art) -> list[str]:
 def cmd_convert(args) -> None:
     check_writable(args.output)
     opts = given(args, "coding", "delta_threshold", "message_shift", "percentile", "normalization", "timesteps",
+                 "timesteps_target",
                  "readout", "profile", "calib_steps", "calib_seed", "calib_episodes", "epsilon", "v_init", "sticky",
                  "max_episode_steps", "distill", "distill_steps", "distill_model")
     art = lavaloop.convert(args.checkpoint, args.env, **opts)
@@ -118,7 +127,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--percentile", type=float, help="DQN: normalization percentile in (0, 100] (default 99.9)")
     c.add_argument("--normalization", choices=["layer", "channel"],
                    help="DQN: one lambda per layer (default, the paper's) or per convolution channel")
-    c.add_argument("--timesteps", type=int, help="DQN: SNN steps per decision T >= 1 (default 32)")
+    c.add_argument("--timesteps", type=timesteps_arg, help="DQN: SNN steps per decision T >= 1, or auto: the "
+                   "smallest power of two reaching --timesteps-target agreement on held-out episodes (default 32)")
+    c.add_argument("--timesteps-target", type=float, help="DQN, --timesteps auto: agreement to reach (default 0.99)")
     c.add_argument("--readout", choices=["robust", "spike_count"], help="DQN: readout (default robust)")
     c.add_argument("--calib-steps", type=int, help="DQN: calibration env steps >= 1 (default 5000)")
     c.add_argument("--calib-seed", type=int, help="calibration seed >= 0 (default 0)")

@@ -70,7 +70,11 @@ class ConvertOptions:
         layer's own, which keeps every layer's weights at full precision.
     percentile: normalization percentile of the activations (100 = max-norm), in (0, 100].
     normalization: "layer" (one lambda per layer, the paper's) or "channel" (per conv channel).
-    timesteps: SNN steps per decision (T), >= 1.
+    timesteps: SNN steps per decision (T), >= 1, or "auto": the smallest power of two whose
+        agreement with the source on held-out episodes reaches `timesteps_target`
+        (lavaloop.conversion.auto_timesteps).
+    timesteps_target: the agreement "auto" looks for, in (0, 1] (lowered to the network's
+        ceiling minus 0.005 where that is lower).
     readout: "robust" (spike count x threshold + residual potential) or "spike_count".
     profile: chip profile name or JSON file (a fixed-point profile).
     calib_steps: calibration env steps, >= 1. calib_seed: their seed.
@@ -91,7 +95,8 @@ class ConvertOptions:
     message_shift: int | None = None
     percentile: float = 99.9
     normalization: str = "layer"
-    timesteps: int = 32
+    timesteps: int | str = 32
+    timesteps_target: float = 0.99
     readout: str = "robust"
     profile: str = "loihi2"
     calib_steps: int = 5_000
@@ -108,7 +113,15 @@ class ConvertOptions:
     def __post_init__(self):
         within("percentile", self.percentile, 0, 100, low_open=True)
         one_of("normalization", self.normalization, NORMALIZATIONS)
-        at_least("timesteps", self.timesteps, 1)
+        if self.timesteps != "auto":
+            if isinstance(self.timesteps, str):
+                raise LavaloopError(f"timesteps must be an integer >= 1 or 'auto', got {self.timesteps!r}")
+            at_least("timesteps", self.timesteps, 1)
+        elif self.distill:
+            raise LavaloopError("--distill trains for one T: give --timesteps a number")
+        within("timesteps_target", self.timesteps_target, 0, 1, low_open=True)
+        if self.timesteps != "auto" and self.timesteps_target != 0.99:
+            raise LavaloopError("timesteps_target applies to --timesteps auto only")
         one_of("readout", self.readout, READOUTS)
         at_least("calib_steps", self.calib_steps, 1)
         at_least("calib_seed", self.calib_seed, 0)

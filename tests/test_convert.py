@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import CARTPOLE
 from lavaloop import convert
 from lavaloop.conversion.artifact_if import IFArtifact
 from lavaloop.conversion.network import DenseLayer
@@ -188,3 +189,28 @@ def test_channel_normalization_rescales_every_channel():
 def test_unknown_normalization_is_refused(cartpole_checkpoint):
     with pytest.raises(LavaloopError, match="unknown normalization"):
         convert(cartpole_checkpoint, "CartPole-v1", normalization="neuron")
+
+
+def test_timesteps_auto_picks_the_first_power_of_two_that_reaches_the_target():
+    import lavaloop
+
+    art = lavaloop.convert(CARTPOLE, "CartPole-v1", calib_steps=600, timesteps="auto", timesteps_target=0.85)
+    auto = art.manifest["timesteps_auto"]
+    curve = {int(t): a for t, a in auto["curve"].items()}
+    assert list(curve) == [2 ** k for k in range(len(curve))]
+    assert art.timesteps == auto["chosen"] == max(curve)
+    assert curve[art.timesteps] >= auto["goal"] and all(a < auto["goal"] for t, a in curve.items() if t < art.timesteps)
+    assert auto["goal"] == min(0.85, auto["ceiling"] - 0.005)
+
+
+@pytest.mark.parametrize("options, needle", [
+    ({"timesteps": "fast"}, "timesteps must be an integer >= 1 or 'auto'"),
+    ({"timesteps": "auto", "distill": True}, "give --timesteps a number"),
+    ({"timesteps_target": 0.9}, "applies to --timesteps auto only"),
+])
+def test_timesteps_auto_options_are_checked(options, needle):
+    from lavaloop.errors import LavaloopError
+    from lavaloop.options import ConvertOptions
+
+    with pytest.raises(LavaloopError, match=needle):
+        ConvertOptions(**options)
