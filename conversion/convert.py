@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -27,6 +28,7 @@ from lavaloop.profiles import ChipProfile, load_profile
 
 ATARI_EPISODE_STEPS = 18_000   # the paper's evaluation cap, in agent steps
 ATARI_EPSILON = 0.05           # the paper's evaluation epsilon
+SD_DISTILL = {"target": "advantage", "ce_weight": 0.1, "temperature": 0.1}   # see conversion.distill
 
 
 def check_env_fits(net: SourceNetwork, env: gym.Env, env_id: str) -> tuple[list[int], int]:
@@ -63,22 +65,28 @@ def ceiling_agreement(q: FeedForwardQ, values, obs: np.ndarray, max_obs: int = 2
 def distill_layers(q: FeedForwardQ, normed: list, layers: list, obs: np.ndarray, spec: EnvSpec,
                    opts: ConvertOptions, out_scale: float, *, model: str, timesteps: int, per_neuron: list[bool],
                    requantize, profile: ChipProfile, **chip) -> tuple[list, list, dict]:
-    """(trained float layers, their integer layers, report): `distill` through `model`, with the
-    agreement of that model of the network on held-out source episodes before and after.
+    """(float layers, integer layers, report): `distill` through `model`, with the agreement of
+    that model of the network on held-out source episodes before and after.
 
+    Training starts from the converted network (its bias-corrected biases). If it ends below
+    where it started on the held-out observations, the converted network is kept (report
+    "kept": "converted"), so distillation never makes the artifact worse by that measure.
     requantize(float layers) -> integer layers, without bias correction (the training saw the
     rounding). chip: the sigma-delta model's `in_scale` and `shift` (see `distill.ChipForward`).
     """
-    cfg = DistillConfig(steps=opts.distill_steps, seed=opts.calib_seed, model=model)
+    cfg = DistillConfig(steps=opts.distill_steps, seed=opts.calib_seed, model=model,
+                        **(SD_DISTILL if model == "sigma-delta" else {}))
     seed = opts.calib_seed + 100_000
     heldout = collect_observations(q, spec, cfg.heldout_steps, seed, opts.calib_epsilon)
     before = distill_agreement(q, layers, heldout, timesteps, model)
-    tuned, report = distill(q, normed, profile, per_neuron, obs, spec, timesteps, float(out_scale),
+    start = [replace(l, bias=np.asarray(ql.effective()[1], np.float64)) for l, ql in zip(normed, layers)]
+    tuned, report = distill(q, start, profile, per_neuron, obs, spec, timesteps, float(out_scale),
                             opts.calib_epsilon, cfg, **chip)
     tuned_q = requantize(tuned)
+    after = distill_agreement(q, tuned_q, heldout, timesteps, model)
     report.update(heldout_steps=cfg.heldout_steps, heldout_seed=seed, heldout_agreement_before=before,
-                  heldout_agreement_after=distill_agreement(q, tuned_q, heldout, timesteps, model))
-    return tuned, tuned_q, report
+                  heldout_agreement_after=after, kept="distilled" if after >= before else "converted")
+    return (tuned, tuned_q, report) if after >= before else (normed, layers, report)
 
 
 def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact | SDArtifact:

@@ -7,10 +7,15 @@ by default simulated IF spike trains driven by the layer below's trains ("spikes
 cheaper staircase floor(T r + 1/2) / T of `quantize.rate_limit(timesteps=T)` ("staircase",
 after Bu et al., "Optimal ANN-SNN Conversion for High-accuracy and Ultra-low-latency
 Spiking Neural Networks", ICLR 2022). Gradients pass the counts straight through, as the
-clipped rate's. It is fitted to the source's Q-values
-(mean squared error in the normalized output's units) plus a cross-entropy term on the
-source's greedy action at a low temperature, which widens the margins that spike-count
-rounding would otherwise flip. The observations are the calibration set, then DAgger
+clipped rate's. It is fitted to the source's Q-values (target
+"q": mean squared error in the normalized output's units) or advantages (target "advantage":
+Q minus its mean over actions, in units of their RMS, the output layer rescaled to those
+units) plus a cross-entropy term on the source's greedy action at a low temperature, which
+widens the margins that rounding would otherwise flip. Rate coding trains on "q" (measured
+in results/distill.json). The sigma-delta network, whose fixed-point ANN already agrees on
+about 0.99 of a CartPole network's decisions, trains on "advantage": in Q / lambda units a
+CartPole decision hinges on differences near 1e-3, below one Adam step on the output
+layer, and the first steps undo what the conversion got right. The observations are the calibration set, then DAgger
 rounds that add what the distilled network itself visits when it acts (labelled by the
 source), since the conversion rate is measured on the network's own trajectories. No
 rewards and no critic: only the source network and the environment. Seeded, deterministic.
@@ -47,7 +52,10 @@ class DistillConfig:
     ----------
     steps: Adam steps in all. batch: observations per step. lr: Adam's learning rate.
     ce_weight: weight of the cross-entropy on the source's greedy action (against the MSE).
-    temperature: of that cross-entropy, in units of the normalized Q-values (about 1 at the top).
+    temperature: of that cross-entropy, in the target's units.
+    target: "q" (the normalized Q-values, Q / lambda, about 1 at the top; the output layer in
+        those units) or "advantage" (Q minus its mean over actions, in units of its RMS on
+        the calibration data, the output layer rescaled to match; see the module docstring).
     dagger_rounds: times the network plays `dagger_steps` env steps to add observations.
     heldout_steps: env steps of held-out source episodes for the before/after report.
     seed: minibatch order and DAgger episodes.
@@ -61,6 +69,7 @@ class DistillConfig:
     lr: float = 1e-4
     ce_weight: float = 0.01
     temperature: float = 0.02
+    target: str = "q"
     dagger_rounds: int = 2
     dagger_steps: int = 2000
     heldout_steps: int = 2000
@@ -208,15 +217,22 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
     source: the float source network. layers: its normalized layers (the starting point).
     profile, per_neuron: the quantization rule, per layer.
     obs: calibration observations. spec: the environment (DAgger rounds play in it).
-    timesteps: the deployed T. out_scale: the output layer's lambda (targets are Q / lambda).
+    timesteps: the deployed T. out_scale: the output layer's lambda (its outputs are Q / lambda).
     epsilon: exploration while the network plays its DAgger episodes.
     cfg: the settings. progress: show a progress bar.
     in_scale, shift: sigma-delta only (see `ChipForward`).
 
-    Returns (trained float layers, report: steps, observations, final losses, seconds).
+    Returns (trained float layers, report: steps, observations, final losses, seconds). With
+    target "advantage" the output layer comes back rescaled to units of the source's
+    advantage RMS; decisions do not depend on that scale, nor does the quantization.
     """
     t0 = time.time()
     torch.manual_seed(cfg.seed)
+    q_cal = source.q_values(obs)
+    units = float(np.sqrt(np.mean((q_cal - q_cal.mean(1, keepdims=True)) ** 2))) or 1.0
+    if cfg.target == "advantage":   # the output layer in units of the advantages' RMS (argmax is scale-free)
+        out, k = layers[-1], out_scale / units
+        layers = [*layers[:-1], replace(out, weight=out.weight * k, bias=out.bias * k)]
     model = ChipForward(layers, profile, per_neuron, timesteps, cfg.model, in_scale, shift)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -231,12 +247,15 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
                 visited = collect_observations(model, spec, cfg.dagger_steps, seed, epsilon)
                 x_all = np.concatenate([x_all, visited.astype(x_all.dtype)])
             x = torch.as_tensor(x_all, dtype=torch.float32)
-            target = torch.as_tensor(source.q_values(x_all), dtype=torch.float32) / out_scale
+            q_all = source.q_values(x_all)
+            advantage = cfg.target == "advantage"
+            target = torch.as_tensor((q_all - q_all.mean(1, keepdims=True)) / units if advantage else q_all / out_scale,
+                                     dtype=torch.float32)
             greedy = target.argmax(1)
             for _ in steps:
                 idx = torch.randint(len(x), (min(cfg.batch, len(x)),), generator=gen)
                 out = model(x[idx])
-                mse = F.mse_loss(out, target[idx])
+                mse = F.mse_loss(out - out.mean(1, keepdim=True) if advantage else out, target[idx])
                 ce = F.cross_entropy(out / cfg.temperature, greedy[idx])
                 loss = mse + cfg.ce_weight * ce
                 opt.zero_grad()
