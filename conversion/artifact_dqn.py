@@ -44,7 +44,8 @@ class ConvertedDQN(Artifact):
             return []
         return [f"distilled  {d['steps']} steps on {d['observations']} observations ({d['seconds']:.0f} s): {model} "
                 f"agrees with the source on {100 * d['heldout_agreement_before']:.1f}% -> "
-                f"{100 * d['heldout_agreement_after']:.1f}% of held-out observations"]
+                f"{100 * d['heldout_agreement_after']:.1f}% of held-out observations"
+                + ("; kept the converted network" if d.get("kept") == "converted" else "")]
 
     @staticmethod
     def layer_kind(q) -> str:

@@ -85,3 +85,23 @@ def test_convolutional_layers_run_through_both_models():
         spikes = chip_forward(q, params, torch.as_tensor(x, dtype=torch.float32), 8, "spikes").numpy()
     np.testing.assert_allclose(stair, rate_limit(q, x, 8), atol=1e-4)
     assert spikes.shape == (50, 3) and np.mean(spikes.argmax(1) == stair.argmax(1)) > 0.5
+
+
+def test_a_distillation_that_ends_worse_keeps_the_converted_network(cartpole_checkpoint, monkeypatch):
+    """If training leaves the network deciding worse on the held-out episodes, the artifact
+    is the converted one and the report says so."""
+    from dataclasses import replace
+
+    import lavaloop.conversion.convert as convert
+
+    def spoiled(source, layers, *args, **kwargs):      # a "training" that zeroes the output layer
+        return [*layers[:-1], replace(layers[-1], weight=0 * layers[-1].weight, bias=0 * layers[-1].bias)], {}
+
+    monkeypatch.setattr(convert, "distill", spoiled)
+    opts = dict(calib_steps=500, coding="sigma-delta")
+    art = lavaloop.convert(cartpole_checkpoint, "CartPole-v1", distill=True, distill_steps=1, **opts)
+    plain = lavaloop.convert(cartpole_checkpoint, "CartPole-v1", **opts)
+    d = art.manifest["distillation"]
+    assert d["kept"] == "converted" and d["heldout_agreement_after"] < d["heldout_agreement_before"]
+    for a, b in zip(art.layers, plain.layers):
+        assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
