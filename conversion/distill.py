@@ -50,7 +50,8 @@ class DistillConfig:
 
     Parameters
     ----------
-    steps: Adam steps in all. batch: observations per step. lr: Adam's learning rate.
+    steps: Adam steps in all. batch: observations per step. lr: Adam's learning rate for a layer
+        whose largest parameter is 1 or more (smaller layers: in proportion, `relative_step`).
     ce_weight: weight of the cross-entropy on the source's greedy action (against the MSE).
     temperature: of that cross-entropy, in the target's units.
     target: "q" (the normalized Q-values, Q / lambda, about 1 at the top; the output layer in
@@ -206,6 +207,13 @@ def agreement(source: FeedForwardQ, layers: list[QuantizedLayer], obs: np.ndarra
     return same / max(len(obs), 1)
 
 
+def relative_step(w: torch.Tensor, b: torch.Tensor) -> float:
+    """A layer's learning-rate factor: its largest parameter magnitude, capped at 1. Adam moves
+    every parameter by about lr per step whatever its size, and normalized layers differ by
+    orders of magnitude (the Nature DQN's first layer, fed raw pixels, has weights near 1e-3)."""
+    return min(1.0, max(float(w.detach().abs().max()), float(b.detach().abs().max())))
+
+
 def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per_neuron: list[bool],
             obs: np.ndarray, spec: EnvSpec, timesteps: int, out_scale: float, epsilon: float,
             cfg: DistillConfig = DistillConfig(), progress: bool = True, in_scale: float = 1.0,
@@ -234,7 +242,8 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
         out, k = layers[-1], out_scale / units
         layers = [*layers[:-1], replace(out, weight=out.weight * k, bias=out.bias * k)]
     model = ChipForward(layers, profile, per_neuron, timesteps, cfg.model, in_scale, shift)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam([{"params": [w, b], "lr": cfg.lr * relative_step(w, b)}
+                            for w, b in zip(model.weights, model.biases)])
     gen = torch.Generator().manual_seed(cfg.seed)
     x_all = np.asarray(obs)
     rounds = np.array_split(np.arange(cfg.steps), cfg.dagger_rounds + 1)
