@@ -139,28 +139,31 @@ def score_peer(record: dict) -> None:
 
 
 def plot(record: dict, path: Path) -> None:
+    """Conversion rate against Lava steps (top) and synaptic operations (bottom) per decision."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     nets = list(dict.fromkeys(c["network"] for c in record["cells"]))
-    fig, axes = plt.subplots(1, len(nets), figsize=(4.2 * len(nets), 3.6), squeeze=False)
+    fig, axes = plt.subplots(2, len(nets), figsize=(4.2 * len(nets), 7), squeeze=False)
     style = {"rate": "o-", "rate+distill": "s--", "spikingjelly": "^:", "sigma-delta": "*", "sigma-delta+distill": "P"}
-    for ax, net in zip(axes[0], nets):
-        for coding, fmt in style.items():
-            pts = sorted((c["steps_per_decision"], c["conversion_rate"]) for c in record["cells"]
-                         if c["network"] == net and c["coding"] == coding)
-            if pts:
-                ax.plot(*zip(*pts), fmt, label=coding, ms=9 if "sigma" in coding else 5)
-        ax.axhline(0.99, color="gray", lw=0.8, ls="--")
-        ax.set_xscale("log")
-        ax.set_title(net)
-        ax.set_xlabel("Lava steps per decision")
-        ax.set_ylabel("conversion rate (agreement)")
+    for col, net in enumerate(nets):
+        for row, key in enumerate(("steps_per_decision", "synops_per_decision")):
+            ax = axes[row][col]
+            for coding, fmt in style.items():
+                pts = sorted((c[key], c["conversion_rate"]) for c in record["cells"]
+                             if c["network"] == net and c["coding"] == coding and c.get(key))
+                if pts:
+                    ax.plot(*zip(*pts), fmt, label=coding, ms=11 if coding == "sigma-delta" else 6, alpha=0.8)
+            ax.axhline(0.99, color="gray", lw=0.8, ls="--")
+            ax.set_xscale("log")
+            ax.set_title(net)
+            ax.set_xlabel("Lava steps per decision" if row == 0 else "synaptic ops per decision")
+            ax.set_ylabel("conversion rate (agreement)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
