@@ -18,12 +18,16 @@ class ConvertedDQN(Artifact):
 
     source: list[Layer]
 
-    def with_env(self, env_id: str | None = None, sticky: float | None = None) -> ConvertedDQN:
-        """This artifact deployed on another environment id and/or sticky-action probability.
+    def with_env(self, env_id: str | None = None, sticky: float | None = None,
+                 physics: dict | None = None) -> ConvertedDQN:
+        """This artifact deployed on another environment id, sticky-action probability and/or
+        physics (`EnvSpec.physics`, merged into the artifact's own).
 
         The preprocessing stays; an ALE artifact only moves between versions of its own game.
         """
         spec = self.env_spec
+        if physics:
+            spec = replace(spec, physics={**spec.physics, **physics})
         new_id = env_id or spec.id
         if spec.atari is not None:
             if not is_atari(new_id) or game(new_id) != game(spec.id):

@@ -19,9 +19,10 @@ class Graph:
 
 
 def build_graph(art: IFArtifact, seeds: Sequence[int], timesteps: int, readout: str,
-                epsilon: float, max_steps: int, fuse: bool = True) -> Graph:
+                epsilon: float, max_steps: int, fuse: bool = True, plastic: bool = False) -> Graph:
     """Processes for running `len(seeds)` episodes of `art`: one IFStack for the whole network
-    (`fuse`), or one per layer."""
+    (`fuse`), or one per layer. `plastic`: the output layer is a readout the host trains
+    between episodes (IFStack `plastic`; EnvIO logs its features and holds each episode)."""
     prof = art.profile
     params = art.layer_params()
     depth = len(params)
@@ -31,16 +32,18 @@ def build_graph(art: IFArtifact, seeds: Sequence[int], timesteps: int, readout: 
                   n_actions=art.manifest["n_actions"], action_map=art.manifest["action_map"],
                   input_scale_bits=art.manifest["input_scale_bits"], input_bits=prof.input_bits,
                   timesteps=timesteps, latency=depth, seeds=seeds, epsilon=epsilon,
-                  max_steps=max_steps)
+                  max_steps=max_steps, n_features=art.layers[-1].in_size if plastic else 0, gated=plastic)
     groups = [range(depth)] if fuse else [range(i, i + 1) for i in range(depth)]
     stacks, src = [], envio.obs_out
     for g in groups:
         last = g[-1] == depth - 1
         stack = IFStack(layers=[params[i] for i in g], state_bits=prof.state_bits, offset=g[0],
                         timesteps=timesteps, window=window, readout=readout if last else None,
-                        name=params[g[0]]["name"] if len(g) == 1 else "network")
+                        plastic=plastic and last, name=params[g[0]]["name"] if len(g) == 1 else "network")
         src.connect(stack.s_in)
         src = stack.s_out
         stacks.append(stack)
     src.connect(envio.q_in)
+    if plastic:
+        stacks[-1].f_out.connect(envio.f_in)
     return Graph(envio, stacks, window)

@@ -32,6 +32,23 @@ def timesteps_arg(text: str) -> int | str:
         return text
 
 
+def env_param(text: str) -> tuple[str, float]:
+    """--env-param NAME=VALUE: one numeric attribute of the environment (lavaloop.envs.set_physics)."""
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got {text!r}") from None
+
+
+def env_params(args) -> dict:
+    """The --env-param options as keyword arguments ({} if none)."""
+    pairs = getattr(args, "env_param", None)
+    return {"env_params": dict(pairs)} if pairs else {}
+
+
 def describe(art) -> list[str]:
     from lavaloop.artifact import FORMAT_VERSION
     from lavaloop.kinds import get_kind
@@ -66,12 +83,38 @@ def cmd_run(args) -> None:
     if args.json:
         check_writable(args.json)
     settings = given(args, "epsilon", "timesteps", "readout", "env", "sticky_actions", "per_layer_processes")
+    settings.update(env_params(args))
     result = lavaloop.run(args.artifact, episodes=args.episodes, backend=args.backend, seed=args.seed,
                           progress=not args.no_progress, **settings)
     print(result.summary())
     if args.json:
         write_json(args.json, result.to_dict())
         print(f"results: {args.json}")
+
+
+def cmd_adapt(args) -> None:
+    if args.output:
+        check_writable(args.output)
+    config = given(args, "seed", "epsilon", "lr", "gamma", "batch", "replay", "updates_per_decision",
+                   "target_every", "temperature", "ce_weight", "timesteps")
+    record, adapted = lavaloop.adapt(args.artifact, args.env, args.episodes, args.rule, args.backend, out=args.out,
+                                     sticky_actions=args.sticky_actions, progress=not args.no_progress,
+                                     **env_params(args), **config)
+    curve = record["curve"]
+    first, last = curve[:10], curve[-10:]
+
+    def mean(rows, key):
+        return sum(r[key] for r in rows) / len(rows)
+
+    print(f"adapted {args.artifact} on {record['artifact_env']['id']} ({args.rule}, {record['backend']}): "
+          f"{len(curve)} episodes in {record['wall_s']:.0f} s")
+    print(f"  first {len(first)} episodes: return {mean(first, 'return'):.1f}, agreement with the source "
+          f"{mean(first, 'agreement'):.3f}; last {len(last)}: return {mean(last, 'return'):.1f}, "
+          f"agreement {mean(last, 'agreement'):.3f}")
+    print(f"  run record: {record['out']}/results.json")
+    if args.output:
+        adapted.save(args.output)
+        print(f"wrote {args.output} (readout adapted; `lavaloop run {args.output}` evaluates it)")
 
 
 def cmd_export(args) -> None:
@@ -168,11 +211,47 @@ def parser() -> argparse.ArgumentParser:
                    "artifact's (same observation and action shapes; ALE: same game)")
     r.add_argument("--sticky-actions", type=float, metavar="P", default=GIVEN,
                    help="rate-coded on ALE: override the sticky-action probability, in [0, 1]")
+    r.add_argument("--env-param", type=env_param, action="append", metavar="NAME=VALUE", default=GIVEN,
+                   help="DQN kinds: change a numeric attribute of the environment, e.g. length=1.0 for "
+                        "CartPole's pole (repeatable)")
     r.add_argument("--per-layer-processes", action="store_true", default=GIVEN,
                    help="rate-coded on Lava: one process per layer (default: the whole network in one process)")
     r.add_argument("--json", help="write the results record (RunResult) here")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_run)
+
+    a = sub.add_parser("adapt", help="train a deployed network's readout on the host, in the loop "
+                       "(resumable)", argument_default=GIVEN,
+                       description="The hidden layers stay as converted; after every episode the host trains "
+                                   "the output layer on the last hidden layer's spike counts and writes the "
+                                   "quantized weights into the running network. Options not given take "
+                                   "lavaloop.AdaptConfig's defaults.")
+    a.add_argument("artifact", help="a rate-coded artifact (dense output layer, robust readout)")
+    a.add_argument("--env", default=None, help="adapt on this environment id instead of the artifact's")
+    a.add_argument("--env-param", type=env_param, action="append", metavar="NAME=VALUE",
+                   help="change a numeric attribute of the environment, e.g. length=1.0 (repeatable)")
+    a.add_argument("--sticky-actions", type=float, metavar="P", default=None,
+                   help="ALE: sticky-action probability in [0, 1]")
+    a.add_argument("--episodes", type=int, default=100, help="adaptation episodes >= 1 (default 100)")
+    a.add_argument("--rule", default="td", help="td (TD(0), replay, target copy; default), reinforce "
+                   "(the dreaming agent's rule) or distill (match the source's Q-values; no reward)")
+    a.add_argument("--backend", default="emulator", choices=["emulator", "lava"])
+    a.add_argument("--seed", type=int, help="first seed >= 0; episode k uses seed + k (default 0)")
+    a.add_argument("--epsilon", type=float, help="exploration while adapting, in [0, 1] (default 0.1)")
+    a.add_argument("--lr", type=float, help="Adam step size (default 1e-3)")
+    a.add_argument("--gamma", type=float, help="discount of td and reinforce (default 0.99)")
+    a.add_argument("--batch", type=int, help="td, distill: minibatch size (default 64)")
+    a.add_argument("--replay", type=int, help="td, distill: replay capacity (default 10000)")
+    a.add_argument("--updates-per-decision", type=float, help="td, distill: minibatch steps per decision (default 1)")
+    a.add_argument("--target-every", type=int, help="td: steps between target copies (default 200)")
+    a.add_argument("--temperature", type=float, help="reinforce, distill: softmax temperature (default 0.1)")
+    a.add_argument("--ce-weight", type=float, help="distill: cross-entropy weight (default 0.1)")
+    a.add_argument("--timesteps", type=int, help="T of the deployed network (default: the artifact's)")
+    a.add_argument("--out", default=None, help="run directory (resumed if it holds the same run); default "
+                   "runs/adapt_<env>_<rule>_<backend>")
+    a.add_argument("-o", "--output", default=None, help="write the adapted artifact here (.h5)")
+    a.add_argument("--no-progress", action="store_true", default=False)
+    a.set_defaults(func=cmd_adapt)
 
     e = sub.add_parser("export", help="artifact -> another tool's format (nir: rate-coded IF; "
                        "netx: sigma-delta converted with --message-shift 6)")

@@ -34,11 +34,20 @@ class FixedPointNetwork:
         self.timesteps, self.mode, self.chunk = timesteps, readout_mode, chunk
         self.spikes = np.zeros(len(self.layers), np.int64)
         self.synops = np.zeros(len(self.layers), np.int64)
+        self.features: np.ndarray | None = None   # the output layer's input spike counts, last decision
+
+    def set_readout(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        """Replace the output layer's weight mantissa and bias (as IFStack's plastic readout does)."""
+        self.layers[-1] = {**self.layers[-1], "weight": weight, "bias": bias}
+        self.synapses[-1] = Synapse.from_params(self.layers[-1])
 
     def decide(self, x: np.ndarray) -> np.ndarray:
-        """Readout values for a batch of encoded observations x (B, n_in)."""
+        """Readout values for a batch of encoded observations x (B, n_in); `features` keeps the
+        spike counts the output layer received (B, its n_in) (hidden networks only)."""
         v = [np.repeat(l["v_init"][None], len(x), axis=0).astype(np.int64) for l in self.layers]
         count = np.zeros_like(v[-1])
+        last = len(self.layers) - 1
+        features = np.zeros((len(x), self.synapses[-1].fanout.size), np.int64) if last else None
         held = self.synapses[0].current(x) + self.layers[0]["bias"]   # the observation is held:
         self.synops[0] += self.timesteps * self.synapses[0].synops(x)  # one current for every step
         chunk = self.chunk or max(4, 64 // len(x))
@@ -49,6 +58,8 @@ class FixedPointNetwork:
                 if i == 0:
                     out = if_steps(v[0], held, l["vth"], self.bits, steps=steps)
                 else:
+                    if i == last:
+                        features += inp.sum(axis=0, dtype=np.int64)
                     flat = inp.reshape(-1, inp.shape[-1])
                     current = (syn.current(flat) + l["bias"]).reshape(steps, *v[i].shape)
                     out = if_steps(v[i], current, l["vth"], self.bits)
@@ -56,6 +67,7 @@ class FixedPointNetwork:
                 self.spikes[i] += np.count_nonzero(out)
                 inp = out
             count += inp.sum(axis=0, dtype=np.int64)
+        self.features = features
         return readout(count, v[-1], self.layers[-1]["vth"], self.mode)
 
 

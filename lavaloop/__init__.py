@@ -6,13 +6,13 @@
     result = lavaloop.run(art, episodes=10, backend="lava")
     print(result.summary())
 
-Public API: `convert`, `load_artifact`, `run`, `dream`; the option types `ConvertOptions`,
-`GRSNConvertOptions`, `RunSettings`, `DreamConfig`; the records `Artifact` and `RunResult`;
+Public API: `convert`, `load_artifact`, `run`, `adapt`, `dream`; the option types `ConvertOptions`,
+`GRSNConvertOptions`, `RunSettings`, `AdaptConfig`, `DreamConfig`; the records `Artifact` and `RunResult`;
 the errors (`LavaloopError` and its subclasses). Heavy modules (torch, Lava) load on first use.
 """
 from importlib.metadata import PackageNotFoundError, version
 
-from lavaloop.api import convert, dream, load_artifact, run
+from lavaloop.api import adapt, convert, dream, load_artifact, run
 from lavaloop.errors import ArtifactError, CheckpointError, LavaloopError, ProfileError, ShapeMismatchError
 from lavaloop.options import ConvertOptions, GRSNConvertOptions, RunSettings
 
@@ -22,10 +22,11 @@ except PackageNotFoundError:   # running from a source tree that was never insta
     __version__ = "0+unknown"
 
 _LAZY = {"Artifact": "lavaloop.artifact", "RunResult": "lavaloop.deploy.results",
-         "DreamConfig": "lavaloop.deploy.dreaming.agent", "LavaRuntimeError": "lavaloop.runtime",
+         "DreamConfig": "lavaloop.deploy.dreaming.agent",
+         "AdaptConfig": "lavaloop.deploy.adapt.rules", "LavaRuntimeError": "lavaloop.runtime",
          "UnknownEnvError": "lavaloop.envs"}
 
-__all__ = ["convert", "load_artifact", "run", "dream", "ConvertOptions", "GRSNConvertOptions", "RunSettings",
+__all__ = ["convert", "load_artifact", "run", "adapt", "dream", "ConvertOptions", "GRSNConvertOptions", "RunSettings",
            "LavaloopError", "ArtifactError", "CheckpointError", "ProfileError", "ShapeMismatchError",
            "__version__", *_LAZY]
 

@@ -1,4 +1,4 @@
-"""The public functions: convert, load_artifact, run, dream."""
+"""The public functions: convert, load_artifact, run, adapt, dream."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -82,6 +82,54 @@ def run(artifact, episodes: int = 20, backend: str = "lava", *, seed: int = 0, p
         path, artifact = str(artifact), load_artifact(artifact)
     opts = from_kwargs(RunSettings, {"episodes": episodes, "backend": backend, "seed": seed, **settings}, "run")
     return run_deployment(artifact, opts, progress=progress, artifact_path=path)
+
+
+def adapt(artifact, env: str | None = None, episodes: int = 100, rule: str = "td", backend: str = "emulator", *,
+          out: str | Path | None = None, env_params: dict | None = None, sticky_actions: float | None = None,
+          progress: bool = True, **config):
+    """Train a deployed network's readout on the host while the network runs, episode by episode.
+
+    The hidden layers stay as converted; after every episode the host trains the output
+    layer on what the chip's last hidden layer sent it (spike counts) and writes the
+    quantized weights into the running network (lavaloop.deploy.adapt). Resumable: a run
+    directory with the same configuration continues where it stopped.
+
+    Parameters
+    ----------
+    artifact: a rate-coded ("if") Artifact, or the path of one (dense output layer, "robust" readout).
+    env: adapt on this environment id instead of the artifact's (same shapes).
+    episodes: adaptation episodes; episode k uses seed `seed + k`.
+    rule: "td" (TD(0) with replay and a target copy), "reinforce" (the dreaming agent's rule)
+        or "distill" (match the source's Q-values on the same observations; no reward needed).
+    backend: "emulator" or "lava" (one Lava runtime for the whole run; bit-exact with the emulator).
+    out: run directory (default runs/adapt_<env>_<rule>_<backend>).
+    env_params: numeric env attributes to change (a drifted task), e.g. {"length": 1.0}.
+    sticky_actions: ALE sticky-action probability.
+    progress: show a progress bar.
+    **config: further `AdaptConfig` fields (seed, epsilon, lr, gamma, batch, ...).
+
+    Returns
+    -------
+    (dict, Artifact): the run record (also out/results.json: the per-episode curve of return,
+    length and agreement with the source) and the adapted artifact (readout replaced, the
+    environment and the adaptation recorded in its manifest; save it with `.save(path)`).
+    """
+    from lavaloop.artifact import Artifact
+    from lavaloop.deploy.adapt.protocol import adapt as run_adaptation
+    from lavaloop.deploy.adapt.readout import check_trainable
+    from lavaloop.deploy.adapt.rules import AdaptConfig
+    from lavaloop.deploy.kinds.rate_if import IFDeployment
+
+    if not isinstance(artifact, Artifact):
+        artifact = load_artifact(artifact)
+    check_trainable(artifact)
+    cfg = from_kwargs(AdaptConfig, {"episodes": episodes, "rule": rule, **config}, "adapt")
+    settings = RunSettings(backend=backend, env=env, env_params=env_params, sticky_actions=sticky_actions)
+    deployment = IFDeployment(artifact, settings)
+    deployment.check()
+    art = deployment.art
+    out = out or f"runs/adapt_{art.env_id.replace('/', '_')}_{rule}_{backend}"
+    return run_adaptation(art, cfg, out, backend, progress=progress)
 
 
 def dream(env: str = "pong", out: str | Path | None = None, backend: str = "emulator", *,

@@ -79,6 +79,8 @@ class EnvSpec:
 
     `obs_dims` (POMDP tasks) keeps only those observation entries of the base env. A Box
     action space is rescaled to [-1, 1] per dimension (the range of continuous policies).
+    `physics` changes numeric attributes of the built env (`set_physics`): a drifted task,
+    e.g. {"length": 1.0} for CartPole with a pole twice as long.
     """
 
     id: str
@@ -86,6 +88,7 @@ class EnvSpec:
     max_episode_steps: int | None = None
     atari: AtariPreprocessing | None = None
     obs_dims: tuple[int, ...] | None = None
+    physics: dict = field(default_factory=dict)
 
     @classmethod
     def for_id(cls, env_id: str, sticky: float | None = None, max_episode_steps: int | None = None) -> EnvSpec:
@@ -110,7 +113,7 @@ class EnvSpec:
         dims = d.get("obs_dims")
         return cls(id=d["id"], kwargs=dict(d.get("kwargs", {})), max_episode_steps=d.get("max_episode_steps"),
                    atari=AtariPreprocessing(**atari) if atari else None,
-                   obs_dims=tuple(dims) if dims is not None else None)
+                   obs_dims=tuple(dims) if dims is not None else None, physics=dict(d.get("physics", {})))
 
     @property
     def base_id(self) -> str:
@@ -142,6 +145,35 @@ def check_env_id(env_id: str) -> None:
             raise UnknownEnvError(f"unknown environment id {env_id!r}") from exc
 
 
+# Attributes an env computes from others in its constructor, recomputed after `set_physics`.
+DERIVED_PHYSICS = {
+    "CartPoleEnv": lambda e: (setattr(e, "total_mass", e.masspole + e.masscart),
+                              setattr(e, "polemass_length", e.masspole * e.length)),
+}
+
+
+def set_physics(env: gym.Env, physics: dict) -> None:
+    """Set numeric attributes of `env.unwrapped` (e.g. CartPole's `length`, `masspole`,
+    `gravity`) and recompute what its constructor derives from them (DERIVED_PHYSICS).
+
+    Raises LavaloopError naming the attribute if the env has no such numeric attribute.
+    """
+    u = env.unwrapped
+    for name, value in physics.items():
+        old = getattr(u, name, None)
+        if isinstance(old, bool) or not isinstance(old, (int, float)) or name.startswith("_"):
+            known = sorted(k for k, v in vars(u).items()
+                           if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith("_"))
+            raise LavaloopError(f"{type(u).__name__} has no numeric attribute {name!r} to change "
+                                f"(it has: {', '.join(known)})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise LavaloopError(f"env parameter {name} must be a number, got {value!r}")
+        setattr(u, name, type(old)(value) if isinstance(old, float) else value)
+    derive = DERIVED_PHYSICS.get(type(u).__name__)
+    if physics and derive is not None:
+        derive(u)
+
+
 def make_env(spec: EnvSpec) -> gym.Env:
     """Build the gymnasium environment described by `spec`."""
     check_env_id(spec.id)
@@ -149,10 +181,13 @@ def make_env(spec: EnvSpec) -> gym.Env:
     if pre is None:
         limit = {} if spec.max_episode_steps is None else {"max_episode_steps": spec.max_episode_steps}
         env = gym.make(spec.base_id, **spec.kwargs, **limit)
+        set_physics(env, spec.physics)
         if isinstance(env.action_space, gym.spaces.Box):    # continuous policies act in [-1, 1]
             one = np.ones(env.action_space.shape, env.action_space.dtype)
             env = gym.wrappers.RescaleAction(env, -one, one)
         return env if spec.obs_dims is None else ObservationMask(env, spec.obs_dims)
+    if spec.physics:
+        raise LavaloopError("env parameters (physics) apply to non-ALE environments only")
     env = gym.make(spec.id, frameskip=1, repeat_action_probability=pre.repeat_action_probability,
                    **spec.kwargs)
     env = gym.wrappers.AtariPreprocessing(env, noop_max=pre.noop_max, frame_skip=pre.frame_skip,

@@ -184,6 +184,8 @@ class RunSettings:
     per_layer_processes: rate-coded kinds on Lava: one process per layer instead of one for the network.
     env: deploy on this environment id instead of the artifact's (same shapes; ALE: same game).
     sticky_actions: ALE sticky-action probability in [0, 1].
+    env_params: numeric attributes of the environment to change, e.g. {"length": 1.0} for
+        CartPole's pole (lavaloop.envs.set_physics): the policy deployed on a drifted task.
     """
 
     episodes: int = 20
@@ -195,6 +197,7 @@ class RunSettings:
     per_layer_processes: bool = False
     env: str | None = None
     sticky_actions: float | None = None
+    env_params: dict | None = None
 
     def __post_init__(self):
         at_least("episodes", self.episodes, 1)
@@ -213,5 +216,5 @@ class RunSettings:
         """Names of the kind-specific settings given (not left to the artifact)."""
         given = {"timesteps": self.timesteps is not None, "readout": self.readout is not None,
                  "per_layer_processes": self.per_layer_processes, "env": self.env is not None,
-                 "sticky_actions": self.sticky_actions is not None}
+                 "sticky_actions": self.sticky_actions is not None, "env_params": bool(self.env_params)}
         return [k for k, v in given.items() if v]

@@ -14,6 +14,7 @@ from lavaloop.deploy.dreaming.network import Topology, draw_network
 from lavaloop.errors import ProfileError
 from lavaloop.processes.dynamics import lif_step, regular_spikes
 from lavaloop.profiles import PROFILES, MixedSignalProfile, load_profile
+from lavaloop.rundir import RunDir, RunDirError
 
 SHORT = dict(agent_steps=12, dream_steps=4, silent_games=1)
 
@@ -158,7 +159,7 @@ def test_resume_continues_exactly(tmp_path):
     cfg_file.write_text(json.dumps({**json.loads(cfg_file.read_text()), "games": 6}))
     resumed = protocol.run(cfg, tmp_path / "part", checkpoint_every=2, progress=False)
     assert resumed["returns"] == whole["returns"]
-    with pytest.raises(protocol.RunDirError, match="differs in: dream"):
+    with pytest.raises(RunDirError, match="differs in: dream"):
         protocol.run(DreamConfig(runs=2, games=6, dream=False, **SHORT), tmp_path / "part", progress=False)
 
 
@@ -206,5 +207,5 @@ def test_sigterm_leaves_a_resumable_run_directory(tmp_path):
     assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
     cfg = DreamConfig.from_dict({k: v for k, v in json.loads((out / "config.json").read_text()).items()
                                  if k != "backend"})
-    data = protocol.RunDir(out, cfg, "emulator").open()
+    data = RunDir(out, {"backend": "emulator", **cfg.to_dict()}).open()
     assert 1 <= data["meta"]["games_done"] < 500

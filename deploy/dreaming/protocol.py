@@ -5,60 +5,21 @@ one after another (one runtime per run, for all its games) and checkpoints after
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from lavaloop.atomic import atomic_path, write_json
+from lavaloop.atomic import write_json
 from lavaloop.deploy.dreaming.agent import DreamConfig, DreamingAgent
 from lavaloop.deploy.dreaming.emulator import EmulatedChip
 from lavaloop.deploy.results import versions
 from lavaloop.errors import LavaloopError
+from lavaloop.rundir import RunDir
 
 BACKENDS = ("emulator", "lava")
 CURVE_EVERY = 50          # the curve: mean return over the last 50 games, every 50 games
-
-
-class RunDirError(LavaloopError):
-    """A run directory that cannot be resumed with this configuration."""
-
-
-class RunDir:
-    """config.json (what was asked) and checkpoint.npz (where it stands), both written atomically."""
-
-    def __init__(self, path: str | Path, cfg: DreamConfig, backend: str):
-        self.path, self.cfg, self.backend = Path(path), cfg, backend
-        self.config = {"backend": backend, **cfg.to_dict()}
-
-    def open(self) -> dict | None:
-        """Create the directory, or check it holds the same configuration; the last checkpoint or None."""
-        cfg_file = self.path / "config.json"
-        if cfg_file.exists():
-            try:
-                old = json.loads(cfg_file.read_text())
-            except ValueError as exc:
-                raise RunDirError(f"{cfg_file} is not valid JSON ({exc})") from exc
-            new = json.loads(json.dumps(self.config))
-            if old != new:
-                diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-                raise RunDirError(f"{self.path} holds a run with a different configuration (differs in: "
-                                  f"{', '.join(diff)}); use another --out or the same options")
-        else:
-            write_json(cfg_file, self.config)     # creates the folder, or says in one line why it cannot
-        ckpt = self.path / "checkpoint.npz"
-        if not ckpt.exists():
-            return None
-        with np.load(ckpt, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-        data["meta"] = json.loads(str(data["meta"]))
-        return data
-
-    def save(self, arrays: dict, meta: dict) -> None:
-        with atomic_path(self.path / "checkpoint.npz") as tmp, open(tmp, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
 
 
 def run_emulator(cfg: DreamConfig, rundir: RunDir, data: dict | None, checkpoint_every: int,
@@ -147,7 +108,7 @@ def run(cfg: DreamConfig, out: str | Path, backend: str = "emulator", checkpoint
     if backend not in BACKENDS:
         raise LavaloopError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     cfg.setups()                      # profile and chip limits, before anything is written
-    rundir = RunDir(out, cfg, backend)
+    rundir = RunDir(out, {"backend": backend, **cfg.to_dict()})
     data = rundir.open()
     if backend == "emulator":
         returns, timing = run_emulator(cfg, rundir, data, checkpoint_every, progress)

@@ -19,13 +19,13 @@ from lavaloop.rollout import epsilon_greedy, evaluate
 
 
 class DQNDeployment(Deployment):
-    """Base of the rate-coded and sigma-delta deployments: `env` and `sticky_actions` settings
-    move the artifact to another version of its environment."""
+    """Base of the rate-coded and sigma-delta deployments: the `env`, `sticky_actions` and
+    `env_params` settings move the artifact to another version of its environment."""
 
     def __init__(self, art: ConvertedDQN, settings: RunSettings):
         super().__init__(art, settings)
-        if settings.env or settings.sticky_actions is not None:
-            self.art = art.with_env(settings.env, settings.sticky_actions)
+        if settings.env or settings.sticky_actions is not None or settings.env_params:
+            self.art = art.with_env(settings.env, settings.sticky_actions, settings.env_params)
 
     def check(self) -> None:
         spec = self.art.env_spec

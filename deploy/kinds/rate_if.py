@@ -20,7 +20,7 @@ from lavaloop.runtime import LavaRuntime
 
 
 class IFDeployment(DQNDeployment):
-    accepts = ("timesteps", "readout", "per_layer_processes", "env", "sticky_actions")
+    accepts = ("timesteps", "readout", "per_layer_processes", "env", "sticky_actions", "env_params")
 
     def __init__(self, art: IFArtifact, settings: RunSettings):
         super().__init__(art, settings)

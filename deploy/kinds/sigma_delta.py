@@ -16,7 +16,7 @@ from lavaloop.runtime import LavaRuntime
 
 
 class SDDeployment(DQNDeployment):
-    accepts = ("env", "sticky_actions")
+    accepts = ("env", "sticky_actions", "env_params")
 
     def run_lava(self, progress: bool) -> EpisodeLog:
         envio, stack = build_graph(self.art, self.seeds, self.epsilon, episode_limit(self.art.env_spec))

@@ -31,6 +31,9 @@ class PyEnvIOModel(PyLoihiProcessModel):
     episodes_done: np.ndarray = LavaPyType(np.ndarray, np.int32)
     decisions: np.ndarray = LavaPyType(np.ndarray, np.int32)
     error: np.ndarray = LavaPyType(np.ndarray, np.int32)
+    f_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    features: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    episodes_allowed: np.ndarray = LavaPyType(np.ndarray, np.int32)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -38,8 +41,10 @@ class PyEnvIOModel(PyLoihiProcessModel):
         self.timesteps, self.window = p["timesteps"], p["timesteps"] + p["latency"]
         self.seeds, self.epsilon, self.max_steps = p["seeds"], p["epsilon"], p["max_steps"]
         self.action_map, self.frac_bits = p["action_map"], p["continuous_frac_bits"]
+        self.n_features = p["n_features"]
         self.env = None
         self.episode = -1          # index of the running episode; len(seeds) when finished
+        self.waiting = False       # the episode waits for the host (episodes_allowed)
         self.payload = None
 
     def encode(self, obs) -> np.ndarray:
@@ -50,17 +55,25 @@ class PyEnvIOModel(PyLoihiProcessModel):
 
     def start_episode(self) -> None:
         self.episode += 1
-        self.t, self.prev_action, self.prev_reward = 0, -1 if self.frac_bits is None else None, 0.0
-        if self.episode < len(self.seeds):
-            seed = self.seeds[self.episode]
-            self.rng = np.random.default_rng(seed)
-            obs, _ = self.env.reset(seed=seed)
-            self.payload = self.encode(obs)
-        else:
+        if self.episode >= len(self.seeds):
             self.payload = np.zeros_like(self.payload)
             self.env.close()
+            return
+        self.waiting = self.episode >= self.episodes_allowed[0]
+        if self.waiting:
+            self.payload = np.zeros_like(self.payload)
+        else:
+            self.begin_episode()
 
-    def decide(self, q: np.ndarray) -> None:
+    def begin_episode(self) -> None:
+        self.waiting = False
+        self.t, self.prev_action, self.prev_reward = 0, -1 if self.frac_bits is None else None, 0.0
+        seed = self.seeds[self.episode]
+        self.rng = np.random.default_rng(seed)
+        obs, _ = self.env.reset(seed=seed)
+        self.payload = self.encode(obs)
+
+    def decide(self, q: np.ndarray, features: np.ndarray | None) -> None:
         if self.frac_bits is None:
             greedy, taken = epsilon_greedy(self.rng, q, self.epsilon)
             env_action = self.action_map[taken]
@@ -69,6 +82,8 @@ class PyEnvIOModel(PyLoihiProcessModel):
             env_action = taken
         ep, t = self.episode, self.t
         self.greedy[ep, t], self.actions[ep, t] = greedy, taken
+        if features is not None:
+            self.features[t] = features
         obs, reward, term, trunc, _ = self.env.step(env_action)
         self.returns[ep] += float(reward)
         self.t, self.prev_action, self.prev_reward = self.t + 1, taken, float(reward)
@@ -103,8 +118,12 @@ class PyEnvIOModel(PyLoihiProcessModel):
             self.payload = np.zeros(self.obs_out.shape, np.int64)
             self.guarded(self.open_env)
         phase = (self.time_step - 1) % self.window
-        active = phase < self.timesteps and self.episode < len(self.seeds)
-        self.obs_out.send(self.payload if active else np.zeros_like(self.payload))
+        running = self.episode < len(self.seeds)
+        if running and self.waiting and phase == 0 and self.episode < self.episodes_allowed[0]:
+            self.guarded(self.begin_episode)
+        running = running and not self.waiting and self.episode < len(self.seeds)
+        self.obs_out.send(self.payload if running and phase < self.timesteps else np.zeros_like(self.payload))
         q = self.q_in.recv()
-        if phase == self.window - 1 and self.episode < len(self.seeds):
-            self.guarded(self.decide, q)
+        features = self.f_in.recv().astype(np.int64) if self.n_features else None
+        if phase == self.window - 1 and running:
+            self.guarded(self.decide, q, features)

@@ -35,24 +35,32 @@ class EnvIO(AbstractProcess):
     tanh of the fixed-point value (processes.dynamics.continuous_action); the action logs
     then hold one row of `n_actions` values per step.
 
+    For a host that trains the network's readout between episodes (lavaloop.deploy.adapt),
+    `n_features` > 0 logs the features arriving on `f_in` with each decision of the running
+    episode in `features` (row t: decision t), and `gated` holds each episode until the host
+    allows it: episode k starts once `episodes_allowed` > k (initially 1); meanwhile EnvIO
+    sends zeros and decides nothing.
+
     Parameters
     ----------
     env_fn: builds the environment (called inside the runtime).
     inputs_fn: optional, see above.
     input_scale_bits, input_bits: payload round(obs * 2**input_scale_bits), saturated.
     max_steps: length of the per-episode action logs.
+    n_features, gated: see above.
     """
 
     def __init__(self, *, env_fn: Callable, obs_size: int, n_actions: int, action_map: Sequence[int],
                  input_scale_bits: int, input_bits: int, timesteps: int, latency: int,
                  seeds: Sequence[int], epsilon: float, max_steps: int, inputs_fn: Callable | None = None,
-                 continuous_frac_bits: int | None = None, control: bool = False, name: str = "envio"):
+                 continuous_frac_bits: int | None = None, control: bool = False, n_features: int = 0,
+                 gated: bool = False, name: str = "envio"):
         control = control or inputs_fn is not None
         super().__init__(env_fn=env_fn, inputs_fn=inputs_fn, control=control, action_map=list(action_map),
                          input_scale_bits=input_scale_bits,
                          input_bits=input_bits, timesteps=timesteps, latency=latency,
                          seeds=list(seeds), epsilon=epsilon, max_steps=max_steps,
-                         continuous_frac_bits=continuous_frac_bits, name=name)
+                         continuous_frac_bits=continuous_frac_bits, n_features=n_features, name=name)
         n_ep = len(seeds)
         log_shape = (n_ep, max_steps) if continuous_frac_bits is None else (n_ep, max_steps, n_actions)
         self.obs_out = OutPort(shape=(obs_size + int(control),))   # payload (+ control)
@@ -64,6 +72,9 @@ class EnvIO(AbstractProcess):
         self.episodes_done = Var(shape=(1,), init=0)
         self.decisions = Var(shape=(1,), init=0)
         self.error = Var(shape=(ERROR_LEN,), init=0)
+        self.f_in = InPort(shape=(max(n_features, 1),))
+        self.features = Var(shape=(max_steps if n_features else 1, max(n_features, 1)), init=0)
+        self.episodes_allowed = Var(shape=(1,), init=1 if gated else n_ep)
 
 
 ERROR_LEN = 300

@@ -27,11 +27,15 @@ class PyIFStackModel(PyLoihiProcessModel):
     count: np.ndarray = LavaPyType(np.ndarray, np.int64)
     spikes: np.ndarray = LavaPyType(np.ndarray, np.int64)
     synops: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    w_out: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    b_out: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    f_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = proc_params
-        self.layers = p["layers"]
+        self.layers = list(p["layers"])
+        self.plastic = p["plastic"]
         self.synapses = [Synapse.from_params(l) for l in self.layers]
         ends = np.cumsum([len(l["bias"]) for l in self.layers])
         self.slices = [slice(e - len(l["bias"]), e) for e, l in zip(ends, self.layers)]
@@ -39,16 +43,35 @@ class PyIFStackModel(PyLoihiProcessModel):
         self.timesteps, self.window, self.mode = p["timesteps"], p["window"], p["readout"]
         self.prev = [np.zeros(len(l["bias"]), np.int64) for l in self.layers]
         self.out = np.zeros(len(self.layers[-1]["bias"]), np.int64)
+        n_features = self.layers[-1]["weight"].shape[1] if self.plastic else 1
+        self.features = np.zeros(n_features, np.int64)   # the last layer's input counts this window
+
+    def take_readout(self) -> None:
+        """Use the readout weights the host left in `w_out`, `b_out` (if they changed)."""
+        last = self.layers[-1]
+        if np.array_equal(self.w_out, last["weight"]) and np.array_equal(self.b_out, last["bias"]):
+            return
+        self.layers[-1] = {**last, "weight": self.w_out.copy(), "bias": self.b_out.copy()}
+        self.synapses[-1] = Synapse.from_params(self.layers[-1])
 
     def run_spk(self):
         self.s_out.send(self.out)                 # last step's output: one-step synaptic delay
+        if self.plastic:
+            self.f_out.send(self.features)
         inputs = [self.s_in.recv().astype(np.int64), *self.prev[:-1]]
         phase = (self.time_step - 1) % self.window
-        for j, (layer, syn, sl) in enumerate(zip(self.layers, self.synapses, self.slices)):
+        last = len(self.layers) - 1
+        for j in range(len(self.layers)):
             k = phase - self.offset - j           # this layer's step within its active span
             if k == 0:
-                self.v[sl] = layer["v_init"]
+                if self.plastic and j == last:
+                    self.take_readout()
+                    self.features = np.zeros_like(self.features)
+                self.v[self.slices[j]] = self.layers[j]["v_init"]
+            layer, syn, sl = self.layers[j], self.synapses[j], self.slices[j]
             if 0 <= k < self.timesteps:
+                if self.plastic and j == last:
+                    self.features = self.features + inputs[j]
                 current = syn.current(inputs[j]) + layer["bias"]
                 self.v[sl], self.prev[j] = if_step(self.v[sl], current, layer["vth"], self.bits)
                 self.spikes[j] += self.prev[j].sum()

@@ -30,12 +30,19 @@ class IFStack(AbstractProcess):
         input magnitude), and per-neuron `bias`, `vth`, `v_init` (state units).
     offset: depth of the first layer in the network; `window`: Lava steps per decision.
     readout: None (send spikes) or a processes.dynamics.readout mode for the output layer.
+    plastic: the last layer (dense) is a readout a host trains: its weight mantissa and bias
+        are the Vars `w_out`, `b_out` (set them between runs; the layer takes them at its next
+        window), and `f_out` sends its input spike counts of the window (the features) along
+        with the readout values.
     """
 
     def __init__(self, *, layers: list[dict], state_bits: int, offset: int, timesteps: int, window: int,
-                 readout: str | None = None, name: str | None = None):
+                 readout: str | None = None, plastic: bool = False, name: str | None = None):
+        last = layers[-1]
+        if plastic and last["weight"].ndim != 2:
+            raise ValueError("a plastic readout must be a dense layer")
         super().__init__(layers=layers, state_bits=state_bits, offset=offset, timesteps=timesteps,
-                         window=window, readout=readout, name=name)
+                         window=window, readout=readout, plastic=plastic, name=name)
         sizes = [len(l["bias"]) for l in layers]
         w0 = layers[0]["weight"]
         n_in = int(np.prod(layers[0]["in_shape"])) if w0.ndim == 4 else w0.shape[1]
@@ -45,3 +52,7 @@ class IFStack(AbstractProcess):
         self.count = Var(shape=(sizes[-1],), init=np.zeros(sizes[-1], np.int64))  # output spikes this window
         self.spikes = Var(shape=(len(layers),), init=np.zeros(len(layers), np.int64))  # totals per layer
         self.synops = Var(shape=(len(layers),), init=np.zeros(len(layers), np.int64))  # received per layer
+        w_out = last["weight"] if plastic else np.zeros((1, 1), np.int64)
+        self.w_out = Var(shape=w_out.shape, init=w_out.astype(np.int64))
+        self.b_out = Var(shape=(sizes[-1],), init=np.asarray(last["bias"], np.int64))
+        self.f_out = OutPort(shape=(w_out.shape[1],))

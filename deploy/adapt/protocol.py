@@ -1,0 +1,107 @@
+"""An adaptation run: episodes on the chip, the readout trained between them, checkpointed.
+
+After every episode the run directory holds the trainer's whole state (readout, optimizer,
+replay, random generator) and the curve, written atomically: an interrupted run resumes at
+the next episode and ends as an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from lavaloop.atomic import write_json
+from lavaloop.conversion.artifact_if import IFArtifact
+from lavaloop.deploy.adapt.chips import CHIPS, with_readout
+from lavaloop.deploy.adapt.readout import Readout
+from lavaloop.deploy.adapt.rules import TRAINERS, AdaptConfig, Episode
+from lavaloop.deploy.episodes import replay
+from lavaloop.deploy.kinds.dqn import source_network
+from lavaloop.deploy.results import versions
+from lavaloop.envs import episode_limit
+from lavaloop.rundir import RunDir
+
+
+def adapt(art: IFArtifact, cfg: AdaptConfig, out: str | Path, backend: str,
+          progress: bool = True) -> tuple[dict, IFArtifact]:
+    """Adapt `art`'s readout on its environment (`art.env_spec`, already moved where it should
+    run) for `cfg.episodes` episodes, resuming the run in `out`.
+
+    Returns (the run record, also written to out/results.json; the adapted artifact).
+    """
+    timesteps = cfg.timesteps or art.timesteps
+    readout = Readout.of(art, timesteps)
+    spec, amap = art.env_spec, art.manifest["action_map"]
+    q = art.layers[-1]
+    origin = fingerprint(art)
+    rundir = RunDir(out, {"backend": backend, "artifact": origin, "env": spec.to_dict(), **cfg.to_dict()})
+    data = rundir.open()
+    source = source_network(art).q_values
+    trainer = TRAINERS[cfg.rule](cfg, readout, *readout.to_float(q.weight, q.bias), source)
+    curve: list[dict] = []
+    weight, bias = q.weight.astype(np.int64), q.bias.astype(np.int64)
+    if data is not None:
+        trainer.load(data)
+        trainer.rng.bit_generator.state = data["meta"]["rng"]
+        curve, weight, bias = data["meta"]["curve"], data["weight"], data["bias"]
+    seeds = [cfg.seed + k for k in range(cfg.episodes)]
+    chip = CHIPS[backend](with_readout(art, weight, bias), seeds[len(curve):], timesteps, cfg.epsilon)
+    limit, t0 = episode_limit(spec), time.time()
+    wall = data["meta"]["wall_s"] if data is not None else 0.0
+    bar = tqdm(total=cfg.episodes, initial=len(curve), desc=f"adapting ({cfg.rule}, {backend})", unit="ep",
+               disable=not progress)
+    try:
+        for k in range(len(curve), cfg.episodes):
+            played = chip.play()
+            obs, rewards = replay(spec, seeds[k], [amap[a] for a in played.actions], played.ret)
+            ep = Episode(seeds[k], played.features, played.actions, played.greedy, rewards, obs,
+                         terminated=len(rewards) < limit)
+            agreement = float(np.mean(source(obs).argmax(1) == played.greedy))
+            stats = trainer.update(ep)
+            weight, bias = readout.quantize(trainer.w, trainer.b)
+            chip.set_readout(weight, bias)
+            curve.append({"episode": k, "seed": seeds[k], "return": played.ret, "length": len(rewards),
+                          "agreement": agreement, **stats})
+            rundir.save({**trainer.state(), "weight": weight, "bias": bias},
+                        {"curve": curve, "rng": trainer.rng.bit_generator.state, "wall_s": wall + time.time() - t0})
+            bar.update(1)
+            bar.set_postfix(ret=f"{played.ret:.1f}", agree=f"{agreement:.2f}")
+    except BaseException as exc:
+        chip.close(interrupted=isinstance(exc, KeyboardInterrupt))
+        raise
+    finally:
+        bar.close()
+    chip.close()
+    record = {"backend": backend, "artifact_env": spec.to_dict(), "config": cfg.to_dict(), "timesteps": timesteps,
+              "curve": curve, "wall_s": wall + time.time() - t0, "readout": readout_summary(q, weight, bias, readout),
+              "versions": versions(), "out": str(out)}
+    write_json(Path(out) / "results.json", record)
+    adapted = with_readout(art, weight, bias)
+    returns = [c["return"] for c in curve]
+    adapted.manifest = {**art.manifest, "adaptation": {
+        "rule": cfg.rule, "episodes": cfg.episodes, "backend": backend, "env": spec.to_dict(),
+        "config": cfg.to_dict(), "from_artifact": origin,
+        "first_returns_mean": float(np.mean(returns[:10])), "last_returns_mean": float(np.mean(returns[-10:]))}}
+    return record, adapted
+
+
+def fingerprint(art: IFArtifact) -> str:
+    """SHA-256 of an artifact's manifest and integer layers: which network a run adapts."""
+    h = hashlib.sha256(json.dumps(art.manifest, sort_keys=True).encode())
+    for q in art.layers:
+        for a in (q.weight, q.bias, q.vth, q.v_init):
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def readout_summary(q, weight: np.ndarray, bias: np.ndarray, readout: Readout) -> dict:
+    """How far the readout moved, and how close it is to the profile's limits."""
+    m_max = (1 << (readout.weight_bits - 1)) - 1
+    return {"weight_exp": readout.weight_exp, "mantissa_max_abs": int(np.abs(weight).max()), "mantissa_limit": m_max,
+            "at_limit_fraction": float(np.mean(np.abs(weight) == m_max)),
+            "changed_fraction": float(np.mean(weight != q.weight)),
+            "bias_before": q.bias.tolist(), "bias_after": bias.tolist()}

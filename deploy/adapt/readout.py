@@ -1,0 +1,89 @@
+"""The readout a host trains: float parameters on the host, integers on the chip.
+
+A rate-coded network's output layer with the "robust" readout integrates its input for T
+steps; its decision value is the integrated input, R = v_init + sum_t round(W_mant s_t 2**exp)
++ T bias (state units). With features x = spike counts / T of the layer below, the host
+models R / (T vth) = W x + b + v_init / (T vth), W = W_mant 2**exp / vth, b = bias / vth:
+the layer's `effective()` weights. The source's Q-values are `out_scale` times that (the
+conversion's normalization of the last layer). New parameters reach the chip through the
+profile's rule at the layer's exponent: mantissas rounded and clipped to the weight width,
+biases to the state width.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lavaloop.conversion.artifact_if import IFArtifact
+from lavaloop.errors import LavaloopError
+from lavaloop.fixedpoint import int_max
+
+
+@dataclass
+class Readout:
+    """The output layer of a rate-coded artifact as a trainable linear readout.
+
+    Parameters
+    ----------
+    weight_exp: the layer's weight exponent (fixed: the chip's layer configuration).
+    vth, v_init: per output neuron, state units.
+    weight_bits, state_bits: the profile's widths.
+    timesteps: T, the window the features count over.
+    out_scale: source Q-values per unit of R / (T vth).
+    """
+
+    weight_exp: int
+    vth: np.ndarray
+    v_init: np.ndarray
+    weight_bits: int
+    state_bits: int
+    timesteps: int
+    out_scale: float
+
+    @classmethod
+    def of(cls, art: IFArtifact, timesteps: int) -> Readout:
+        """The readout of `art` run at T = `timesteps`; a LavaloopError if it cannot be trained."""
+        check_trainable(art)
+        q, prof = art.layers[-1], art.profile
+        return cls(q.weight_exp, q.vth.astype(np.int64), q.v_init.astype(np.int64), prof.weight_bits,
+                   prof.state_bits, timesteps, float(art.manifest["normalization"]["scales"][-1]))
+
+    def to_float(self, mant: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(W, b) of integer mantissas (out, in) and biases (state units)."""
+        return mant * 2.0 ** self.weight_exp / self.vth[:, None], bias / self.vth
+
+    def quantize(self, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mantissa, bias) of float (W, b) by the profile's rule, clipped to its widths."""
+        m_max, s_max = int_max(self.weight_bits), int_max(self.state_bits)
+        mant = np.clip(np.rint(w * self.vth[:, None] / 2.0 ** self.weight_exp), -m_max, m_max).astype(np.int64)
+        bias = np.clip(np.rint(b * self.vth), -s_max - 1, s_max).astype(np.int64)
+        return mant, bias
+
+    def features(self, counts: np.ndarray) -> np.ndarray:
+        """Spike counts of the layer below (..., in) as rates x in [0, 1]."""
+        return np.asarray(counts, np.float64) / self.timesteps
+
+    def q_values(self, w: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """The host's model of the chip's values, in the source's Q units: (..., out)."""
+        return self.out_scale * (x @ w.T + b + self.v_init / (self.timesteps * self.vth))
+
+
+def check_trainable(art) -> None:
+    """Raise a LavaloopError (one line) unless `art`'s output layer can be trained as a readout."""
+    if art.kind != "if":
+        raise LavaloopError(f"adapt trains the readout of rate-coded ('if') artifacts; this one is {art.kind!r}")
+    q = art.layers[-1]
+    if len(art.layers) < 2 or q.is_conv:
+        raise LavaloopError("adapt needs a dense output layer above a hidden layer; "
+                            f"this network's output layer is {'a convolution' if q.is_conv else 'its only layer'}")
+    if art.manifest["readout"] != "robust":
+        raise LavaloopError(f"adapt needs the 'robust' readout (values linear in the features); "
+                            f"this artifact uses {art.manifest['readout']!r}")
+    fan_in = art.profile.fan_in
+    if fan_in is not None and q.in_size > fan_in:
+        raise LavaloopError(f"the readout takes {q.in_size} inputs per neuron; profile {art.profile.name!r} "
+                            f"allows {fan_in}")
+    scales = art.manifest["normalization"]["scales"][-1]
+    if not np.isscalar(scales):
+        raise LavaloopError("adapt needs one normalization scale for the output layer (layer normalization)")

@@ -1,0 +1,27 @@
+"""Adam, in numpy, deterministic: the optimizer of every host-side readout trainer."""
+from __future__ import annotations
+
+import numpy as np
+
+
+class Adam:
+    """Adam ascent on arrays of any shape (one step counter for all runs: they update together)."""
+
+    def __init__(self, shape, lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
+        self.lr, self.b1, self.b2, self.eps = lr, b1, b2, eps
+        self.m, self.v, self.t = np.zeros(shape), np.zeros(shape), 0
+
+    def step(self, grad: np.ndarray) -> np.ndarray:
+        """The parameter change for gradient `grad` (to be added: ascent)."""
+        self.t += 1
+        self.m = self.b1 * self.m + (1 - self.b1) * grad
+        self.v = self.b2 * self.v + (1 - self.b2) * grad * grad
+        m_hat = self.m / (1 - self.b1 ** self.t)
+        v_hat = self.v / (1 - self.b2 ** self.t)
+        return self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+    def state(self, prefix: str) -> dict:
+        return {f"{prefix}.m": self.m, f"{prefix}.v": self.v, f"{prefix}.t": np.array(self.t)}
+
+    def load(self, prefix: str, d: dict) -> None:
+        self.m, self.v, self.t = d[f"{prefix}.m"], d[f"{prefix}.v"], int(d[f"{prefix}.t"])

@@ -1,0 +1,56 @@
+"""Run directories of resumable jobs (dreaming, adaptation): what was asked, where it stands."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from lavaloop.atomic import atomic_path, write_json
+from lavaloop.errors import LavaloopError
+
+
+class RunDirError(LavaloopError):
+    """A run directory that cannot be resumed with this configuration."""
+
+
+class RunDir:
+    """config.json (what was asked) and checkpoint.npz (where it stands), both written atomically.
+
+    Parameters
+    ----------
+    path: the directory (created on `open`).
+    config: the run's configuration, JSON-able; a directory holding another is refused.
+    """
+
+    def __init__(self, path: str | Path, config: dict):
+        self.path, self.config = Path(path), config
+
+    def open(self) -> dict | None:
+        """Create the directory, or check it holds the same configuration; the last checkpoint or None
+        (its arrays, and its `meta` dict)."""
+        cfg_file = self.path / "config.json"
+        if cfg_file.exists():
+            try:
+                old = json.loads(cfg_file.read_text())
+            except ValueError as exc:
+                raise RunDirError(f"{cfg_file} is not valid JSON ({exc})") from exc
+            new = json.loads(json.dumps(self.config))
+            if old != new:
+                diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                raise RunDirError(f"{self.path} holds a run with a different configuration (differs in: "
+                                  f"{', '.join(diff)}); use another --out or the same options")
+        else:
+            write_json(cfg_file, self.config)     # creates the folder, or says in one line why it cannot
+        ckpt = self.path / "checkpoint.npz"
+        if not ckpt.exists():
+            return None
+        with np.load(ckpt, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+        data["meta"] = json.loads(str(data["meta"]))
+        return data
+
+    def save(self, arrays: dict, meta: dict) -> None:
+        """Replace the checkpoint: named arrays plus a JSON-able `meta` dict."""
+        with atomic_path(self.path / "checkpoint.npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
