@@ -111,6 +111,8 @@ def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact | 
     net = load_checkpoint(checkpoint)
     limit = opts.max_episode_steps or (ATARI_EPISODE_STEPS if is_atari(env_id) else None)
     spec = EnvSpec.for_id(env_id, opts.sticky, limit)
+    if opts.env_params:
+        spec = replace(spec, physics=dict(opts.env_params))
     env = make_env(spec)
     try:
         obs_shape, n_actions = check_env_fits(net, env, env_id)

@@ -13,6 +13,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import lavaloop  # noqa: E402
 from lavaloop.atomic import check_writable, write_json  # noqa: E402
+from lavaloop.envs import parse_env_param  # noqa: E402
 from lavaloop.errors import LavaloopError  # noqa: E402
 from lavaloop.runtime import signals_as_interrupts  # noqa: E402
 
@@ -33,14 +34,11 @@ def timesteps_arg(text: str) -> int | str:
 
 
 def env_param(text: str) -> tuple[str, float]:
-    """--env-param NAME=VALUE: one numeric attribute of the environment (lavaloop.envs.set_physics)."""
-    name, sep, value = text.partition("=")
+    """--env-param NAME=VALUE (lavaloop.envs.parse_env_param) as an argparse type."""
     try:
-        if not sep or not name:
-            raise ValueError
-        return name, float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got {text!r}") from None
+        return parse_env_param(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def env_params(args) -> dict:
@@ -68,6 +66,7 @@ def cmd_convert(args) -> None:
                  "timesteps_target",
                  "readout", "profile", "calib_steps", "calib_seed", "calib_episodes", "epsilon", "v_init", "sticky",
                  "max_episode_steps", "distill", "distill_steps", "distill_model")
+    opts.update(env_params(args))
     art = lavaloop.convert(args.checkpoint, args.env, **opts)
     art.save(args.output)
     print(f"wrote {args.output} ({art.manifest['conversion_seconds']:.1f} s)")
@@ -95,8 +94,8 @@ def cmd_run(args) -> None:
 def cmd_adapt(args) -> None:
     if args.output:
         check_writable(args.output)
-    config = given(args, "seed", "epsilon", "lr", "gamma", "batch", "replay", "updates_per_decision",
-                   "target_every", "temperature", "ce_weight", "timesteps")
+    config = given(args, "solver", "ridge", "fit_iterations", "seed", "epsilon", "lr", "gamma", "batch", "replay",
+                   "updates_per_decision", "target_every", "temperature", "ce_weight", "timesteps", "headroom_bits")
     record, adapted = lavaloop.adapt(args.artifact, args.env, args.episodes, args.rule, args.backend, out=args.out,
                                      sticky_actions=args.sticky_actions, progress=not args.no_progress,
                                      **env_params(args), **config)
@@ -185,6 +184,8 @@ def parser() -> argparse.ArgumentParser:
                    help="DQN on ALE: sticky-action probability in [0, 1] (default 0: the paper's NoFrameskip games)")
     c.add_argument("--max-episode-steps", type=int,
                    help="DQN: episode cap in agent steps >= 1 (default: the env's; ALE games 18000 as in the paper)")
+    c.add_argument("--env-param", type=env_param, action="append", metavar="NAME=VALUE",
+                   help="DQN: convert for a changed environment, e.g. length=1.0 for CartPole's pole (repeatable)")
     c.add_argument("--distill", action="store_true",
                    help="DQN: fine-tune the converted network through the chip's arithmetic at T so that it "
                         "decides as the source (reports held-out agreement before and after)")
@@ -236,6 +237,9 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--rule", default="td", help="td (TD(0), replay, target copy; default), reinforce "
                    "(the dreaming agent's rule) or distill (match the source's Q-values; no reward)")
     a.add_argument("--backend", default="emulator", choices=["emulator", "lava"])
+    a.add_argument("--solver", help="td, distill: lstsq (ridge regression on the replay; default) or adam")
+    a.add_argument("--ridge", type=float, help="lstsq: L2 penalty per sample, relative (default 1e-3)")
+    a.add_argument("--fit-iterations", type=int, help="td with lstsq: fitted-Q rounds per episode (default 2)")
     a.add_argument("--seed", type=int, help="first seed >= 0; episode k uses seed + k (default 0)")
     a.add_argument("--epsilon", type=float, help="exploration while adapting, in [0, 1] (default 0.1)")
     a.add_argument("--lr", type=float, help="Adam step size (default 1e-3)")
@@ -247,6 +251,8 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--temperature", type=float, help="reinforce, distill: softmax temperature (default 0.1)")
     a.add_argument("--ce-weight", type=float, help="distill: cross-entropy weight (default 0.1)")
     a.add_argument("--timesteps", type=int, help="T of the deployed network (default: the artifact's)")
+    a.add_argument("--headroom-bits", type=int, help="raise the readout's weight exponent by this many bits "
+                   "for the run, 0..8 (default 1)")
     a.add_argument("--out", default=None, help="run directory (resumed if it holds the same run); default "
                    "runs/adapt_<env>_<rule>_<backend>")
     a.add_argument("-o", "--output", default=None, help="write the adapted artifact here (.h5)")

@@ -174,6 +174,17 @@ def set_physics(env: gym.Env, physics: dict) -> None:
         derive(u)
 
 
+def parse_env_param(text: str) -> tuple[str, float]:
+    """"NAME=NUMBER" -> (name, value): one `EnvSpec.physics` entry as a command line gives it."""
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, float(value)
+    except ValueError:
+        raise ValueError(f"expected NAME=NUMBER, got {text!r}") from None
+
+
 def make_env(spec: EnvSpec) -> gym.Env:
     """Build the gymnasium environment described by `spec`."""
     check_env_id(spec.id)

@@ -83,6 +83,8 @@ class ConvertOptions:
     v_init: membrane potential at each decision's start, "half" (of threshold) or "zero" (the paper's).
     sticky: ALE sticky-action probability in [0, 1] (None: 0, the paper's games).
     max_episode_steps: episode cap in agent steps, >= 1 (None: the env's; ALE games 18,000 as in the paper).
+    env_params: numeric attributes of the environment to change (lavaloop.envs.set_physics), e.g.
+        {"length": 1.0}: calibrate on, and record in the artifact, a changed task.
     distill: fine-tune the converted network through the chip's arithmetic at T so that it
         decides as the source (lavaloop.conversion.distill); off by default.
     distill_steps: its optimizer steps, >= 1.
@@ -106,6 +108,7 @@ class ConvertOptions:
     v_init: str = "half"
     sticky: float | None = None
     max_episode_steps: int | None = None
+    env_params: dict | None = None
     distill: bool = False
     distill_steps: int = 3000
     distill_model: str = "spikes"

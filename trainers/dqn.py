@@ -4,8 +4,9 @@
 
 Hyper-parameters default to the rl-baselines3-zoo DQN settings for each environment.
 Every `--eval-every` steps the greedy policy is evaluated on 10 seeded episodes; the best
-network is written to `-o` as a plain state dict (`network.N.weight`, CleanRL's layout).
-The full training state is saved beside it (`*.state.pt`) and picked up again on restart.
+network is written to `-o` as a plain state dict (`network.N.weight`, CleanRL's layout),
+the evaluations to `*.eval.csv` (step, mean return). The full training state is saved
+beside it (`*.state.pt`) and picked up again on restart.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from tqdm import tqdm
 from lavaloop import rollout
 from lavaloop.atomic import atomic_path
 from lavaloop.conversion.models.qnet import QNetwork
-from lavaloop.envs import EnvSpec, make_env
+from lavaloop.envs import EnvSpec, make_env, parse_env_param
 from lavaloop.rollout import epsilon_greedy
 
 
@@ -63,11 +64,11 @@ def evaluate(q: QNetwork, spec: EnvSpec, episodes: int = 10, seed: int = 10_000)
                                           greedy)))
 
 
-def train(env_id: str, out: str, seed: int, cfg: Config, eval_every: int) -> float:
+def train(env_id: str, out: str, seed: int, cfg: Config, eval_every: int, physics: dict | None = None) -> float:
     torch.manual_seed(seed)
     torch.set_num_threads(1)
     rng = np.random.default_rng(seed)
-    spec = EnvSpec(env_id)
+    spec = EnvSpec(env_id, physics=physics or {})
     env = make_env(spec)
     obs_dim, n_actions = env.observation_space.shape[0], env.action_space.n
     q = QNetwork(obs_dim, n_actions, cfg.hidden)
@@ -80,7 +81,10 @@ def train(env_id: str, out: str, seed: int, cfg: Config, eval_every: int) -> flo
            "reward": np.zeros(cfg.buffer_size, np.float32),
            "done": np.zeros(cfg.buffer_size, np.float32)}
     start, best, episode = 0, -np.inf, 0
-    state_path = out + ".state.pt"
+    state_path, eval_path = out + ".state.pt", out + ".eval.csv"
+    evals = ["step,mean_return,wall_s"]
+    if os.path.exists(eval_path):
+        evals = open(eval_path).read().splitlines()
     if os.path.exists(state_path):
         st = torch.load(state_path, weights_only=True)
         q.load_state_dict(st["q"])
@@ -128,6 +132,10 @@ def train(env_id: str, out: str, seed: int, cfg: Config, eval_every: int) -> flo
             score = evaluate(q, spec)
             bar.set_postfix(eval=f"{score:.1f}", best=f"{best:.1f}", eps=f"{eps:.2f}")
             tqdm.write(f"step {step + 1}: eval return {score:.1f} ({time.time() - t0:.0f}s)")
+            evals = [line for line in evals if not line.startswith(f"{step + 1},")]
+            evals.append(f"{step + 1},{score:.2f},{time.time() - t0:.0f}")
+            with atomic_path(eval_path) as tmp:
+                tmp.write_text("\n".join(evals) + "\n")
             if score >= best:
                 best = score
                 with atomic_path(out) as tmp:
@@ -150,13 +158,15 @@ def main() -> None:
     p.add_argument("--gamma", type=float)
     p.add_argument("--action-gap", type=float, help="advantage-learning alpha (0 = plain DQN)")
     p.add_argument("--eval-every", type=int, default=5_000)
+    p.add_argument("--env-param", type=parse_env_param, action="append", metavar="NAME=VALUE", default=[],
+                   help="train on a changed environment, e.g. length=1.0 (lavaloop.envs.set_physics)")
     p.add_argument("-o", "--out", required=True)
     args = p.parse_args()
     cfg = PRESETS[args.env]
     overrides = {k: v for k, v in (("total_steps", args.total_steps), ("gamma", args.gamma),
                                                  ("action_gap", args.action_gap)) if v}
     cfg = Config(**{**asdict(cfg), **overrides})
-    train(args.env, args.out, args.seed, cfg, args.eval_every)
+    train(args.env, args.out, args.seed, cfg, args.eval_every, dict(args.env_param))
 
 
 if __name__ == "__main__":

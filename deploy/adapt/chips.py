@@ -25,11 +25,11 @@ class Played:
     ret: float
 
 
-def with_readout(art: IFArtifact, weight: np.ndarray, bias: np.ndarray) -> IFArtifact:
-    """`art` with its output layer's weight mantissa and bias replaced."""
+def with_readout(art: IFArtifact, weight: np.ndarray, weight_exp: int, bias: np.ndarray) -> IFArtifact:
+    """`art` with its output layer's weight mantissa, exponent and bias replaced."""
     q = art.layers[-1]
     return replace(art, layers=[*art.layers[:-1], replace(q, weight=weight.astype(q.weight.dtype),
-                                                          bias=bias.astype(np.int64))])
+                                                          weight_exp=int(weight_exp), bias=bias.astype(np.int64))])
 
 
 class EmulatorChip:

@@ -2,7 +2,8 @@
 
 After every episode the run directory holds the trainer's whole state (readout, optimizer,
 replay, random generator) and the curve, written atomically: an interrupted run resumes at
-the next episode and ends as an uninterrupted one would.
+the next episode and ends as an uninterrupted one would. Asking the same run directory for
+more episodes continues the run (episode k always uses seed `seed + k`).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from lavaloop.deploy.episodes import replay
 from lavaloop.deploy.kinds.dqn import source_network
 from lavaloop.deploy.results import versions
 from lavaloop.envs import episode_limit
+from lavaloop.errors import LavaloopError
 from lavaloop.rundir import RunDir
 
 
@@ -34,22 +36,27 @@ def adapt(art: IFArtifact, cfg: AdaptConfig, out: str | Path, backend: str,
     Returns (the run record, also written to out/results.json; the adapted artifact).
     """
     timesteps = cfg.timesteps or art.timesteps
-    readout = Readout.of(art, timesteps)
+    readout = Readout.of(art, timesteps, cfg.headroom_bits)
     spec, amap = art.env_spec, art.manifest["action_map"]
     q = art.layers[-1]
     origin = fingerprint(art)
-    rundir = RunDir(out, {"backend": backend, "artifact": origin, "env": spec.to_dict(), **cfg.to_dict()})
+    run_config = {k: v for k, v in cfg.to_dict().items() if k != "episodes"}   # more episodes: continue
+    rundir = RunDir(out, {"backend": backend, "artifact": origin, "env": spec.to_dict(), **run_config})
     data = rundir.open()
     source = source_network(art).q_values
-    trainer = TRAINERS[cfg.rule](cfg, readout, *readout.to_float(q.weight, q.bias), source)
+    w0, b0 = q.effective()
+    trainer = TRAINERS[cfg.rule](cfg, readout, w0, b0, source)
     curve: list[dict] = []
-    weight, bias = q.weight.astype(np.int64), q.bias.astype(np.int64)
+    weight, bias = readout.quantize(w0, b0)      # the converted readout at the run's exponent
     if data is not None:
         trainer.load(data)
         trainer.rng.bit_generator.state = data["meta"]["rng"]
         curve, weight, bias = data["meta"]["curve"], data["weight"], data["bias"]
+        if len(curve) > cfg.episodes:
+            raise LavaloopError(f"{out} holds {len(curve)} adaptation episodes already; ask for at least that many")
     seeds = [cfg.seed + k for k in range(cfg.episodes)]
-    chip = CHIPS[backend](with_readout(art, weight, bias), seeds[len(curve):], timesteps, cfg.epsilon)
+    chip = CHIPS[backend](with_readout(art, weight, readout.weight_exp, bias), seeds[len(curve):], timesteps,
+                          cfg.epsilon)
     limit, t0 = episode_limit(spec), time.time()
     wall = data["meta"]["wall_s"] if data is not None else 0.0
     bar = tqdm(total=cfg.episodes, initial=len(curve), desc=f"adapting ({cfg.rule}, {backend})", unit="ep",
@@ -80,7 +87,7 @@ def adapt(art: IFArtifact, cfg: AdaptConfig, out: str | Path, backend: str,
               "curve": curve, "wall_s": wall + time.time() - t0, "readout": readout_summary(q, weight, bias, readout),
               "versions": versions(), "out": str(out)}
     write_json(Path(out) / "results.json", record)
-    adapted = with_readout(art, weight, bias)
+    adapted = with_readout(art, weight, readout.weight_exp, bias)
     returns = [c["return"] for c in curve]
     adapted.manifest = {**art.manifest, "adaptation": {
         "rule": cfg.rule, "episodes": cfg.episodes, "backend": backend, "env": spec.to_dict(),
@@ -103,5 +110,5 @@ def readout_summary(q, weight: np.ndarray, bias: np.ndarray, readout: Readout) -
     m_max = (1 << (readout.weight_bits - 1)) - 1
     return {"weight_exp": readout.weight_exp, "mantissa_max_abs": int(np.abs(weight).max()), "mantissa_limit": m_max,
             "at_limit_fraction": float(np.mean(np.abs(weight) == m_max)),
-            "changed_fraction": float(np.mean(weight != q.weight)),
+            "changed_fraction": float(np.mean(weight * 2.0 ** readout.weight_exp != q.weight * 2.0 ** q.weight_exp)),
             "bias_before": q.bias.tolist(), "bias_after": bias.tolist()}

@@ -7,7 +7,9 @@ models R / (T vth) = W x + b + v_init / (T vth), W = W_mant 2**exp / vth, b = bi
 the layer's `effective()` weights. The source's Q-values are `out_scale` times that (the
 conversion's normalization of the last layer). New parameters reach the chip through the
 profile's rule at the layer's exponent: mantissas rounded and clipped to the weight width,
-biases to the state width.
+biases to the state width. The exponent is the converted layer's plus `headroom_bits`
+(fixed for the run: the chip's layer configuration), so that weights can grow that many
+bits beyond the converted network's largest before they clip.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ class Readout:
 
     Parameters
     ----------
-    weight_exp: the layer's weight exponent (fixed: the chip's layer configuration).
+    weight_exp: the readout's weight exponent (fixed for the run).
     vth, v_init: per output neuron, state units.
     weight_bits, state_bits: the profile's widths.
     timesteps: T, the window the features count over.
@@ -42,16 +44,14 @@ class Readout:
     out_scale: float
 
     @classmethod
-    def of(cls, art: IFArtifact, timesteps: int) -> Readout:
-        """The readout of `art` run at T = `timesteps`; a LavaloopError if it cannot be trained."""
+    def of(cls, art: IFArtifact, timesteps: int, headroom_bits: int = 0) -> Readout:
+        """The readout of `art` run at T = `timesteps`, its exponent raised by `headroom_bits`
+        (within the profile's range); a LavaloopError if it cannot be trained."""
         check_trainable(art)
         q, prof = art.layers[-1], art.profile
-        return cls(q.weight_exp, q.vth.astype(np.int64), q.v_init.astype(np.int64), prof.weight_bits,
+        exp = min(q.weight_exp + headroom_bits, prof.weight_exp_max)
+        return cls(exp, q.vth.astype(np.int64), q.v_init.astype(np.int64), prof.weight_bits,
                    prof.state_bits, timesteps, float(art.manifest["normalization"]["scales"][-1]))
-
-    def to_float(self, mant: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(W, b) of integer mantissas (out, in) and biases (state units)."""
-        return mant * 2.0 ** self.weight_exp / self.vth[:, None], bias / self.vth
 
     def quantize(self, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mantissa, bias) of float (W, b) by the profile's rule, clipped to its widths."""

@@ -5,12 +5,22 @@ and the observations), updates the float readout with Adam and leaves the chip t
 quantized result before the next episode. All arithmetic is numpy float64 with one seeded
 generator, so a run repeats bit for bit (and resumes: `state`/`load`).
 
-td: DQN-style TD(0) on the readout (Mnih et al. 2015): a replay of (x, a, r, x', terminal),
-    minibatches, Huber loss, a target copy.
+td: DQN-style TD(0) on the readout (Mnih et al. 2015): a replay of (x, a, r, x', terminal)
+    and a target copy. Solver "lstsq" (default): after each episode, `fit_iterations` rounds
+    of fitted Q iteration (Ernst et al. 2005): targets from the target copy, every action's
+    readout row the ridge-regression solution on the whole replay, then the copy updated.
+    Solver "adam": minibatch Adam steps on the Huber loss, the copy every `target_every` steps.
 reinforce: the dreaming agent's rule: REINFORCE on a softmax over the readout values, weighted
     by the normalized discounted returns-to-go, one Adam step per episode.
-distill: match the source network's Q-values on the same observations (no reward needed),
-    plus a cross-entropy term on its greedy action; a replay of past observations.
+distill: match the source network's Q-values on the same observations (no reward needed).
+    Solver "lstsq": the ridge-regression solution on the replay of past observations; "adam":
+    minibatch Adam steps on the squared error plus a cross-entropy term on the source's
+    greedy action.
+
+A readout's features are a linear model's inputs, so least squares finds in one solve what
+Adam approaches with steps: at a constant step size Adam keeps moving every weight by about
+`lr`, and with hundreds of active features that moves the values more than the gaps
+between two actions' values that decide (measured: docs/adapt.md).
 """
 from __future__ import annotations
 
@@ -20,9 +30,11 @@ import numpy as np
 
 from lavaloop.adam import Adam
 from lavaloop.deploy.adapt.readout import Readout
+from lavaloop.errors import LavaloopError
 from lavaloop.options import at_least, one_of, within
 
 RULES = ("td", "reinforce", "distill")
+SOLVERS = ("lstsq", "adam")
 
 
 @dataclass
@@ -32,10 +44,13 @@ class AdaptConfig:
     Parameters
     ----------
     rule: "td", "reinforce" or "distill" (see the module).
+    solver: td and distill: "lstsq" (ridge regression on the replay) or "adam" (minibatches).
     episodes: adaptation episodes, >= 1; episode k uses seed `seed + k`.
     seed: the first seed, >= 0 (also seeds the minibatches).
     epsilon: exploration of the chip's epsilon-greedy decisions while adapting, in [0, 1].
     lr: Adam step size, > 0 (on readout weights of threshold units).
+    ridge: lstsq: L2 penalty per sample, relative to the features' mean square, >= 0.
+    fit_iterations: td with lstsq: fitted-Q rounds after each episode, >= 1.
     gamma: discount of td and reinforce, in [0, 1].
     batch: minibatch size of td and distill, >= 1.
     replay: transitions (td) or observations (distill) kept, >= batch.
@@ -45,13 +60,18 @@ class AdaptConfig:
         the readout's normalized units (1 = the largest calibrated output).
     ce_weight: distill: weight of the cross-entropy on the source's greedy action, >= 0.
     timesteps: T of the deployed network (None: the artifact's).
+    headroom_bits: raise the readout's weight exponent by this many bits for the run, 0..8
+        (weights may grow that much before they clip, at that much coarser resolution).
     """
 
     rule: str = "td"
+    solver: str = "lstsq"
     episodes: int = 100
     seed: int = 0
     epsilon: float = 0.1
     lr: float = 1e-3
+    ridge: float = 1e-3
+    fit_iterations: int = 2
     gamma: float = 0.99
     batch: int = 64
     replay: int = 10_000
@@ -60,9 +80,13 @@ class AdaptConfig:
     temperature: float = 0.1
     ce_weight: float = 0.1
     timesteps: int | None = None
+    headroom_bits: int = 1
 
     def __post_init__(self):
         one_of("rule", self.rule, RULES)
+        one_of("solver", self.solver, SOLVERS)
+        at_least("ridge", self.ridge, 0.0)
+        at_least("fit_iterations", self.fit_iterations, 1)
         at_least("episodes", self.episodes, 1)
         at_least("seed", self.seed, 0)
         within("epsilon", self.epsilon, 0, 1)
@@ -75,6 +99,9 @@ class AdaptConfig:
         within("temperature", self.temperature, 0, 1e6, low_open=True)
         at_least("ce_weight", self.ce_weight, 0.0)
         at_least("timesteps", self.timesteps, 1)
+        at_least("headroom_bits", self.headroom_bits, 0)
+        if self.headroom_bits > 8:
+            raise LavaloopError(f"headroom_bits must be <= 8, got {self.headroom_bits}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -140,6 +167,17 @@ class Trainer:
         self.adam_b.load("adam_b", d)
 
 
+def ridge_fit(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    """(w, b) minimizing |x w^T + b - y|^2 + ridge * n * mean(x^2) * |w|^2 (b not penalized);
+    x (n, k), y (n, m) -> w (m, k), b (m,)."""
+    n, k = x.shape
+    a = np.hstack([x, np.ones((n, 1))])
+    penalty = np.full(k + 1, ridge * n * max(float(np.mean(x * x)), 1e-12))
+    penalty[-1] = 0.0
+    sol = np.linalg.lstsq(a.T @ a + np.diag(penalty), a.T @ y, rcond=None)[0]
+    return sol[:-1].T, sol[-1]
+
+
 class Replay:
     """A ring buffer of named float arrays (its contents are checkpointed)."""
 
@@ -187,6 +225,8 @@ class TD(Trainer):
             term = np.zeros(last)
             term[-1] = float(ep.terminated)
             self.memory.add(x=x[:last], a=ep.actions[:last].astype(float), r=ep.rewards[:last], x2=x2, term=term)
+        if self.cfg.solver == "lstsq":
+            return self.fit_q()
         scale, losses = self.readout.out_scale, []
         for _ in range(self.n_updates(len(x)) if self.memory.size >= self.cfg.batch else 0):
             s = self.memory.sample(self.rng, self.cfg.batch)
@@ -204,6 +244,22 @@ class TD(Trainer):
             if self.steps % self.cfg.target_every == 0:
                 self.target = (self.w.copy(), self.b.copy())
         return {"loss": float(np.mean(losses)) if losses else None}
+
+    def fit_q(self) -> dict:
+        """Fitted Q iteration on the whole replay: per action, the ridge solution for the
+        targets of the target copy; each round then becomes the copy."""
+        m, n = self.memory.data, self.memory.size
+        x, a, r, x2, term = (m[k][:n] for k in ("x", "a", "r", "x2", "term"))
+        scale, losses = self.readout.out_scale, []
+        for _ in range(self.cfg.fit_iterations):
+            y = (r + self.cfg.gamma * (1 - term) * scale * self.values(x2, *self.target).max(1)) / scale
+            for action in range(len(self.b)):
+                rows = a == action
+                if rows.sum() > x.shape[1] // 8:      # too few samples: keep the row
+                    self.w[action], self.b[action] = (v[0] for v in ridge_fit(x[rows], y[rows, None], self.cfg.ridge))
+            losses.append(float(np.mean((self.values(x)[np.arange(n), a.astype(np.int64)] - y) ** 2) * scale ** 2))
+            self.target = (self.w.copy(), self.b.copy())
+        return {"loss": losses[-1]}
 
     def state(self) -> dict:
         return {**super().state(), **self.memory.state(), "target_w": self.target[0], "target_b": self.target[1],
@@ -245,6 +301,11 @@ class Distill(Trainer):
     def update(self, ep: Episode) -> dict:
         x = self.readout.features(ep.features)
         self.memory.add(x=x, y=self.source(ep.observations) / self.readout.out_scale)
+        if self.cfg.solver == "lstsq":
+            n = self.memory.size
+            xs, ys = self.memory.data["x"][:n], self.memory.data["y"][:n]
+            self.w, self.b = ridge_fit(xs, ys, self.cfg.ridge)
+            return {"loss": float(np.mean((self.values(xs) - ys) ** 2) / 2)}
         losses = []
         for _ in range(self.n_updates(len(x))):
             s = self.memory.sample(self.rng, self.cfg.batch)

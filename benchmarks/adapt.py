@@ -1,0 +1,189 @@
+"""Adapting a deployed policy's readout in the loop (`lavaloop adapt`): two use cases.
+
+    python -m benchmarks.adapt [--out results] [--runs runs/bench_adapt]
+
+Drift: the bundled CartPole DQN, converted as `make demo` does (T = 32), deployed on CartPole
+with a pole twice as long (`length` 0.5 -> 1.0). Return before (converted network on the
+changed task), during (the adaptation curve, epsilon 0.1) and after (the adapted artifact,
+greedy, on 20 held-out seeds), for every rule; against a DQN retrained in PyTorch on the
+changed task (trainers/dqn.py --env-param length=1.0, committed) and converted.
+
+Calibration: chip instances that lose decisions. Every hidden synapse of instance k has its
+gain scaled by 1 + N(0, sigma) (seed k, frozen), rounded to the profile's 8-bit mantissa: the
+mismatch model of the mixed-signal profiles applied to the fixed-point weights, so Lava and
+the emulator still agree bit for bit. `distill` trains each instance's readout to the
+source's Q-values; agreement with the source on 10 held-out episodes before and after 1, 2
+and 5 adaptation episodes, over 10 instances.
+
+Writes results/adapt.json (per use case `before`, `after`, `episodes`, `backend`; resumable:
+finished parts are kept) and results/adapt.png. Everything runs on the bit-exact emulator
+(tests/test_adapt.py checks a whole adaptation run against Lava).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+import lavaloop  # noqa: E402
+from lavaloop.atomic import write_json  # noqa: E402
+from lavaloop.deploy.results import versions  # noqa: E402
+from lavaloop.fixedpoint import int_max  # noqa: E402
+
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+LONG_POLE = {"length": 1.0}
+EVAL = {"episodes": 20, "seed": 1000, "epsilon": 0.0, "backend": "emulator", "progress": False}
+DRIFT_EPISODES = 200
+DRIFT_RULES = {                       # name: AdaptConfig fields
+    "td (lstsq)": {"rule": "td"},
+    "td (adam)": {"rule": "td", "solver": "adam", "lr": 3e-4, "target_every": 500, "headroom_bits": 2},
+    "reinforce": {"rule": "reinforce", "lr": 1e-4},
+}
+MISMATCH_SIGMA, INSTANCES, CALIB_EPISODES = 0.2, 10, (1, 2, 5)
+CALIB_EVAL = {"episodes": 10, "seed": 2000, "epsilon": 0.0, "backend": "emulator", "progress": False}
+
+
+def first_reaching(returns: list[float], level: float, window: int = 10) -> int | None:
+    """Episodes played when the mean of the last `window` returns first reaches `level`."""
+    for k in range(window, len(returns) + 1):
+        if np.mean(returns[k - window:k]) >= level:
+            return k
+    return None
+
+
+def drift(runs: Path) -> dict:
+    art = lavaloop.convert(CHECKPOINTS / "cartpole_dqn.pt", "CartPole-v1")
+    unchanged = lavaloop.run(art, **EVAL).mean_return
+    before = lavaloop.run(art, env_params=LONG_POLE, **EVAL).mean_return
+    target = 0.9 * unchanged
+    rules = {}
+    for name, config in DRIFT_RULES.items():
+        t0 = time.time()
+        rec, adapted = lavaloop.adapt(art, episodes=DRIFT_EPISODES, env_params=LONG_POLE, progress=False,
+                                      out=runs / f"drift_{name.replace(' ', '_').strip('()')}", **config)
+        after = lavaloop.run(adapted, **EVAL)
+        returns = [c["return"] for c in rec["curve"]]
+        rules[name] = {"config": rec["config"], "after": after.mean_return, "after_sd": float(np.std(after.returns)),
+                       "episodes": DRIFT_EPISODES, "curve": returns,
+                       "episodes_to_target": first_reaching(returns, target),
+                       "best_10_episode_mean": float(max(np.convolve(returns, np.ones(10) / 10, "valid"))),
+                       "readout": rec["readout"], "wall_s": round(time.time() - t0, 1)}
+    retrained = CHECKPOINTS / "cartpole_long_pole_dqn.pt"
+    re_art = lavaloop.convert(retrained, "CartPole-v1", env_params=LONG_POLE)
+    re_run = lavaloop.run(re_art, **EVAL)
+    evals = np.genfromtxt(str(retrained) + ".eval.csv", delimiter=",", names=True)
+    reached = [int(s) for s, r in zip(evals["step"], evals["mean_return"]) if r >= target]
+    best = max(rules, key=lambda n: rules[n]["after"])
+    return {"task": "CartPole-v1, pole length 0.5 -> 1.0", "backend": "emulator",
+            "unchanged": unchanged, "before": before, "after": rules[best]["after"], "best_rule": best,
+            "episodes": rules[best]["episodes"], "target": target, "rules": rules,
+            "retrained": {"checkpoint": retrained.name, "converted_return": re_run.mean_return,
+                          "source_return": re_run.source_mean_return, "agreement": re_run.agreement,
+                          "training_env_steps": int(evals["step"][-1]),
+                          "env_steps_to_target": reached[0] if reached else None},
+            "eval": {k: v for k, v in EVAL.items() if k != "progress"}}
+
+
+def mismatched(art, sigma: float, seed: int):
+    """Chip instance `seed`: every hidden layer's weight mantissas times 1 + N(0, sigma), rounded
+    and clipped to the profile's mantissa (the readout is left for `adapt` to calibrate)."""
+    rng = np.random.default_rng(seed)
+    m_max = int_max(art.profile.weight_bits)
+    layers = []
+    for q in art.layers[:-1]:
+        gains = 1 + sigma * rng.standard_normal(q.weight.shape)
+        weight = np.clip(np.rint(q.weight * gains), -m_max, m_max).astype(q.weight.dtype)
+        layers.append(dataclasses.replace(q, weight=weight))
+    return dataclasses.replace(art, layers=[*layers, art.layers[-1]])
+
+
+def calibration(runs: Path) -> dict:
+    art = lavaloop.convert(CHECKPOINTS / "cartpole_dqn.pt", "CartPole-v1")
+    nominal = lavaloop.run(art, **CALIB_EVAL).agreement
+    instances = []
+    for k in range(INSTANCES):
+        inst = mismatched(art, MISMATCH_SIGMA, k)
+        before = lavaloop.run(inst, **CALIB_EVAL)
+        row = {"instance": k, "before": before.agreement, "before_return": before.mean_return, "after": {},
+               "after_return": {}}
+        for n in CALIB_EPISODES:          # the same run directory: each call continues the last
+            _, adapted = lavaloop.adapt(inst, episodes=n, rule="distill", epsilon=0.0, progress=False,
+                                        out=runs / f"calibration_{k}")
+            after = lavaloop.run(adapted, **CALIB_EVAL)
+            row["after"][n], row["after_return"][n] = after.agreement, after.mean_return
+        instances.append(row)
+    before = [r["before"] for r in instances]
+    after = {n: [r["after"][n] for r in instances] for n in CALIB_EPISODES}
+    last = CALIB_EPISODES[-1]
+    return {"profile": "loihi2", "mismatch_sigma": MISMATCH_SIGMA, "instances": instances, "backend": "emulator",
+            "nominal_agreement": nominal, "before": float(np.median(before)), "after": float(np.median(after[last])),
+            "after_by_episodes": {n: float(np.median(v)) for n, v in after.items()},
+            "median_gain": float(np.median(np.subtract(after[last], before))),
+            "band_5_95": {"before": np.percentile(before, [5, 95]).tolist(),
+                          "after": np.percentile(after[last], [5, 95]).tolist()},
+            "episodes": last, "eval": {k: v for k, v in CALIB_EVAL.items() if k != "progress"}}
+
+
+def plot(rec: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
+    d = rec.get("drift")
+    if d:
+        for name, r in d["rules"].items():
+            c = np.convolve(r["curve"], np.ones(10) / 10, "valid")
+            a.plot(np.arange(10, len(r["curve"]) + 1), c, label=f"{name}: after {r['after']:.0f}")
+        a.axhline(d["unchanged"], color="k", ls=":", label=f"unchanged task {d['unchanged']:.0f}")
+        a.axhline(d["target"], color="g", ls="--", lw=0.8, label="0.9 x unchanged")
+        a.axhline(d["retrained"]["converted_return"], color="purple", ls="-.",
+                  label=f"retrained DQN, converted {d['retrained']['converted_return']:.0f}")
+        a.axhline(d["before"], color="r", ls=":", label=f"before {d['before']:.0f}")
+        a.set(xlabel="adaptation episode", ylabel="return (mean of last 10, epsilon 0.1)",
+              title="drift: CartPole, pole twice as long")
+        a.legend(fontsize=7)
+    c = rec.get("calibration")
+    if c:
+        xs = [0, *CALIB_EPISODES]
+        for r in c["instances"]:
+            b.plot(xs, [r["before"], *[r["after"][str(n)] if str(n) in r["after"] else r["after"][n]
+                                       for n in CALIB_EPISODES]], color="C0", alpha=0.4)
+        b.plot(xs, [c["before"], *c["after_by_episodes"].values()], color="C3", lw=2, label="median")
+        b.axhline(c["nominal_agreement"], color="k", ls=":", label="without mismatch")
+        b.set(xlabel="distill episodes", ylabel="agreement with the source (10 held-out episodes)",
+              title=f"calibration: {len(c['instances'])} instances, mismatch sigma {c['mismatch_sigma']}")
+        b.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="results", help="folder of adapt.json and adapt.png")
+    p.add_argument("--runs", default="runs/bench_adapt", help="run directories (resumed)")
+    p.add_argument("--parts", nargs="+", default=["drift", "calibration"], choices=["drift", "calibration"])
+    args = p.parse_args()
+    out, runs = Path(args.out), Path(args.runs)
+    path = out / "adapt.json"
+    rec = json.loads(path.read_text()) if path.exists() else {}
+    for part in args.parts:
+        if part not in rec:
+            rec[part] = {"drift": drift, "calibration": calibration}[part](runs)
+            rec["versions"] = versions()
+            write_json(path, rec)
+            print(f"{part}: before {rec[part]['before']:.3f}, after {rec[part]['after']:.3f}")
+    plot(json.loads(path.read_text()), out / "adapt.png")
+    print(f"wrote {path} and {out / 'adapt.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""`lavaloop adapt`: the host trains the readout in the loop, bit-exact on Lava and the
+emulator, resumable, within the profile's limits; bad input gets one line."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+import lavaloop
+from conftest import CARTPOLE, assert_clean_failure, read_json, with_manifest
+from conftest import lavaloop_cli as cli
+from lavaloop.deploy.adapt import chips
+from lavaloop.fixedpoint import int_max
+
+LONG_POLE = {"length": 1.0}    # the drifted task: the bundled DQN balances it for ~30 steps
+
+
+@pytest.fixture(scope="module")
+def small(cartpole_artifact):
+    """The CartPole artifact at T = 8 (a short window keeps the Lava runs short)."""
+    return with_manifest(cartpole_artifact[1], timesteps=8)
+
+
+def checkpoint_arrays(out):
+    with np.load(out / "checkpoint.npz", allow_pickle=False) as f:
+        return {k: f[k] for k in f.files if k != "meta"}
+
+
+def test_adaptation_run_is_bit_exact_on_lava_and_the_emulator(small, tmp_path):
+    runs = {}
+    for backend in ("emulator", "lava"):
+        runs[backend] = lavaloop.adapt(small, episodes=3, backend=backend, out=tmp_path / backend,
+                                       env_params=LONG_POLE, updates_per_decision=2, progress=False)
+    (emu, emu_art), (lava, lava_art) = runs["emulator"], runs["lava"]
+    assert emu["curve"] == lava["curve"]                    # returns, lengths, agreement, losses
+    a, b = checkpoint_arrays(tmp_path / "emulator"), checkpoint_arrays(tmp_path / "lava")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)   # weights, Adam, replay
+    assert np.array_equal(emu_art.layers[-1].weight, lava_art.layers[-1].weight)
+    assert emu["readout"]["changed_fraction"] > 0.1         # it did learn something
+    assert lava_art.env_spec.physics == LONG_POLE           # the drifted task is recorded
+    assert lava_art.manifest["adaptation"]["rule"] == "td"
+
+
+def test_an_untouched_readout_decides_as_the_deployed_network(small, tmp_path):
+    """With no headroom the first episode runs the converted network itself: as `run` does."""
+    rec, _ = lavaloop.adapt(small, episodes=1, out=tmp_path / "a", headroom_bits=0, epsilon=0.0, progress=False)
+    ref = lavaloop.run(small, episodes=1, backend="emulator", epsilon=0.0, progress=False)
+    assert rec["curve"][0]["return"] == ref.returns[0]
+    assert rec["curve"][0]["agreement"] == pytest.approx(ref.agreement)
+
+
+def test_an_interrupted_run_resumes_without_losing_an_update(small, tmp_path, monkeypatch):
+    full, full_art = lavaloop.adapt(small, episodes=5, rule="distill", out=tmp_path / "full", progress=False)
+    play = chips.EmulatorChip.play
+    calls = []
+
+    def interrupted(self):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return play(self)
+
+    monkeypatch.setattr(chips.EmulatorChip, "play", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        lavaloop.adapt(small, episodes=5, rule="distill", out=tmp_path / "cut", progress=False)
+    monkeypatch.setattr(chips.EmulatorChip, "play", play)
+    assert len(read_json_checkpoint(tmp_path / "cut")) == 3
+    resumed, resumed_art = lavaloop.adapt(small, episodes=5, rule="distill", out=tmp_path / "cut", progress=False)
+    assert resumed["curve"] == full["curve"]
+    a, b = checkpoint_arrays(tmp_path / "full"), checkpoint_arrays(tmp_path / "cut")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert np.array_equal(full_art.layers[-1].weight, resumed_art.layers[-1].weight)
+    lavaloop.adapt(small, episodes=2, rule="distill", out=tmp_path / "ext", progress=False)
+    extended, _ = lavaloop.adapt(small, episodes=5, rule="distill", out=tmp_path / "ext", progress=False)
+    assert extended["curve"] == full["curve"]                 # more episodes continue the run
+    with pytest.raises(lavaloop.LavaloopError, match="holds 5 adaptation episodes"):
+        lavaloop.adapt(small, episodes=4, rule="distill", out=tmp_path / "ext", progress=False)
+
+
+def read_json_checkpoint(out) -> list:
+    import json
+
+    with np.load(out / "checkpoint.npz", allow_pickle=False) as f:
+        return json.loads(str(f["meta"]))["curve"]
+
+
+@pytest.mark.parametrize("rule", ["td", "reinforce", "distill"])
+def test_readout_updates_stay_within_the_profile(small, tmp_path, rule):
+    """A step size far too large drives the weights to the limits, never past them."""
+    rec, art = lavaloop.adapt(small, episodes=3, rule=rule, out=tmp_path / rule, lr=0.5, headroom_bits=0,
+                              progress=False)
+    prof, q = art.profile, art.layers[-1]
+    assert np.abs(q.weight.astype(np.int64)).max() <= int_max(prof.weight_bits)
+    assert rec["readout"]["at_limit_fraction"] > 0
+    assert np.abs(q.bias).max() <= int_max(prof.state_bits) + 1
+    art.save(tmp_path / "adapted.h5")                         # validated against the profile on save and load
+    assert np.array_equal(lavaloop.load_artifact(tmp_path / "adapted.h5").layers[-1].weight, q.weight)
+
+
+def test_distill_recovers_decisions_a_coarse_readout_loses(small, tmp_path):
+    """A readout rounded to 3 of its 8 bits decides differently; distillation wins decisions back."""
+    q = small.layers[-1]
+    coarse_w = (np.rint(q.weight / 32.0) * 32).astype(q.weight.dtype)
+    coarse = dataclasses.replace(small, layers=[*small.layers[:-1], dataclasses.replace(q, weight=coarse_w)])
+    rec, _ = lavaloop.adapt(coarse, episodes=8, rule="distill", out=tmp_path / "d", headroom_bits=0,
+                            epsilon=0.0, progress=False)
+    agreement = [c["agreement"] for c in rec["curve"]]
+    assert np.mean(agreement[-3:]) > agreement[0] + 0.05
+
+
+def test_adapt_cli_writes_a_run_record_and_an_artifact(cartpole_artifact, tmp_path):
+    path, _ = cartpole_artifact
+    proc = cli("adapt", path, "--episodes", 2, "--env-param", "length=1.0", "--out", tmp_path / "run",
+               "-o", tmp_path / "adapted.h5", "--timesteps", 8, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    rec = read_json(tmp_path / "run" / "results.json")
+    assert [c["episode"] for c in rec["curve"]] == [0, 1] and rec["backend"] == "emulator"
+    art = lavaloop.load_artifact(tmp_path / "adapted.h5")
+    assert art.env_spec.physics == LONG_POLE and art.manifest["adaptation"]["episodes"] == 2
+    again = cli("adapt", path, "--episodes", 2, "--env-param", "length=1.0", "--out", tmp_path / "run",
+                "--timesteps", 8, "--no-progress")   # finished: nothing left to run
+    assert again.returncode == 0 and read_json(tmp_path / "run" / "results.json")["curve"] == rec["curve"]
+
+
+def test_bad_adapt_input_gets_one_line(cartpole_artifact, tmp_path):
+    path, art = cartpole_artifact
+    spike_count = tmp_path / "sc.h5"
+    with_manifest(art, readout="spike_count").save(spike_count)
+    sd = tmp_path / "sd.h5"
+    lavaloop.convert(CARTPOLE, "CartPole-v1", coding="sigma-delta", calib_steps=300).save(sd)
+    cases = [
+        ((path, "--rule", "sarsa"), ["unknown rule 'sarsa'", "td, reinforce, distill"]),
+        ((spike_count,), ["'robust' readout", "spike_count"]),
+        ((sd,), ["rate-coded", "'sigma-delta'"]),
+        ((path, "--env", "Acrobot-v1"), ["Acrobot-v1"]),
+        ((path, "--env-param", "lenth=2"), ["no numeric attribute 'lenth'"]),
+        ((path, "--env-param", "length"), ["NAME=NUMBER"]),
+        ((path, "--episodes", 0), ["episodes must be >= 1"]),
+        ((path, "--headroom-bits", 9), ["headroom_bits must be <= 8"]),
+    ]
+    for args, needles in cases:
+        out = tmp_path / "runs" / str(len(needles))
+        proc = cli("adapt", *args, "--out", out, "--no-progress")
+        if "NAME=NUMBER" in needles:      # argparse's own usage error
+            assert proc.returncode == 2 and "NAME=NUMBER" in proc.stderr
+            continue
+        assert_clean_failure(proc, out, *needles)
+
+
+def test_a_run_directory_of_another_run_is_refused(small, tmp_path):
+    lavaloop.adapt(small, episodes=1, out=tmp_path / "r", progress=False)
+    with pytest.raises(lavaloop.LavaloopError, match="differs in: rule"):
+        lavaloop.adapt(small, episodes=1, rule="distill", out=tmp_path / "r", progress=False)
