@@ -238,7 +238,8 @@ def parser() -> argparse.ArgumentParser:
                    "(the dreaming agent's rule) or distill (match the source's Q-values; no reward)")
     a.add_argument("--backend", default="emulator", choices=["emulator", "lava"])
     a.add_argument("--solver", help="td, distill: lstsq (ridge regression on the replay; default) or adam")
-    a.add_argument("--ridge", type=float, help="lstsq: L2 penalty per sample, relative (default 1e-3)")
+    a.add_argument("--ridge", type=float,
+                   help="lstsq: L2 penalty per sample toward the deployed readout, relative (default 1e-2)")
     a.add_argument("--fit-iterations", type=int, help="td with lstsq: fitted-Q rounds per episode (default 2)")
     a.add_argument("--seed", type=int, help="first seed >= 0; episode k uses seed + k (default 0)")
     a.add_argument("--epsilon", type=float, help="exploration while adapting, in [0, 1] (default 0.1)")
@@ -252,7 +253,7 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--ce-weight", type=float, help="distill: cross-entropy weight (default 0.1)")
     a.add_argument("--timesteps", type=int, help="T of the deployed network (default: the artifact's)")
     a.add_argument("--headroom-bits", type=int, help="raise the readout's weight exponent by this many bits "
-                   "for the run, 0..8 (default 1)")
+                   "for the run, 0..8 (default 0)")
     a.add_argument("--out", default=None, help="run directory (resumed if it holds the same run); default "
                    "runs/adapt_<env>_<rule>_<backend>")
     a.add_argument("-o", "--output", default=None, help="write the adapted artifact here (.h5)")

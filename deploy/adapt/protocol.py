@@ -69,7 +69,7 @@ def adapt(art: IFArtifact, cfg: AdaptConfig, out: str | Path, backend: str,
                          terminated=len(rewards) < limit)
             agreement = float(np.mean(source(obs).argmax(1) == played.greedy))
             stats = trainer.update(ep)
-            weight, bias = readout.quantize(trainer.w, trainer.b)
+            weight, bias = readout.quantize(trainer.w, trainer.b, trainer.features())
             chip.set_readout(weight, bias)
             curve.append({"episode": k, "seed": seeds[k], "return": played.ret, "length": len(rewards),
                           "agreement": agreement, **stats})

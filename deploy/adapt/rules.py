@@ -49,7 +49,8 @@ class AdaptConfig:
     seed: the first seed, >= 0 (also seeds the minibatches).
     epsilon: exploration of the chip's epsilon-greedy decisions while adapting, in [0, 1].
     lr: Adam step size, > 0 (on readout weights of threshold units).
-    ridge: lstsq: L2 penalty per sample, relative to the features' mean square, >= 0.
+    ridge: lstsq: L2 penalty per sample on the distance from the deployed readout, relative
+        to the features' mean square, >= 0.
     fit_iterations: td with lstsq: fitted-Q rounds after each episode, >= 1.
     gamma: discount of td and reinforce, in [0, 1].
     batch: minibatch size of td and distill, >= 1.
@@ -70,7 +71,7 @@ class AdaptConfig:
     seed: int = 0
     epsilon: float = 0.1
     lr: float = 1e-3
-    ridge: float = 1e-3
+    ridge: float = 1e-2
     fit_iterations: int = 2
     gamma: float = 0.99
     batch: int = 64
@@ -80,7 +81,7 @@ class AdaptConfig:
     temperature: float = 0.1
     ce_weight: float = 0.1
     timesteps: int | None = None
-    headroom_bits: int = 1
+    headroom_bits: int = 0
 
     def __post_init__(self):
         one_of("rule", self.rule, RULES)
@@ -138,8 +139,10 @@ class Trainer:
     def __init__(self, cfg: AdaptConfig, readout: Readout, w: np.ndarray, b: np.ndarray, source):
         self.cfg, self.readout, self.source = cfg, readout, source
         self.w, self.b = w.astype(np.float64).copy(), b.astype(np.float64).copy()
+        self.prior = (self.w.copy(), self.b.copy())     # the deployed readout
         self.adam_w, self.adam_b = Adam(w.shape, cfg.lr), Adam(b.shape, cfg.lr)
         self.rng = np.random.default_rng(cfg.seed)
+        self.recent = np.zeros((0, w.shape[1]))       # the last episode's features
 
     def values(self, x: np.ndarray, w=None, b=None) -> np.ndarray:
         """Readout values R / (T vth) of rates x, (..., n_actions) (normalized units)."""
@@ -155,6 +158,10 @@ class Trainer:
         """Learn from one episode; returns the numbers for its curve entry."""
         raise NotImplementedError
 
+    def features(self) -> np.ndarray:
+        """The features the quantized readout should reproduce the float one on."""
+        return self.recent
+
     def n_updates(self, decisions: int) -> int:
         return max(1, int(round(self.cfg.updates_per_decision * decisions)))
 
@@ -167,14 +174,16 @@ class Trainer:
         self.adam_b.load("adam_b", d)
 
 
-def ridge_fit(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
-    """(w, b) minimizing |x w^T + b - y|^2 + ridge * n * mean(x^2) * |w|^2 (b not penalized);
-    x (n, k), y (n, m) -> w (m, k), b (m,)."""
+def ridge_fit(x: np.ndarray, y: np.ndarray, ridge: float, prior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(w, b) minimizing |x w^T + b - y|^2 + ridge * n * mean(x^2) * |w - prior|^2 (b free):
+    ridge regression pulled toward `prior`, the deployed readout, so that a few samples move
+    it a little; x (n, k), y (n, m), prior (m, k) -> w (m, k), b (m,)."""
     n, k = x.shape
     a = np.hstack([x, np.ones((n, 1))])
     penalty = np.full(k + 1, ridge * n * max(float(np.mean(x * x)), 1e-12))
     penalty[-1] = 0.0
-    sol = np.linalg.lstsq(a.T @ a + np.diag(penalty), a.T @ y, rcond=None)[0]
+    start = np.vstack([prior.T, np.zeros((1, prior.shape[0]))])
+    sol = np.linalg.lstsq(a.T @ a + np.diag(penalty), a.T @ y + penalty[:, None] * start, rcond=None)[0]
     return sol[:-1].T, sol[-1]
 
 
@@ -209,7 +218,16 @@ class Replay:
         self.pos = int(d["replay.pos"])
 
 
-class TD(Trainer):
+class ReplayTrainer(Trainer):
+    """A trainer whose replay's features are the quantizer's calibration set."""
+
+    memory: Replay
+
+    def features(self) -> np.ndarray:
+        return self.memory.data["x"][:self.memory.size]
+
+
+class TD(ReplayTrainer):
     def __init__(self, cfg, readout, w, b, source):
         super().__init__(cfg, readout, w, b, source)
         n = w.shape[1]
@@ -256,7 +274,8 @@ class TD(Trainer):
             for action in range(len(self.b)):
                 rows = a == action
                 if rows.sum() > x.shape[1] // 8:      # too few samples: keep the row
-                    self.w[action], self.b[action] = (v[0] for v in ridge_fit(x[rows], y[rows, None], self.cfg.ridge))
+                    w, b = ridge_fit(x[rows], y[rows, None], self.cfg.ridge, self.prior[0][action, None])
+                    self.w[action], self.b[action] = w[0], b[0]
             losses.append(float(np.mean((self.values(x)[np.arange(n), a.astype(np.int64)] - y) ** 2) * scale ** 2))
             self.target = (self.w.copy(), self.b.copy())
         return {"loss": losses[-1]}
@@ -278,7 +297,7 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 class Reinforce(Trainer):
     def update(self, ep: Episode) -> dict:
-        x = self.readout.features(ep.features)
+        x = self.recent = self.readout.features(ep.features)
         g = np.zeros(len(ep.rewards))
         acc = 0.0
         for t in range(len(g) - 1, -1, -1):
@@ -293,7 +312,7 @@ class Reinforce(Trainer):
         return {"loss": None}
 
 
-class Distill(Trainer):
+class Distill(ReplayTrainer):
     def __init__(self, cfg, readout, w, b, source):
         super().__init__(cfg, readout, w, b, source)
         self.memory = Replay(cfg.replay, x=(w.shape[1],), y=(w.shape[0],))
@@ -304,7 +323,7 @@ class Distill(Trainer):
         if self.cfg.solver == "lstsq":
             n = self.memory.size
             xs, ys = self.memory.data["x"][:n], self.memory.data["y"][:n]
-            self.w, self.b = ridge_fit(xs, ys, self.cfg.ridge)
+            self.w, self.b = ridge_fit(xs, ys, self.cfg.ridge, self.prior[0])
             return {"loss": float(np.mean((self.values(xs) - ys) ** 2) / 2)}
         losses = []
         for _ in range(self.n_updates(len(x))):
