@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -42,9 +43,9 @@ LONG_POLE = {"length": 1.0}
 EVAL = {"episodes": 20, "seed": 1000, "epsilon": 0.0, "backend": "emulator", "progress": False}
 DRIFT_EPISODES = 200
 DRIFT_RULES = {                       # name: AdaptConfig fields
-    "td (lstsq)": {"rule": "td"},
+    "td (lstsq)": {"rule": "td", "ridge": 1e-3, "headroom_bits": 2},
     "td (adam)": {"rule": "td", "solver": "adam", "lr": 3e-4, "target_every": 500, "headroom_bits": 2},
-    "reinforce": {"rule": "reinforce", "lr": 1e-4},
+    "reinforce": {"rule": "reinforce", "lr": 1e-4, "headroom_bits": 2},
 }
 MISMATCH_SIGMA, INSTANCES, CALIB_EPISODES = 0.2, 10, (1, 2, 5)
 CALIB_EVAL = {"episodes": 10, "seed": 2000, "epsilon": 0.0, "backend": "emulator", "progress": False}
@@ -66,8 +67,9 @@ def drift(runs: Path) -> dict:
     rules = {}
     for name, config in DRIFT_RULES.items():
         t0 = time.time()
+        slug = re.sub(r"\W+", "_", name).strip("_")
         rec, adapted = lavaloop.adapt(art, episodes=DRIFT_EPISODES, env_params=LONG_POLE, progress=False,
-                                      out=runs / f"drift_{name.replace(' ', '_').strip('()')}", **config)
+                                      out=runs / f"drift_{slug}", **config)
         after = lavaloop.run(adapted, **EVAL)
         returns = [c["return"] for c in rec["curve"]]
         rules[name] = {"config": rec["config"], "after": after.mean_return, "after_sd": float(np.std(after.returns)),
