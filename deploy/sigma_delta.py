@@ -36,15 +36,22 @@ class SigmaDeltaNetwork:
         self.act = [np.zeros((batch, n), np.int64) for n in sizes[:-1]]
         self.residue = [np.zeros((batch, n), np.int64) for n in sizes[:-1]]
         self.last = np.zeros((batch, art.layers[0].in_size), np.int64)
+        self.features = np.zeros((batch, art.layers[-1].in_size), np.int64)   # messages into the output layer
         self.messages = np.zeros(len(sizes), np.int64)
         self.synops = np.zeros(len(sizes), np.int64)
         self.max_message = np.zeros(len(sizes), np.int64)
 
     def restart(self, rows: np.ndarray) -> None:
         """Zero the state of these rows (an episode starts)."""
-        for states in (self.sigma, self.act, self.residue, [self.last]):
+        for states in (self.sigma, self.act, self.residue, [self.last, self.features]):
             for s in states:
                 s[rows] = 0
+
+    def set_readout(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        """Replace the output layer's weights and bias (as SigmaDeltaStack's plastic readout
+        does); rows take them from their next restart, as the chip does."""
+        self.layers[-1] = {**self.layers[-1], "weight": weight, "bias": bias}
+        self.synapses[-1] = Synapse.from_params(self.layers[-1])
 
     def decide(self, rows: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Output values (len(rows), |A|) for encoded observations x of these rows."""
@@ -58,6 +65,7 @@ class SigmaDeltaNetwork:
             a_in = syn.current(msg)
             sigma = self.sigma[j][rows]
             if j == last:
+                self.features[rows] += msg
                 out = sigma_readout(sigma, a_in, layer["bias"])
                 self.sigma[j][rows] = sigma
                 return out
@@ -89,9 +97,11 @@ def run_emulator(art: SDArtifact, seeds: list[int], epsilon: float, progress: bo
                       extra={"batched_windows": played.rounds, "max_message": net.max_message.tolist()})
 
 
-def build_graph(art: SDArtifact, seeds: Sequence[int], epsilon: float, max_steps: int):
+def build_graph(art: SDArtifact, seeds: Sequence[int], epsilon: float, max_steps: int, plastic: bool = False):
     """(EnvIO, SigmaDeltaStack) for running `len(seeds)` episodes of `art`: the observation is
-    held for the whole window of one step per layer plus one, with EnvIO's control entry."""
+    held for the whole window of one step per layer plus one, with EnvIO's control entry.
+    `plastic`: the output layer is a readout the host trains between episodes (EnvIO logs
+    its features and holds each episode)."""
     from lavaloop.processes.envio.process import EnvIO
     from lavaloop.processes.sigma_delta.process import SigmaDeltaStack
 
@@ -100,8 +110,10 @@ def build_graph(art: SDArtifact, seeds: Sequence[int], epsilon: float, max_steps
                   n_actions=art.manifest["n_actions"], action_map=art.manifest["action_map"],
                   input_scale_bits=art.manifest["input_scale_bits"], input_bits=art.profile.input_bits,
                   timesteps=art.window, latency=0, seeds=seeds, epsilon=epsilon, max_steps=max_steps,
-                  control=True)
-    stack = SigmaDeltaStack(layers=art.layer_params(), window=art.window)
+                  control=True, n_features=art.layers[-1].in_size if plastic else 0, gated=plastic)
+    stack = SigmaDeltaStack(layers=art.layer_params(), window=art.window, plastic=plastic)
     envio.obs_out.connect(stack.s_in)
     stack.s_out.connect(envio.q_in)
+    if plastic:
+        stack.f_out.connect(envio.f_in)
     return envio, stack

@@ -90,13 +90,15 @@ def adapt(artifact, env: str | None = None, episodes: int = 100, rule: str = "td
     """Train a deployed network's readout on the host while the network runs, episode by episode.
 
     The hidden layers stay as converted; after every episode the host trains the output
-    layer on what the chip's last hidden layer sent it (spike counts) and writes the
+    layer on what the chip's last hidden layer sent it (spike counts, or graded
+    activations for sigma-delta) and writes the
     quantized weights into the running network (lavaloop.deploy.adapt). Resumable: a run
     directory with the same configuration continues where it stopped.
 
     Parameters
     ----------
-    artifact: a rate-coded ("if") Artifact, or the path of one (dense output layer, "robust" readout).
+    artifact: a converted DQN: a rate-coded ("if", "robust" readout) or "sigma-delta" Artifact, or
+        the path of one, with a dense output layer above a hidden layer.
     env: adapt on this environment id instead of the artifact's (same shapes).
     episodes: adaptation episodes; episode k uses seed `seed + k`.
     rule: "td" (TD(0) with replay and a target copy), "reinforce" (the dreaming agent's rule)
@@ -118,14 +120,14 @@ def adapt(artifact, env: str | None = None, episodes: int = 100, rule: str = "td
     from lavaloop.deploy.adapt.protocol import adapt as run_adaptation
     from lavaloop.deploy.adapt.readout import check_trainable
     from lavaloop.deploy.adapt.rules import AdaptConfig
-    from lavaloop.deploy.kinds.rate_if import IFDeployment
+    from lavaloop.kinds import deployment_class
 
     if not isinstance(artifact, Artifact):
         artifact = load_artifact(artifact)
     check_trainable(artifact)
     cfg = from_kwargs(AdaptConfig, {"episodes": episodes, "rule": rule, **config}, "adapt")
     settings = RunSettings(backend=backend, env=env, env_params=env_params, sticky_actions=sticky_actions)
-    deployment = IFDeployment(artifact, settings)
+    deployment = deployment_class(artifact.kind)(artifact, settings)
     deployment.check()
     art = deployment.art
     out = out or f"runs/adapt_{art.env_id.replace('/', '_')}_{rule}_{backend}"

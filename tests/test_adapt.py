@@ -1,17 +1,20 @@
 """`lavaloop adapt`: the host trains the readout in the loop, bit-exact on Lava and the
 emulator, resumable, within the profile's limits; bad input gets one line."""
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 
 import lavaloop
-from conftest import CARTPOLE, assert_clean_failure, read_json, with_manifest
+from conftest import CARTPOLE, ROOT, assert_clean_failure, read_json, with_manifest
 from conftest import lavaloop_cli as cli
 from lavaloop.deploy.adapt import chips
 from lavaloop.fixedpoint import int_max
+from lavaloop.profiles import PROFILES
 
 LONG_POLE = {"length": 1.0}    # the drifted task: the bundled DQN balances it for ~30 steps
+GRSN = ROOT / "checkpoints" / "grsn" / "cartpole_v_grsn_s0.pt"
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +41,20 @@ def test_adaptation_run_is_bit_exact_on_lava_and_the_emulator(small, tmp_path):
     assert emu["readout"]["changed_fraction"] > 0.1         # it did learn something
     assert lava_art.env_spec.physics == LONG_POLE           # the drifted task is recorded
     assert lava_art.manifest["adaptation"]["rule"] == "td"
+
+
+def test_sigma_delta_adaptation_is_bit_exact_on_lava_and_the_emulator(tmp_path):
+    """Graded features (the last hidden layer's activations as messages) on both backends."""
+    art = lavaloop.convert(CARTPOLE, "CartPole-v1", coding="sigma-delta", calib_steps=500)
+    runs = {b: lavaloop.adapt(art, episodes=3, backend=b, out=tmp_path / b, env_params=LONG_POLE, progress=False)
+            for b in ("emulator", "lava")}
+    assert runs["emulator"][0]["curve"] == runs["lava"][0]["curve"]
+    a, b = checkpoint_arrays(tmp_path / "emulator"), checkpoint_arrays(tmp_path / "lava")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert runs["lava"][0]["readout"]["changed_fraction"] > 0.05
+    first, _ = lavaloop.adapt(art, episodes=1, epsilon=0.0, out=tmp_path / "one", progress=False)
+    assert first["curve"][0]["return"] == lavaloop.run(art, episodes=1, backend="emulator", epsilon=0.0,
+                                                       progress=False).returns[0]
 
 
 def test_an_untouched_readout_decides_as_the_deployed_network(small, tmp_path):
@@ -125,12 +142,17 @@ def test_bad_adapt_input_gets_one_line(cartpole_artifact, tmp_path):
     path, art = cartpole_artifact
     spike_count = tmp_path / "sc.h5"
     with_manifest(art, readout="spike_count").save(spike_count)
-    sd = tmp_path / "sd.h5"
-    lavaloop.convert(CARTPOLE, "CartPole-v1", coding="sigma-delta", calib_steps=300).save(sd)
+    grsn = tmp_path / "grsn.h5"
+    lavaloop.convert(GRSN, "CartPole-V", calib_episodes=1).save(grsn)
+    narrow = tmp_path / "narrow.json"          # a chip whose neurons take 128 inputs
+    narrow.write_text(json.dumps({**PROFILES["loihi2"].to_dict(), "name": "narrow", "fan_in": 128}))
+    narrow_art = tmp_path / "narrow.h5"
+    lavaloop.convert(CARTPOLE, "CartPole-v1", calib_steps=300, profile=str(narrow)).save(narrow_art)
     cases = [
         ((path, "--rule", "sarsa"), ["unknown rule 'sarsa'", "td, reinforce, distill"]),
         ((spike_count,), ["'robust' readout", "spike_count"]),
-        ((sd,), ["rate-coded", "'sigma-delta'"]),
+        ((grsn,), ["converted DQNs", "this one is 'grsn'"]),
+        ((narrow_art,), ["256 inputs per neuron", "'narrow' allows 128"]),
         ((path, "--env", "Acrobot-v1"), ["Acrobot-v1"]),
         ((path, "--env-param", "lenth=2"), ["no numeric attribute 'lenth'"]),
         ((path, "--env-param", "length"), ["NAME=NUMBER"]),

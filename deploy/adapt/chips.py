@@ -1,14 +1,15 @@
 """The deployed network playing one adaptation episode at a time, its readout rewritable
-between episodes: on Lava (one runtime for the whole run) or on the bit-exact emulator."""
+between episodes: on Lava (one runtime for the whole run) or on the bit-exact emulator,
+for the rate-coded and the sigma-delta kinds."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from lavaloop.conversion.artifact_if import IFArtifact
 from lavaloop.deploy.emulator import FixedPointNetwork
 from lavaloop.deploy.episodes import play_batched, run_envio_episodes
+from lavaloop.deploy.sigma_delta import SigmaDeltaNetwork
 from lavaloop.envs import episode_limit
 from lavaloop.processes.dynamics import encode_input
 from lavaloop.rollout import epsilon_greedy
@@ -25,28 +26,46 @@ class Played:
     ret: float
 
 
-def with_readout(art: IFArtifact, weight: np.ndarray, weight_exp: int, bias: np.ndarray) -> IFArtifact:
-    """`art` with its output layer's weight mantissa, exponent and bias replaced."""
+def with_readout(art, weight: np.ndarray, bias: np.ndarray, chip: dict):
+    """`art` with its output layer's weight mantissa and bias replaced, and its configuration
+    set to `chip` (Readout.chip: the rate-coded exponent or the sigma-delta state scale)."""
     q = art.layers[-1]
     return replace(art, layers=[*art.layers[:-1], replace(q, weight=weight.astype(q.weight.dtype),
-                                                          weight_exp=int(weight_exp), bias=bias.astype(np.int64))])
+                                                          bias=bias.astype(np.int64), **chip)])
 
 
 class EmulatorChip:
-    """The emulator (deploy.emulator) playing the episodes of `seeds` in order."""
+    """The emulator (deploy.emulator or deploy.sigma_delta) playing the episodes of `seeds` in order.
 
-    def __init__(self, art: IFArtifact, seeds: list[int], timesteps: int, epsilon: float):
+    Parameters
+    ----------
+    art: the artifact, its readout as the run starts. seeds: one episode each, in order.
+    timesteps: T (rate-coded). epsilon: the decisions' exploration.
+    """
+
+    def __init__(self, art, seeds: list[int], timesteps: int | None, epsilon: float):
         self.art, self.seeds, self.epsilon = art, list(seeds), epsilon
-        self.net = FixedPointNetwork(art, timesteps, "robust")
+        self.sd = art.kind == "sigma-delta"
+        self.net = SigmaDeltaNetwork(art, 1) if self.sd else FixedPointNetwork(art, timesteps, "robust")
         self.next = 0
+
+    def decide(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(values, features) of one encoded observation (a batch of one)."""
+        if self.sd:
+            v = self.net.decide(np.zeros(1, np.int64), x)
+            return v, self.net.features[0].copy()
+        v = self.net.decide(x)
+        return v, self.net.features[0]
 
     def play(self) -> Played:
         art, amap, features = self.art, self.art.manifest["action_map"], []
         scale, bits = 1 << int(art.manifest["input_scale_bits"]), art.profile.input_bits
+        if self.sd:
+            self.net.restart(np.zeros(1, np.int64))
 
         def values(active, obs, prev_actions, prev_rewards):
-            v = self.net.decide(encode_input(obs, scale, bits))
-            features.append(self.net.features[0])
+            v, f = self.decide(encode_input(obs, scale, bits))
+            features.append(f)
             return v
 
         def decide(rng, row):
@@ -67,38 +86,45 @@ class EmulatorChip:
 
 class LavaChip:
     """One Lava runtime for all episodes of `seeds`: EnvIO holds each episode until the host
-    has read the last one and written the new readout (IFStack `plastic`)."""
+    has read the last one and written the new readout (IFStack / SigmaDeltaStack `plastic`).
+    Parameters as EmulatorChip's."""
 
-    def __init__(self, art: IFArtifact, seeds: list[int], timesteps: int, epsilon: float):
-        from lavaloop.deploy.build import build_graph
+    def __init__(self, art, seeds: list[int], timesteps: int | None, epsilon: float):
         from lavaloop.runtime import LavaRuntime
 
-        self.graph = build_graph(art, seeds, timesteps, "robust", epsilon, episode_limit(art.env_spec),
-                                 plastic=True)
-        self.rt = LavaRuntime(self.graph.envio)
+        limit = episode_limit(art.env_spec)
+        if art.kind == "sigma-delta":
+            from lavaloop.deploy.sigma_delta import build_graph as build_sd
+
+            self.envio, self.readout = build_sd(art, seeds, epsilon, limit, plastic=True)
+            self.window = art.window
+        else:
+            from lavaloop.deploy.build import build_graph
+
+            g = build_graph(art, seeds, timesteps, "robust", epsilon, limit, plastic=True)
+            self.envio, self.readout, self.window = g.envio, g.stacks[-1], g.window
+        self.rt = LavaRuntime(self.envio)
         self.next, self.started = 0, False
 
     def play(self) -> Played:
-        g, k = self.graph, self.next
+        envio, k = self.envio, self.next
         if not self.started:
             self.rt.__enter__()
             self.started = True
         elif k > 0:
-            g.envio.episodes_allowed.set(np.array([k + 1]))
+            envio.episodes_allowed.set(np.array([k + 1]))
         # the chunk runs past the episode's end into idle windows; nothing is decided there
-        run_envio_episodes(self.rt, g.envio, k + 1, g.window * 25, progress=False)
+        run_envio_episodes(self.rt, envio, k + 1, self.window * 25, progress=False)
         self.next += 1
-        length = int(g.envio.lengths.get()[k])
-        return Played(g.envio.features.get()[:length].astype(np.int64),
-                      g.envio.actions.get()[k, :length].astype(np.int64),
-                      g.envio.greedy.get()[k, :length].astype(np.int64), float(g.envio.returns.get()[k]))
+        length = int(envio.lengths.get()[k])
+        return Played(envio.features.get()[:length].astype(np.int64),
+                      envio.actions.get()[k, :length].astype(np.int64),
+                      envio.greedy.get()[k, :length].astype(np.int64), float(envio.returns.get()[k]))
 
     def set_readout(self, weight: np.ndarray, bias: np.ndarray) -> None:
-        if not self.started:
-            raise RuntimeError("LavaChip: build it with the readout to start from")
-        stack = self.graph.stacks[-1]
-        stack.w_out.set(weight.astype(np.int64))
-        stack.b_out.set(bias.astype(np.int64))
+        """Write the readout the next episode uses (after `play`: the runtime is paused)."""
+        self.readout.w_out.set(weight.astype(np.int64))
+        self.readout.b_out.set(bias.astype(np.int64))
 
     def close(self, interrupted: bool = False) -> None:
         if self.started:

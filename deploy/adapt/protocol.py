@@ -16,7 +16,6 @@ import numpy as np
 from tqdm import tqdm
 
 from lavaloop.atomic import write_json
-from lavaloop.conversion.artifact_if import IFArtifact
 from lavaloop.deploy.adapt.chips import CHIPS, with_readout
 from lavaloop.deploy.adapt.readout import Readout
 from lavaloop.deploy.adapt.rules import TRAINERS, AdaptConfig, Episode
@@ -25,17 +24,19 @@ from lavaloop.deploy.kinds.dqn import source_network
 from lavaloop.deploy.results import versions
 from lavaloop.envs import episode_limit
 from lavaloop.errors import LavaloopError
+from lavaloop.fixedpoint import int_max
 from lavaloop.rundir import RunDir
 
 
-def adapt(art: IFArtifact, cfg: AdaptConfig, out: str | Path, backend: str,
-          progress: bool = True) -> tuple[dict, IFArtifact]:
+def adapt(art, cfg: AdaptConfig, out: str | Path, backend: str, progress: bool = True) -> tuple[dict, object]:
     """Adapt `art`'s readout on its environment (`art.env_spec`, already moved where it should
     run) for `cfg.episodes` episodes, resuming the run in `out`.
 
     Returns (the run record, also written to out/results.json; the adapted artifact).
     """
-    timesteps = cfg.timesteps or art.timesteps
+    if art.kind == "sigma-delta" and cfg.timesteps is not None:
+        raise LavaloopError("timesteps apply to rate-coded artifacts only, not sigma-delta")
+    timesteps = None if art.kind == "sigma-delta" else cfg.timesteps or art.timesteps
     readout = Readout.of(art, timesteps, cfg.headroom_bits)
     spec, amap = art.env_spec, art.manifest["action_map"]
     q = art.layers[-1]
@@ -55,8 +56,7 @@ def adapt(art: IFArtifact, cfg: AdaptConfig, out: str | Path, backend: str,
         if len(curve) > cfg.episodes:
             raise LavaloopError(f"{out} holds {len(curve)} adaptation episodes already; ask for at least that many")
     seeds = [cfg.seed + k for k in range(cfg.episodes)]
-    chip = CHIPS[backend](with_readout(art, weight, readout.weight_exp, bias), seeds[len(curve):], timesteps,
-                          cfg.epsilon)
+    chip = CHIPS[backend](with_readout(art, weight, bias, readout.chip), seeds[len(curve):], timesteps, cfg.epsilon)
     limit, t0 = episode_limit(spec), time.time()
     wall = data["meta"]["wall_s"] if data is not None else 0.0
     bar = tqdm(total=cfg.episodes, initial=len(curve), desc=f"adapting ({cfg.rule}, {backend})", unit="ep",
@@ -87,7 +87,7 @@ def adapt(art: IFArtifact, cfg: AdaptConfig, out: str | Path, backend: str,
               "curve": curve, "wall_s": wall + time.time() - t0, "readout": readout_summary(q, weight, bias, readout),
               "versions": versions(), "out": str(out)}
     write_json(Path(out) / "results.json", record)
-    adapted = with_readout(art, weight, readout.weight_exp, bias)
+    adapted = with_readout(art, weight, bias, readout.chip)
     returns = [c["return"] for c in curve]
     adapted.manifest = {**art.manifest, "adaptation": {
         "rule": cfg.rule, "episodes": cfg.episodes, "backend": backend, "env": spec.to_dict(),
@@ -96,19 +96,21 @@ def adapt(art: IFArtifact, cfg: AdaptConfig, out: str | Path, backend: str,
     return record, adapted
 
 
-def fingerprint(art: IFArtifact) -> str:
+def fingerprint(art) -> str:
     """SHA-256 of an artifact's manifest and integer layers: which network a run adapts."""
     h = hashlib.sha256(json.dumps(art.manifest, sort_keys=True).encode())
     for q in art.layers:
-        for a in (q.weight, q.bias, q.vth, q.v_init):
+        for a in (q.weight, q.bias, q.vth):
             h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
 
 
 def readout_summary(q, weight: np.ndarray, bias: np.ndarray, readout: Readout) -> dict:
     """How far the readout moved, and how close it is to the profile's limits."""
-    m_max = (1 << (readout.weight_bits - 1)) - 1
-    return {"weight_exp": readout.weight_exp, "mantissa_max_abs": int(np.abs(weight).max()), "mantissa_limit": m_max,
+    m_max = int_max(readout.weight_bits)
+    w_before, _ = q.effective()
+    return {**readout.chip, "mantissa_max_abs": int(np.abs(weight).max()), "mantissa_limit": m_max,
             "at_limit_fraction": float(np.mean(np.abs(weight) == m_max)),
-            "changed_fraction": float(np.mean(weight * 2.0 ** readout.weight_exp != q.weight * 2.0 ** q.weight_exp)),
+            "changed_fraction": float(np.mean(np.abs(weight * readout.w_step[:, None] - w_before)
+                                              > readout.w_step[:, None] / 2)),
             "bias_before": q.bias.tolist(), "bias_after": bias.tolist()}

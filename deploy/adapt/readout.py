@@ -1,13 +1,14 @@
 """The readout a host trains: float parameters on the host, integers on the chip.
 
-A rate-coded network's output layer with the "robust" readout integrates its input for T
-steps; its decision value is the integrated input, R = v_init + sum_t round(W_mant s_t 2**exp)
-+ T bias (state units). With features x = spike counts / T of the layer below, the host
-models R / (T vth) = W x + b + v_init / (T vth), W = W_mant 2**exp / vth, b = bias / vth:
-the layer's `effective()` weights. The source's Q-values are `out_scale` times that (the
-conversion's normalization of the last layer). New parameters reach the chip through the
-profile's rule at the layer's exponent: mantissas rounded and clipped to the weight width,
-biases to the state width.
+Rate-coded: the output layer with the "robust" readout integrates its input for T steps;
+its decision value is the integrated input, R = v_init + sum_t round(W_mant s_t 2**exp) +
+T bias (state units). With features x = spike counts / T of the layer below, the host
+models R / (T vth) = W x + b + v_init / (T vth), W = W_mant 2**exp / vth, b = bias / vth.
+Sigma-delta: the output layer's value is R = W_mant F + bias, F the messages it received
+since the episode began (the last hidden layer's activations, in message units m); with
+x = F / m, R / S = W x + b, W = W_mant m / S, b = bias / S (S: its state scale). Either
+way these are the layer's `effective()` weights, and the source's Q-values are `out_scale`
+times the values (the conversion's normalization of the last layer).
 
 Rounding alone is not good enough for a readout: a Q-network's values differ between actions
 by far less than their common level (CartPole: ~1 %), and independent rounding errors of
@@ -16,11 +17,13 @@ a least-squares readout agreeing with the source on 0.89 of held-out decisions f
 when rounded, to 0.23 where 1 % of its weights clipped). Given features the readout sees,
 `quantize` rounds one weight at a time and moves the not yet rounded ones to cancel the
 error on those features (the optimal-brain-quantization update of GPTQ, Frantar et al.
-2023), the bias last at its finer step: the same example keeps 0.89.
+2023), the bias last at its finer step: the same example keeps 0.89. Mantissas are clipped
+to the profile's weight width, biases to its state width.
 
-The exponent is the converted layer's plus `headroom_bits`
-(fixed for the run: the chip's layer configuration), so that weights can grow that many
-bits beyond the converted network's largest before they clip.
+`headroom_bits` makes room for weights to grow that many bits beyond the converted
+network's largest before they clip, at as much coarser resolution: the rate-coded layer's
+exponent is raised, the sigma-delta layer's state scale lowered (it has no exponent). Both
+are the chip's layer configuration, fixed for a run.
 """
 from __future__ import annotations
 
@@ -28,41 +31,54 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lavaloop.conversion.artifact_if import IFArtifact
 from lavaloop.errors import LavaloopError
 from lavaloop.fixedpoint import int_max
 
 
 @dataclass
 class Readout:
-    """The output layer of a rate-coded artifact as a trainable linear readout.
+    """The output layer of a converted DQN as a trainable linear readout: decision values
+    W x + b + offset (normalized units) of features x; the chip stores W as mantissas of
+    `w_step` and b as integers of `b_step`.
 
     Parameters
     ----------
-    weight_exp: the readout's weight exponent (fixed for the run).
-    vth, v_init: per output neuron, state units.
+    w_step, b_step: per output neuron, the normalized weight of one mantissa unit and the
+        normalized bias of one state unit.
+    x_scale: feature counts per normalized unit (T for spike counts; the message scale of
+        the last hidden layer for sigma-delta).
+    offset: per output neuron, a constant in the values (the rate code's v_init / (T vth)).
     weight_bits, state_bits: the profile's widths.
-    timesteps: T, the window the features count over.
-    out_scale: source Q-values per unit of R / (T vth).
+    out_scale: source Q-values per normalized unit.
+    chip: what the output layer's configuration becomes for the run (`with_readout`):
+        {"weight_exp": e} (rate-coded) or {"state_scale": s} (sigma-delta).
     """
 
-    weight_exp: int
-    vth: np.ndarray
-    v_init: np.ndarray
+    w_step: np.ndarray
+    b_step: np.ndarray
+    x_scale: float
+    offset: np.ndarray
     weight_bits: int
     state_bits: int
-    timesteps: int
     out_scale: float
+    chip: dict
 
     @classmethod
-    def of(cls, art: IFArtifact, timesteps: int, headroom_bits: int = 0) -> Readout:
-        """The readout of `art` run at T = `timesteps`, its exponent raised by `headroom_bits`
-        (within the profile's range); a LavaloopError if it cannot be trained."""
+    def of(cls, art, timesteps: int | None = None, headroom_bits: int = 0) -> Readout:
+        """The readout of `art` (rate-coded: run at T = `timesteps`), with `headroom_bits` of
+        room for its weights to grow; a LavaloopError if it cannot be trained."""
         check_trainable(art)
         q, prof = art.layers[-1], art.profile
+        out_scale = float(art.manifest["normalization"]["scales"][-1])
+        if art.kind == "sigma-delta":     # no exponent: coarser output states make the room
+            state_scale = q.state_scale / 2 ** headroom_bits
+            n = len(q.bias)
+            return cls(np.full(n, q.in_scale / state_scale), np.full(n, 1 / state_scale), q.in_scale, np.zeros(n),
+                       prof.weight_bits, prof.state_bits, out_scale, {"state_scale": state_scale})
         exp = min(q.weight_exp + headroom_bits, prof.weight_exp_max)
-        return cls(exp, q.vth.astype(np.int64), q.v_init.astype(np.int64), prof.weight_bits,
-                   prof.state_bits, timesteps, float(art.manifest["normalization"]["scales"][-1]))
+        vth = q.vth.astype(np.float64)
+        return cls(2.0 ** exp / vth, 1 / vth, float(timesteps), q.v_init / (timesteps * vth), prof.weight_bits,
+                   prof.state_bits, out_scale, {"weight_exp": exp})
 
     def quantize(self, w: np.ndarray, b: np.ndarray, x: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(mantissa, bias) of float (W, b) by the profile's rule, clipped to its widths.
@@ -71,7 +87,7 @@ class Readout:
         without, each value is rounded on its own.
         """
         m_max, s_max = int_max(self.weight_bits), int_max(self.state_bits)
-        steps = np.c_[np.outer(1.0 / self.vth, np.full(w.shape[1], 2.0 ** self.weight_exp)), 1.0 / self.vth]
+        steps = np.c_[np.repeat(self.w_step[:, None], w.shape[1], axis=1), self.b_step]
         limits = np.r_[np.full(w.shape[1], m_max), s_max]
         values = np.c_[w, b]
         if x is None or len(x) == 0:
@@ -81,12 +97,12 @@ class Readout:
         return q[:, :-1].astype(np.int64), q[:, -1].astype(np.int64)
 
     def features(self, counts: np.ndarray) -> np.ndarray:
-        """Spike counts of the layer below (..., in) as rates x in [0, 1]."""
-        return np.asarray(counts, np.float64) / self.timesteps
+        """What the readout received (..., in) in normalized units."""
+        return np.asarray(counts, np.float64) / self.x_scale
 
     def q_values(self, w: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
         """The host's model of the chip's values, in the source's Q units: (..., out)."""
-        return self.out_scale * (x @ w.T + b + self.v_init / (self.timesteps * self.vth))
+        return self.out_scale * (x @ w.T + b + self.offset)
 
 
 def compensated_rounding(values: np.ndarray, steps: np.ndarray, limits: np.ndarray, a: np.ndarray,
@@ -109,13 +125,14 @@ def compensated_rounding(values: np.ndarray, steps: np.ndarray, limits: np.ndarr
 
 def check_trainable(art) -> None:
     """Raise a LavaloopError (one line) unless `art`'s output layer can be trained as a readout."""
-    if art.kind != "if":
-        raise LavaloopError(f"adapt trains the readout of rate-coded ('if') artifacts; this one is {art.kind!r}")
+    if art.kind not in ("if", "sigma-delta"):
+        raise LavaloopError(f"adapt trains the readout of converted DQNs (rate-coded 'if' or 'sigma-delta' "
+                            f"artifacts); this one is {art.kind!r}")
     q = art.layers[-1]
     if len(art.layers) < 2 or q.is_conv:
         raise LavaloopError("adapt needs a dense output layer above a hidden layer; "
                             f"this network's output layer is {'a convolution' if q.is_conv else 'its only layer'}")
-    if art.manifest["readout"] != "robust":
+    if art.kind == "if" and art.manifest["readout"] != "robust":
         raise LavaloopError(f"adapt needs the 'robust' readout (values linear in the features); "
                             f"this artifact uses {art.manifest['readout']!r}")
     fan_in = art.profile.fan_in

@@ -29,26 +29,46 @@ class PySigmaDeltaStackModel(PyLoihiProcessModel):
     residue: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
     messages: np.ndarray = LavaPyType(np.ndarray, np.int64)
     synops: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    w_out: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    b_out: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    f_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = proc_params
-        self.layers, self.window = p["layers"], p["window"]
+        self.layers, self.window, self.plastic = list(p["layers"]), p["window"], p["plastic"]
         self.synapses = [Synapse.from_params(l) for l in self.layers]
         ends = np.cumsum([len(l["bias"]) for l in self.layers])
         self.slices = [slice(e - len(l["bias"]), e) for e, l in zip(ends, self.layers)]
         self.last = None                                          # the payload last seen
         self.pending = [None] * len(self.layers)                  # messages into each layer, next step
         self.out = np.array(self.layers[-1]["bias"], np.int64)
+        n_features = self.layers[-1]["weight"].shape[1] if self.plastic else 1
+        self.features = np.zeros(n_features, np.int64)   # messages into the output layer since the restart
+        self.sent_features = self.features                # as they were when `out` was computed
 
     def restart(self) -> None:
+        if self.plastic:
+            self.take_readout()
+            self.features = np.zeros_like(self.features)
+            self.sent_features = self.features
         self.sigma[:], self.act[:], self.residue[:] = 0, 0, 0
         self.last[:] = 0
         self.pending = [None] * len(self.layers)
         self.out = np.array(self.layers[-1]["bias"], np.int64)
 
+    def take_readout(self) -> None:
+        """Use the readout weights the host left in `w_out`, `b_out` (if they changed)."""
+        last = self.layers[-1]
+        if np.array_equal(self.w_out, last["weight"]) and np.array_equal(self.b_out, last["bias"]):
+            return
+        self.layers[-1] = {**last, "weight": self.w_out.copy(), "bias": self.b_out.copy()}
+        self.synapses[-1] = Synapse.from_params(self.layers[-1])
+
     def run_spk(self):
         self.s_out.send(self.out)                 # last step's readout: one-step synaptic delay
+        if self.plastic:
+            self.f_out.send(self.sent_features)
         x = self.s_in.recv().astype(np.int64)
         payload, control = x[:-1], int(x[-1])
         if self.last is None:
@@ -69,6 +89,9 @@ class PySigmaDeltaStackModel(PyLoihiProcessModel):
             a_in = syn.current(msg)
             if j == last:                         # slices are views: the dynamics update the Vars in place
                 self.out = sigma_readout(self.sigma[sl], a_in, layer["bias"])
+                if self.plastic:
+                    self.features = self.features + msg
+                    self.sent_features = self.features
             else:
                 self.pending[j + 1] = sigma_delta_step(self.sigma[sl], self.act[sl], self.residue[sl], a_in,
                                                        layer["bias"], layer["vth"], layer["msg_shift"])

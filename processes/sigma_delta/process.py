@@ -29,10 +29,16 @@ class SigmaDeltaStack(AbstractProcess):
         units), `msg_shift` (state -> message bits), `weight_exp` 0 and `max_input` (the
         largest input message magnitude).
     window: Lava steps per decision.
+    plastic: the output layer (dense) is a readout a host trains: its weights and bias are the
+        Vars `w_out`, `b_out`, taken at each restart (an episode's start), and `f_out` sends
+        the messages it has received since then (the features) along with the values.
     """
 
-    def __init__(self, *, layers: list[dict], window: int, name: str = "sigma_delta"):
-        super().__init__(layers=layers, window=window, name=name)
+    def __init__(self, *, layers: list[dict], window: int, plastic: bool = False, name: str = "sigma_delta"):
+        last = layers[-1]
+        if plastic and last["weight"].ndim != 2:
+            raise ValueError("a plastic readout must be a dense layer")
+        super().__init__(layers=layers, window=window, plastic=plastic, name=name)
         sizes = [len(l["bias"]) for l in layers]
         w0 = layers[0]["weight"]
         n_in = int(np.prod(layers[0]["in_shape"])) if w0.ndim == 4 else w0.shape[1]
@@ -44,3 +50,7 @@ class SigmaDeltaStack(AbstractProcess):
         self.residue = Var(shape=(max(hidden, 1),), init=np.zeros(max(hidden, 1), np.int64))  # unsent changes
         self.messages = Var(shape=(len(layers),), init=np.zeros(len(layers), np.int64))  # sent into each layer
         self.synops = Var(shape=(len(layers),), init=np.zeros(len(layers), np.int64))    # received per layer
+        w_out = last["weight"] if plastic else np.zeros((1, 1), np.int64)
+        self.w_out = Var(shape=w_out.shape, init=w_out.astype(np.int64))
+        self.b_out = Var(shape=(sizes[-1],), init=np.asarray(last["bias"], np.int64))
+        self.f_out = OutPort(shape=(w_out.shape[1],))
