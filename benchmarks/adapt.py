@@ -15,6 +15,9 @@ the emulator still agree bit for bit. `distill` trains each instance's readout t
 source's Q-values; agreement with the source on 10 held-out episodes before and after 1, 2
 and 5 adaptation episodes, over 10 instances.
 
+The same for the sigma-delta coding of the network (graded features; part
+"calibration_sigma_delta").
+
 Writes results/adapt.json (per use case `before`, `after`, `episodes`, `backend`; resumable:
 finished parts are kept) and results/adapt.png. Everything runs on the bit-exact emulator
 (tests/test_adapt.py checks a whole adaptation run against Lava).
@@ -106,8 +109,8 @@ def mismatched(art, sigma: float, seed: int):
     return dataclasses.replace(art, layers=[*layers, art.layers[-1]])
 
 
-def calibration(runs: Path) -> dict:
-    art = lavaloop.convert(CHECKPOINTS / "cartpole_dqn.pt", "CartPole-v1")
+def calibration(runs: Path, coding: str = "rate") -> dict:
+    art = lavaloop.convert(CHECKPOINTS / "cartpole_dqn.pt", "CartPole-v1", coding=coding)
     nominal = lavaloop.run(art, **CALIB_EVAL).agreement
     instances = []
     for k in range(INSTANCES):
@@ -117,20 +120,25 @@ def calibration(runs: Path) -> dict:
                "after_return": {}}
         for n in CALIB_EPISODES:          # the same run directory: each call continues the last
             _, adapted = lavaloop.adapt(inst, episodes=n, rule="distill", epsilon=0.0, progress=False,
-                                        out=runs / f"calibration_{k}")
+                                        out=runs / f"calibration_{coding}_{k}")
             after = lavaloop.run(adapted, **CALIB_EVAL)
             row["after"][n], row["after_return"][n] = after.agreement, after.mean_return
         instances.append(row)
     before = [r["before"] for r in instances]
     after = {n: [r["after"][n] for r in instances] for n in CALIB_EPISODES}
     last = CALIB_EPISODES[-1]
-    return {"profile": "loihi2", "mismatch_sigma": MISMATCH_SIGMA, "instances": instances, "backend": "emulator",
+    return {"coding": coding, "profile": "loihi2", "mismatch_sigma": MISMATCH_SIGMA, "instances": instances,
+            "backend": "emulator",
             "nominal_agreement": nominal, "before": float(np.median(before)), "after": float(np.median(after[last])),
             "after_by_episodes": {n: float(np.median(v)) for n, v in after.items()},
             "median_gain": float(np.median(np.subtract(after[last], before))),
             "band_5_95": {"before": np.percentile(before, [5, 95]).tolist(),
                           "after": np.percentile(after[last], [5, 95]).tolist()},
             "episodes": last, "eval": {k: v for k, v in CALIB_EVAL.items() if k != "progress"}}
+
+
+PARTS = {"drift": drift, "calibration": calibration,
+         "calibration_sigma_delta": lambda runs: calibration(runs, "sigma-delta")}
 
 
 def plot(rec: dict, path: Path) -> None:
@@ -153,16 +161,18 @@ def plot(rec: dict, path: Path) -> None:
         a.set(xlabel="adaptation episode", ylabel="return (mean of last 10, epsilon 0.1)",
               title="drift: CartPole, pole twice as long")
         a.legend(fontsize=7)
-    c = rec.get("calibration")
-    if c:
+    for part, color in (("calibration", "C0"), ("calibration_sigma_delta", "C2")):
+        c = rec.get(part)
+        if not c:
+            continue
         xs = [0, *CALIB_EPISODES]
         for r in c["instances"]:
-            b.plot(xs, [r["before"], *[r["after"][str(n)] if str(n) in r["after"] else r["after"][n]
-                                       for n in CALIB_EPISODES]], color="C0", alpha=0.4)
-        b.plot(xs, [c["before"], *c["after_by_episodes"].values()], color="C3", lw=2, label="median")
-        b.axhline(c["nominal_agreement"], color="k", ls=":", label="without mismatch")
+            b.plot(xs, [r["before"], *[r["after"][str(n)] for n in CALIB_EPISODES]], color=color, alpha=0.3, lw=0.8)
+        b.plot(xs, [c["before"], *c["after_by_episodes"].values()], color=color, lw=2.5,
+               label=f"{c.get('coding', 'rate')}: median")
+        b.axhline(c["nominal_agreement"], color=color, ls=":", label=f"{c.get('coding', 'rate')}: without mismatch")
         b.set(xlabel="distill episodes", ylabel="agreement with the source (10 held-out episodes)",
-              title=f"calibration: {len(c['instances'])} instances, mismatch sigma {c['mismatch_sigma']}")
+              title=f"calibration: {len(c['instances'])} instances each, mismatch sigma {c['mismatch_sigma']}")
         b.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -172,14 +182,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="results", help="folder of adapt.json and adapt.png")
     p.add_argument("--runs", default="runs/bench_adapt", help="run directories (resumed)")
-    p.add_argument("--parts", nargs="+", default=["drift", "calibration"], choices=["drift", "calibration"])
+    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
     args = p.parse_args()
     out, runs = Path(args.out), Path(args.runs)
     path = out / "adapt.json"
     rec = json.loads(path.read_text()) if path.exists() else {}
     for part in args.parts:
         if part not in rec:
-            rec[part] = {"drift": drift, "calibration": calibration}[part](runs)
+            rec[part] = PARTS[part](runs)
             rec["versions"] = versions()
             write_json(path, rec)
             print(f"{part}: before {rec[part]['before']:.3f}, after {rec[part]['after']:.3f}")
