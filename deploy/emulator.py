@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from lavaloop.conversion.artifact_if import IFArtifact
 from lavaloop.deploy.episodes import EpisodeLog, play_batched
-from lavaloop.processes.dynamics import Synapse, encode_input, if_steps, readout
+from lavaloop.processes.dynamics import Synapse, encode_input, if_steps, readout, rewired
 from lavaloop.rollout import epsilon_greedy
 
 
@@ -38,8 +38,9 @@ class FixedPointNetwork:
 
     def set_readout(self, weight: np.ndarray, bias: np.ndarray) -> None:
         """Replace the output layer's weight mantissa and bias (as IFStack's plastic readout does)."""
-        self.layers[-1] = {**self.layers[-1], "weight": weight, "bias": bias}
-        self.synapses[-1] = Synapse.from_params(self.layers[-1])
+        new = rewired(self.layers[-1], weight, bias)
+        if new is not None:
+            self.layers[-1], self.synapses[-1] = new
 
     def decide(self, x: np.ndarray) -> np.ndarray:
         """Readout values for a batch of encoded observations x (B, n_in); `features` keeps the

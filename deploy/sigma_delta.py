@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 from lavaloop.conversion.artifact_sd import SDArtifact
 from lavaloop.deploy.episodes import EpisodeLog, play_batched
 from lavaloop.envs import EnvSpec, make_env
-from lavaloop.processes.dynamics import Synapse, delta_encode, encode_input, sigma_delta_step, sigma_readout
+from lavaloop.processes.dynamics import Synapse, delta_encode, encode_input, rewired, sigma_delta_step, sigma_readout
 from lavaloop.rollout import epsilon_greedy
 
 
@@ -50,8 +50,9 @@ class SigmaDeltaNetwork:
     def set_readout(self, weight: np.ndarray, bias: np.ndarray) -> None:
         """Replace the output layer's weights and bias (as SigmaDeltaStack's plastic readout
         does); rows take them from their next restart, as the chip does."""
-        self.layers[-1] = {**self.layers[-1], "weight": weight, "bias": bias}
-        self.synapses[-1] = Synapse.from_params(self.layers[-1])
+        new = rewired(self.layers[-1], weight, bias)
+        if new is not None:
+            self.layers[-1], self.synapses[-1] = new
 
     def decide(self, rows: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Output values (len(rows), |A|) for encoded observations x of these rows."""

@@ -28,12 +28,12 @@ from lavaloop.processes.dynamics.grsn import (
                                                stage_ops,
 )
 from lavaloop.processes.dynamics.mixed_signal import lif_step, place_cell_increments, regular_spikes, synaptic_drive
-from lavaloop.processes.dynamics.rate import Synapse, conv_fanout, conv_reach, if_step, if_steps, readout
+from lavaloop.processes.dynamics.rate import Synapse, conv_fanout, conv_reach, if_step, if_steps, readout, rewired
 from lavaloop.processes.dynamics.sigma_delta import delta_encode, sigma_delta_step, sigma_readout
 
 __all__ = ["Synapse", "continuous_action", "conv2d", "conv_fanout", "conv_reach", "delta_encode", "dense",
            "encode_input",
            "exact_float", "exact_int", "graded_dense", "grsn_gates", "grsn_step", "if_step", "if_steps",
-           "lif_step", "place_cell_increments", "prepare_stage", "readout", "regular_spikes", "run_stage",
+           "lif_step", "place_cell_increments", "prepare_stage", "readout", "rewired", "regular_spikes", "run_stage",
            "saturate", "shift", "sigma_delta_step", "sigma_readout", "sigmoid_lookup", "stage_ops",
            "synaptic_drive"]

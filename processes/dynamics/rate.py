@@ -144,6 +144,16 @@ class Synapse:
         return int(_event_ops(np.ascontiguousarray(x.reshape(-1, x.shape[-1])), self.fanout))
 
 
+def rewired(layer: dict, weight: np.ndarray, bias: np.ndarray) -> tuple[dict, Synapse] | None:
+    """A layer dict and its Synapse with `weight` (mantissas) and `bias` replaced, or None if
+    they are what the layer has: how a plastic readout (IFStack, SigmaDeltaStack and their
+    emulators) takes the weights a host wrote."""
+    if np.array_equal(weight, layer["weight"]) and np.array_equal(bias, layer["bias"]):
+        return None
+    new = {**layer, "weight": np.array(weight), "bias": np.array(bias)}
+    return new, Synapse.from_params(new)
+
+
 @njit(cache=True, nogil=True)
 def _if_run(v, current, vth, lo, hi, spikes):
     """IF steps in place: v (N,); current (steps, N), or (1, N) held; spikes (steps, N) out."""

@@ -13,7 +13,7 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from lavaloop.processes.dynamics import Synapse, if_step, readout
+from lavaloop.processes.dynamics import Synapse, if_step, readout, rewired
 from lavaloop.processes.if_layers.process import IFStack
 
 
@@ -48,11 +48,9 @@ class PyIFStackModel(PyLoihiProcessModel):
 
     def take_readout(self) -> None:
         """Use the readout weights the host left in `w_out`, `b_out` (if they changed)."""
-        last = self.layers[-1]
-        if np.array_equal(self.w_out, last["weight"]) and np.array_equal(self.b_out, last["bias"]):
-            return
-        self.layers[-1] = {**last, "weight": self.w_out.copy(), "bias": self.b_out.copy()}
-        self.synapses[-1] = Synapse.from_params(self.layers[-1])
+        new = rewired(self.layers[-1], self.w_out, self.b_out)
+        if new is not None:
+            self.layers[-1], self.synapses[-1] = new
 
     def run_spk(self):
         self.s_out.send(self.out)                 # last step's output: one-step synaptic delay
