@@ -79,6 +79,26 @@ def test_outcome_agreement_counts_equivalent_choices(pong_artifact):
     assert res.agreement < res.details["outcome_agreement"] < 1.0     # some choices differ only between twins
 
 
+def test_sticky_actions_are_not_probed_for_outcomes(pong_artifact):
+    """Probing an outcome under sticky actions would change the replayed episode (ALE's restored
+    state forgets the last action), so a sticky run reports no outcome agreement, and its
+    replays reproduce its returns."""
+    env = make_env(EnvSpec.for_id("ALE/Pong-v5", sticky=0.25, max_episode_steps=60))
+    env.reset(seed=0)
+    probed_env = make_env(EnvSpec.for_id("ALE/Pong-v5", sticky=0.25, max_episode_steps=60))
+    probed_env.reset(seed=0)
+    diverged = False
+    for t in range(60):
+        a = [2, 3, 0, 5, 4, 1][t % 6]
+        same_outcome(probed_env, 2, 3, 4)
+        diverged |= not np.array_equal(env.step(a)[0], probed_env.step(a)[0])
+    assert diverged                                              # why sticky runs must not probe
+    _, art = pong_artifact
+    res = run(art, RunSettings(episodes=2, timesteps=8, epsilon=0.0, backend="emulator", sticky_actions=0.25),
+              progress=False)
+    assert res.details["outcome_agreement"] is None and 0 < res.agreement <= 1
+
+
 def test_frame_replay_rebuilds_the_stacks():
     env = make_env(EnvSpec.for_id("ALE/Pong-v5", max_episode_steps=30))
     replay, rng = FrameReplay(50, 4, 84), np.random.default_rng(0)

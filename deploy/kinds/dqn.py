@@ -41,9 +41,13 @@ class DQNDeployment(Deployment):
 
     def fidelity(self, log: EpisodeLog) -> Fidelity:
         """The paper's conversion rate: argmax Q_source equals the network's argmax. For ALE
-        games also the fraction where the two actions have the same outcome in the emulator,
-        which counts a choice between equivalent actions (Pong's NOOP and FIRE) as agreement."""
+        games without sticky actions also the fraction where the two actions have the same
+        outcome in the emulator, which counts a choice between equivalent actions (Pong's NOOP
+        and FIRE) as agreement. With sticky actions an outcome is random, and probing it would
+        change the episode (ALE's restored state does not carry the last action that sticks),
+        so there is none (None)."""
         spec, amap = self.art.env_spec, self.art.manifest["action_map"]
+        outcomes = spec.atari is not None and spec.atari.repeat_action_probability == 0
         q = source_network(self.art)
         per_episode, hits, same = [], 0, 0
         for seed, acts, greedy, ret in zip(log.seeds, log.actions, log.greedy, log.returns):
@@ -52,11 +56,11 @@ class DQNDeployment(Deployment):
             agree = source == greedy
             per_episode.append(float(agree.mean()) if len(agree) else 1.0)
             hits += int(agree.sum())
-            if spec.atari is not None:
+            if outcomes:
                 differ = {t: (amap[source[t]], amap[greedy[t]]) for t in np.flatnonzero(~agree)}
                 same += int(agree.sum()) + equivalent_choices(spec, seed, env_actions, differ, ret)
         n = max(log.decisions, 1)
-        return Fidelity(hits / n, per_episode, {"outcome_agreement": same / n if spec.atari is not None else None})
+        return Fidelity(hits / n, per_episode, {"outcome_agreement": same / n if outcomes else None})
 
     def source_returns(self) -> np.ndarray:
         return source_returns(self.art, self.seeds, self.epsilon)
