@@ -2,12 +2,16 @@
 emulator, resumable, within the profile's limits; bad input gets one line."""
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import time
 
 import numpy as np
 import pytest
 
 import lavaloop
-from conftest import CARTPOLE, ROOT, assert_clean_failure, read_json, with_manifest
+from conftest import CARTPOLE, LAVALOOP, ROOT, assert_clean_failure, leftover_processes, read_json, with_manifest
 from conftest import lavaloop_cli as cli
 from lavaloop.deploy.adapt import chips
 from lavaloop.fixedpoint import int_max
@@ -172,3 +176,26 @@ def test_a_run_directory_of_another_run_is_refused(small, tmp_path):
     lavaloop.adapt(small, episodes=1, out=tmp_path / "r", progress=False)
     with pytest.raises(lavaloop.LavaloopError, match="differs in: rule"):
         lavaloop.adapt(small, episodes=1, rule="distill", out=tmp_path / "r", progress=False)
+
+
+def test_sigterm_on_lava_leaves_no_process_and_the_rerun_ends_as_an_uninterrupted_run(cartpole_artifact, tmp_path):
+    """`kill -TERM` while `lavaloop adapt --backend lava` runs: exit 128 + 15, no Lava process
+    left, every finished episode kept; the rerun finishes the run, bit-exact with the emulator."""
+    path, _ = cartpole_artifact
+    args = ["adapt", str(path), "--episodes", "8", "--timesteps", "8", "--env-param", "length=1.0", "--no-progress"]
+    out = tmp_path / "lava"
+    proc = subprocess.Popen([*LAVALOOP, *args, "--backend", "lava", "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint.npz").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert (out / "checkpoint.npz").exists(), proc.communicate()[1]
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    assert leftover_processes(out) == [] and not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    kept = len(read_json_checkpoint(out))
+    assert 1 <= kept < 8
+    assert cli(*args, "--backend", "lava", "--out", out).returncode == 0
+    assert cli(*args, "--backend", "emulator", "--out", tmp_path / "emu").returncode == 0
+    assert read_json(out / "results.json")["curve"] == read_json(tmp_path / "emu" / "results.json")["curve"]
