@@ -18,6 +18,10 @@ and 5 adaptation episodes, over 10 instances.
 The same for the sigma-delta coding of the network (graded features; part
 "calibration_sigma_delta").
 
+Drift on Pong (part "drift_pong"): the Nature DQN, trained without sticky actions, sigma-delta
+coded, played with sticky actions 0.25; 10 episodes of `td` (ridge 1: kept near the converted readout); 4 held-out games each before
+and after (epsilon 0.05).
+
 Writes results/adapt.json (per use case `before`, `after`, `episodes`, `backend`; resumable:
 finished parts are kept) and results/adapt.png. Everything runs on the bit-exact emulator
 (tests/test_adapt.py checks a whole adaptation run against Lava).
@@ -96,6 +100,31 @@ def drift(runs: Path) -> dict:
             "eval": {k: v for k, v in EVAL.items() if k != "progress"}}
 
 
+PONG_EVAL = {"episodes": 4, "seed": 1000, "backend": "emulator", "progress": False}   # epsilon 0.05, the paper's
+PONG_EPISODES = 10
+PONG_RULE = {"rule": "td", "ridge": 1.0, "headroom_bits": 1, "epsilon": 0.05}
+
+
+def drift_pong(runs: Path) -> dict:
+    """The Nature DQN (trained without sticky actions), sigma-delta coded, on Pong with sticky
+    actions 0.25: its return with and without them, and after `td` adaptation with them."""
+    art = lavaloop.convert(CHECKPOINTS / "pong_dqn.pt", "ALE/Pong-v5", coding="sigma-delta")
+    unchanged = lavaloop.run(art, **PONG_EVAL)
+    before = lavaloop.run(art, sticky_actions=0.25, **PONG_EVAL)
+    t0 = time.time()
+    rec, adapted = lavaloop.adapt(art, episodes=PONG_EPISODES, sticky_actions=0.25, progress=False,
+                                  out=runs / "drift_pong", **PONG_RULE)
+    after = lavaloop.run(adapted, **PONG_EVAL)
+    return {"task": "ALE/Pong-v5, sticky actions 0 -> 0.25", "coding": "sigma-delta", "backend": "emulator",
+            "unchanged": unchanged.mean_return, "before": before.mean_return, "after": after.mean_return,
+            "source_unchanged": unchanged.source_mean_return, "source_before": before.source_mean_return,
+            "returns": {"unchanged": unchanged.returns, "before": before.returns, "after": after.returns},
+            "agreement": {"unchanged": unchanged.agreement, "before": before.agreement, "after": after.agreement},
+            "episodes": PONG_EPISODES, "config": rec["config"], "curve": [c["return"] for c in rec["curve"]],
+            "readout": rec["readout"], "wall_s": round(time.time() - t0, 1),
+            "eval": {k: v for k, v in PONG_EVAL.items() if k != "progress"}}
+
+
 def mismatched(art, sigma: float, seed: int):
     """Chip instance `seed`: every hidden layer's weight mantissas times 1 + N(0, sigma), rounded
     and clipped to the profile's mantissa (the readout is left for `adapt` to calibrate)."""
@@ -137,7 +166,7 @@ def calibration(runs: Path, coding: str = "rate") -> dict:
             "episodes": last, "eval": {k: v for k, v in CALIB_EVAL.items() if k != "progress"}}
 
 
-PARTS = {"drift": drift, "calibration": calibration,
+PARTS = {"drift": drift, "drift_pong": drift_pong, "calibration": calibration,
          "calibration_sigma_delta": lambda runs: calibration(runs, "sigma-delta")}
 
 
@@ -147,7 +176,16 @@ def plot(rec: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
+    pong = rec.get("drift_pong")
+    fig, axes = plt.subplots(1, 3 if pong else 2, figsize=(18 if pong else 12, 4.2))
+    a, b = axes[0], axes[1]
+    if pong:
+        c = axes[2]
+        c.plot(np.arange(1, len(pong["curve"]) + 1), pong["curve"], "o-", label="adaptation games (sticky 0.25)")
+        for key, style in (("unchanged", "k:"), ("before", "r:"), ("after", "g--")):
+            c.axhline(pong[key], ls=style[1:], color=style[0], label=f"{key}: {pong[key]:+.1f} (4 games)")
+        c.set(xlabel="adaptation game", ylabel="return", title="drift: Pong, sticky actions 0 -> 0.25 (sigma-delta)")
+        c.legend(fontsize=7)
     d = rec.get("drift")
     if d:
         for name, r in d["rules"].items():

@@ -252,8 +252,8 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--temperature", type=float, help="reinforce, distill: softmax temperature (default 0.1)")
     a.add_argument("--ce-weight", type=float, help="distill: cross-entropy weight (default 0.1)")
     a.add_argument("--timesteps", type=int, help="T of the deployed network (default: the artifact's)")
-    a.add_argument("--headroom-bits", type=int, help="raise the readout's weight exponent by this many bits "
-                   "for the run, 0..8 (default 0)")
+    a.add_argument("--headroom-bits", type=int, help="room for the readout's weights to grow this many bits "
+                   "before they clip, 0..8, at that much coarser resolution (default 0)")
     a.add_argument("--out", default=None, help="run directory (resumed if it holds the same run); default "
                    "runs/adapt_<env>_<rule>_<backend>")
     a.add_argument("-o", "--output", default=None, help="write the adapted artifact here (.h5)")

@@ -61,8 +61,8 @@ class AdaptConfig:
         the readout's normalized units (1 = the largest calibrated output).
     ce_weight: distill: weight of the cross-entropy on the source's greedy action, >= 0.
     timesteps: T of the deployed network (None: the artifact's).
-    headroom_bits: raise the readout's weight exponent by this many bits for the run, 0..8
-        (weights may grow that much before they clip, at that much coarser resolution).
+    headroom_bits: room for the readout's weights to grow this many bits before they clip,
+        0..8, at that much coarser resolution (lavaloop.deploy.adapt.readout).
     """
 
     rule: str = "td"
