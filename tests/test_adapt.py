@@ -199,3 +199,33 @@ def test_sigterm_on_lava_leaves_no_process_and_the_rerun_ends_as_an_uninterrupte
     assert cli(*args, "--backend", "lava", "--out", out).returncode == 0
     assert cli(*args, "--backend", "emulator", "--out", tmp_path / "emu").returncode == 0
     assert read_json(out / "results.json")["curve"] == read_json(tmp_path / "emu" / "results.json")["curve"]
+
+
+@pytest.mark.parametrize("coding", ["rate", "sigma-delta"])
+def test_the_hosts_readout_model_decides_as_the_chip(coding):
+    """Readout.q_values on the features the chip sent reproduces the chip's decisions: the
+    trainers learn the function the chip computes."""
+    from lavaloop.deploy.adapt.readout import Readout
+
+    art = lavaloop.convert(CARTPOLE, "CartPole-v1", coding=coding, calib_steps=500,
+                           **({"timesteps": 8} if coding == "rate" else {}))
+    chip = chips.EmulatorChip(art, [0, 1], 8 if coding == "rate" else None, 0.0)
+    values, features = [], []
+    decide = chip.decide
+
+    def recording(x):
+        v, f = decide(x)
+        values.append(v[0].copy())
+        features.append(f.copy())
+        return v, f
+
+    chip.decide = recording
+    for _ in range(2):
+        chip.play()
+    readout = Readout.of(art, 8 if coding == "rate" else None)
+    host = readout.q_values(*art.layers[-1].effective(), readout.features(np.array(features)))
+    chip_values = np.array(values)
+    ranked = np.sort(chip_values, axis=1)
+    untied = ranked[:, -1] > ranked[:, -2]            # where two actions tie, the float model may pick either
+    assert untied.mean() > 0.95
+    assert np.array_equal(host.argmax(1)[untied], chip_values.argmax(1)[untied])
