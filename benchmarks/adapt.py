@@ -19,8 +19,8 @@ The same for the sigma-delta coding of the network (graded features; part
 "calibration_sigma_delta").
 
 Drift on Pong (part "drift_pong"): the Nature DQN, trained without sticky actions, sigma-delta
-coded, played with sticky actions 0.25; 10 episodes of `td` (ridge 1: kept near the converted readout); 4 held-out games each before
-and after (epsilon 0.05).
+coded, played with sticky actions 0.25; 10 episodes of `td` (ridge 1: kept near the
+converted readout); 4 held-out games each before and after (epsilon 0.05).
 
 Writes results/adapt.json (per use case `before`, `after`, `episodes`, `backend`; resumable:
 finished parts are kept) and results/adapt.png. Everything runs on the bit-exact emulator
