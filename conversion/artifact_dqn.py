@@ -51,6 +51,19 @@ class ConvertedDQN(Artifact):
                 f"{100 * d['heldout_agreement_after']:.1f}% of held-out observations"
                 + ("; kept the converted network" if d.get("kept") == "converted" else "")]
 
+    def adaptation_line(self) -> list[str]:
+        """The `describe` line of a readout adapted in the loop ([] if not adapted); the layer
+        lines below then describe the adapted readout (its weight error is the conversion's)."""
+        a = self.manifest.get("adaptation")
+        if not a:
+            return []
+        physics = ", ".join(f"{k}={v}" for k, v in a["env"].get("physics", {}).items())
+        sticky = (a["env"].get("atari") or {}).get("repeat_action_probability")
+        where = a["env"]["id"] + (f" ({physics})" if physics else "") + (f" (sticky {sticky})" if sticky else "")
+        return [f"adapted    readout trained in the loop on {where}: {a['rule']}, {a['episodes']} episodes on "
+                f"{a['backend']}; mean return of the first / last 10 {a['first_returns_mean']:.1f} / "
+                f"{a['last_returns_mean']:.1f}"]
+
     @staticmethod
     def layer_kind(q) -> str:
         """"dense", or "conv KxK/S" for a convolution: a `describe` column."""

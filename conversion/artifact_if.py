@@ -143,6 +143,7 @@ class IFArtifact(ConvertedDQN):
                          f"{auto['observations']} held-out observations (ceiling {auto['ceiling']:.3f}); {curve}")
         d = m.get("distillation")
         lines += self.distillation_line(f"the T={m['timesteps']} {d['config']['model']} model" if d else "")
+        lines += self.adaptation_line()
         for q, r in zip(self.layers, m["quantization"]):
             kind = self.layer_kind(q)
             lines.append(f"layer      {r['layer']:<24} {kind:<11} {q.in_size:>6} -> {q.out_size:<6} IF "

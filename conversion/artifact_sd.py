@@ -121,6 +121,7 @@ class SDArtifact(ConvertedDQN):
                  f"ceiling    the network with a held input agrees with the source on "
                  f"{100 * m['held_input_agreement']:.1f}% of calibration observations"]
         lines += self.distillation_line("the fixed-point network")
+        lines += self.adaptation_line()
         for q, r in zip(self.layers, m["quantization"]):
             kind = self.layer_kind(q)
             lines.append(f"layer      {r['layer']:<24} {kind:<11} {q.in_size:>6} -> {q.out_size:<6} "

@@ -53,8 +53,10 @@ def describe(art) -> list[str]:
 
     m = art.manifest
     src = m["source"]
+    changed = m["env"].get("physics") or {}
+    physics = f" ({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else ""
     return [f"lavaloop artifact v{FORMAT_VERSION} (lavaloop {m['lavaloop_version']}): {get_kind(art.kind).description}",
-            f"  env        {m['env']['id']}  observation {tuple(m['obs_shape'])}, {m['n_actions']} actions",
+            f"  env        {m['env']['id']}{physics}  observation {tuple(m['obs_shape'])}, {m['n_actions']} actions",
             f"  source     {src['file']} ({src.get('format', '?')}), sha256 {src['sha256'][:16]}...",
             f"  profile    {m['profile']['name']}: {m['profile']['description']}",
             *("  " + line for line in art.describe())]

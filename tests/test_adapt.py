@@ -137,6 +137,8 @@ def test_adapt_cli_writes_a_run_record_and_an_artifact(cartpole_artifact, tmp_pa
     assert [c["episode"] for c in rec["curve"]] == [0, 1] and rec["backend"] == "emulator"
     art = lavaloop.load_artifact(tmp_path / "adapted.h5")
     assert art.env_spec.physics == LONG_POLE and art.manifest["adaptation"]["episodes"] == 2
+    info = cli("info", tmp_path / "adapted.h5")
+    assert "adapted    readout trained in the loop on CartPole-v1 (length=1.0): td, 2 episodes" in info.stdout
     again = cli("adapt", path, "--episodes", 2, "--env-param", "length=1.0", "--out", tmp_path / "run",
                 "--timesteps", 8, "--no-progress")   # finished: nothing left to run
     assert again.returncode == 0 and read_json(tmp_path / "run" / "results.json")["curve"] == rec["curve"]
