@@ -301,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         signum = getattr(exc, "signum", 2)
         print(f"lavaloop: interrupted ({'SIGINT' if signum == 2 else exc})", file=sys.stderr)
         return 128 + signum
+    except BrokenPipeError:           # the reader went away (`lavaloop info X | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 
