@@ -112,7 +112,8 @@ class AdaptConfig:
 class Episode:
     """One adaptation episode as the trainer sees it.
 
-    features: (L, n) spike counts the readout received per decision; actions, greedy: (L,);
+    features: (L, n) what the readout received per decision (spike counts in the window, or
+    sigma-delta messages since the episode began); actions, greedy: (L,);
     rewards: (L,); observations: (L, ...) the observations decided on; terminated: the env
     ended it (not a time limit), so its last transition has no successor.
     """
@@ -145,7 +146,7 @@ class Trainer:
         self.recent = np.zeros((0, w.shape[1]))       # the last episode's features
 
     def values(self, x: np.ndarray, w=None, b=None) -> np.ndarray:
-        """Readout values R / (T vth) of rates x, (..., n_actions) (normalized units)."""
+        """Readout values (normalized units) of features x (normalized units), (..., n_actions)."""
         w, b = (self.w, self.b) if w is None else (w, b)
         return x @ w.T + b
 
