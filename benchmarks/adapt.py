@@ -22,6 +22,9 @@ Drift on Pong (part "drift_pong"): the Nature DQN, trained without sticky action
 coded, played with sticky actions 0.25; 10 episodes of `td` (ridge 1: kept near the
 converted readout); 4 held-out games each before and after (epsilon 0.05).
 
+Speed (part "speed"): one adaptation run of 20 episodes on each backend, timed, and checked
+to agree in every number of its curve.
+
 Writes results/adapt.json (per use case `before`, `after`, `episodes`, `backend`; resumable:
 finished parts are kept) and results/adapt.png. Everything runs on the bit-exact emulator
 (tests/test_adapt.py checks a whole adaptation run against Lava).
@@ -125,6 +128,22 @@ def drift_pong(runs: Path) -> dict:
             "eval": {k: v for k, v in PONG_EVAL.items() if k != "progress"}}
 
 
+def speed(runs: Path) -> dict:
+    """The same adaptation run (20 episodes of `td` on the long pole, T = 32) on both backends:
+    wall time per decision, and whether the two runs agree in every number of their curves."""
+    art = lavaloop.convert(CHECKPOINTS / "cartpole_dqn.pt", "CartPole-v1")
+    out = {}
+    for backend in ("emulator", "lava"):
+        rec, _ = lavaloop.adapt(art, episodes=20, backend=backend, env_params=LONG_POLE, progress=False,
+                                out=runs / f"speed_{backend}", **DRIFT_RULES["td (adam)"])
+        decisions = sum(c["length"] for c in rec["curve"])
+        out[backend] = {"wall_s": round(rec["wall_s"], 1), "decisions": decisions,
+                        "decisions_per_s": round(decisions / rec["wall_s"], 1), "curve": rec["curve"]}
+    same = out["emulator"].pop("curve") == out["lava"].pop("curve")
+    return {"backend": "both", "curves_identical": same, **out, "before": None, "after": None,
+            "episodes": 20, "config": DRIFT_RULES["td (adam)"]}
+
+
 def mismatched(art, sigma: float, seed: int):
     """Chip instance `seed`: every hidden layer's weight mantissas times 1 + N(0, sigma), rounded
     and clipped to the profile's mantissa (the readout is left for `adapt` to calibrate)."""
@@ -166,7 +185,7 @@ def calibration(runs: Path, coding: str = "rate") -> dict:
             "episodes": last, "eval": {k: v for k, v in CALIB_EVAL.items() if k != "progress"}}
 
 
-PARTS = {"drift": drift, "drift_pong": drift_pong, "calibration": calibration,
+PARTS = {"drift": drift, "drift_pong": drift_pong, "speed": speed, "calibration": calibration,
          "calibration_sigma_delta": lambda runs: calibration(runs, "sigma-delta")}
 
 
@@ -230,7 +249,8 @@ def main() -> None:
             rec[part] = PARTS[part](runs)
             rec["versions"] = versions()
             write_json(path, rec)
-            print(f"{part}: before {rec[part]['before']:.3f}, after {rec[part]['after']:.3f}")
+            if rec[part]["before"] is not None:
+                print(f"{part}: before {rec[part]['before']:.3f}, after {rec[part]['after']:.3f}")
     plot(json.loads(path.read_text()), out / "adapt.png")
     print(f"wrote {path} and {out / 'adapt.png'}")
 

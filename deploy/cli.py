@@ -226,10 +226,11 @@ def parser() -> argparse.ArgumentParser:
     a = sub.add_parser("adapt", help="train a deployed network's readout on the host, in the loop "
                        "(resumable)", argument_default=GIVEN,
                        description="The hidden layers stay as converted; after every episode the host trains "
-                                   "the output layer on the last hidden layer's spike counts and writes the "
-                                   "quantized weights into the running network. Options not given take "
-                                   "lavaloop.AdaptConfig's defaults.")
-    a.add_argument("artifact", help="a rate-coded artifact (dense output layer, robust readout)")
+                                   "the output layer on what the last hidden layer sent it (spike counts, or "
+                                   "sigma-delta activations) and writes the quantized weights into the running "
+                                   "network. Options not given take lavaloop.AdaptConfig's defaults.")
+    a.add_argument("artifact", help="a converted DQN: rate-coded (robust readout) or sigma-delta, with a dense "
+                   "output layer")
     a.add_argument("--env", default=None, help="adapt on this environment id instead of the artifact's")
     a.add_argument("--env-param", type=env_param, action="append", metavar="NAME=VALUE",
                    help="change a numeric attribute of the environment, e.g. length=1.0 (repeatable)")
