@@ -19,10 +19,12 @@ class Graph:
 
 
 def build_graph(art: IFArtifact, seeds: Sequence[int], timesteps: int, readout: str,
-                epsilon: float, max_steps: int, fuse: bool = True, plastic: bool = False) -> Graph:
+                epsilon: float, max_steps: int, fuse: bool = True, plastic: bool = False,
+                feature_rows: int = 1) -> Graph:
     """Processes for running `len(seeds)` episodes of `art`: one IFStack for the whole network
     (`fuse`), or one per layer. `plastic`: the output layer is a readout the host trains
-    between episodes (IFStack `plastic`; EnvIO logs its features and holds each episode)."""
+    between episodes (IFStack `plastic`; EnvIO keeps its features in a ring of
+    `feature_rows` decisions and holds each episode)."""
     prof = art.profile
     params = art.layer_params()
     depth = len(params)
@@ -32,7 +34,8 @@ def build_graph(art: IFArtifact, seeds: Sequence[int], timesteps: int, readout: 
                   n_actions=art.manifest["n_actions"], action_map=art.manifest["action_map"],
                   input_scale_bits=art.manifest["input_scale_bits"], input_bits=prof.input_bits,
                   timesteps=timesteps, latency=depth, seeds=seeds, epsilon=epsilon,
-                  max_steps=max_steps, n_features=art.layers[-1].in_size if plastic else 0, gated=plastic)
+                  max_steps=max_steps, n_features=art.layers[-1].in_size if plastic else 0,
+                  feature_rows=feature_rows, gated=plastic)
     groups = [range(depth)] if fuse else [range(i, i + 1) for i in range(depth)]
     stacks, src = [], envio.obs_out
     for g in groups:

@@ -106,27 +106,30 @@ def play_batched(spec: EnvSpec, seeds: list[int], values: Callable, decide: Call
                   time.time() - t0)
 
 
-def run_envio_episodes(rt: LavaRuntime, envio, episodes: int, chunk: int, progress: bool) -> tuple[int, float]:
-    """Run a started runtime in chunks of `chunk` steps until EnvIO has played `episodes`.
-
-    Every chunk runs under the watchdog; an error caught by EnvIO is raised here.
-    Returns (Lava steps, wall seconds).
-    """
+def run_chunk(rt: LavaRuntime, envio, chunk: int, timeout: float = runtime.HANG_TIMEOUT_S) -> None:
+    """Run a started runtime for `chunk` steps under the watchdog; an error EnvIO caught is raised here."""
     from lavaloop.processes.envio.process import decode_error
 
+    rt.run(chunk, timeout=timeout)
+    error = decode_error(envio.error.get())
+    if error:
+        raise LavaRuntimeError(f"environment failed inside the Lava runtime: {error}")
+
+
+def run_envio_episodes(rt: LavaRuntime, envio, episodes: int, chunk: int, progress: bool) -> tuple[int, float]:
+    """Run a started runtime in chunks of `chunk` steps (`run_chunk`) until EnvIO has played
+    `episodes`. Returns (Lava steps, wall seconds).
+    """
     bar = tqdm(total=episodes, desc="episodes (lava)", unit="ep", disable=not progress, leave=False)
     try:
         t0 = time.time()
         steps = done = 0
         slowest = wall_so_far = 0.0
         while done < episodes:
-            rt.run(chunk, timeout=max(runtime.HANG_TIMEOUT_S, 20 * slowest))
+            run_chunk(rt, envio, chunk, timeout=max(runtime.HANG_TIMEOUT_S, 20 * slowest))
             slowest = max(slowest, time.time() - t0 - wall_so_far)
             wall_so_far = time.time() - t0
             steps += chunk
-            error = decode_error(envio.error.get())
-            if error:
-                raise LavaRuntimeError(f"environment failed inside the Lava runtime: {error}")
             now = int(envio.episodes_done.get()[0])
             bar.update(now - done)
             done = now

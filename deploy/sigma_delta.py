@@ -98,11 +98,12 @@ def run_emulator(art: SDArtifact, seeds: list[int], epsilon: float, progress: bo
                       extra={"batched_windows": played.rounds, "max_message": net.max_message.tolist()})
 
 
-def build_graph(art: SDArtifact, seeds: Sequence[int], epsilon: float, max_steps: int, plastic: bool = False):
+def build_graph(art: SDArtifact, seeds: Sequence[int], epsilon: float, max_steps: int, plastic: bool = False,
+                feature_rows: int = 1):
     """(EnvIO, SigmaDeltaStack) for running `len(seeds)` episodes of `art`: the observation is
     held for the whole window of one step per layer plus one, with EnvIO's control entry.
-    `plastic`: the output layer is a readout the host trains between episodes (EnvIO logs
-    its features and holds each episode)."""
+    `plastic`: the output layer is a readout the host trains between episodes (EnvIO keeps
+    its features in a ring of `feature_rows` decisions and holds each episode)."""
     from lavaloop.processes.envio.process import EnvIO
     from lavaloop.processes.sigma_delta.process import SigmaDeltaStack
 
@@ -111,7 +112,8 @@ def build_graph(art: SDArtifact, seeds: Sequence[int], epsilon: float, max_steps
                   n_actions=art.manifest["n_actions"], action_map=art.manifest["action_map"],
                   input_scale_bits=art.manifest["input_scale_bits"], input_bits=art.profile.input_bits,
                   timesteps=art.window, latency=0, seeds=seeds, epsilon=epsilon, max_steps=max_steps,
-                  control=True, n_features=art.layers[-1].in_size if plastic else 0, gated=plastic)
+                  control=True, n_features=art.layers[-1].in_size if plastic else 0,
+                  feature_rows=feature_rows, gated=plastic)
     stack = SigmaDeltaStack(layers=art.layer_params(), window=art.window, plastic=plastic)
     envio.obs_out.connect(stack.s_in)
     stack.s_out.connect(envio.q_in)

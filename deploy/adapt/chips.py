@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from lavaloop.deploy.emulator import FixedPointNetwork
-from lavaloop.deploy.episodes import play_batched, run_envio_episodes
+from lavaloop.deploy.episodes import play_batched, run_chunk
 from lavaloop.deploy.sigma_delta import SigmaDeltaNetwork
 from lavaloop.envs import episode_limit
 from lavaloop.processes.dynamics import encode_input
@@ -84,10 +84,14 @@ class EmulatorChip:
         pass
 
 
+CHUNK_DECISIONS = 25    # Lava runs of this many decision windows; EnvIO's feature ring holds as many
+
+
 class LavaChip:
     """One Lava runtime for all episodes of `seeds`: EnvIO holds each episode until the host
     has read the last one and written the new readout (IFStack / SigmaDeltaStack `plastic`).
-    Parameters as EmulatorChip's."""
+    The runtime runs in chunks of CHUNK_DECISIONS windows; after each the host reads the
+    features of the decisions made in it from EnvIO's ring. Parameters as EmulatorChip's."""
 
     def __init__(self, art, seeds: list[int], timesteps: int | None, epsilon: float):
         from lavaloop.runtime import LavaRuntime
@@ -96,15 +100,17 @@ class LavaChip:
         if art.kind == "sigma-delta":
             from lavaloop.deploy.sigma_delta import build_graph as build_sd
 
-            self.envio, self.readout = build_sd(art, seeds, epsilon, limit, plastic=True)
+            self.envio, self.readout = build_sd(art, seeds, epsilon, limit, plastic=True,
+                                                feature_rows=CHUNK_DECISIONS)
             self.window = art.window
         else:
             from lavaloop.deploy.build import build_graph
 
-            g = build_graph(art, seeds, timesteps, "robust", epsilon, limit, plastic=True)
+            g = build_graph(art, seeds, timesteps, "robust", epsilon, limit, plastic=True,
+                            feature_rows=CHUNK_DECISIONS)
             self.envio, self.readout, self.window = g.envio, g.stacks[-1], g.window
         self.rt = LavaRuntime(self.envio)
-        self.next, self.started = 0, False
+        self.next, self.started, self.decided = 0, False, 0
 
     def play(self) -> Played:
         envio, k = self.envio, self.next
@@ -113,12 +119,19 @@ class LavaChip:
             self.started = True
         elif k > 0:
             envio.episodes_allowed.set(np.array([k + 1]))
-        # the chunk runs past the episode's end into idle windows; nothing is decided there
-        run_envio_episodes(self.rt, envio, k + 1, self.window * 25, progress=False)
+        features = []
+        while True:       # the last chunk runs past the episode's end into idle windows: nothing is decided there
+            run_chunk(self.rt, envio, self.window * CHUNK_DECISIONS)
+            decided = int(envio.decisions.get()[0])
+            if decided > self.decided:
+                ring = envio.features.get().astype(np.int64)
+                features += [ring[d % CHUNK_DECISIONS] for d in range(self.decided, decided)]
+                self.decided = decided
+            if int(envio.episodes_done.get()[0]) > k:
+                break
         self.next += 1
         length = int(envio.lengths.get()[k])
-        return Played(envio.features.get()[:length].astype(np.int64),
-                      envio.actions.get()[k, :length].astype(np.int64),
+        return Played(np.asarray(features), envio.actions.get()[k, :length].astype(np.int64),
                       envio.greedy.get()[k, :length].astype(np.int64), float(envio.returns.get()[k]))
 
     def set_readout(self, weight: np.ndarray, bias: np.ndarray) -> None:

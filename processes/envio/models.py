@@ -83,7 +83,7 @@ class PyEnvIOModel(PyLoihiProcessModel):
         ep, t = self.episode, self.t
         self.greedy[ep, t], self.actions[ep, t] = greedy, taken
         if features is not None:
-            self.features[t] = features
+            self.features[self.decisions[0] % len(self.features)] = features
         obs, reward, term, trunc, _ = self.env.step(env_action)
         self.returns[ep] += float(reward)
         self.t, self.prev_action, self.prev_reward = self.t + 1, taken, float(reward)

@@ -36,10 +36,12 @@ class EnvIO(AbstractProcess):
     then hold one row of `n_actions` values per step.
 
     For a host that trains the network's readout between episodes (lavaloop.deploy.adapt),
-    `n_features` > 0 logs the features arriving on `f_in` with each decision of the running
-    episode in `features` (row t: decision t), and `gated` holds each episode until the host
-    allows it: episode k starts once `episodes_allowed` > k (initially 1); meanwhile EnvIO
-    sends zeros and decides nothing.
+    `n_features` > 0 keeps the features arriving on `f_in` with each decision in `features`,
+    a ring of `feature_rows` rows (decision d in row d mod feature_rows; a host reads it after
+    every run of at most that many decisions: Lava sends a Var element by element, so a
+    whole episode's log would cost seconds to read), and `gated` holds each episode until
+    the host allows it: episode k starts once `episodes_allowed` > k (initially 1);
+    meanwhile EnvIO sends zeros and decides nothing.
 
     Parameters
     ----------
@@ -47,14 +49,14 @@ class EnvIO(AbstractProcess):
     inputs_fn: optional, see above.
     input_scale_bits, input_bits: payload round(obs * 2**input_scale_bits), saturated.
     max_steps: length of the per-episode action logs.
-    n_features, gated: see above.
+    n_features, feature_rows, gated: see above.
     """
 
     def __init__(self, *, env_fn: Callable, obs_size: int, n_actions: int, action_map: Sequence[int],
                  input_scale_bits: int, input_bits: int, timesteps: int, latency: int,
                  seeds: Sequence[int], epsilon: float, max_steps: int, inputs_fn: Callable | None = None,
                  continuous_frac_bits: int | None = None, control: bool = False, n_features: int = 0,
-                 gated: bool = False, name: str = "envio"):
+                 feature_rows: int = 1, gated: bool = False, name: str = "envio"):
         control = control or inputs_fn is not None
         super().__init__(env_fn=env_fn, inputs_fn=inputs_fn, control=control, action_map=list(action_map),
                          input_scale_bits=input_scale_bits,
@@ -73,7 +75,7 @@ class EnvIO(AbstractProcess):
         self.decisions = Var(shape=(1,), init=0)
         self.error = Var(shape=(ERROR_LEN,), init=0)
         self.f_in = InPort(shape=(max(n_features, 1),))
-        self.features = Var(shape=(max_steps if n_features else 1, max(n_features, 1)), init=0)
+        self.features = Var(shape=(feature_rows, max(n_features, 1)), init=0)
         self.episodes_allowed = Var(shape=(1,), init=1 if gated else n_ep)
 
 
