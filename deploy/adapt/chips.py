@@ -16,7 +16,7 @@ from lavaloop.rollout import epsilon_greedy
 
 
 @dataclass
-class Played:
+class ChipEpisode:
     """One episode as the chip played it: the readout's input counts per decision, the taken
     and greedy action indices, the return."""
 
@@ -57,7 +57,7 @@ class EmulatorChip:
         v = self.net.decide(x)
         return v, self.net.features[0]
 
-    def play(self) -> Played:
+    def play(self) -> ChipEpisode:
         art, amap, features = self.art, self.art.manifest["action_map"], []
         scale, bits = 1 << int(art.manifest["input_scale_bits"]), art.profile.input_bits
         if self.sd:
@@ -75,7 +75,7 @@ class EmulatorChip:
         seed = self.seeds[self.next]
         self.next += 1
         p = play_batched(art.env_spec, [seed], values, decide, -1, progress=False)
-        return Played(np.asarray(features), p.actions[0], p.greedy[0], float(p.returns[0]))
+        return ChipEpisode(np.asarray(features), p.actions[0], p.greedy[0], float(p.returns[0]))
 
     def set_readout(self, weight: np.ndarray, bias: np.ndarray) -> None:
         self.net.set_readout(weight, bias)
@@ -112,7 +112,7 @@ class LavaChip:
         self.rt = LavaRuntime(self.envio)
         self.next, self.started, self.decided = 0, False, 0
 
-    def play(self) -> Played:
+    def play(self) -> ChipEpisode:
         envio, k = self.envio, self.next
         if not self.started:
             self.rt.__enter__()
@@ -131,8 +131,8 @@ class LavaChip:
                 break
         self.next += 1
         length = int(envio.lengths.get()[k])
-        return Played(np.asarray(features), envio.actions.get()[k, :length].astype(np.int64),
-                      envio.greedy.get()[k, :length].astype(np.int64), float(envio.returns.get()[k]))
+        return ChipEpisode(np.asarray(features), envio.actions.get()[k, :length].astype(np.int64),
+                           envio.greedy.get()[k, :length].astype(np.int64), float(envio.returns.get()[k]))
 
     def set_readout(self, weight: np.ndarray, bias: np.ndarray) -> None:
         """Write the readout the next episode uses (after `play`: the runtime is paused)."""
@@ -140,9 +140,11 @@ class LavaChip:
         self.readout.b_out.set(bias.astype(np.int64))
 
     def close(self, interrupted: bool = False) -> None:
-        if self.started:
-            exc = KeyboardInterrupt() if interrupted else None
-            self.rt.__exit__(type(exc) if exc else None, exc, None)
+        """Stop the runtime; after an interrupt, terminate it (a message may be half-read)."""
+        if self.started and interrupted:
+            self.rt.kill()
+        elif self.started:
+            self.rt.stop()
 
 
 CHIPS = {"emulator": EmulatorChip, "lava": LavaChip}

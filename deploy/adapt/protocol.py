@@ -65,8 +65,7 @@ def adapt(art, cfg: AdaptConfig, out: str | Path, backend: str, progress: bool =
         for k in range(len(curve), cfg.episodes):
             played = chip.play()
             obs, rewards = replay(spec, seeds[k], [amap[a] for a in played.actions], played.ret)
-            ep = Episode(seeds[k], played.features, played.actions, played.greedy, rewards, obs,
-                         terminated=len(rewards) < limit)
+            ep = Episode(played.features, played.actions, rewards, obs, terminated=len(rewards) < limit)
             agreement = float(np.mean(source(obs).argmax(1) == played.greedy))
             stats = trainer.update(ep)
             weight, bias = readout.quantize(trainer.w, trainer.b, trainer.features())

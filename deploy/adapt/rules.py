@@ -113,15 +113,13 @@ class Episode:
     """One adaptation episode as the trainer sees it.
 
     features: (L, n) what the readout received per decision (spike counts in the window, or
-    sigma-delta messages since the episode began); actions, greedy: (L,);
+    sigma-delta messages since the episode began); actions: (L,) the taken action indices;
     rewards: (L,); observations: (L, ...) the observations decided on; terminated: the env
     ended it (not a time limit), so its last transition has no successor.
     """
 
-    seed: int
     features: np.ndarray
     actions: np.ndarray
-    greedy: np.ndarray
     rewards: np.ndarray
     observations: np.ndarray
     terminated: bool

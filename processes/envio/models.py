@@ -118,10 +118,9 @@ class PyEnvIOModel(PyLoihiProcessModel):
             self.payload = np.zeros(self.obs_out.shape, np.int64)
             self.guarded(self.open_env)
         phase = (self.time_step - 1) % self.window
-        running = self.episode < len(self.seeds)
-        if running and self.waiting and phase == 0 and self.episode < self.episodes_allowed[0]:
+        if self.waiting and phase == 0 and self.episode < self.episodes_allowed[0]:
             self.guarded(self.begin_episode)
-        running = running and not self.waiting and self.episode < len(self.seeds)
+        running = self.episode < len(self.seeds) and not self.waiting
         self.obs_out.send(self.payload if running and phase < self.timesteps else np.zeros_like(self.payload))
         q = self.q_in.recv()
         features = self.f_in.recv().astype(np.int64) if self.n_features else None
