@@ -229,3 +229,28 @@ def test_the_hosts_readout_model_decides_as_the_chip(coding):
     untied = ranked[:, -1] > ranked[:, -2]            # where two actions tie, the float model may pick either
     assert untied.mean() > 0.95
     assert np.array_equal(host.argmax(1)[untied], chip_values.argmax(1)[untied])
+
+
+def test_compensated_rounding_keeps_decisions_plain_rounding_loses():
+    """Two actions whose values differ by ~2 % of their level (as a Q-network's do), on features
+    that are functions of a 4-d observation (correlated, as a CartPole network's are): rounding
+    every weight on its own flips decisions; rounding with error compensation on the features
+    keeps them."""
+    from lavaloop.deploy.adapt.readout import compensated_rounding
+
+    rng = np.random.default_rng(1)
+    obs = rng.normal(0, 1, (2000, 4))
+    x = np.clip(obs @ rng.normal(0, 0.5, (4, 256)) + rng.normal(0.2, 0.3, 256), 0, 1)
+    common = rng.normal(0, 1, 256)
+    w = np.c_[np.stack([common, common + rng.normal(0, 0.02, 256)]) / 40, np.zeros(2)]
+    steps = np.full((2, 257), np.abs(w).max() / 100)               # the largest weight is 100 steps
+    limits = np.r_[np.full(256, 127), 1 << 23]
+    exact = (x @ w[:, :-1].T).argmax(1)
+
+    def agreement(q):
+        return np.mean((np.c_[x, np.ones(len(x))] @ (q * steps).T).argmax(1) == exact)
+
+    plain = np.clip(np.rint(w / steps), -limits, limits)
+    compensated = compensated_rounding(w, steps, limits, np.c_[x, np.ones(len(x))])
+    assert np.abs(compensated[:, :-1]).max() <= 127
+    assert agreement(plain) < 0.85 and agreement(compensated) > 0.92

@@ -12,12 +12,11 @@ times the values (the conversion's normalization of the last layer).
 
 Rounding alone is not good enough for a readout: a Q-network's values differ between actions
 by far less than their common level (CartPole: ~1 %), and independent rounding errors of
-hundreds of weights add up to more than that gap (measured on a mismatched chip instance:
-a least-squares readout agreeing with the source on 0.89 of held-out decisions fell to 0.71
-when rounded, to 0.23 where 1 % of its weights clipped). Given features the readout sees,
+hundreds of weights add up to more than that gap. Given features the readout sees,
 `quantize` rounds one weight at a time and moves the not yet rounded ones to cancel the
 error on those features (the optimal-brain-quantization update of GPTQ, Frantar et al.
-2023), the bias last at its finer step: the same example keeps 0.89. Mantissas are clipped
+2023), the bias last at its finer step. docs/adapt.md has the measurements;
+tests/test_adapt.py checks the effect. Mantissas are clipped
 to the profile's weight width, biases to its state width.
 
 `headroom_bits` makes room for weights to grow that many bits beyond the converted
