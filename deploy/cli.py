@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 # One BLAS thread per process: Lava runs one process per layer, and on a small machine
 # their thread pools would fight over the cores.
@@ -148,6 +149,23 @@ def cmd_dream(args) -> None:
     print(f"results: {rec['out']}/results.json")
 
 
+def cmd_sweep(args) -> None:
+    rec = lavaloop.sweep(args.spec, out=args.out, address=args.address, workers=args.workers,
+                         progress=not args.no_progress)
+    inv, axes = rec["last_invocation"], list(rec["axes"])
+    rows = [[str(r["params"].get(a, "")) for a in axes]
+            + [f"{v:.4g}" if isinstance(v, float) else str(v) for v in r["metrics"].values()] for r in rec["cells"]]
+    header = axes + rec["record"]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)] if rows else []
+    for r in [header, *rows]:
+        print("  ".join(v.rjust(w) for v, w in zip(r, widths)))
+    rate = f", {inv['cells_per_hour']:.0f} cells/hour on {inv['ray_cpus']} Ray CPUs" if inv["cells_per_hour"] else ""
+    print(f"{inv['cells']} cells: {inv['cells_before']} kept from before, {inv['cells_run']} run in "
+          f"{inv['wall_s']:.0f} s{rate}")
+    where = Path(rec["out"])
+    print(f"results: {where / 'results.json'}, {where / 'report.html'}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lavaloop", description="Run trained RL policies as spiking "
                                 "networks on Lava, closed-loop, under a chip's constraints.")
@@ -286,6 +304,14 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--checkpoint-every", type=int, default=50, help="games between checkpoints >= 1 (emulator)")
     d.add_argument("--no-progress", action="store_true", default=False)
     d.set_defaults(func=cmd_dream)
+
+    w = sub.add_parser("sweep", help="a grid of conversions and runs from a TOML spec, as Ray tasks (resumable)")
+    w.add_argument("spec", help="the spec (TOML; see docs/sweep.md)")
+    w.add_argument("--out", default=None, help="the sweep's folder (default: the spec's `out`)")
+    w.add_argument("--address", default=None, help="join the Ray cluster at HOST:PORT (default: start Ray here)")
+    w.add_argument("--workers", type=int, default=None, help="CPUs of the Ray started here (default: all)")
+    w.add_argument("--no-progress", action="store_true")
+    w.set_defaults(func=cmd_sweep)
     return p
 
 

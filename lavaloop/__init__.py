@@ -6,13 +6,13 @@
     result = lavaloop.run(art, episodes=10, backend="lava")
     print(result.summary())
 
-Public API: `convert`, `load_artifact`, `run`, `adapt`, `dream`; the option types `ConvertOptions`,
+Public API: `convert`, `load_artifact`, `run`, `adapt`, `dream`, `sweep`; the option types `ConvertOptions`,
 `GRSNConvertOptions`, `RunSettings`, `AdaptConfig`, `DreamConfig`; the records `Artifact` and `RunResult`;
 the errors (`LavaloopError` and its subclasses). Heavy modules (torch, Lava) load on first use.
 """
 from importlib.metadata import PackageNotFoundError, version
 
-from lavaloop.api import adapt, convert, dream, load_artifact, run
+from lavaloop.api import adapt, convert, dream, load_artifact, run, sweep
 from lavaloop.errors import ArtifactError, CheckpointError, LavaloopError, ProfileError, ShapeMismatchError
 from lavaloop.options import ConvertOptions, GRSNConvertOptions, RunSettings
 
@@ -26,7 +26,8 @@ _LAZY = {"Artifact": "lavaloop.artifact", "RunResult": "lavaloop.deploy.results"
          "AdaptConfig": "lavaloop.deploy.adapt.rules", "LavaRuntimeError": "lavaloop.runtime",
          "UnknownEnvError": "lavaloop.envs"}
 
-__all__ = ["convert", "load_artifact", "run", "adapt", "dream", "ConvertOptions", "GRSNConvertOptions", "RunSettings",
+__all__ = ["convert", "load_artifact", "run", "adapt", "dream", "sweep",
+           "ConvertOptions", "GRSNConvertOptions", "RunSettings",
            "LavaloopError", "ArtifactError", "CheckpointError", "ProfileError", "ShapeMismatchError",
            "__version__", *_LAZY]
 

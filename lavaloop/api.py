@@ -1,4 +1,4 @@
-"""The public functions: convert, load_artifact, run, adapt, dream."""
+"""The public functions: convert, load_artifact, run, adapt, dream, sweep."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -164,3 +164,30 @@ def dream(env: str = "pong", out: str | Path | None = None, backend: str = "emul
     cfg = from_kwargs(DreamConfig, config, "dream")
     out = out or f"runs/{env}_{'dream' if cfg.dream else 'nodream'}_{backend}"
     return run_protocol(cfg, out, backend, checkpoint_every, progress=progress)
+
+
+def sweep(spec, out: str | Path | None = None, address: str | None = None, workers: int | None = None, *,
+          progress: bool = True) -> dict:
+    """Run a grid of conversions and runs (or dreaming runs) as Ray tasks; resumable cell by cell.
+
+    Parameters
+    ----------
+    spec: the path of a TOML spec (lavaloop.deploy.sweep.spec documents its layout), or the same
+        tables as a dict (relative paths then taken from the current folder).
+    out: the sweep's folder (default: the spec's `out`, else a folder named after it). Finished
+        cells are kept there; running the same spec again runs only the cells not yet finished.
+    address: join the Ray cluster at HOST:PORT (or "auto"); None starts Ray on this machine.
+    workers: CPUs of the Ray started here (default: all), >= 1.
+    progress: show a progress bar over the cells.
+
+    Returns
+    -------
+    dict: the results record, also OUT/results.json (each cell's axis values and recorded metrics;
+    with [summary], their distributions over chip instances), beside OUT/<name>.png and
+    OUT/report.html.
+    """
+    from lavaloop.deploy.sweep.runner import sweep as run_sweep
+    from lavaloop.deploy.sweep.spec import load_spec, parse_spec
+
+    parsed = parse_spec(spec) if isinstance(spec, dict) else load_spec(spec)
+    return run_sweep(parsed, out, address, workers, progress)

@@ -30,6 +30,8 @@ class Kind:
         coding="sigma-delta").
     claims: claims(checkpoint) -> bool, whether the checkpoint is this kind's source; None
         for the fallback kind (tried last).
+    options: the converter's options dataclass (checked before a sweep converts anything); None
+        where `converter` is None.
     description: one line for help texts.
     """
 
@@ -38,18 +40,20 @@ class Kind:
     deployment: str
     converter: str | None
     claims: str | None
+    options: str | None
     description: str
 
 
 KINDS = {k.name: k for k in (
     Kind("grsn", "lavaloop.conversion.artifact_grsn:GRSNArtifact", "lavaloop.deploy.kinds.grsn:GRSNDeployment",
          "lavaloop.conversion.grsn:convert_policy", "lavaloop.conversion.grsn:is_policy_checkpoint",
+         "lavaloop.options:GRSNConvertOptions",
          "GRSN policy (gated recurrent spiking neurons, one SNN step per env step)"),
     Kind("if", "lavaloop.conversion.artifact_if:IFArtifact", "lavaloop.deploy.kinds.rate_if:IFDeployment",
-         "lavaloop.conversion.convert:convert_dqn", None,
+         "lavaloop.conversion.convert:convert_dqn", None, "lavaloop.options:ConvertOptions",
          "rate-coded IF network converted from a DQN (Tan et al.)"),
     Kind("sigma-delta", "lavaloop.conversion.artifact_sd:SDArtifact",
-         "lavaloop.deploy.kinds.sigma_delta:SDDeployment", None, None,
+         "lavaloop.deploy.kinds.sigma_delta:SDDeployment", None, None, None,
          "sigma-delta network converted from a DQN (graded spikes, one Lava step per layer)"),
 )}
 
