@@ -75,7 +75,6 @@ def run_task(artifact: bytes, options: dict) -> dict:
         path.write_bytes(artifact)
         art = lavaloop.load_artifact(path)
         result = lavaloop.run(art, progress=False, **options).to_dict()
-    result.pop("artifact_path", None)          # a temporary file's name
     return {"result": result, "conversion": conversion_summary(art.manifest), "wall_s": time.time() - t0,
             **where()}
 
