@@ -26,8 +26,8 @@ test-all: install  ## lint + everything, including the slow end-to-end cases
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-bench: install  ## T x percentile x readout sweep on CartPole -> results/
-	$(BIN)/python -m benchmarks.sweep cartpole
+bench: install  ## T x percentile x readout sweep on CartPole, on Ray -> results/sweeps/cartpole/
+	$(BIN)/lavaloop sweep benchmarks/cartpole_sweep.toml --workers 2
 
 clean:
 	rm -rf build $(VENV)

@@ -190,3 +190,11 @@ def test_sigterm_during_lava_cells_leaves_no_lava_process(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert wait_for_no_ray() == []
     assert 1 <= len(list((out / "cells").glob("*.json"))) < 4
+
+
+def test_a_cell_of_the_committed_cartpole_sweep_is_reproduced():
+    """results/sweeps/cartpole holds what the current code computes: one of its cells, rerun alone."""
+    spec = load_spec(ROOT / "benchmarks" / "cartpole_sweep.toml")
+    cell = next(c for c in spec.cells() if c.params == {"percentile": 99.9, "readout": "robust", "timesteps": 8})
+    stored = read_json(ROOT / "results" / "sweeps" / "cartpole" / "cells" / f"{cell.key}.json")
+    assert same_numbers(stored["result"], direct(cell))

@@ -63,8 +63,14 @@ def summarize(rows: list[dict], over: str, metrics: list[str]) -> list[dict]:
             for g in groups.values()]
 
 
-def write_report(spec: SweepSpec, store: SweepStore, cells: list[Cell], finished: dict, invocation: dict) -> dict:
-    """Write results.json, <name>.png and report.html for the spec's finished cells; the record."""
+def write_report(spec: SweepSpec, store: SweepStore, cells: list[Cell], finished: dict,
+                 invocations: list[dict]) -> dict:
+    """Write results.json, <name>.png and report.html for the spec's finished cells; the record.
+
+    Parameters
+    ----------
+    invocations: every run of the spec so far, the last one this.
+    """
     rows = [{"key": c.key, "params": c.params, "metrics": {m: lookup(finished[c.key], m) for m in spec.record},
              "wall_s": finished[c.key].get("wall_s"), "host": finished[c.key].get("host"),
              "node": finished[c.key].get("node")}
@@ -73,7 +79,7 @@ def write_report(spec: SweepSpec, store: SweepStore, cells: list[Cell], finished
               "axes": spec.axes, "record": spec.record, "over": spec.over, "cells": rows,
               "cells_missing": len(cells) - len(rows),
               "summary": summarize(rows, spec.over, spec.record) if spec.over else None,
-              "last_invocation": invocation, "versions": versions()}
+              "last_invocation": invocations[-1], "invocations": invocations, "versions": versions()}
     write_json(store.path / "results.json", record)
     png = store.path / f"{spec.name}.png"
     if rows:
@@ -113,6 +119,8 @@ def plot(spec: SweepSpec, record: dict, path: Path) -> None:
                                                   for r in record["cells"]]
     series: dict[str, list] = {}
     for p in points:
+        if x is not None and x not in p["params"]:
+            continue                       # a cell of another grid, without this axis
         label = ", ".join(f"{k}={v}" for k, v in p["params"].items() if k != x) or spec.name
         series.setdefault(label, []).append(p)
     xs_all = record["axes"].get(x, [None])

@@ -24,6 +24,7 @@ from lavaloop.deploy.sweep.store import SweepStore
 from lavaloop.errors import LavaloopError
 
 CANCEL_GRACE_S = 10.0   # how long cancelled tasks get to clean up before Ray is stopped
+ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 class SweepError(LavaloopError):
@@ -48,7 +49,8 @@ def ray_session(address: str | None, workers: int | None) -> Iterator:
     """Ray, started here with `workers` CPUs (default: all) or joined at `address`; stopped after."""
     import ray
 
-    quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                 runtime_env={"env_vars": ONE_THREAD})   # before a worker loads numpy: one core per cell
     try:
         if address:
             ray.init(address=address, **quiet)
@@ -98,6 +100,17 @@ def failure_line(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
+def cost_hint(cell: Cell) -> float:
+    """A cell's likely cost, for ordering: the product of its steps-like options (T, episodes,
+    games, runs). Longest first keeps a long cell from finishing alone at the end."""
+    opts = {**(cell.convert or {}), **cell.options}
+    cost = 1.0
+    for name in ("timesteps", "episodes", "games", "runs"):
+        if isinstance(opts.get(name), (int, float)):
+            cost *= opts[name]
+    return cost
+
+
 def execute(ray, spec: SweepSpec, store: SweepStore, todo: list[Cell], finished: dict, progress: bool,
             total: int) -> list[tuple[Cell, str]]:
     """Submit `todo` and keep each cell as it finishes (in `finished` and its file); the failures."""
@@ -107,7 +120,7 @@ def execute(ray, spec: SweepSpec, store: SweepStore, todo: list[Cell], finished:
     inputs: dict[str, object] = {}        # conversion key or source path -> artifact bytes (ref)
     conversions: dict = {}                # ref of a conversion task -> its key
     cells: dict = {}                      # ref of a cell task -> the cell
-    for cell in todo:
+    for cell in sorted(todo, key=cost_hint, reverse=True):
         if spec.task == "dream":
             cells[dream.remote(cell.options, str(store.run_dir(cell)))] = cell
             continue
@@ -191,10 +204,11 @@ def sweep(spec: SweepSpec, out=None, address: str | None = None, workers: int | 
             failures = execute(ray, spec, store, todo, finished, progress, len(cells))
     wall = time.time() - t0
     ran = len(todo) - len(failures)
-    invocation = {"cells": len(cells), "cells_before": len(cells) - len(todo), "cells_run": ran,
-                  "cells_failed": len(failures), "wall_s": wall, "ray_cpus": cpus, "address": address,
+    invocation = {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "cells": len(cells),
+                  "cells_before": len(cells) - len(todo), "cells_run": ran, "cells_failed": len(failures),
+                  "wall_s": wall, "ray_cpus": cpus, "address": address,
                   "cells_per_hour": 3600 * ran / wall if ran else None}
-    record = write_report(spec, store, cells, finished, invocation)
+    record = write_report(spec, store, cells, finished, store.log_invocation(invocation))
     if failures:
         cell, line = failures[0]
         where = ", ".join(f"{k}={v}" for k, v in cell.params.items())

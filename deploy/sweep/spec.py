@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -234,7 +235,8 @@ def parse_spec(raw: dict, base: str | Path = ".", default_name: str = "sweep", t
         raise SpecError("record must be a non-empty list of metric names")
     spec = SweepSpec(name=str(raw.get("name", default_name)), task=task, sources=sources, env=env, fixed=fixed,
                      grids=grids, record=record, plot=_plot(raw.get("plot", {})),
-                     over=_over(raw.get("summary", {})), out=base / raw.get("out", str(raw.get("name", default_name))),
+                     over=_over(raw.get("summary", {})),
+                     out=Path(os.path.normpath(base / raw.get("out", str(raw.get("name", default_name))))),
                      text=text)
     axes = spec.axes
     if spec.plot.get("x") is not None and spec.plot["x"] not in axes:

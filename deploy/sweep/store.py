@@ -5,6 +5,7 @@
     OUT/artifacts/K.h5    one artifact per conversion (cells that share it read it)
     OUT/cells/K.json      one finished cell: its options and its record
     OUT/runs/K/           a dreaming cell's resumable run directory
+    OUT/invocations.json  each run of the spec: cells kept and run, wall time, Ray CPUs
     OUT/results.json, OUT/<name>.png, OUT/report.html   (lavaloop.deploy.sweep.report)
 
 Every file is written atomically, so an interrupted sweep leaves only whole files and a
@@ -78,6 +79,14 @@ class SweepStore:
                 continue
             out[rec["key"]] = rec
         return out
+
+    def log_invocation(self, invocation: dict) -> list[dict]:
+        """Append one invocation's timing to OUT/invocations.json; all of them."""
+        path = self.path / "invocations.json"
+        log = json.loads(path.read_text()) if path.exists() else []
+        log.append(invocation)
+        write_json(path, log)
+        return log
 
     def save_artifact(self, conversion_key: str, data: bytes) -> None:
         with atomic_path(self.artifact_path(conversion_key)) as tmp:

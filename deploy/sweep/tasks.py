@@ -19,12 +19,12 @@ from pathlib import Path
 def one_core() -> Iterator[None]:
     """One thread for BLAS and torch, and SIGTERM as an interrupt, for the task's duration."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     from lavaloop.runtime import signals_as_interrupts
 
-    os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
-    with signals_as_interrupts():
+    with threadpool_limits(1), signals_as_interrupts():
         yield
 
 
