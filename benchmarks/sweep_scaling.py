@@ -5,9 +5,10 @@ sweep on N 16-core nodes, from its cells' measured single-core times.
 
     python -m benchmarks.sweep_scaling [--spec benchmarks/cartpole_sweep.toml]
 
-Each mode runs the whole spec into a fresh folder under build/sweep_scaling/; a mode already
-in results/sweep_scaling.json is kept (delete the file to measure again). Writes
-results/sweep_scaling.json and .png.
+Each mode runs the whole spec into a fresh folder under build/sweep_scaling/, `--repeat`
+times in rounds (the median wall time is reported: this machine's speed varies by ~15 %
+between runs); measurements already in results/sweep_scaling.json are kept (delete the file
+to measure again). Writes results/sweep_scaling.json and .png.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import argparse
 import heapq
 import json
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -105,15 +107,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spec", default=str(ROOT / "benchmarks" / "cartpole_sweep.toml"))
     ap.add_argument("--out", default=str(ROOT / "results"))
+    ap.add_argument("--repeat", type=int, default=2, help="measurements per mode (the median is reported)")
     args = ap.parse_args()
     path = Path(args.out) / "sweep_scaling.json"
     rec = json.loads(path.read_text()) if path.exists() else {"modes": {}}
     rec["spec"] = Path(args.spec).name
-    for name, mode in MODES.items():
-        if name not in rec["modes"]:
-            folder = ROOT / "build" / "sweep_scaling" / name.replace(" ", "_")
-            rec["modes"][name] = measure(Path(args.spec), mode, folder)
-            write_json(path, rec)
+    for _ in range(args.repeat):        # rounds, each mode once per round: slow phases of the machine hit all
+        for name, mode in MODES.items():
+            runs = rec["modes"].setdefault(name, {"runs": []})["runs"]
+            if len(runs) < args.repeat:
+                folder = ROOT / "build" / "sweep_scaling" / name.replace(" ", "_")
+                runs.append(measure(Path(args.spec), mode, folder))
+                write_json(path, rec)
+    for m in rec["modes"].values():
+        m.update({k: statistics.median(r[k] for r in m["runs"]) for k in ("wall_s", "cells_per_hour")},
+                 cpus=m["runs"][0]["cpus"], cells=m["runs"][0]["cells"])
     base = rec["modes"]["1 worker"]["wall_s"]
     for m in rec["modes"].values():
         m["parallel_efficiency"] = base / (m["cpus"] * m["wall_s"])
@@ -121,8 +129,9 @@ def main() -> None:
     write_json(path, rec)
     plot(rec, path.with_suffix(".png"))
     for name, m in rec["modes"].items():
-        print(f"{name:>9}: {m['cells']} cells in {m['wall_s']:.0f} s, {m['cells_per_hour']:.0f} cells/hour, "
-              f"efficiency {m['parallel_efficiency']:.2f}")
+        walls = ", ".join(f"{r['wall_s']:.0f}" for r in m["runs"])
+        print(f"{name:>9}: {m['cells']} cells in {m['wall_s']:.0f} s (median of {walls}), "
+              f"{m['cells_per_hour']:.0f} cells/hour, efficiency {m['parallel_efficiency']:.2f}")
     for q in rec["pong_projection"]["projected"]:
         print(f"Pong sweep on {q['nodes']} x 16 cores: {q['wall_min']:.0f} min "
               f"({q['wall_min_split_by_episode']:.0f} min split by episode)")
