@@ -18,7 +18,7 @@ demo: install  ## convert the bundled CartPole DQN, run 10 episodes on Lava (fix
 	$(BIN)/lavaloop convert checkpoints/cartpole_dqn.pt --env CartPole-v1 -o build/cartpole.h5
 	$(BIN)/lavaloop run build/cartpole.h5 --episodes 10 --json build/demo.json
 
-test: install  ## lint + the suite CI runs (~6 min here); slow end-to-end cases excluded
+test: install  ## lint + the suite CI runs (~11 min here); slow end-to-end cases excluded
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow"
 

@@ -98,6 +98,8 @@ def plot(rec: dict, path: Path) -> None:
     bx.axhline(p["longest_cell_min"], color="k", ls=":", label="longest cell")
     bx.set(xlabel="16-core nodes", ylabel="minutes", xscale="log", yscale="log",
            title=f"Pong sweep: {p['cells']} cells, {p['core_hours']:.1f} core-hours")
+    bx.set_xticks(NODES, [str(n) for n in NODES])
+    bx.minorticks_off()
     bx.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -198,3 +198,17 @@ def test_a_cell_of_the_committed_cartpole_sweep_is_reproduced():
     cell = next(c for c in spec.cells() if c.params == {"percentile": 99.9, "readout": "robust", "timesteps": 8})
     stored = read_json(ROOT / "results" / "sweeps" / "cartpole" / "cells" / f"{cell.key}.json")
     assert same_numbers(stored["result"], direct(cell))
+
+
+def test_instances_are_summarized_as_distributions_and_metrics_found_by_dotted_path():
+    from lavaloop.deploy.sweep.report import lookup, summarize
+
+    rec = {"result": {"curve": {"first_game_mean_ge_-0.5": 450, "final_mean": -0.4}}, "conversion": {"timesteps": 8}}
+    assert lookup(rec, "curve.first_game_mean_ge_-0.5") == 450 and lookup(rec, "timesteps") == 8
+    assert lookup(rec, "curve.missing") is None
+    rows = [{"params": {"mismatch_sigma": s, "mismatch_seed": k}, "metrics": {"r": s * 10 + k}}
+            for s in (0.1, 0.2) for k in range(20)]
+    groups = summarize(rows, "mismatch_seed", ["r"])
+    assert [g["params"] for g in groups] == [{"mismatch_sigma": 0.1}, {"mismatch_sigma": 0.2}]
+    d = groups[1]["metrics"]["r"]
+    assert d["n"] == 20 and d["median"] == 2 + 9.5 and d["p05"] == pytest.approx(2 + 0.95) and d["max"] == 21
