@@ -212,3 +212,26 @@ def test_instances_are_summarized_as_distributions_and_metrics_found_by_dotted_p
     assert [g["params"] for g in groups] == [{"mismatch_sigma": 0.1}, {"mismatch_sigma": 0.2}]
     d = groups[1]["metrics"]["r"]
     assert d["n"] == 20 and d["median"] == 2 + 9.5 and d["p05"] == pytest.approx(2 + 0.95) and d["max"] == 21
+
+
+def test_a_training_cell_trains_as_the_trainer_does(tmp_path):
+    """A "train" cell (run here without Ray) makes the policy and curve `trainers.recurrent`
+    makes with the same options; the GRSN seeds spec's cells are checked before running."""
+    import torch
+
+    from lavaloop.conversion.grsn import load_policy
+    from lavaloop.deploy.sweep.tasks import train_task
+    from lavaloop.trainers import recurrent
+
+    opts = {"env": "CartPole-V", "cell": "grsn", "seed": 3, "eval_every": 100, "total_steps": 300,
+            "learning_starts": 100}
+    cell = train_task(opts)
+    direct = recurrent.train("CartPole-V", "grsn", 3, tmp_path / "p.pt", recurrent.Config(total_steps=300,
+                             learning_starts=100), 100, progress=False)
+    assert [p[:2] for p in cell["result"]["curve"]] == [p[:2] for p in direct["curve"]]    # (step, eval return)
+    (tmp_path / "cell.pt").write_bytes(cell["files"]["policy.pt"])
+    ours, theirs = (load_policy(tmp_path / f)[0].state_dict() for f in ("cell.pt", "p.pt"))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert len(load_spec(ROOT / "benchmarks" / "grsn_seeds.toml").cells()) == 18
+    with pytest.raises(SpecError, match="unknown cell 'lstm'"):
+        parse_spec({"task": "train", "grid": {"cell": ["grsn", "lstm"]}})

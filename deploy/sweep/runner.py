@@ -102,10 +102,10 @@ def failure_line(exc: BaseException) -> str:
 
 def cost_hint(cell: Cell) -> float:
     """A cell's likely cost, for ordering: the product of its steps-like options (T, episodes,
-    games, runs). Longest first keeps a long cell from finishing alone at the end."""
+    games, runs, training steps). Longest first keeps a long cell from finishing alone at the end."""
     opts = {**(cell.convert or {}), **cell.options}
     cost = 1.0
-    for name in ("timesteps", "episodes", "games", "runs"):
+    for name in ("timesteps", "episodes", "games", "runs", "total_steps"):
         if isinstance(opts.get(name), (int, float)):
             cost *= opts[name]
     return cost
@@ -117,12 +117,16 @@ def execute(ray, spec: SweepSpec, store: SweepStore, todo: list[Cell], finished:
     convert = ray.remote(num_cpus=1, max_retries=0)(tasks.convert_task)
     run = ray.remote(num_cpus=1, max_retries=0)(tasks.run_task)
     dream = ray.remote(num_cpus=1, max_retries=0)(tasks.dream_task)
+    train = ray.remote(num_cpus=1, max_retries=0)(tasks.train_task)
     inputs: dict[str, object] = {}        # conversion key or source path -> artifact bytes (ref)
     conversions: dict = {}                # ref of a conversion task -> its key
     cells: dict = {}                      # ref of a cell task -> the cell
     for cell in sorted(todo, key=cost_hint, reverse=True):
         if spec.task == "dream":
-            cells[dream.remote(cell.options, str(store.run_dir(cell)))] = cell
+            cells[dream.remote(cell.options, str(store.run_dir(cell).resolve()))] = cell
+            continue
+        if spec.task == "train":
+            cells[train.remote(cell.options)] = cell
             continue
         key = cell.conversion_key or str(cell.source.path)
         if key not in inputs:

@@ -2,7 +2,7 @@
 expanded into cells.
 
     name = "cartpole"                       # optional; default: the file's stem
-    task = "run"                            # "run": convert (if needed) and run; "dream"
+    task = "run"                            # "run": convert (if needed) and run; "dream"; "train"
     checkpoint = "../checkpoints/cartpole_dqn.pt"   # or a list; or artifact = "policy.h5"
     env = "CartPole-v1"                     # with checkpoints
     out = "../results/sweeps/cartpole"      # optional; default: a folder named `name` beside the file
@@ -29,7 +29,9 @@ An axis is any option of the task: for "run", a `lavaloop.ConvertOptions` (or th
 kind's) field or a `lavaloop.RunSettings` field. A name both take (timesteps, readout,
 epsilon, env_params) is a run setting, which keeps one artifact for all its values; write
 `convert.timesteps` to convert at each value instead. For "dream", any `lavaloop.DreamConfig`
-field and `backend`. Relative paths are relative to the spec file.
+field and `backend`. For "train" (a recurrent policy from scratch, `lavaloop.trainers.recurrent`),
+env, cell, seed, eval_every, weight_bits and any of its `Config` fields. Relative paths are
+relative to the spec file.
 """
 from __future__ import annotations
 
@@ -44,11 +46,12 @@ import tomli
 
 from lavaloop.errors import LavaloopError
 
-TASKS = ("run", "dream")
-TOP_LEVEL = {"name", "task", "checkpoint", "artifact", "env", "out", "record", "convert", "run", "dream", "grid",
-             "plot", "summary"}
+TASKS = ("run", "dream", "train")
+TABLES = ("convert", "run", "dream", "train")
+TOP_LEVEL = {"name", "task", "checkpoint", "artifact", "env", "out", "record", *TABLES, "grid", "plot", "summary"}
 DEFAULT_RECORD = {"run": ["agreement", "mean_return", "normalized_score", "spikes_per_decision"],
-                  "dream": ["curve.final_mean", "curve.first_game_mean_ge_-0.5"]}
+                  "dream": ["curve.final_mean", "curve.first_game_mean_ge_-0.5"],
+                  "train": ["best_eval", "final_eval"]}
 
 
 class SpecError(LavaloopError):
@@ -88,9 +91,10 @@ class Cell:
     Parameters
     ----------
     params: the axis values that vary between cells (what tables and plots show).
-    source: the checkpoint or artifact (None for task "dream").
-    convert: conversion options (None: the source is an artifact, or task "dream").
-    options: run settings (task "run") or DreamConfig fields plus backend (task "dream").
+    source: the checkpoint or artifact (None for tasks "dream" and "train").
+    convert: conversion options (None: the source is an artifact, or another task).
+    options: run settings (task "run"), DreamConfig fields plus backend ("dream"), or the
+        trainer's options ("train").
     """
 
     params: dict
@@ -120,7 +124,7 @@ class SweepSpec:
     task: str
     sources: list[Source]
     env: str | None
-    fixed: dict                   # {"convert": {...}, "run": {...}} or {"dream": {...}}
+    fixed: dict                   # {"convert": {...}, "run": {...}}, {"dream": {...}} or {"train": {...}}
     grids: list[dict]             # axis name -> list of values
     record: list[str]
     plot: dict
@@ -161,9 +165,9 @@ class SweepSpec:
 
     def _cell(self, source: Source | None, point: dict) -> Cell:
         params = ({"source": source.label} if len(self.sources) > 1 else {}) | point
-        if self.task == "dream":
+        if self.task != "run":
             return Cell(params, None, None,
-                        {**self.fixed["dream"], **{k.rpartition(".")[2]: v for k, v in point.items()}})
+                        {**self.fixed[self.task], **{k.rpartition(".")[2]: v for k, v in point.items()}})
         convert, run = dict(self.fixed["convert"]), dict(self.fixed["run"])
         for name, value in point.items():
             table, _, option = name.rpartition(".")
@@ -191,6 +195,11 @@ def option_names(task: str) -> dict[str, set]:
         from lavaloop.deploy.dreaming.agent import DreamConfig
 
         return {"dream": {f.name for f in fields(DreamConfig)} | {"backend"}}
+    if task == "train":
+        from lavaloop.deploy.sweep.tasks import TRAIN_OPTIONS
+        from lavaloop.trainers.recurrent import Config
+
+        return {"train": {f.name for f in fields(Config)} | set(TRAIN_OPTIONS)}
     return {"convert": {f.name for f in fields(ConvertOptions)} | {f.name for f in fields(GRSNConvertOptions)},
             "run": {f.name for f in fields(RunSettings)}}
 
@@ -225,7 +234,7 @@ def parse_spec(raw: dict, base: str | Path = ".", default_name: str = "sweep", t
         raise SpecError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
     names = option_names(task)
     fixed = {table: _table(raw, table, names[table]) for table in names}
-    for table in set(names) ^ {"convert", "run", "dream"}:
+    for table in set(TABLES) - set(names):
         if table in raw:
             raise SpecError(f"task {task!r} takes no [{table}] table")
     sources, env = _sources(raw, task, base)
@@ -258,9 +267,11 @@ def _table(raw: dict, table: str, names: set) -> dict:
 
 
 def _sources(raw: dict, task: str, base: Path) -> tuple[list[Source], str | None]:
-    if task == "dream":
-        if any(k in raw for k in ("checkpoint", "artifact", "env")):
-            raise SpecError("task 'dream' takes no checkpoint, artifact or env (it plays Pong from RAM)")
+    if task != "run":
+        given = [k for k in ("checkpoint", "artifact", "env") if k in raw]
+        if given:
+            where = "it plays Pong from RAM" if task == "dream" else "give env in [train] or as an axis"
+            raise SpecError(f"task {task!r} takes no top-level {', '.join(given)} ({where})")
         return [], None
     sources = []
     for key in ("checkpoint", "artifact"):
@@ -328,6 +339,9 @@ def check_cells(spec: SweepSpec) -> None:
                 one_of("backend", opts.pop("backend", "emulator"), BACKENDS)
                 from_kwargs(DreamConfig, opts, "dream").chip_profile()
                 continue
+            if spec.task == "train":
+                check_training(cell.options)
+                continue
             from_kwargs(RunSettings, cell.options, "run")
             if cell.convert is not None:
                 src = cell.source.path
@@ -336,3 +350,20 @@ def check_cells(spec: SweepSpec) -> None:
                 from_kwargs(option_classes[src], cell.convert, f"converting {src.name}")
         except LavaloopError as exc:
             raise SpecError(f"cell {where}: {exc}") from exc
+
+
+def check_training(options: dict) -> None:
+    """A training cell's options, as `trainers.recurrent` will take them."""
+    from lavaloop.conversion.models.grsn import CELLS
+    from lavaloop.deploy.sweep.tasks import TRAIN_OPTIONS
+    from lavaloop.envs import check_env_id
+    from lavaloop.options import at_least, from_kwargs, one_of
+    from lavaloop.trainers.recurrent import Config
+
+    one_of("cell", options.get("cell", "grsn"), CELLS)
+    check_env_id(options.get("env", "CartPole-V"))
+    for name in ("seed", "weight_bits"):
+        at_least(name, options.get(name), 0)
+    at_least("eval_every", options.get("eval_every"), 1)
+    cfg = from_kwargs(Config, {k: v for k, v in options.items() if k not in TRAIN_OPTIONS}, "train")
+    at_least("total_steps", cfg.total_steps, 1)

@@ -5,6 +5,7 @@
     OUT/artifacts/K.h5    one artifact per conversion (cells that share it read it)
     OUT/cells/K.json      one finished cell: its options and its record
     OUT/runs/K/           a dreaming cell's resumable run directory
+    OUT/files/K/          what a training cell made (the policy and its learning curve)
     OUT/invocations.json  each run of the spec: cells kept and run, wall time, Ray CPUs
     OUT/results.json, OUT/<name>.png, OUT/report.html   (lavaloop.deploy.sweep.report)
 
@@ -93,7 +94,14 @@ class SweepStore:
             tmp.write_bytes(data)
 
     def save_cell(self, cell: Cell, record: dict) -> dict:
-        """Write a finished cell; its file's record."""
+        """Write a finished cell (and the files it made, under OUT/files/K/); its file's record."""
+        record = dict(record)
+        files = record.pop("files", {})
+        for name, data in files.items():
+            with atomic_path(self.path / "files" / cell.key / name) as tmp:
+                tmp.write_bytes(data)
+        if files:
+            record["files"] = [str(Path("files") / cell.key / name) for name in files]
         rec = {"key": cell.key, "params": cell.params, "convert": cell.convert, "options": cell.options, **record}
         write_json(self.path / "cells" / f"{cell.key}.json", rec)
         return rec

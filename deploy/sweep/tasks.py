@@ -1,4 +1,4 @@
-"""What a sweep's workers do: convert a checkpoint, run a cell, play a dreaming cell.
+"""What a sweep's workers do: convert a checkpoint, run a cell, play a dreaming cell, train a policy.
 
 Plain functions over bytes and dicts, so a worker on another machine needs nothing from the
 driver's disk: checkpoints and artifacts travel as bytes, records come back as dicts, and
@@ -95,3 +95,33 @@ def dream_task(options: dict, run_dir: str) -> dict:
         record = run(from_kwargs(DreamConfig, opts, "dream"), run_dir, backend, progress=False)
     record.pop("returns")
     return {"result": record, "wall_s": time.time() - t0, **where()}
+
+
+TRAIN_OPTIONS = ("env", "cell", "seed", "eval_every", "weight_bits")   # besides trainers.recurrent.Config's fields
+
+
+def train_task(options: dict) -> dict:
+    """Train one recurrent policy (`lavaloop.trainers.recurrent`: GRSN, GRU, LIF cells) from scratch.
+
+    Parameters
+    ----------
+    options: env (a POMDP id, default "CartPole-V"), cell (default "grsn"), seed (default 0),
+        eval_every (default 1000), weight_bits (quantization-aware training), and any
+        `trainers.recurrent.Config` field.
+
+    Returns {"result": the trainer's record (curve, best_eval, final_eval, config, ...),
+    "files": {"policy.pt", "policy.csv"}: the best policy and its curve, "wall_s", "host", "node"}.
+    """
+    from lavaloop.trainers import recurrent
+
+    t0 = time.time()
+    opts = dict(options)
+    named = {k: opts.pop(k) for k in TRAIN_OPTIONS if k in opts}
+    cfg = recurrent.Config(**opts)
+    with one_core(), tempfile.TemporaryDirectory(prefix="lavaloop-sweep-") as tmp:
+        out = Path(tmp) / "policy.pt"
+        record = recurrent.train(named.get("env", "CartPole-V"), named.get("cell", "grsn"), named.get("seed", 0), out,
+                                 cfg, named.get("eval_every", 1_000), progress=False,
+                                 weight_bits=named.get("weight_bits"))
+        files = {"policy.pt": out.read_bytes(), "policy.csv": out.with_suffix(".csv").read_bytes()}
+    return {"result": record, "files": files, "wall_s": time.time() - t0, **where()}
