@@ -133,8 +133,10 @@ def test_an_interrupted_sweep_keeps_its_cells_and_the_rerun_ends_as_an_uninterru
         stored = read_json(out / "cells" / f"{row['key']}.json")["result"]
         assert same_numbers(stored, direct(cells[row["key"]])), row["params"]
         assert row["metrics"]["agreement"] == stored["agreement"]
-    grown = write_spec(tmp_path, grid=GRID.replace("128]", "128, 256]"))
-    rec = lavaloop.sweep(grown, workers=2, progress=False)
+    grown = {"name": "study", "checkpoint": str(CARTPOLE), "env": "CartPole-v1", "convert": {"calib_steps": 500},
+             "run": {"episodes": 3, "backend": "emulator"},
+             "grid": {"timesteps": [4, 8, 16, 32, 64, 128, 256], "readout": ["robust", "spike_count"]}}
+    rec = lavaloop.sweep(grown, out=out, workers=2, progress=False)    # the same spec as a dict, its grid grown
     assert rec["last_invocation"]["cells_run"] == 2 and len(rec["cells"]) == 14
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import numbers
 from pathlib import Path
 
@@ -169,11 +170,8 @@ def _table(header: list[str], rows: list[list]) -> str:
 def html_report(spec: SweepSpec, record: dict, png: Path | None) -> str:
     """One HTML file with everything inline: the plot, the tables, the spec, the versions."""
     axes = list(record["axes"])
-    inv = record["last_invocation"]
     parts = [f"<h1>sweep {html.escape(spec.name)}</h1>",
-             f"<p>task {spec.task}; {len(record['cells'])} cells finished, {record['cells_missing']} missing; "
-             f"last invocation: {inv['cells_run']} cells in {inv['wall_s']:.0f} s on {inv['ray_cpus'] or 0} Ray CPUs"
-             + (f" ({inv['cells_per_hour']:.0f} cells/hour)" if inv["cells_per_hour"] else "") + "</p>"]
+             f"<p>task {spec.task}; {len(record['cells'])} cells finished, {record['cells_missing']} missing</p>"]
     if png is not None and png.exists():
         parts.append(f'<img alt="metrics" src="data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}">')
     if record["summary"]:
@@ -188,7 +186,12 @@ def html_report(spec: SweepSpec, record: dict, png: Path | None) -> str:
               _table(axes + spec.record + ["wall s"],
                      [[r["params"].get(a, "") for a in axes] + [r["metrics"][m] for m in spec.record] + [r["wall_s"]]
                       for r in record["cells"]]),
-              "<h2>Spec</h2>", f"<pre>{html.escape(spec.text)}</pre>",
+              "<h2>Invocations</h2>",
+              _table(["finished at", "cells kept", "cells run", "failed", "wall s", "Ray CPUs", "cells/hour"],
+                     [[i["finished_at"], i["cells_before"], i["cells_run"], i["cells_failed"], i["wall_s"],
+                       i["ray_cpus"] or "", i["cells_per_hour"] or ""] for i in record["invocations"]]),
+              "<h2>Spec</h2>",
+              f"<pre>{html.escape(spec.text or json.dumps({**record['spec'], 'grids': spec.grids}, indent=2))}</pre>",
               "<h2>Versions</h2>", _table(["package", "version"], sorted(record["versions"].items()))]
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
              "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}")

@@ -151,7 +151,7 @@ class SweepSpec:
         return out
 
     def cells(self) -> list[Cell]:
-        """The grid's cells, in spec order, each checked; duplicates (from overlapping grids) once."""
+        """The grid's cells, in spec order; a cell two grids share, once."""
         cells, keys = [], set()
         for grid in self.grids:
             names = list(grid)

@@ -1,7 +1,7 @@
 """A sweep's folder: what was asked, the shared artifacts, and one file per finished cell.
 
     OUT/spec.json         the spec's fingerprint (task, env, sources' sha256, fixed options)
-    OUT/spec.toml         the spec as last run
+    OUT/spec.toml         the spec file as last run
     OUT/artifacts/K.h5    one artifact per conversion (cells that share it read it)
     OUT/cells/K.json      one finished cell: its options and its record
     OUT/runs/K/           a dreaming cell's resumable run directory
@@ -61,8 +61,9 @@ class SweepStore:
                                 "use another --out, or change only the grid")
         else:
             write_json(fp_file, new)
-        with atomic_path(self.path / "spec.toml") as tmp:
-            tmp.write_text(self.spec.text)
+        if self.spec.text:                       # a spec given as a dict has no TOML text
+            with atomic_path(self.path / "spec.toml") as tmp:
+                tmp.write_text(self.spec.text)
 
     def artifact_path(self, conversion_key: str) -> Path:
         return self.path / "artifacts" / f"{conversion_key}.h5"
