@@ -152,7 +152,7 @@ def cmd_dream(args) -> None:
 def cmd_sweep(args) -> None:
     rec = lavaloop.sweep(args.spec, out=args.out, address=args.address, workers=args.workers,
                          progress=not args.no_progress)
-    inv, axes = rec["last_invocation"], list(rec["axes"])
+    inv, axes = rec["invocation"], list(rec["axes"])
     rows = [[str(r["params"].get(a, "")) for a in axes]
             + [f"{v:.4g}" if isinstance(v, float) else str(v) for v in r["metrics"].values()] for r in rec["cells"]]
     header = axes + rec["record"]

@@ -121,7 +121,7 @@ def test_an_interrupted_sweep_keeps_its_cells_and_the_rerun_ends_as_an_uninterru
     assert 2 <= kept < 12
 
     rec = lavaloop.sweep(spec, workers=2, progress=False)
-    assert rec["last_invocation"]["cells_before"] == kept and rec["last_invocation"]["cells_run"] == 12 - kept
+    assert rec["invocation"]["cells_before"] == kept and rec["invocation"]["cells_run"] == 12 - kept
     assert len(rec["cells"]) == 12 and rec["cells_missing"] == 0
     assert wait_for_no_ray() == []
     html = (out / "report.html").read_text()
@@ -137,7 +137,7 @@ def test_an_interrupted_sweep_keeps_its_cells_and_the_rerun_ends_as_an_uninterru
              "run": {"episodes": 3, "backend": "emulator"},
              "grid": {"timesteps": [4, 8, 16, 32, 64, 128, 256], "readout": ["robust", "spike_count"]}}
     rec = lavaloop.sweep(grown, out=out, workers=2, progress=False)    # the same spec as a dict, its grid grown
-    assert rec["last_invocation"]["cells_run"] == 2 and len(rec["cells"]) == 14
+    assert rec["invocation"]["cells_run"] == 2 and len(rec["cells"]) == 14
 
 
 def test_one_cell_equals_the_single_lavaloop_run_and_a_failed_cell_is_one_line(tmp_path):
@@ -172,7 +172,7 @@ def test_a_two_node_cluster_runs_the_cells_on_both_nodes(tmp_path):
         cluster.wait_for_nodes()
         rec = lavaloop.sweep(write_spec(tmp_path), address=cluster.address, progress=False)
         assert len(rec["cells"]) == 12 and len({c["node"] for c in rec["cells"]}) == 2
-        assert rec["last_invocation"]["ray_cpus"] == 2
+        assert rec["invocation"]["ray_cpus"] == 2
     finally:
         cluster.shutdown()
     assert wait_for_no_ray() == []

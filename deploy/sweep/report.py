@@ -64,13 +64,14 @@ def summarize(rows: list[dict], over: str, metrics: list[str]) -> list[dict]:
             for g in groups.values()]
 
 
-def write_report(spec: SweepSpec, store: SweepStore, cells: list[Cell], finished: dict,
+def write_report(spec: SweepSpec, store: SweepStore, cells: list[Cell], finished: dict, invocation: dict,
                  invocations: list[dict]) -> dict:
     """Write results.json, <name>.png and report.html for the spec's finished cells; the record.
 
     Parameters
     ----------
-    invocations: every run of the spec so far, the last one this.
+    invocation: this run of the spec (cells kept and run, wall time, Ray CPUs).
+    invocations: the runs of the spec that ran cells.
     """
     rows = [{"key": c.key, "params": c.params, "metrics": {m: lookup(finished[c.key], m) for m in spec.record},
              "wall_s": finished[c.key].get("wall_s"), "host": finished[c.key].get("host"),
@@ -80,7 +81,7 @@ def write_report(spec: SweepSpec, store: SweepStore, cells: list[Cell], finished
               "axes": spec.axes, "record": spec.record, "over": spec.over, "cells": rows,
               "cells_missing": len(cells) - len(rows),
               "summary": summarize(rows, spec.over, spec.record) if spec.over else None,
-              "last_invocation": invocations[-1], "invocations": invocations, "versions": versions()}
+              "invocation": invocation, "invocations": invocations, "versions": versions()}
     write_json(store.path / "results.json", record)
     png = store.path / f"{spec.name}.png"
     if rows:
@@ -142,7 +143,7 @@ def plot(spec: SweepSpec, record: dict, path: Path) -> None:
             ax.set_xscale("log", base=2)
         if not numeric_x:
             ax.set_xticks(range(len(xs_all)), [str(v) for v in xs_all])
-        ax.set(xlabel=x or "", ylabel=m + (f" (median, 5-95 % over {spec.over})" if spec.over else ""))
+        ax.set(title=m, xlabel=x or "", ylabel=f"median, 5-95 % over {spec.over}" if spec.over else m)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(metrics):]:
         ax.set_visible(False)

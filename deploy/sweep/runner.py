@@ -212,7 +212,7 @@ def sweep(spec: SweepSpec, out=None, address: str | None = None, workers: int | 
                   "cells_before": len(cells) - len(todo), "cells_run": ran, "cells_failed": len(failures),
                   "wall_s": wall, "ray_cpus": cpus, "address": address,
                   "cells_per_hour": 3600 * ran / wall if ran else None}
-    record = write_report(spec, store, cells, finished, store.log_invocation(invocation))
+    record = write_report(spec, store, cells, finished, invocation, store.log_invocation(invocation))
     if failures:
         cell, line = failures[0]
         where = ", ".join(f"{k}={v}" for k, v in cell.params.items())

@@ -6,7 +6,7 @@
     OUT/cells/K.json      one finished cell: its options and its record
     OUT/runs/K/           a dreaming cell's resumable run directory
     OUT/files/K/          what a training cell made (the policy and its learning curve)
-    OUT/invocations.json  each run of the spec: cells kept and run, wall time, Ray CPUs
+    OUT/invocations.json  each run of the spec that ran cells: cells kept and run, wall time, Ray CPUs
     OUT/results.json, OUT/<name>.png, OUT/report.html   (lavaloop.deploy.sweep.report)
 
 Every file is written atomically, so an interrupted sweep leaves only whole files and a
@@ -83,11 +83,12 @@ class SweepStore:
         return out
 
     def log_invocation(self, invocation: dict) -> list[dict]:
-        """Append one invocation's timing to OUT/invocations.json; all of them."""
+        """Append an invocation that ran cells to OUT/invocations.json; all of them."""
         path = self.path / "invocations.json"
         log = json.loads(path.read_text()) if path.exists() else []
-        log.append(invocation)
-        write_json(path, log)
+        if invocation["cells_run"] or invocation["cells_failed"]:
+            log.append(invocation)
+            write_json(path, log)
         return log
 
     def save_artifact(self, conversion_key: str, data: bytes) -> None:
