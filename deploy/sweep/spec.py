@@ -331,16 +331,8 @@ def check_cells(spec: SweepSpec) -> None:
     for cell in spec.cells():
         where = ", ".join(f"{k}={v}" for k, v in cell.params.items())
         try:
-            if spec.task == "dream":
-                from lavaloop.deploy.dreaming.agent import DreamConfig
-                from lavaloop.options import BACKENDS, one_of
-
-                opts = dict(cell.options)
-                one_of("backend", opts.pop("backend", "emulator"), BACKENDS)
-                from_kwargs(DreamConfig, opts, "dream").chip_profile()
-                continue
-            if spec.task == "train":
-                check_training(cell.options)
+            if spec.task != "run":
+                (check_dreaming if spec.task == "dream" else check_training)(cell.options)
                 continue
             from_kwargs(RunSettings, cell.options, "run")
             if cell.convert is not None:
@@ -350,6 +342,16 @@ def check_cells(spec: SweepSpec) -> None:
                 from_kwargs(option_classes[src], cell.convert, f"converting {src.name}")
         except LavaloopError as exc:
             raise SpecError(f"cell {where}: {exc}") from exc
+
+
+def check_dreaming(options: dict) -> None:
+    """A dreaming cell's options, as `lavaloop.dream` will take them (the chip profile included)."""
+    from lavaloop.deploy.dreaming.agent import DreamConfig
+    from lavaloop.options import BACKENDS, from_kwargs, one_of
+
+    opts = dict(options)
+    one_of("backend", opts.pop("backend", "emulator"), BACKENDS)
+    from_kwargs(DreamConfig, opts, "dream").chip_profile()
 
 
 def check_training(options: dict) -> None:
