@@ -11,11 +11,13 @@ import numpy as np
 
 from lavaloop.artifact import lavaloop_version
 from lavaloop.conversion.artifact_if import IFArtifact
+from lavaloop.conversion.artifact_ms import MixedSignalArtifact
 from lavaloop.conversion.artifact_sd import SDArtifact, held_input_values
 from lavaloop.conversion.auto_timesteps import choose_timesteps
 from lavaloop.conversion.distill import DistillConfig, distill
 from lavaloop.conversion.distill import agreement as distill_agreement
 from lavaloop.conversion.loaders import load_checkpoint
+from lavaloop.conversion.mixed_signal import INPUT_BITS, check_mappable, map_network
 from lavaloop.conversion.models.qnet import FeedForwardQ
 from lavaloop.conversion.network import ConvLayer, SourceNetwork
 from lavaloop.conversion.normalize import collect_observations, layer_scales, normalize
@@ -24,7 +26,7 @@ from lavaloop.conversion.sigma_delta import quantize_sd, sd_report
 from lavaloop.envs import EnvSpec, is_atari, make_env
 from lavaloop.errors import ProfileError, ShapeMismatchError
 from lavaloop.options import ConvertOptions, from_kwargs
-from lavaloop.profiles import ChipProfile, load_profile
+from lavaloop.profiles import ChipProfile, MixedSignalProfile, load_profile
 
 ATARI_EPISODE_STEPS = 18_000   # the paper's evaluation cap, in agent steps
 ATARI_EPSILON = 0.05           # the paper's evaluation epsilon
@@ -89,9 +91,10 @@ def distill_layers(q: FeedForwardQ, normed: list, layers: list, obs: np.ndarray,
     return (tuned, tuned_q, report) if after >= before else (normed, layers, report)
 
 
-def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact | SDArtifact:
+def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact | SDArtifact | MixedSignalArtifact:
     """Load a DQN checkpoint, calibrate, normalize and quantize it: the converter of the DQN
-    kinds, a rate-coded IF network ("if") or, with coding="sigma-delta", a sigma-delta network.
+    kinds, a rate-coded IF network ("if"), with coding="sigma-delta" a sigma-delta network, or
+    with a mixed-signal profile (dynapse1, dynapse2) a network mapped onto that chip ("mixed-signal").
 
     Parameters
     ----------
@@ -105,10 +108,14 @@ def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact | 
     opts = from_kwargs(ConvertOptions, options, "a DQN conversion")
     t0 = time.time()
     profile = load_profile(opts.profile)
-    if not isinstance(profile, ChipProfile):
-        raise ProfileError(f"profile {profile.name!r} is a {profile.kind} chip; converting a DQN needs "
-                           "a fixed-point profile (e.g. loihi2)")
+    mixed = isinstance(profile, MixedSignalProfile)
+    if mixed:
+        check_mixed_signal_options(opts)
+    elif opts.fan_in != "split" or opts.distill_mismatch is not None:
+        raise ProfileError("fan_in and distill_mismatch apply to mixed-signal profiles (dynapse1, dynapse2) only")
     net = load_checkpoint(checkpoint)
+    if mixed:
+        check_mappable(net.layers, profile)
     limit = opts.max_episode_steps or (ATARI_EPISODE_STEPS if is_atari(env_id) else None)
     spec = EnvSpec.for_id(env_id, opts.sticky, limit)
     if opts.env_params:
@@ -120,16 +127,17 @@ def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact | 
         env.close()
     q = net.to_torch()
     obs = collect_observations(q, spec, opts.calib_steps, opts.calib_seed, opts.calib_epsilon)
+    in_bits = INPUT_BITS if mixed else profile.input_bits
     common = {
         "env": spec.to_dict(), "obs_shape": obs_shape, "n_actions": n_actions,
-        "action_map": list(range(n_actions)), "input_scale_bits": input_scale_bits(obs, profile),
+        "action_map": list(range(n_actions)), "input_scale_bits": input_scale_bits(obs, in_bits),
         "epsilon": opts.epsilon if opts.epsilon is not None else (ATARI_EPSILON if is_atari(env_id) else 0.0),
         "profile": profile.to_dict(),
         "source": {"file": Path(checkpoint).name, "format": net.format, "sha256": net.sha256,
                    "layers": [l.name for l in net.layers]},
         "lavaloop_version": lavaloop_version(),
     }
-    build = convert_sigma_delta if opts.coding == "sigma-delta" else convert_rate
+    build = convert_mixed_signal if mixed else convert_sigma_delta if opts.coding == "sigma-delta" else convert_rate
     art = build(net, q, obs, profile, spec, opts, common)
     art.manifest["conversion_seconds"] = round(time.time() - t0, 2)
     art.validate()
@@ -169,6 +177,36 @@ def convert_rate(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, profile: 
         auto = choose_timesteps(art, q, heldout, opts.timesteps_target)
         art.manifest.update(timesteps=auto["chosen"], timesteps_auto=auto)
     return art
+
+
+def check_mixed_signal_options(opts: ConvertOptions) -> None:
+    """Options a mixed-signal mapping does not take, refused in one line."""
+    fixed_point = {"coding": "rate", "readout": "robust", "v_init": "half", "normalization": "layer",
+                   "distill_model": "spikes"}
+    given = [k for k, v in fixed_point.items() if getattr(opts, k) != v]
+    if given or opts.timesteps == "auto":
+        raise ProfileError(f"{', '.join(given) or 'timesteps auto'} do not apply to a mixed-signal profile "
+                           f"({opts.profile}): its network is rate coded with LIF neurons and a host readout")
+
+
+def convert_mixed_signal(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, profile: MixedSignalProfile,
+                         spec: EnvSpec, opts: ConvertOptions, common: dict) -> MixedSignalArtifact:
+    """The network mapped onto a mixed-signal chip (conversion.mixed_signal), its host readout
+    fitted to the nominal chip, optionally trained through the chip's dynamics and sampled
+    mismatch (conversion.mismatch_training)."""
+    scales = layer_scales(q, obs, opts.percentile)
+    normed = normalize(net.layers, scales)
+    mapped = map_network(normed, obs, profile, opts.timesteps, common["input_scale_bits"], opts.fan_in)
+    manifest = {**common, "timesteps": opts.timesteps, "input_bits": INPUT_BITS, "mapping": mapped.report,
+                "normalization": {"mode": "layer", "percentile": opts.percentile, "scales": scales,
+                                  "calib_steps": opts.calib_steps, "calib_seed": opts.calib_seed,
+                                  "calib_epsilon": opts.calib_epsilon},
+                "readout_calibration": None, "mismatch_training": None}
+    from lavaloop.conversion.mismatch_training import calibrate_readout, heldout_observations, train_through_chip
+
+    heldout = heldout_observations(q, spec, opts)
+    art = calibrate_readout(MixedSignalArtifact(manifest, mapped, net.layers), q, obs, heldout)
+    return train_through_chip(art, q, obs, spec, heldout, opts) if opts.distill else art
 
 
 def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, profile: ChipProfile,

@@ -186,8 +186,8 @@ def quantization_report(q: QuantizedLayer, ref: Layer) -> dict:
             "weight_max_abs_error": float(np.abs(w - ref.weight).max())}
 
 
-def input_scale_bits(obs: np.ndarray, profile: ChipProfile) -> int:
-    """Fraction bits f of the input payload round(obs * 2**f): twice the calibration range fits."""
+def input_scale_bits(obs: np.ndarray, bits: int) -> int:
+    """Fraction bits f of the input payload round(obs * 2**f) of `bits` bits: twice the calibration range fits."""
     peak = float(np.abs(obs).max()) if obs.size else 1.0
-    limit = int_max(profile.input_bits)
+    limit = int_max(bits)
     return int(math.floor(math.log2(limit / (2.0 * max(peak, 1e-6)))))

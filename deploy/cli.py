@@ -68,7 +68,7 @@ def cmd_convert(args) -> None:
     opts = given(args, "coding", "delta_threshold", "message_shift", "percentile", "normalization", "timesteps",
                  "timesteps_target",
                  "readout", "profile", "calib_steps", "calib_seed", "calib_episodes", "epsilon", "v_init", "sticky",
-                 "max_episode_steps", "distill", "distill_steps", "distill_model")
+                 "max_episode_steps", "distill", "distill_steps", "distill_model", "fan_in", "distill_mismatch")
     opts.update(env_params(args))
     art = lavaloop.convert(args.checkpoint, args.env, **opts)
     art.save(args.output)
@@ -84,7 +84,8 @@ def cmd_info(args) -> None:
 def cmd_run(args) -> None:
     if args.json:
         check_writable(args.json)
-    settings = given(args, "epsilon", "timesteps", "readout", "env", "sticky_actions", "per_layer_processes")
+    settings = given(args, "epsilon", "timesteps", "readout", "env", "sticky_actions", "per_layer_processes",
+                     "mismatch_seed", "mismatch_sigma")
     settings.update(env_params(args))
     result = lavaloop.run(args.artifact, episodes=args.episodes, backend=args.backend, seed=args.seed,
                           progress=not args.no_progress, **settings)
@@ -179,7 +180,8 @@ def parser() -> argparse.ArgumentParser:
                    "state dict (.pt) of an MLP or the Nature DQN, or a GRSN policy (lavaloop.trainers.recurrent)")
     c.add_argument("--env", required=True, help="gymnasium environment id, e.g. CartPole-v1")
     c.add_argument("-o", "--output", required=True, help="artifact path (.h5)")
-    c.add_argument("--profile", help="chip profile name or JSON file (default loihi2)")
+    c.add_argument("--profile", help="chip profile name or JSON file (default loihi2; dynapse1, dynapse2: "
+                   "map a DQN onto a mixed-signal chip)")
     c.add_argument("--coding", help="DQN: rate (spike counts over T steps, default) or sigma-delta "
                    "(graded spikes carrying activations and their changes; one Lava step per layer)")
     c.add_argument("--delta-threshold", type=float, help="DQN, sigma-delta: send a change once it reaches this "
@@ -212,6 +214,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--distill-steps", type=int, help="DQN: distillation optimizer steps >= 1 (default 3000)")
     c.add_argument("--distill-model", choices=["spikes", "staircase"],
                    help="DQN: train through simulated spike trains (default) or rounded rates (cheaper)")
+    c.add_argument("--fan-in", choices=["split", "prune"],
+                   help="DQN on a mixed-signal profile: neurons with more inputs than the chip's fan-in are split "
+                        "into partial sums and a relay (default) or pruned to their largest weights")
+    c.add_argument("--distill-mismatch", type=float, metavar="SIGMA",
+                   help="DQN on a mixed-signal profile, with --distill: device mismatch sampled while training "
+                        "through the chip (default: the profile's; 0: the nominal chip only)")
     c.set_defaults(func=cmd_convert)
 
     i = sub.add_parser("info", help="describe an artifact")
@@ -237,6 +245,10 @@ def parser() -> argparse.ArgumentParser:
                         "CartPole's pole (repeatable)")
     r.add_argument("--per-layer-processes", action="store_true", default=GIVEN,
                    help="rate-coded on Lava: one process per layer (default: the whole network in one process)")
+    r.add_argument("--mismatch-seed", type=int, default=GIVEN,
+                   help="mixed-signal: run on chip instance SEED >= 0 (default: the nominal chip, no mismatch)")
+    r.add_argument("--mismatch-sigma", type=float, default=GIVEN,
+                   help="mixed-signal: device mismatch of that instance, >= 0 (default: the profile's)")
     r.add_argument("--json", help="write the results record (RunResult) here")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_run)

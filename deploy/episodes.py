@@ -176,3 +176,20 @@ def replay(spec: EnvSpec, seed: int, actions, expected_return: float,
         raise LavaloopError(f"replay of seed {seed} gave return {sum(rewards)}, the run {expected_return}: "
                             "the environment is not deterministic under its seed")
     return np.asarray(obs), np.asarray(rewards)
+
+
+def idle_corrected_counters(rt, stacks: list, window: int, idle_windows: int) -> tuple[list[int], list[int]]:
+    """Spike and synop totals of the decision windows only.
+
+    The last chunk runs past the last decision; those idle windows (zero input, fresh
+    state) are all alike, so one more window measures what each of them added.
+    """
+    def read():
+        return (np.concatenate([s.spikes.get() for s in stacks]).astype(np.int64),
+                np.concatenate([s.synops.get() for s in stacks]).astype(np.int64))
+
+    spikes, synops = read()
+    rt.run(window)
+    spikes2, synops2 = read()
+    return ((spikes - idle_windows * (spikes2 - spikes)).tolist(),
+            (synops - idle_windows * (synops2 - synops)).tolist())

@@ -16,6 +16,7 @@ V_INITS = ("half", "zero")
 BACKENDS = ("lava", "emulator")
 DISTILL_MODELS = ("spikes", "staircase")
 CODINGS = ("rate", "sigma-delta")
+FAN_IN_MODES = ("split", "prune")
 RATE_ONLY = {"percentile": 99.9, "normalization": "layer", "timesteps": 32, "readout": "robust", "v_init": "half",
              "distill_model": "spikes"}
 
@@ -90,6 +91,12 @@ class ConvertOptions:
     distill_steps: its optimizer steps, >= 1.
     distill_model: what it trains through: "spikes" (simulated IF spike trains; closest to the
         chip, T times the work) or "staircase" (rounded rates; for large T and conv nets).
+    fan_in: mixed-signal profiles only: a neuron with more inputs than the chip's fan-in is
+        "split" into partial sums and a relay, or "prune"d to its largest weights
+        (lavaloop.conversion.mixed_signal).
+    distill_mismatch: mixed-signal profiles with distill only: the device mismatch sigma
+        (>= 0) sampled while training through the chip (None: the profile's; 0: the nominal
+        chip only); lavaloop.conversion.mismatch_training.
     """
 
     coding: str = "rate"
@@ -112,8 +119,14 @@ class ConvertOptions:
     distill: bool = False
     distill_steps: int = 3000
     distill_model: str = "spikes"
+    fan_in: str = "split"
+    distill_mismatch: float | None = None
 
     def __post_init__(self):
+        one_of("fan-in mode", self.fan_in, FAN_IN_MODES)
+        at_least("distill_mismatch", self.distill_mismatch, 0.0)
+        if self.distill_mismatch is not None and not self.distill:
+            raise LavaloopError("distill_mismatch applies only with distill")
         within("percentile", self.percentile, 0, 100, low_open=True)
         one_of("normalization", self.normalization, NORMALIZATIONS)
         if self.timesteps != "auto":
@@ -189,6 +202,8 @@ class RunSettings:
     sticky_actions: ALE sticky-action probability in [0, 1].
     env_params: numeric attributes of the environment to change, e.g. {"length": 1.0} for
         CartPole's pole (lavaloop.envs.set_physics): the policy deployed on a drifted task.
+    mismatch_seed: mixed-signal kinds: the chip instance, >= 0 (None: the nominal chip, no mismatch).
+    mismatch_sigma: mixed-signal kinds: its device mismatch, >= 0 (None: the profile's).
     """
 
     episodes: int = 20
@@ -201,9 +216,13 @@ class RunSettings:
     env: str | None = None
     sticky_actions: float | None = None
     env_params: dict | None = None
+    mismatch_seed: int | None = None
+    mismatch_sigma: float | None = None
 
     def __post_init__(self):
         at_least("episodes", self.episodes, 1)
+        at_least("mismatch_seed", self.mismatch_seed, 0)
+        at_least("mismatch_sigma", self.mismatch_sigma, 0.0)
         at_least("seed", self.seed, 0)
         one_of("backend", self.backend, BACKENDS)
         within("epsilon", self.epsilon, 0, 1)
@@ -219,5 +238,6 @@ class RunSettings:
         """Names of the kind-specific settings given (not left to the artifact)."""
         given = {"timesteps": self.timesteps is not None, "readout": self.readout is not None,
                  "per_layer_processes": self.per_layer_processes, "env": self.env is not None,
-                 "sticky_actions": self.sticky_actions is not None, "env_params": bool(self.env_params)}
+                 "sticky_actions": self.sticky_actions is not None, "env_params": bool(self.env_params),
+                 "mismatch_seed": self.mismatch_seed is not None, "mismatch_sigma": self.mismatch_sigma is not None}
         return [k for k, v in given.items() if v]

@@ -40,9 +40,11 @@ class MixedSignalProfile:
     """An analog/mixed-signal chip (DYNAP-SE family): shared weights, few levels, mismatch.
 
     Neurons are leaky integrate-and-fire with an exponential (DPI) synapse, simulated at
-    `dt_ms`; the threshold is 1 in units of the synaptic current. Device mismatch scales
-    every neuron's threshold, time constants and synaptic gain by 1 + N(0, mismatch_sigma),
-    frozen per chip instance (a seed). Weights: a connection of multiplicity m has weight
+    `dt_ms`: `tau_syn_ms` is the slow excitatory type (NMDA, the dreaming agent's),
+    `tau_syn_fast_ms` the fast ones (AMPA, GABA_A, mapped DQNs'); the threshold is 1 in
+    units of the synaptic current. Device mismatch scales every neuron's threshold, time
+    constants and synaptic gain (and a mapped network's shared weight currents) by
+    1 + N(0, mismatch_sigma), frozen per chip instance (a seed). Weights: a connection of multiplicity m has weight
     m * the core's shared weight; `repeated_synapses` chips build it from m 1-bit synapses
     (each uses one of the `fan_in` entries), others store m as one code < `weight_levels`.
     """
@@ -60,6 +62,7 @@ class MixedSignalProfile:
     refractory_ms: float
     mismatch_sigma: float           # coefficient of variation of every analog parameter
     noise_sigma: float = 0.0        # membrane noise per step, in threshold units
+    tau_syn_fast_ms: float = 5.0    # the fast synapse types (AMPA, GABA_A) a mapped DQN uses
     description: str = ""
 
     kind = "mixed_signal"

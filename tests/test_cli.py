@@ -73,7 +73,7 @@ def test_convert_bad_input(bad_files, name, env, needle):
     (["--calib-seed", "-1"], "calib_seed must be >= 0"),
     (["--max-episode-steps", "0"], "max_episode_steps must be >= 1"),
     (["--calib-episodes", "3"], "a DQN conversion takes no option calib_episodes"),
-    (["--profile", "dynapse1"], "mixed_signal chip"),
+    (["--profile", "dynapse1", "--v-init", "zero"], "v_init do not apply to a mixed-signal profile"),
     (["--profile", "nosuchchip"], "unknown chip profile"),
     (["--distill-steps", "50"], "apply only with distill"),
     (["--distill", "--v-init", "zero"], "half threshold"),

@@ -11,7 +11,7 @@ import numpy as np
 
 from lavaloop.conversion.artifact_if import IFArtifact
 from lavaloop.deploy.emulator import run_emulator
-from lavaloop.deploy.episodes import EpisodeLog, recorded_actions, run_envio_episodes
+from lavaloop.deploy.episodes import EpisodeLog, idle_corrected_counters, recorded_actions, run_envio_episodes
 from lavaloop.deploy.kinds.dqn import DQNDeployment
 from lavaloop.envs import episode_limit
 from lavaloop.errors import LavaloopError
@@ -38,7 +38,7 @@ class IFDeployment(DQNDeployment):
         with LavaRuntime(g.envio) as rt:
             steps, wall = run_envio_episodes(rt, g.envio, len(self.seeds), g.window * 25, progress)
             lengths = g.envio.lengths.get().astype(np.int64)
-            spikes, synops = idle_corrected_counters(rt, g, idle_windows=steps // g.window - int(lengths.sum()))
+            spikes, synops = idle_corrected_counters(rt, g.stacks, g.window, steps // g.window - int(lengths.sum()))
             actions, greedy = recorded_actions(g.envio, lengths)
             return EpisodeLog(seeds=self.seeds, returns=g.envio.returns.get().astype(float), lengths=lengths,
                               actions=actions, greedy=greedy, spikes=spikes, synops=synops, steps=steps,
@@ -66,19 +66,3 @@ class IFDeployment(DQNDeployment):
         return [f"coding: T={d['timesteps']}, readout={d['readout']}; spikes per layer {d['spikes_per_layer']}"] + (
             [] if same is None else [f"same outcome in the emulator (ALE): {same:.4f} of decisions"])
 
-
-def idle_corrected_counters(rt: LavaRuntime, g, idle_windows: int) -> tuple[list[int], list[int]]:
-    """Spike and synop totals of the decision windows only.
-
-    The last chunk runs past the last decision; those idle windows (zero input, fresh
-    state) are all alike, so one more window measures what each of them added.
-    """
-    def read():
-        return (np.concatenate([s.spikes.get() for s in g.stacks]).astype(np.int64),
-                np.concatenate([s.synops.get() for s in g.stacks]).astype(np.int64))
-
-    spikes, synops = read()
-    rt.run(g.window)
-    spikes2, synops2 = read()
-    return ((spikes - idle_windows * (spikes2 - spikes)).tolist(),
-            (synops - idle_windows * (synops2 - synops)).tolist())

@@ -12,7 +12,7 @@ One module per neuron family (a new coding adds one):
 * `rate`: integrate-and-fire neurons, event-driven synapses, readouts (converted DQNs);
 * `grsn`: graded-spike layers and gated recurrent spiking neurons (GRSN policies);
 * `sigma_delta`: sigma-delta ReLU neurons with graded spikes (DQNs deployed as Loihi 2 runs ANNs);
-* `mixed_signal`: spike generators and LIF neurons of DYNAP-SE chips (the dreaming agent).
+* `mixed_signal`: spike generators and LIF neurons of DYNAP-SE chips (the dreaming agent, mapped DQNs).
 
 Their public functions are also importable from this package.
 """
@@ -27,13 +27,23 @@ from lavaloop.processes.dynamics.grsn import (
                                                sigmoid_lookup,
                                                stage_ops,
 )
-from lavaloop.processes.dynamics.mixed_signal import lif_step, place_cell_increments, regular_spikes, synaptic_drive
+from lavaloop.processes.dynamics.mixed_signal import (
+                                                       fanout,
+                                                       generator_increments,
+                                                       lif_step,
+                                                       mapped_layer_step,
+                                                       on_grid,
+                                                       place_cell_increments,
+                                                       regular_spikes,
+                                                       synaptic_drive,
+)
 from lavaloop.processes.dynamics.rate import Synapse, conv_fanout, conv_reach, if_step, if_steps, readout, rewired
 from lavaloop.processes.dynamics.sigma_delta import delta_encode, sigma_delta_step, sigma_readout
 
 __all__ = ["Synapse", "continuous_action", "conv2d", "conv_fanout", "conv_reach", "delta_encode", "dense",
-           "encode_input",
+           "encode_input", "fanout", "generator_increments",
            "exact_float", "exact_int", "graded_dense", "grsn_gates", "grsn_step", "if_step", "if_steps",
-           "lif_step", "place_cell_increments", "prepare_stage", "readout", "rewired", "regular_spikes", "run_stage",
+           "lif_step", "mapped_layer_step", "on_grid",
+           "place_cell_increments", "prepare_stage", "readout", "rewired", "regular_spikes", "run_stage",
            "saturate", "shift", "sigma_delta_step", "sigma_readout", "sigmoid_lookup", "stage_ops",
            "synaptic_drive"]

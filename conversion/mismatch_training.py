@@ -1,0 +1,269 @@
+"""Training a mapped network through the chip: its LIF dynamics, its weight levels and sampled mismatch.
+
+Two steps. `calibrate_readout` fits the host readout by least squares to the nominal chip's
+spike counts (every conversion does it). `train_through_chip` (convert --distill) trains
+the chip layers and the readout together: the model is the mixed-signal network as
+`deploy.mixed_signal` runs it: the input generators' exact spike trains, then every chip
+layer's LIF neurons stepped through the decision window of T steps, on a chip instance drawn
+afresh for every minibatch (`conversion.mixed_signal.draw_instance` at sigma
+`distill_mismatch`; 0: the nominal chip only; seeds from TRAINING_INSTANCES on, so
+evaluation instances below it are unseen). The forward pass is the simulation; the backward
+pass is the rate model's (straight-through): a neuron's activation is its count / (T * RATE)
+forward and clip(z, 0, 1) backward, z its pre-activation in activation units computed from
+the instance's weights, gain, threshold and synaptic decay and from the measured input
+rates. Weights go through the profile's levels with the mapping's shared currents (the code
+of a weight is fixed per minibatch; its instance value is the sum of the code's mismatched
+bit currents; straight-through). This is noise-injection training as used for analog
+hardware, with the chip's own noise model. The host readout is trained with the chip.
+
+Targets are as `conversion.distill`'s "advantage" target: the source's Q minus its mean
+over actions in units of its RMS, plus a cross-entropy on the source's greedy action; the
+observations are the calibration set plus DAgger rounds where the nominal chip acts. The
+trained weights are mapped to codes with the mapping's currents; the artifact records the
+agreement of the nominal chip with the source on held-out observations before and after.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from lavaloop.conversion.artifact_ms import MixedSignalArtifact
+from lavaloop.conversion.distill import DistillConfig, straight_through
+from lavaloop.conversion.mixed_signal import ONE, RATE, READOUT_BITS, draw_mismatch, instance_params
+from lavaloop.conversion.models.qnet import FeedForwardQ
+from lavaloop.conversion.normalize import collect_observations
+from lavaloop.envs import EnvSpec
+from lavaloop.options import ConvertOptions
+from lavaloop.processes.dynamics import encode_input, generator_increments, regular_spikes
+
+CONFIG = {"target": "advantage", "ce_weight": 0.1, "temperature": 0.1, "lr": 1e-3}
+TRAINING_INSTANCES = 1_000_000   # training's chip instances start at this seed: lower ones are unseen
+
+
+def generator_trains(art: MixedSignalArtifact, obs: np.ndarray) -> torch.Tensor:
+    """The ON/OFF generators' spike trains (T, B, 2 n_obs) for observations (B, n_obs), exact."""
+    payload = encode_input(obs.reshape(len(obs), -1), 1 << int(art.manifest["input_scale_bits"]),
+                           int(art.manifest["input_bits"]))
+    inc = generator_increments(payload, art.mapped.input_gain, ONE)
+    phase = np.full(inc.shape, ONE // 2, np.int64)
+    trains = np.empty((art.timesteps, *inc.shape), np.float32)
+    for k in range(art.timesteps):
+        phase, trains[k] = regular_spikes(phase, inc, ONE)
+    return torch.from_numpy(trains[..., :-1])
+
+
+class ChipModel(torch.nn.Module):
+    """The mapped network as the chip computes it on one instance (see the module docstring).
+
+    Parameters
+    ----------
+    art: the mapped artifact (its codes, currents and readout are the starting point).
+    """
+
+    def __init__(self, art: MixedSignalArtifact):
+        super().__init__()
+        self.art, self.profile = art, art.profile
+        self.layers = art.mapped.layers
+        self.levels = self.profile.fan_in + 1 if self.profile.repeated_synapses else self.profile.weight_levels
+        self.weights = torch.nn.ParameterList(
+            [torch.nn.Parameter(torch.tensor(l.weights().T, dtype=torch.float32)) for l in self.layers])
+        self.masks = [torch.tensor(l.code != 0) for l in self.layers]
+        shift = art.manifest["mapping"]["readout_shift"]
+        scale = art.timesteps * RATE / 2.0 ** shift         # readout per activation unit
+        self.readout_w = torch.nn.Parameter(torch.tensor(art.mapped.readout_weight * scale, dtype=torch.float32))
+        self.readout_b = torch.nn.Parameter(torch.tensor(art.mapped.readout_bias / 2.0 ** shift, dtype=torch.float32))
+        self.u0, self.slope = art.manifest["mapping"]["u0"], art.manifest["mapping"]["slope"]
+        self.sample(None, 0.0)
+
+    def sample(self, seed: int | None, sigma: float) -> None:
+        """Use chip instance `seed` (None: nominal) with mismatch sigma for the next forward passes."""
+        self.mismatch = draw_mismatch(self.layers, seed, sigma)
+        self.instance = instance_params(self.layers, self.profile, self.mismatch)
+
+    def codes(self, i: int) -> np.ndarray:
+        """Signed level codes of layer i's trained weights, with the mapping's nominal currents."""
+        layer, w = self.layers[i], self.weights[i].detach().numpy().astype(np.float64)
+        base = layer.currents[layer.core, :, 0]                 # (n, 2): base current per type
+        b = np.where(w >= 0, base[:, None, 0], base[:, None, 1])
+        code = np.clip(np.rint(np.abs(w) / b), 0, self.levels - 1) * np.sign(w)
+        return np.where(self.masks[i].numpy(), code, 0).astype(np.int16)
+
+    def implemented(self, i: int) -> torch.Tensor:
+        """Layer i's weights on the current instance (straight-through to the float weights)."""
+        layer = self.layers[i]
+        code = self.codes(i)
+        inst = replace(layer, code=code).weights(layer.currents * self.mismatch[i]["currents"]).T
+        w = self.weights[i] * self.masks[i]
+        return straight_through(w, torch.tensor(inst, dtype=torch.float32))
+
+    def forward(self, trains: torch.Tensor) -> torch.Tensor:
+        """Readout values (B, |A|) from the generators' trains (T, B, 2 n_obs)."""
+        return self.features(trains) @ self.readout_w.T + self.readout_b
+
+    @torch.no_grad()
+    def fit_readout(self, obs: np.ndarray, target: np.ndarray, ridge: float = 1e-3, chunk: int = 1024) -> None:
+        """Set the readout to the least-squares fit of `target` (B, |A|) on the last chip layer's
+        activations for `obs` on the current instance (ridge-regularized, bias unpenalized)."""
+        feats = torch.cat([self.features(generator_trains(self.art, obs[i:i + chunk]))
+                           for i in range(0, len(obs), chunk)]).double()
+        x = torch.cat([feats, torch.ones(len(feats), 1, dtype=torch.float64)], 1)
+        reg = ridge * len(x) * torch.eye(x.shape[1], dtype=torch.float64)
+        reg[-1, -1] = 0.0
+        sol = torch.linalg.solve(x.T @ x + reg, x.T @ torch.as_tensor(target, dtype=torch.float64))
+        self.readout_w.copy_(sol[:-1].T.float())
+        self.readout_b.copy_(sol[-1].float())
+
+    def features(self, trains: torch.Tensor) -> torch.Tensor:
+        """The last chip layer's activations (B, n) (count / (T * RATE); straight-through)."""
+        steps, batch = trains.shape[:2]
+        rates = trains.mean(0)
+        x_act = None
+        ones = torch.ones(steps, batch, 1)
+        for i, p in enumerate(self.instance):
+            w = self.implemented(i)                                   # (n, n_in + 1)
+            a_syn = torch.tensor(p["a_syn"], dtype=torch.float32)
+            gain = torch.tensor(p["gain"], dtype=torch.float32)
+            vth = torch.tensor(p["vth"], dtype=torch.float32)
+            with torch.no_grad():
+                drive = torch.cat([trains, ones], -1) @ w.detach().T * gain       # (T, B, n)
+                trains = lif_trains(drive, a_syn, torch.tensor(p["a_mem"], dtype=torch.float32), vth,
+                                    p["refractory"])
+            u = (torch.cat([rates, torch.ones(batch, 1)], -1) @ w.T) * gain / ((1 - a_syn) * vth)
+            z = torch.clamp((u - self.u0) / self.slope, 0.0, 1.0)
+            x_act = straight_through(z, trains.mean(0) / RATE)
+            rates = x_act * RATE
+        return x_act
+
+    @torch.no_grad()
+    def q_values(self, obs: np.ndarray) -> np.ndarray:
+        """Readout values for observations (numpy), as FeedForwardQ.q_values."""
+        obs = np.asarray(obs)
+        return self(generator_trains(self.art, obs.reshape(len(obs), -1) if obs.ndim > 1 else obs[None])).numpy()
+
+    def to_artifact(self, manifest: dict) -> MixedSignalArtifact:
+        """The artifact with the trained codes and readout (the mapping's currents)."""
+        layers = [replace(l, code=self.codes(i)) for i, l in enumerate(self.layers)]
+        w_ro = self.readout_w.detach().numpy().astype(np.float64) / (self.art.timesteps * RATE)
+        b_ro = self.readout_b.detach().numpy().astype(np.float64)
+        shift = READOUT_BITS - 1 - math.ceil(math.log2(max(np.abs(w_ro).max(), np.abs(b_ro).max(), 1e-30)))
+        mapping = {**manifest["mapping"], "readout_shift": shift}
+        mapped = replace(self.art.mapped, layers=layers, readout_weight=np.rint(w_ro * 2.0 ** shift).astype(np.int64),
+                         readout_bias=np.rint(b_ro * 2.0 ** shift).astype(np.int64), report=mapping)
+        return MixedSignalArtifact({**manifest, "mapping": mapping}, mapped, self.art.source)
+
+
+def lif_trains(drive: torch.Tensor, a_syn, a_mem, vth, refractory: int) -> torch.Tensor:
+    """Spike trains (T, B, n) of LIF neurons (`dynamics.lif_step`) under drives (T, B, n), from rest."""
+    i_syn = torch.zeros_like(drive[0])
+    v = torch.zeros_like(drive[0])
+    refr = torch.zeros_like(drive[0])
+    out = torch.empty_like(drive)
+    for k in range(len(drive)):
+        i_syn = a_syn * i_syn + drive[k]
+        v = torch.where(refr > 0, torch.zeros_like(v), a_mem * v + (1 - a_mem) * i_syn)
+        s = (v >= vth).to(v.dtype)
+        out[k] = s
+        v = v * (1 - s)
+        refr = torch.where(s > 0, torch.full_like(refr, refractory), torch.clamp(refr - 1, min=0))
+    return out
+
+
+@torch.no_grad()
+def chip_agreement(model: ChipModel, source: FeedForwardQ, obs: np.ndarray, chunk: int = 512) -> float:
+    """Fraction of observations where the model (on its current instance) picks the source's action."""
+    same = 0
+    for i in range(0, len(obs), chunk):
+        x = obs[i:i + chunk]
+        same += int((model.q_values(x).argmax(1) == source.q_values(x).argmax(1)).sum())
+    return same / max(len(obs), 1)
+
+
+def advantages(source: FeedForwardQ, obs: np.ndarray, units: float | None = None) -> tuple[np.ndarray, float]:
+    """(the source's Q minus its mean over actions, in `units`; units: their RMS on `obs` if None)."""
+    q = source.q_values(obs)
+    adv = q - q.mean(1, keepdims=True)
+    units = units or float(np.sqrt(np.mean(adv ** 2))) or 1.0
+    return adv / units, units
+
+
+def heldout_observations(source: FeedForwardQ, spec: EnvSpec, opts: ConvertOptions, steps: int = 2000) -> np.ndarray:
+    """Observations of held-out source episodes (the seed after the calibration's)."""
+    return collect_observations(source, spec, steps, opts.calib_seed + 100_000, opts.calib_epsilon)
+
+
+def calibrate_readout(art: MixedSignalArtifact, source: FeedForwardQ, obs: np.ndarray, heldout: np.ndarray
+                      ) -> MixedSignalArtifact:
+    """The host readout fitted by least squares to the source's advantages on the nominal chip's
+    features for the calibration observations (the mapping's own readout, scaled from the
+    source's output layer, inherits every systematic rate error of the chip); records the
+    nominal chip's agreement on `heldout` before and after."""
+    model = ChipModel(art)
+    before = chip_agreement(model, source, heldout)
+    model.fit_readout(np.asarray(obs), advantages(source, obs)[0])
+    after = chip_agreement(model, source, heldout)
+    report = {"observations": len(obs), "heldout_observations": len(heldout), "heldout_before": before,
+              "heldout_after": after}
+    return model.to_artifact({**art.manifest, "readout_calibration": report})
+
+
+def train_through_chip(art: MixedSignalArtifact, source: FeedForwardQ, obs: np.ndarray, spec: EnvSpec,
+                       heldout: np.ndarray, opts: ConvertOptions, progress: bool = True) -> MixedSignalArtifact:
+    """Fine-tune a mapped artifact (readout calibrated) through its chip (see the module docstring).
+
+    Parameters
+    ----------
+    art: the mapped artifact. source: the float source network.
+    obs: calibration observations. spec: the environment (DAgger rounds).
+    heldout: held-out source observations for the report.
+    opts: `distill_steps` (Adam steps), `distill_mismatch` (sigma sampled; None: the
+        profile's), `calib_seed`, `calib_epsilon`.
+    progress: show a progress bar.
+    """
+    t0 = time.time()
+    sigma = art.profile.mismatch_sigma if opts.distill_mismatch is None else opts.distill_mismatch
+    cfg = DistillConfig(steps=opts.distill_steps, seed=opts.calib_seed, model="spikes", **CONFIG)
+    torch.manual_seed(cfg.seed)
+    model = ChipModel(art)
+    before = chip_agreement(model, source, heldout)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    x_all = np.asarray(obs)
+    units = advantages(source, x_all)[1]
+    rounds = np.array_split(np.arange(cfg.steps), cfg.dagger_rounds + 1)
+    bar = tqdm(total=cfg.steps, desc="training through the chip", leave=False, disable=None if progress else True)
+    losses = {}
+    try:
+        for r, steps in enumerate(rounds):
+            if r > 0:   # DAgger: where the nominal chip goes when it acts, labelled by the source
+                model.sample(None, 0.0)
+                visited = collect_observations(model, spec, cfg.dagger_steps, cfg.seed + 10_000 * r,
+                                               opts.calib_epsilon)
+                x_all = np.concatenate([x_all, visited.astype(x_all.dtype)])
+            target = torch.as_tensor(advantages(source, x_all, units)[0], dtype=torch.float32)
+            greedy = target.argmax(1)
+            for step in steps:
+                idx = torch.randint(len(x_all), (min(cfg.batch, len(x_all)),), generator=gen).numpy()
+                model.sample(TRAINING_INSTANCES + int(step) if sigma > 0 else None, sigma)
+                out = model(generator_trains(art, x_all[idx]))
+                mse = F.mse_loss(out - out.mean(1, keepdim=True), target[idx])
+                ce = F.cross_entropy(out / cfg.temperature, greedy[idx])
+                loss = mse + cfg.ce_weight * ce
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                bar.update(1)
+            losses = {"mse": float(mse), "cross_entropy": float(ce)}
+    finally:
+        bar.close()
+    model.sample(None, 0.0)
+    after = chip_agreement(model, source, heldout)
+    report = {"sigma": sigma, "steps": cfg.steps, "observations": len(x_all), "final_loss": losses,
+              "heldout_observations": len(heldout), "heldout_before": before, "heldout_after": after,
+              "config": cfg.__dict__, "seconds": round(time.time() - t0, 2)}
+    return model.to_artifact({**art.manifest, "mismatch_training": report})

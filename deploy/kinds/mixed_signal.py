@@ -1,0 +1,63 @@
+"""Deployment of the mixed-signal kind (a DQN mapped onto a DYNAP-SE profile).
+
+Lava: EnvIO -> MixedSignalStack -> EnvIO, one window of T + layers + 1 steps per env step, on
+one chip instance (`--mismatch-seed`, `--mismatch-sigma`; none: the nominal chip).
+Emulator: deploy.mixed_signal, bit-exact per instance. Fidelity: as the other DQN kinds',
+against the float source on the visited observations.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from lavaloop.conversion.artifact_ms import MixedSignalArtifact
+from lavaloop.deploy.episodes import EpisodeLog, idle_corrected_counters, recorded_actions, run_envio_episodes
+from lavaloop.deploy.kinds.dqn import DQNDeployment
+from lavaloop.deploy.mixed_signal import build_graph, run_emulator
+from lavaloop.envs import episode_limit
+from lavaloop.options import RunSettings
+from lavaloop.runtime import LavaRuntime
+
+
+class MixedSignalDeployment(DQNDeployment):
+    accepts = ("env", "sticky_actions", "env_params", "mismatch_seed", "mismatch_sigma")
+
+    def __init__(self, art: MixedSignalArtifact, settings: RunSettings):
+        super().__init__(art, settings)
+        self.sigma = self.art.profile.mismatch_sigma if settings.mismatch_sigma is None else settings.mismatch_sigma
+        self.chip = self.art.instance(settings.mismatch_seed, self.sigma)
+
+    def run_lava(self, progress: bool) -> EpisodeLog:
+        envio, stack = build_graph(self.art, self.chip, self.seeds, self.art.timesteps, self.epsilon,
+                                   episode_limit(self.art.env_spec))
+        window = self.art.timesteps + len(self.chip) + 1
+        with LavaRuntime(envio) as rt:
+            steps, wall = run_envio_episodes(rt, envio, len(self.seeds), window * 25, progress)
+            lengths = envio.lengths.get().astype(np.int64)
+            spikes, synops = idle_corrected_counters(rt, [stack], window, steps // window - int(lengths.sum()))
+            actions, greedy = recorded_actions(envio, lengths)
+            return EpisodeLog(seeds=self.seeds, returns=envio.returns.get().astype(float), lengths=lengths,
+                              actions=actions, greedy=greedy, spikes=spikes, synops=synops, steps=steps,
+                              wall_s=wall, extra={"compile_s": rt.compile_s})
+
+    def run_emulator(self, progress: bool) -> EpisodeLog:
+        return run_emulator(self.art, self.chip, self.seeds, self.art.timesteps, self.epsilon, progress)
+
+    def ops(self, log: EpisodeLog) -> dict[str, int]:
+        """Synaptic events (each spike times its fan-out; the generators' included) as AC; no
+        neuron updates are charged: the analog neurons integrate continuously."""
+        return {"mac": 0, "ac": int(sum(log.synops)), "neuron": 0}
+
+    def config(self) -> dict:
+        m = self.art.manifest["mapping"]
+        return {"coding": "mixed-signal", "timesteps": self.art.timesteps,
+                "mismatch_seed": self.settings.mismatch_seed,
+                "mismatch_sigma": None if self.settings.mismatch_seed is None else self.sigma,
+                "neurons": m["neurons"], "cores": m["cores"], "chips": m["chips"], "synapses": m["synapses"]}
+
+    @staticmethod
+    def summary_lines(result) -> list[str]:
+        d = result.details
+        chip = ("the nominal chip (no mismatch)" if d["mismatch_seed"] is None
+                else f"chip instance {d['mismatch_seed']} (mismatch sigma {d['mismatch_sigma']})")
+        return [f"coding: mixed-signal, T={d['timesteps']}, on {chip}; {d['neurons']} neurons on {d['cores']} "
+                f"cores; spikes (generators, layers) {d['spikes_per_layer']}"]

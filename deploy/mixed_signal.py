@@ -1,0 +1,103 @@
+"""A DQN mapped onto a mixed-signal chip, off Lava (the bit-exact emulator) and on Lava (its process graph).
+
+Every decision is a window of T steps from rest: the generators' phases restart at half a
+spike and every neuron at zero. Layer j at its k-th step takes the spikes layer j - 1 sent
+at its k-th step, so the emulator runs the layers one after the other over the whole
+window, with the very processes.dynamics functions of the Lava model: bit-exact with it.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from lavaloop.conversion.artifact_ms import MixedSignalArtifact
+from lavaloop.conversion.mixed_signal import ONE
+from lavaloop.deploy.episodes import EpisodeLog, play_batched
+from lavaloop.envs import EnvSpec, make_env
+from lavaloop.processes.dynamics import encode_input, fanout, generator_increments, mapped_layer_step, regular_spikes
+from lavaloop.rollout import epsilon_greedy
+
+
+class MixedSignalNetwork:
+    """One chip instance's network on a batch of encoded observations.
+
+    Parameters
+    ----------
+    art: the artifact. instance: `art.instance(seed, sigma)`, the chip's parameters.
+    timesteps: T.
+    """
+
+    def __init__(self, art: MixedSignalArtifact, instance: list[dict], timesteps: int):
+        self.params, self.timesteps = instance, timesteps
+        self.gain = art.mapped.input_gain
+        self.w_ro, self.b_ro = art.mapped.readout_weight, art.mapped.readout_bias
+        self.fanout = [fanout(p["conn"]) for p in instance]
+        self.spikes = np.zeros(len(instance) + 1, np.int64)    # generators, then every chip layer
+        self.synops = np.zeros(len(instance), np.int64)          # synaptic events into every chip layer
+
+    def decide(self, payload: np.ndarray) -> np.ndarray:
+        """Readout values (B, |A|) for encoded observations (B, n_obs)."""
+        inc = generator_increments(payload, self.gain, ONE)
+        phase = np.full(inc.shape, ONE // 2, np.int64)
+        trains = np.empty((self.timesteps, *inc.shape[:-1], inc.shape[-1] - 1), np.int64)
+        for k in range(self.timesteps):
+            phase, s = regular_spikes(phase, inc, ONE)
+            trains[k] = s[..., :-1]            # the bias generator is every layer's last input
+        self.spikes[0] += int(trains.sum())
+        for j, (p, fan) in enumerate(zip(self.params, self.fanout)):
+            self.synops[j] += int(trains.sum(axis=(0, 1)) @ fan[:-1]) + self.timesteps * len(payload) * int(fan[-1])
+            n = p["conn"].shape[1]
+            state = {"i_syn": np.zeros((len(payload), n)), "v": np.zeros((len(payload), n)),
+                     "refr": np.zeros((len(payload), n), np.int64)}
+            out = np.empty((self.timesteps, len(payload), n), np.int64)
+            for k in range(self.timesteps):
+                out[k] = mapped_layer_step(state, trains[k], p)
+            self.spikes[j + 1] += int(out.sum())
+            trains = out
+        return trains.sum(axis=0) @ self.w_ro.T + self.b_ro
+
+
+def run_emulator(art: MixedSignalArtifact, instance: list[dict], seeds: list[int], timesteps: int,
+                 epsilon: float, progress: bool = True) -> EpisodeLog:
+    """Run one episode per seed on one chip instance, all episodes batched together."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        amap = art.manifest["action_map"]
+        net = MixedSignalNetwork(art, instance, timesteps)
+        scale, in_bits = 1 << int(art.manifest["input_scale_bits"]), art.manifest["input_bits"]
+
+        def decide(rng, values):
+            g, a = epsilon_greedy(rng, values, epsilon)
+            return g, a, amap[a]
+
+        def values(active, obs, prev_actions, prev_rewards):
+            return net.decide(encode_input(obs, scale, in_bits))
+
+        played = play_batched(art.env_spec, seeds, values, decide, -1, progress)
+    return EpisodeLog(seeds=list(seeds), returns=played.returns, lengths=played.lengths, actions=played.actions,
+                      greedy=played.greedy, spikes=net.spikes.tolist(), synops=net.synops.tolist(),
+                      steps=int(played.lengths.sum()) * (timesteps + len(instance) + 1), wall_s=played.wall_s,
+                      extra={"batched_windows": played.rounds})
+
+
+def build_graph(art: MixedSignalArtifact, instance: list[dict], seeds: Sequence[int], timesteps: int,
+                epsilon: float, max_steps: int):
+    """(EnvIO, MixedSignalStack) for running `len(seeds)` episodes of `art` on one chip instance:
+    the payload is sent for T steps; the readout arrives after the chip layers' latency."""
+    from lavaloop.processes.envio.process import EnvIO
+    from lavaloop.processes.mixed_signal.process import MixedSignalStack
+
+    spec = EnvSpec.from_dict(art.manifest["env"])
+    depth = len(instance) + 1
+    envio = EnvIO(env_fn=functools.partial(make_env, spec), obs_size=len(art.mapped.input_gain),
+                  n_actions=art.manifest["n_actions"], action_map=art.manifest["action_map"],
+                  input_scale_bits=art.manifest["input_scale_bits"], input_bits=art.manifest["input_bits"],
+                  timesteps=timesteps, latency=depth, seeds=seeds, epsilon=epsilon, max_steps=max_steps)
+    stack = MixedSignalStack(layers=instance, input_gain=art.mapped.input_gain, one=ONE,
+                             readout_weight=art.mapped.readout_weight, readout_bias=art.mapped.readout_bias,
+                             timesteps=timesteps, window=timesteps + depth)
+    envio.obs_out.connect(stack.s_in)
+    stack.s_out.connect(envio.q_in)
+    return envio, stack

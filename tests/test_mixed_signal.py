@@ -1,0 +1,148 @@
+"""DQNs mapped onto mixed-signal chips: the mapping keeps the chip's limits, chip instances are
+frozen per seed, Lava == emulator per instance, the training model is the chip, bad input."""
+import json
+import multiprocessing
+
+import numpy as np
+import pytest
+
+from conftest import CARTPOLE, PONG, assert_clean_failure, lavaloop_cli, with_manifest
+from lavaloop.deploy.run import run
+from lavaloop.options import RunSettings
+from lavaloop.processes.dynamics import generator_increments, regular_spikes
+
+
+@pytest.fixture(scope="module")
+def mapped(tmp_path_factory):
+    import lavaloop
+
+    arts = {mode: lavaloop.convert(CARTPOLE, "CartPole-v1", profile="dynapse2", calib_steps=1000, timesteps=32,
+                                   fan_in=mode) for mode in ("split", "prune")}
+    path = tmp_path_factory.mktemp("ms") / "cartpole_dynapse2.h5"
+    arts["split"].save(path)
+    return path, arts
+
+
+def test_the_mapping_keeps_the_chips_limits(mapped):
+    """4-bit codes, at most 64 synapses per neuron (bias generator included), 256 neurons per
+    core; the 256-input layer is split into partial sums and relays, or pruned."""
+    import lavaloop
+
+    path, arts = mapped
+    for mode, art in arts.items():
+        prof = art.profile
+        for layer in art.mapped.layers:
+            assert np.abs(layer.code).max() < prof.weight_levels
+            assert layer.synapses(prof.repeated_synapses).max() <= prof.fan_in
+            assert np.bincount(layer.core).max() <= prof.neurons_per_core
+        report = art.manifest["mapping"]
+        assert [e["inputs_needed"] for e in report["fan_in"]["layers"]] == [9, 257]
+    split, prune = arts["split"].mapped, arts["prune"].mapped
+    assert [l.role for l in split.layers] == ["hidden", "partial", "relay"]
+    assert [l.size for l in split.layers] == [256, 2 * 5 * 256, 256]       # 256 inputs in 5 groups of <= 63
+    assert [l.size for l in prune.layers] == [256, 256]
+    assert 0 < arts["prune"].manifest["mapping"]["fan_in"]["layers"][1]["pruned_weight_fraction"] < 1
+    loaded = lavaloop.load_artifact(path)
+    assert all(np.array_equal(a.code, b.code) and np.array_equal(a.currents, b.currents)
+               for a, b in zip(loaded.mapped.layers, split.layers))
+    assert any("partial" in line for line in loaded.describe())
+
+
+def test_generators_fire_at_the_rate_of_their_input():
+    """ON/OFF generators: rint(payload * gain) / one spikes per step for the positive and the
+    negative part; the bias generator every step."""
+    one, steps = 1 << 16, 64
+    payload = np.array([[1000, -500, 0]])
+    inc = generator_increments(payload, np.array([16.0, 64.0, 1.0]), one)
+    phase, count = np.full(inc.shape, one // 2, np.int64), 0
+    for _ in range(steps):
+        phase, s = regular_spikes(phase, inc, one)
+        count = count + s
+    rate = np.array([[16000, 0, 0, 0, 32000, 0, one]]) / one
+    assert np.all(np.abs(count - rate * steps) <= 1) and count[0, -1] == steps
+
+
+def test_chip_instances_are_frozen_per_seed(mapped):
+    _, arts = mapped
+    art = arts["prune"]
+    a, b, c = art.instance(3, 0.2), art.instance(3, 0.2), art.instance(4, 0.2)
+    nominal, zero = art.instance(None), art.instance(3, 0.0)
+    for x, y, z, n, o in zip(a, b, c, nominal, zero):
+        assert np.array_equal(x["conn"], y["conn"]) and np.array_equal(x["vth"], y["vth"])
+        assert not np.array_equal(x["vth"], z["vth"])
+        assert np.array_equal(n["conn"], o["conn"]) and np.all(n["vth"] == 1.0)
+        assert 0.15 < np.std(x["vth"]) < 0.25          # 1 + N(0, 0.2)
+        assert np.all(x["conn"][n["conn"] == 0] == 0)  # mismatch scales currents, never adds synapses
+
+
+def test_emulator_is_bit_exact_with_lava_per_chip_instance(mapped):
+    path, arts = mapped
+    art = with_manifest(arts["split"], env={**arts["split"].manifest["env"], "max_episode_steps": 12})
+    runs = {}
+    for chip in (None, 5):
+        settings = dict(episodes=2, epsilon=0.2, mismatch_seed=chip, mismatch_sigma=0.2 if chip else None)
+        lava = run(art, RunSettings(**settings, backend="lava"), progress=False)
+        emu = run(art, RunSettings(**settings, backend="emulator"), progress=False)
+        assert lava.decisions == emu.decisions > 12 and lava.returns == emu.returns
+        for x, y in zip(lava.log.greedy + lava.log.actions, emu.log.greedy + emu.log.actions):
+            assert np.array_equal(x, y)
+        assert lava.log.spikes == emu.log.spikes and lava.log.synops == emu.log.synops
+        assert lava.details["mismatch_seed"] == chip
+        runs[chip] = emu
+    assert runs[None].log.spikes != runs[5].log.spikes       # another chip, other spikes
+    assert not multiprocessing.active_children()
+
+
+def test_the_training_model_is_the_chip(mapped):
+    """conversion.mismatch_training's forward pass gives the emulator's decisions on every instance."""
+    from lavaloop.conversion.mismatch_training import ChipModel
+    from lavaloop.deploy.mixed_signal import MixedSignalNetwork
+    from lavaloop.processes.dynamics import encode_input
+
+    _, arts = mapped
+    art = arts["prune"]
+    x = np.random.default_rng(0).normal(size=(64, 4)) * np.array([0.5, 0.5, 0.05, 0.5])
+    model = ChipModel(art)
+    for chip in (None, 7):
+        model.sample(chip, 0.1)
+        net = MixedSignalNetwork(art, art.instance(chip, 0.1), art.timesteps)
+        emu = net.decide(encode_input(x, 1 << art.manifest["input_scale_bits"], 16))
+        assert np.array_equal(model.q_values(x).argmax(1), emu.argmax(1))
+
+
+@pytest.mark.parametrize("convert_args, run_args, needle", [
+    (["--profile", "dynapse2", "--readout", "spike_count"], None, "readout do not apply to a mixed-signal profile"),
+    (["--fan-in", "prune"], None, "apply to mixed-signal profiles"),
+    (["--profile", "dynapse2", "--distill-mismatch", "0.1"], None, "distill_mismatch applies only with distill"),
+    (["--profile", "EXTRA"], None, "has unknown fields: tau_leak"),
+    (["--profile", "dynapse2"], ["--mismatch-sigma", "-0.1"], "mismatch_sigma must be >= 0.0"),
+    ([], ["--mismatch-seed", "1"], "does not take --mismatch-seed"),
+])
+def test_bad_mixed_signal_input_fails_in_one_line(tmp_path, convert_args, run_args, needle):
+    from lavaloop.profiles import PROFILES
+
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps({**PROFILES["dynapse2"].to_dict(), "tau_leak": 3.0}))
+    out = tmp_path / "x.h5"
+    proc = lavaloop_cli("convert", CARTPOLE, "--env", "CartPole-v1", "-o", out, "--calib-steps", "200",
+                        *[str(extra) if a == "EXTRA" else a for a in convert_args])
+    if run_args is not None:
+        assert proc.returncode == 0, proc.stderr
+        proc = lavaloop_cli("run", out, "--episodes", "1", "--backend", "emulator", *run_args)
+    assert_clean_failure(proc, str(tmp_path), needle)
+
+
+def test_a_convolution_does_not_map_and_says_which_layer(tmp_path):
+    proc = lavaloop_cli("convert", PONG, "--env", "ALE/Pong-v5", "-o", tmp_path / "p.h5", "--calib-steps", "50",
+                        "--profile", "dynapse2")
+    assert_clean_failure(proc, str(tmp_path), "layer 'network.0'", "convolution does not map onto dynapse2")
+
+
+@pytest.mark.slow
+def test_training_through_the_chip_lifts_agreement():
+    import lavaloop
+
+    art = lavaloop.convert(CARTPOLE, "CartPole-v1", profile="dynapse2", calib_steps=1000, timesteps=32,
+                           fan_in="prune", distill=True, distill_steps=100, distill_mismatch=0.1)
+    t = art.manifest["mismatch_training"]
+    assert t["sigma"] == 0.1 and t["heldout_after"] > t["heldout_before"] + 0.1
