@@ -24,7 +24,6 @@ agreement of the nominal chip with the source on held-out observations before an
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import replace
 
@@ -35,7 +34,14 @@ from tqdm import tqdm
 
 from lavaloop.conversion.artifact_ms import MixedSignalArtifact
 from lavaloop.conversion.distill import DistillConfig, straight_through
-from lavaloop.conversion.mixed_signal import ONE, RATE, READOUT_BITS, draw_mismatch, instance_params
+from lavaloop.conversion.mixed_signal import (
+                                               ONE,
+                                               RATE,
+                                               draw_mismatch,
+                                               instance_params,
+                                               integer_readout,
+                                               least_squares_readout,
+)
 from lavaloop.conversion.models.qnet import FeedForwardQ
 from lavaloop.conversion.normalize import collect_observations
 from lavaloop.envs import EnvSpec
@@ -111,13 +117,10 @@ class ChipModel(torch.nn.Module):
         """Set the readout to the least-squares fit of `target` (B, |A|) on the last chip layer's
         activations for `obs` on the current instance (ridge-regularized, bias unpenalized)."""
         feats = torch.cat([self.features(generator_trains(self.art, obs[i:i + chunk]))
-                           for i in range(0, len(obs), chunk)]).double()
-        x = torch.cat([feats, torch.ones(len(feats), 1, dtype=torch.float64)], 1)
-        reg = ridge * len(x) * torch.eye(x.shape[1], dtype=torch.float64)
-        reg[-1, -1] = 0.0
-        sol = torch.linalg.solve(x.T @ x + reg, x.T @ torch.as_tensor(target, dtype=torch.float64))
-        self.readout_w.copy_(sol[:-1].T.float())
-        self.readout_b.copy_(sol[-1].float())
+                           for i in range(0, len(obs), chunk)])
+        w, b = least_squares_readout(feats.numpy(), target, ridge)
+        self.readout_w.copy_(torch.as_tensor(w, dtype=torch.float32))
+        self.readout_b.copy_(torch.as_tensor(b, dtype=torch.float32))
 
     def features(self, trains: torch.Tensor) -> torch.Tensor:
         """The last chip layer's activations (B, n) (count / (T * RATE); straight-through)."""
@@ -149,12 +152,11 @@ class ChipModel(torch.nn.Module):
     def to_artifact(self, manifest: dict) -> MixedSignalArtifact:
         """The artifact with the trained codes and readout (the mapping's currents)."""
         layers = [replace(l, code=self.codes(i)) for i, l in enumerate(self.layers)]
-        w_ro = self.readout_w.detach().numpy().astype(np.float64) / (self.art.timesteps * RATE)
-        b_ro = self.readout_b.detach().numpy().astype(np.float64)
-        shift = READOUT_BITS - 1 - math.ceil(math.log2(max(np.abs(w_ro).max(), np.abs(b_ro).max(), 1e-30)))
+        w_ro, b_ro, shift = integer_readout(self.readout_w.detach().numpy().astype(np.float64)
+                                            / (self.art.timesteps * RATE),
+                                            self.readout_b.detach().numpy().astype(np.float64))
         mapping = {**manifest["mapping"], "readout_shift": shift}
-        mapped = replace(self.art.mapped, layers=layers, readout_weight=np.rint(w_ro * 2.0 ** shift).astype(np.int64),
-                         readout_bias=np.rint(b_ro * 2.0 ** shift).astype(np.int64), report=mapping)
+        mapped = replace(self.art.mapped, layers=layers, readout_weight=w_ro, readout_bias=b_ro, report=mapping)
         return MixedSignalArtifact({**manifest, "mapping": mapping}, mapped, self.art.source)
 
 

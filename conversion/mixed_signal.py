@@ -311,6 +311,24 @@ def to_currents(layer: DenseLayer, profile, in_rate: float, u0: float, slope: fl
     return np.concatenate([layer.weight * (slope * k / in_rate), ((slope * layer.bias + u0) * k)[:, None]], 1)
 
 
+def integer_readout(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(weight, bias, shift): a host readout's real weights (per spike) and biases as
+    READOUT_BITS-bit integers, both scaled by 2**shift (decisions do not depend on it)."""
+    top = max(float(np.abs(weight).max()), float(np.abs(bias).max()), 1e-30)
+    shift = READOUT_BITS - 1 - math.ceil(math.log2(top))
+    return (np.rint(weight * 2.0 ** shift).astype(np.int64), np.rint(bias * 2.0 ** shift).astype(np.int64), shift)
+
+
+def least_squares_readout(features: np.ndarray, target: np.ndarray, ridge: float = 1e-3
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """(weight (|A|, n), bias): the ridge fit (bias unpenalized) of target (B, |A|) on features (B, n)."""
+    x = np.concatenate([np.asarray(features, np.float64), np.ones((len(features), 1))], 1)
+    reg = ridge * len(x) * np.eye(x.shape[1])
+    reg[-1, -1] = 0.0
+    sol = np.linalg.solve(x.T @ x + reg, x.T @ np.asarray(target, np.float64))
+    return sol[:-1].T, sol[-1]
+
+
 def map_network(layers: list[Layer], obs: np.ndarray, profile, timesteps: int, input_scale_bits: int,
                 fan_in_mode: str = "split") -> MappedNetwork:
     """Map normalized layers (the output layer in Q / lambda units) onto `profile`.
@@ -331,8 +349,7 @@ def map_network(layers: list[Layer], obs: np.ndarray, profile, timesteps: int, i
         mapped.append(ql)
         reports.append(rep)
     out = layers[-1]
-    w_ro = out.weight / (timesteps * RATE)        # per spike of the last chip layer
-    shift = READOUT_BITS - 1 - math.ceil(math.log2(max(np.abs(w_ro).max(), np.abs(out.bias).max(), 1e-30)))
+    ro_w, ro_b, shift = integer_readout(out.weight / (timesteps * RATE), out.bias)   # per spike of the last layer
     neurons = sum(l.size for l in mapped)
     cores = sum(int(l.core.max()) + 1 for l in mapped)
     report = {"fan_in": fan_report, "layers": reports, "u0": u0, "slope": slope, "rate": RATE,
@@ -340,8 +357,7 @@ def map_network(layers: list[Layer], obs: np.ndarray, profile, timesteps: int, i
               "chips": math.ceil(cores / profile.cores_per_chip),
               "synapses": sum(r["synapses"] for r in reports), "readout_shift": shift}
     return MappedNetwork(input_gain=ONE / (in_range * 2.0 ** input_scale_bits), layers=mapped,
-                         readout_weight=np.rint(w_ro * 2.0 ** shift).astype(np.int64),
-                         readout_bias=np.rint(out.bias * 2.0 ** shift).astype(np.int64), report=report)
+                         readout_weight=ro_w, readout_bias=ro_b, report=report)
 
 
 def draw_mismatch(layers: list[ChipLayer], seed: int | None, sigma: float) -> list[dict]:

@@ -85,7 +85,7 @@ def cmd_run(args) -> None:
     if args.json:
         check_writable(args.json)
     settings = given(args, "epsilon", "timesteps", "readout", "env", "sticky_actions", "per_layer_processes",
-                     "mismatch_seed", "mismatch_sigma")
+                     "mismatch_seed", "mismatch_sigma", "calibrate_readout")
     settings.update(env_params(args))
     result = lavaloop.run(args.artifact, episodes=args.episodes, backend=args.backend, seed=args.seed,
                           progress=not args.no_progress, **settings)
@@ -249,6 +249,9 @@ def parser() -> argparse.ArgumentParser:
                    help="mixed-signal: run on chip instance SEED >= 0 (default: the nominal chip, no mismatch)")
     r.add_argument("--mismatch-sigma", type=float, default=GIVEN,
                    help="mixed-signal: device mismatch of that instance, >= 0 (default: the profile's)")
+    r.add_argument("--calibrate-readout", action="store_true", default=GIVEN,
+                   help="mixed-signal: fit the host readout to this chip instance first (on the artifact's "
+                        "calibration observations, labelled by its source)")
     r.add_argument("--json", help="write the results record (RunResult) here")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_run)

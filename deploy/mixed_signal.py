@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from lavaloop.conversion.artifact_ms import MixedSignalArtifact
-from lavaloop.conversion.mixed_signal import ONE
+from lavaloop.conversion.mixed_signal import ONE, integer_readout, least_squares_readout
 from lavaloop.deploy.episodes import EpisodeLog, play_batched
 from lavaloop.envs import EnvSpec, make_env
 from lavaloop.processes.dynamics import encode_input, fanout, generator_increments, mapped_layer_step, regular_spikes
@@ -40,6 +41,10 @@ class MixedSignalNetwork:
 
     def decide(self, payload: np.ndarray) -> np.ndarray:
         """Readout values (B, |A|) for encoded observations (B, n_obs)."""
+        return self.counts(payload) @ self.w_ro.T + self.b_ro
+
+    def counts(self, payload: np.ndarray) -> np.ndarray:
+        """The last chip layer's spike counts (B, n) in the decision window of encoded observations (B, n_obs)."""
         inc = generator_increments(payload, self.gain, ONE)
         phase = np.full(inc.shape, ONE // 2, np.int64)
         trains = np.empty((self.timesteps, *inc.shape[:-1], inc.shape[-1] - 1), np.int64)
@@ -57,7 +62,28 @@ class MixedSignalNetwork:
                 out[k] = mapped_layer_step(state, trains[k], p)
             self.spikes[j + 1] += int(out.sum())
             trains = out
-        return trains.sum(axis=0) @ self.w_ro.T + self.b_ro
+        return trains.sum(axis=0)
+
+
+def calibrate_instance(art: MixedSignalArtifact, instance: list[dict], chunk: int = 500) -> MixedSignalArtifact:
+    """The artifact with its host readout fitted to one chip instance: least squares of the
+    source's advantages on this chip's spike counts for the artifact's calibration
+    observations (regenerated from the source and the recorded calibration settings), as a
+    host would calibrate each chip once before deploying on it."""
+    from lavaloop.conversion.mismatch_training import advantages
+    from lavaloop.conversion.normalize import collect_observations
+    from lavaloop.deploy.kinds.dqn import source_network
+
+    n = art.manifest["normalization"]
+    source = source_network(art)
+    obs = collect_observations(source, art.env_spec, n["calib_steps"], n["calib_seed"], n["calib_epsilon"])
+    net = MixedSignalNetwork(art, instance, art.timesteps)
+    payload = encode_input(obs.reshape(len(obs), -1), 1 << int(art.manifest["input_scale_bits"]),
+                           art.manifest["input_bits"])
+    with threadpool_limits(limits=1, user_api="blas"):
+        counts = np.concatenate([net.counts(payload[i:i + chunk]) for i in range(0, len(obs), chunk)])
+    w, b, _ = integer_readout(*least_squares_readout(counts, advantages(source, obs)[0]))
+    return replace(art, mapped=replace(art.mapped, readout_weight=w, readout_bias=b))
 
 
 def run_emulator(art: MixedSignalArtifact, instance: list[dict], seeds: list[int], timesteps: int,

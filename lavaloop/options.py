@@ -204,6 +204,8 @@ class RunSettings:
         CartPole's pole (lavaloop.envs.set_physics): the policy deployed on a drifted task.
     mismatch_seed: mixed-signal kinds: the chip instance, >= 0 (None: the nominal chip, no mismatch).
     mismatch_sigma: mixed-signal kinds: its device mismatch, >= 0 (None: the profile's).
+    calibrate_readout: mixed-signal kinds: before running, fit the host readout to this chip
+        instance on the artifact's calibration observations (lavaloop.deploy.mixed_signal).
     """
 
     episodes: int = 20
@@ -218,6 +220,7 @@ class RunSettings:
     env_params: dict | None = None
     mismatch_seed: int | None = None
     mismatch_sigma: float | None = None
+    calibrate_readout: bool = False
 
     def __post_init__(self):
         at_least("episodes", self.episodes, 1)
@@ -239,5 +242,6 @@ class RunSettings:
         given = {"timesteps": self.timesteps is not None, "readout": self.readout is not None,
                  "per_layer_processes": self.per_layer_processes, "env": self.env is not None,
                  "sticky_actions": self.sticky_actions is not None, "env_params": bool(self.env_params),
-                 "mismatch_seed": self.mismatch_seed is not None, "mismatch_sigma": self.mismatch_sigma is not None}
+                 "mismatch_seed": self.mismatch_seed is not None, "mismatch_sigma": self.mismatch_sigma is not None,
+                 "calibrate_readout": self.calibrate_readout}
         return [k for k, v in given.items() if v]

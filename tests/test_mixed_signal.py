@@ -29,7 +29,7 @@ def test_the_mapping_keeps_the_chips_limits(mapped):
     import lavaloop
 
     path, arts = mapped
-    for mode, art in arts.items():
+    for art in arts.values():
         prof = art.profile
         for layer in art.mapped.layers:
             assert np.abs(layer.code).max() < prof.weight_levels
@@ -146,3 +146,29 @@ def test_training_through_the_chip_lifts_agreement():
                            fan_in="prune", distill=True, distill_steps=100, distill_mismatch=0.1)
     t = art.manifest["mismatch_training"]
     assert t["sigma"] == 0.1 and t["heldout_after"] > t["heldout_before"] + 0.1
+
+
+def test_a_readout_calibrated_to_a_chip_instance_fits_that_chip(mapped):
+    """run --calibrate-readout: least squares on this instance's counts decides as the source on
+    its calibration observations at least as often as the nominal chip's readout does there."""
+    from lavaloop.conversion.normalize import collect_observations
+    from lavaloop.deploy.kinds.dqn import source_network
+    from lavaloop.deploy.mixed_signal import MixedSignalNetwork, calibrate_instance
+    from lavaloop.processes.dynamics import encode_input
+
+    _, arts = mapped
+    art = arts["prune"]
+    chip = art.instance(11, 0.2)
+    calibrated = calibrate_instance(art, chip)
+    n = art.manifest["normalization"]
+    obs = collect_observations(source_network(art), art.env_spec, n["calib_steps"], n["calib_seed"],
+                               n["calib_epsilon"])
+    source = source_network(art).q_values(obs).argmax(1)
+    payload = encode_input(obs, 1 << art.manifest["input_scale_bits"], 16)
+    agree = {name: float((MixedSignalNetwork(a, chip, a.timesteps).decide(payload).argmax(1) == source).mean())
+             for name, a in (("nominal", art), ("calibrated", calibrated))}
+    assert agree["calibrated"] >= agree["nominal"] and agree["calibrated"] > 0.7
+    assert np.array_equal(calibrated.mapped.layers[0].code, art.mapped.layers[0].code)
+    result = run(art, RunSettings(episodes=1, backend="emulator", mismatch_seed=11, mismatch_sigma=0.2,
+                                  calibrate_readout=True), progress=False)
+    assert result.details["readout_calibrated_to_instance"]

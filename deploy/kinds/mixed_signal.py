@@ -12,19 +12,21 @@ import numpy as np
 from lavaloop.conversion.artifact_ms import MixedSignalArtifact
 from lavaloop.deploy.episodes import EpisodeLog, idle_corrected_counters, recorded_actions, run_envio_episodes
 from lavaloop.deploy.kinds.dqn import DQNDeployment
-from lavaloop.deploy.mixed_signal import build_graph, run_emulator
+from lavaloop.deploy.mixed_signal import build_graph, calibrate_instance, run_emulator
 from lavaloop.envs import episode_limit
 from lavaloop.options import RunSettings
 from lavaloop.runtime import LavaRuntime
 
 
 class MixedSignalDeployment(DQNDeployment):
-    accepts = ("env", "sticky_actions", "env_params", "mismatch_seed", "mismatch_sigma")
+    accepts = ("env", "sticky_actions", "env_params", "mismatch_seed", "mismatch_sigma", "calibrate_readout")
 
     def __init__(self, art: MixedSignalArtifact, settings: RunSettings):
         super().__init__(art, settings)
         self.sigma = self.art.profile.mismatch_sigma if settings.mismatch_sigma is None else settings.mismatch_sigma
         self.chip = self.art.instance(settings.mismatch_seed, self.sigma)
+        if settings.calibrate_readout:
+            self.art = calibrate_instance(self.art, self.chip)
 
     def run_lava(self, progress: bool) -> EpisodeLog:
         envio, stack = build_graph(self.art, self.chip, self.seeds, self.art.timesteps, self.epsilon,
@@ -52,6 +54,7 @@ class MixedSignalDeployment(DQNDeployment):
         return {"coding": "mixed-signal", "timesteps": self.art.timesteps,
                 "mismatch_seed": self.settings.mismatch_seed,
                 "mismatch_sigma": None if self.settings.mismatch_seed is None else self.sigma,
+                "readout_calibrated_to_instance": self.settings.calibrate_readout,
                 "neurons": m["neurons"], "cores": m["cores"], "chips": m["chips"], "synapses": m["synapses"]}
 
     @staticmethod
@@ -59,5 +62,6 @@ class MixedSignalDeployment(DQNDeployment):
         d = result.details
         chip = ("the nominal chip (no mismatch)" if d["mismatch_seed"] is None
                 else f"chip instance {d['mismatch_seed']} (mismatch sigma {d['mismatch_sigma']})")
-        return [f"coding: mixed-signal, T={d['timesteps']}, on {chip}; {d['neurons']} neurons on {d['cores']} "
-                f"cores; spikes (generators, layers) {d['spikes_per_layer']}"]
+        calibrated = "; readout calibrated to this chip" if d["readout_calibrated_to_instance"] else ""
+        return [f"coding: mixed-signal, T={d['timesteps']}, on {chip}{calibrated}; {d['neurons']} neurons on "
+                f"{d['cores']} cores; spikes (generators, layers) {d['spikes_per_layer']}"]

@@ -37,8 +37,12 @@ def where() -> dict:
 
 
 def conversion_summary(manifest: dict) -> dict:
-    """The manifest's scalar entries (T, readout, the rate limit's agreement, conversion time, ...)."""
-    return {k: v for k, v in manifest.items() if isinstance(v, (int, float, str, bool))}
+    """The manifest's scalar entries (T, readout, the rate limit's agreement, conversion time, ...),
+    and those of its tables (e.g. "mismatch_training.heldout_after")."""
+    def scalars(d: dict) -> dict:
+        return {k: v for k, v in d.items() if isinstance(v, (int, float, str, bool))}
+
+    return {**scalars(manifest), **{k: scalars(v) for k, v in manifest.items() if isinstance(v, dict)}}
 
 
 def convert_task(file_name: str, data: bytes, env: str, options: dict) -> bytes:
