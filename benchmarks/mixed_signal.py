@@ -6,7 +6,8 @@
 
 Per network, profile, variant and mismatch sigma, one record with the distribution over chip
 instances (median and 5-95 % band) of the closed-loop decision agreement with the float
-source and of the normalized score, `mismatch_aware` (trained through sampled mismatch), and
+source and of the normalized score, `mismatch_aware` (trained through sampled mismatch),
+`readout_per_chip` (run --calibrate-readout: the host readout fitted to each instance), and
 the neurons, cores, chips and synapses the mapping uses. Reference rows (profile "ideal"):
 the mapped topology in the rate limit (no leak, no weight levels, no mismatch: what the
 fan-in handling alone keeps), measured on held-out source observations. And what the Pong
@@ -34,11 +35,12 @@ NETWORKS = {"cartpole_dqn": ("CartPole-v1", "mixed_signal_cartpole"),
 
 
 def variant(params: dict) -> tuple[str, bool, float | None]:
-    """(name, mismatch_aware, training sigma) of a cell's conversion."""
+    """(name, mismatch_aware, training sigma) of a cell's conversion and readout."""
+    per_chip = ", readout per chip" if params.get("calibrate_readout") else ""
     if not params.get("distill"):
-        return f"{params['fan_in']}, readout fitted", False, None
+        return f"{params['fan_in']}, readout fitted{per_chip}", False, None
     sigma = params["distill_mismatch"]
-    return f"{params['fan_in']}, trained at sigma {sigma}", sigma > 0, sigma
+    return f"{params['fan_in']}, trained at sigma {sigma}{per_chip}", sigma > 0, sigma
 
 
 def records(sweep: dict, network: str) -> list[dict]:
@@ -49,7 +51,8 @@ def records(sweep: dict, network: str) -> list[dict]:
         name, aware, train_sigma = variant(p)
         out.append({
             "network": network, "profile": p["profile"], "variant": name, "fan_in": p["fan_in"],
-            "mismatch_aware": aware, "training_sigma": train_sigma, "sigma": p["mismatch_sigma"],
+            "mismatch_aware": aware, "training_sigma": train_sigma,
+            "readout_per_chip": bool(p.get("calibrate_readout")), "sigma": p["mismatch_sigma"],
             "instances": m["agreement"]["n"],
             "agreement_median": m["agreement"]["median"], "agreement_p05": m["agreement"]["p05"],
             "agreement_p95": m["agreement"]["p95"],

@@ -65,18 +65,22 @@ class MixedSignalNetwork:
         return trains.sum(axis=0)
 
 
+CALIBRATION_OBSERVATIONS = 2000   # decision windows a chip instance's readout calibration records
+
+
 def calibrate_instance(art: MixedSignalArtifact, instance: list[dict], chunk: int = 500) -> MixedSignalArtifact:
     """The artifact with its host readout fitted to one chip instance: least squares of the
-    source's advantages on this chip's spike counts for the artifact's calibration
-    observations (regenerated from the source and the recorded calibration settings), as a
-    host would calibrate each chip once before deploying on it."""
+    source's advantages on this chip's spike counts for the first CALIBRATION_OBSERVATIONS of
+    the artifact's calibration observations (regenerated from the source and the recorded
+    calibration settings), as a host would calibrate each chip once before deploying on it."""
     from lavaloop.conversion.mismatch_training import advantages
     from lavaloop.conversion.normalize import collect_observations
     from lavaloop.deploy.kinds.dqn import source_network
 
     n = art.manifest["normalization"]
     source = source_network(art)
-    obs = collect_observations(source, art.env_spec, n["calib_steps"], n["calib_seed"], n["calib_epsilon"])
+    obs = collect_observations(source, art.env_spec, min(n["calib_steps"], CALIBRATION_OBSERVATIONS),
+                               n["calib_seed"], n["calib_epsilon"])
     net = MixedSignalNetwork(art, instance, art.timesteps)
     payload = encode_input(obs.reshape(len(obs), -1), 1 << int(art.manifest["input_scale_bits"]),
                            art.manifest["input_bits"])
