@@ -46,7 +46,8 @@ class MixedSignalDeployment(DQNDeployment):
 
     def ops(self, log: EpisodeLog) -> dict[str, int]:
         """Synaptic events (each spike times its fan-out; the generators' included) as AC; no
-        neuron updates are charged: the analog neurons integrate continuously."""
+        neuron updates are charged: the analog neurons integrate continuously. The energy
+        models are digital ones (lavaloop.deploy.energy): no DYNAP-SE figures are sourced."""
         return {"mac": 0, "ac": int(sum(log.synops)), "neuron": 0}
 
     def config(self) -> dict:
@@ -64,4 +65,5 @@ class MixedSignalDeployment(DQNDeployment):
                 else f"chip instance {d['mismatch_seed']} (mismatch sigma {d['mismatch_sigma']})")
         calibrated = "; readout calibrated to this chip" if d["readout_calibrated_to_instance"] else ""
         return [f"coding: mixed-signal, T={d['timesteps']}, on {chip}{calibrated}; {d['neurons']} neurons on "
-                f"{d['cores']} cores; spikes (generators, layers) {d['spikes_per_layer']}"]
+                f"{d['cores']} cores; spikes (generators, layers) {d['spikes_per_layer']}",
+                "energy: the digital models applied to this chip's synaptic events, not a DYNAP-SE estimate"]
