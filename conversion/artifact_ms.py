@@ -41,6 +41,11 @@ class MixedSignalArtifact(ConvertedDQN):
     def timesteps(self) -> int:
         return int(self.manifest["timesteps"])
 
+    @property
+    def window(self) -> int:
+        """Lava steps per decision: T, one per chip layer, one for the host readout."""
+        return self.timesteps + len(self.mapped.layers) + 1
+
     def instance(self, seed: int | None = None, sigma: float | None = None) -> list[dict]:
         """Every chip layer's parameters on chip instance `seed` (None: the nominal chip) with
         mismatch `sigma` (None: the profile's); see `conversion.mixed_signal.draw_instance`."""

@@ -214,6 +214,20 @@ def relative_step(w: torch.Tensor, b: torch.Tensor) -> float:
     return min(1.0, max(float(w.detach().abs().max()), float(b.detach().abs().max())))
 
 
+def distill_step(model: nn.Module, opt: torch.optim.Optimizer, x, target: torch.Tensor, greedy: torch.Tensor,
+                 cfg: DistillConfig, advantage: bool) -> dict:
+    """One optimizer step of the distillation loss on a minibatch: the mean squared error to
+    `target` (of the outputs minus their mean over actions with `advantage`) plus
+    cfg.ce_weight x the cross-entropy on `greedy` at cfg.temperature. Returns both losses."""
+    out = model(x)
+    mse = F.mse_loss(out - out.mean(1, keepdim=True) if advantage else out, target)
+    ce = F.cross_entropy(out / cfg.temperature, greedy)
+    opt.zero_grad()
+    (mse + cfg.ce_weight * ce).backward()
+    opt.step()
+    return {"mse": float(mse), "cross_entropy": float(ce)}
+
+
 def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per_neuron: list[bool],
             obs: np.ndarray, spec: EnvSpec, timesteps: int, out_scale: float, epsilon: float,
             cfg: DistillConfig = DistillConfig(), progress: bool = True, in_scale: float = 1.0,
@@ -263,15 +277,8 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
             greedy = target.argmax(1)
             for _ in steps:
                 idx = torch.randint(len(x), (min(cfg.batch, len(x)),), generator=gen)
-                out = model(x[idx])
-                mse = F.mse_loss(out - out.mean(1, keepdim=True) if advantage else out, target[idx])
-                ce = F.cross_entropy(out / cfg.temperature, greedy[idx])
-                loss = mse + cfg.ce_weight * ce
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+                losses = distill_step(model, opt, x[idx], target[idx], greedy[idx], cfg, advantage)
                 bar.update(1)
-            losses = {"mse": float(mse), "cross_entropy": float(ce)}
     finally:
         bar.close()
     report = {"steps": cfg.steps, "observations": len(x_all), "calibration_observations": len(obs),

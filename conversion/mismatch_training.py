@@ -29,11 +29,10 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from lavaloop.conversion.artifact_ms import MixedSignalArtifact
-from lavaloop.conversion.distill import DistillConfig, straight_through
+from lavaloop.conversion.distill import DistillConfig, distill_step, straight_through
 from lavaloop.conversion.mixed_signal import (
                                                ONE,
                                                RATE,
@@ -46,22 +45,22 @@ from lavaloop.conversion.models.qnet import FeedForwardQ
 from lavaloop.conversion.normalize import collect_observations
 from lavaloop.envs import EnvSpec
 from lavaloop.options import ConvertOptions
-from lavaloop.processes.dynamics import encode_input, generator_increments, regular_spikes
+from lavaloop.processes.dynamics import encode_input, generator_increments, mapped_layer_step, regular_spikes
 
 CONFIG = {"target": "advantage", "ce_weight": 0.1, "temperature": 0.1, "lr": 1e-3}
 TRAINING_INSTANCES = 1_000_000   # training's chip instances start at this seed: lower ones are unseen
 
 
-def generator_trains(art: MixedSignalArtifact, obs: np.ndarray) -> torch.Tensor:
+def generator_trains(art: MixedSignalArtifact, obs: np.ndarray) -> np.ndarray:
     """The ON/OFF generators' spike trains (T, B, 2 n_obs) for observations (B, n_obs), exact."""
     payload = encode_input(obs.reshape(len(obs), -1), 1 << int(art.manifest["input_scale_bits"]),
                            int(art.manifest["input_bits"]))
     inc = generator_increments(payload, art.mapped.input_gain, ONE)
     phase = np.full(inc.shape, ONE // 2, np.int64)
-    trains = np.empty((art.timesteps, *inc.shape), np.float32)
+    trains = np.empty((art.timesteps, *inc.shape), np.int64)
     for k in range(art.timesteps):
         phase, trains[k] = regular_spikes(phase, inc, ONE)
-    return torch.from_numpy(trains[..., :-1])
+    return trains[..., :-1]
 
 
 class ChipModel(torch.nn.Module):
@@ -100,15 +99,13 @@ class ChipModel(torch.nn.Module):
         code = np.clip(np.rint(np.abs(w) / b), 0, self.levels - 1) * np.sign(w)
         return np.where(self.masks[i].numpy(), code, 0).astype(np.int16)
 
-    def implemented(self, i: int) -> torch.Tensor:
-        """Layer i's weights on the current instance (straight-through to the float weights)."""
+    def instance_weights(self, i: int) -> np.ndarray:
+        """Layer i's analog weights (n_in + 1, n) on the current instance: the trained weights'
+        codes made of the instance's currents (`ChipLayer.weights`)."""
         layer = self.layers[i]
-        code = self.codes(i)
-        inst = replace(layer, code=code).weights(layer.currents * self.mismatch[i]["currents"]).T
-        w = self.weights[i] * self.masks[i]
-        return straight_through(w, torch.tensor(inst, dtype=torch.float32))
+        return replace(layer, code=self.codes(i)).weights(layer.currents * self.mismatch[i]["currents"])
 
-    def forward(self, trains: torch.Tensor) -> torch.Tensor:
+    def forward(self, trains: np.ndarray) -> torch.Tensor:
         """Readout values (B, |A|) from the generators' trains (T, B, 2 n_obs)."""
         return self.features(trains) @ self.readout_w.T + self.readout_b
 
@@ -122,24 +119,26 @@ class ChipModel(torch.nn.Module):
         self.readout_w.copy_(torch.as_tensor(w, dtype=torch.float32))
         self.readout_b.copy_(torch.as_tensor(b, dtype=torch.float32))
 
-    def features(self, trains: torch.Tensor) -> torch.Tensor:
-        """The last chip layer's activations (B, n) (count / (T * RATE); straight-through)."""
-        steps, batch = trains.shape[:2]
-        rates = trains.mean(0)
+    def features(self, trains: np.ndarray) -> torch.Tensor:
+        """The last chip layer's activations (B, n) (count / (T * RATE); straight-through) from
+        the generators' trains (T, B, 2 n_obs). The spikes are the chip's own: every layer is
+        stepped with `dynamics.mapped_layer_step` on the instance's parameters, as the emulator
+        does; the gradient is the rate model's."""
+        batch = trains.shape[1]
+        rates = torch.as_tensor(trains.mean(0), dtype=torch.float32)
         x_act = None
-        ones = torch.ones(steps, batch, 1)
         for i, p in enumerate(self.instance):
-            w = self.implemented(i)                                   # (n, n_in + 1)
-            a_syn = torch.tensor(p["a_syn"], dtype=torch.float32)
-            gain = torch.tensor(p["gain"], dtype=torch.float32)
-            vth = torch.tensor(p["vth"], dtype=torch.float32)
-            with torch.no_grad():
-                drive = torch.cat([trains, ones], -1) @ w.detach().T * gain       # (T, B, n)
-                trains = lif_trains(drive, a_syn, torch.tensor(p["a_mem"], dtype=torch.float32), vth,
-                                    p["refractory"])
+            conn = self.instance_weights(i)
+            layer = {**p, "conn": conn}
+            n = conn.shape[1]
+            state = {"i_syn": np.zeros((batch, n)), "v": np.zeros((batch, n)), "refr": np.zeros((batch, n), np.int64)}
+            trains = np.stack([mapped_layer_step(state, frame, layer) for frame in trains])
+            w = straight_through(self.weights[i] * self.masks[i], torch.tensor(conn.T, dtype=torch.float32))
+            a_syn, gain, vth = (torch.as_tensor(np.asarray(p[k], np.float64), dtype=torch.float32)
+                                for k in ("a_syn", "gain", "vth"))
             u = (torch.cat([rates, torch.ones(batch, 1)], -1) @ w.T) * gain / ((1 - a_syn) * vth)
             z = torch.clamp((u - self.u0) / self.slope, 0.0, 1.0)
-            x_act = straight_through(z, trains.mean(0) / RATE)
+            x_act = straight_through(z, torch.as_tensor(trains.mean(0) / RATE, dtype=torch.float32))
             rates = x_act * RATE
         return x_act
 
@@ -158,22 +157,6 @@ class ChipModel(torch.nn.Module):
         mapping = {**manifest["mapping"], "readout_shift": shift}
         mapped = replace(self.art.mapped, layers=layers, readout_weight=w_ro, readout_bias=b_ro, report=mapping)
         return MixedSignalArtifact({**manifest, "mapping": mapping}, mapped, self.art.source)
-
-
-def lif_trains(drive: torch.Tensor, a_syn, a_mem, vth, refractory: int) -> torch.Tensor:
-    """Spike trains (T, B, n) of LIF neurons (`dynamics.lif_step`) under drives (T, B, n), from rest."""
-    i_syn = torch.zeros_like(drive[0])
-    v = torch.zeros_like(drive[0])
-    refr = torch.zeros_like(drive[0])
-    out = torch.empty_like(drive)
-    for k in range(len(drive)):
-        i_syn = a_syn * i_syn + drive[k]
-        v = torch.where(refr > 0, torch.zeros_like(v), a_mem * v + (1 - a_mem) * i_syn)
-        s = (v >= vth).to(v.dtype)
-        out[k] = s
-        v = v * (1 - s)
-        refr = torch.where(s > 0, torch.full_like(refr, refractory), torch.clamp(refr - 1, min=0))
-    return out
 
 
 @torch.no_grad()
@@ -252,15 +235,9 @@ def train_through_chip(art: MixedSignalArtifact, source: FeedForwardQ, obs: np.n
             for step in steps:
                 idx = torch.randint(len(x_all), (min(cfg.batch, len(x_all)),), generator=gen).numpy()
                 model.sample(TRAINING_INSTANCES + int(step) if sigma > 0 else None, sigma)
-                out = model(generator_trains(art, x_all[idx]))
-                mse = F.mse_loss(out - out.mean(1, keepdim=True), target[idx])
-                ce = F.cross_entropy(out / cfg.temperature, greedy[idx])
-                loss = mse + cfg.ce_weight * ce
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+                losses = distill_step(model, opt, generator_trains(art, x_all[idx]), target[idx], greedy[idx], cfg,
+                                      advantage=True)
                 bar.update(1)
-            losses = {"mse": float(mse), "cross_entropy": float(ce)}
     finally:
         bar.close()
     model.sample(None, 0.0)

@@ -28,11 +28,10 @@ class MixedSignalNetwork:
     Parameters
     ----------
     art: the artifact. instance: `art.instance(seed, sigma)`, the chip's parameters.
-    timesteps: T.
     """
 
-    def __init__(self, art: MixedSignalArtifact, instance: list[dict], timesteps: int):
-        self.params, self.timesteps = instance, timesteps
+    def __init__(self, art: MixedSignalArtifact, instance: list[dict]):
+        self.params, self.timesteps = instance, art.timesteps
         self.gain = art.mapped.input_gain
         self.w_ro, self.b_ro = art.mapped.readout_weight, art.mapped.readout_bias
         self.fanout = [fanout(p["conn"]) for p in instance]
@@ -81,7 +80,7 @@ def calibrate_instance(art: MixedSignalArtifact, instance: list[dict], chunk: in
     source = source_network(art)
     obs = collect_observations(source, art.env_spec, min(n["calib_steps"], CALIBRATION_OBSERVATIONS),
                                n["calib_seed"], n["calib_epsilon"])
-    net = MixedSignalNetwork(art, instance, art.timesteps)
+    net = MixedSignalNetwork(art, instance)
     payload = encode_input(obs.reshape(len(obs), -1), 1 << int(art.manifest["input_scale_bits"]),
                            art.manifest["input_bits"])
     with threadpool_limits(limits=1, user_api="blas"):
@@ -90,12 +89,12 @@ def calibrate_instance(art: MixedSignalArtifact, instance: list[dict], chunk: in
     return replace(art, mapped=replace(art.mapped, readout_weight=w, readout_bias=b))
 
 
-def run_emulator(art: MixedSignalArtifact, instance: list[dict], seeds: list[int], timesteps: int,
-                 epsilon: float, progress: bool = True) -> EpisodeLog:
+def run_emulator(art: MixedSignalArtifact, instance: list[dict], seeds: list[int], epsilon: float,
+                 progress: bool = True) -> EpisodeLog:
     """Run one episode per seed on one chip instance, all episodes batched together."""
     with threadpool_limits(limits=1, user_api="blas"):
         amap = art.manifest["action_map"]
-        net = MixedSignalNetwork(art, instance, timesteps)
+        net = MixedSignalNetwork(art, instance)
         scale, in_bits = 1 << int(art.manifest["input_scale_bits"]), art.manifest["input_bits"]
 
         def decide(rng, values):
@@ -108,26 +107,27 @@ def run_emulator(art: MixedSignalArtifact, instance: list[dict], seeds: list[int
         played = play_batched(art.env_spec, seeds, values, decide, -1, progress)
     return EpisodeLog(seeds=list(seeds), returns=played.returns, lengths=played.lengths, actions=played.actions,
                       greedy=played.greedy, spikes=net.spikes.tolist(), synops=net.synops.tolist(),
-                      steps=int(played.lengths.sum()) * (timesteps + len(instance) + 1), wall_s=played.wall_s,
+                      steps=int(played.lengths.sum()) * art.window, wall_s=played.wall_s,
                       extra={"batched_windows": played.rounds})
 
 
-def build_graph(art: MixedSignalArtifact, instance: list[dict], seeds: Sequence[int], timesteps: int,
-                epsilon: float, max_steps: int):
+def build_graph(art: MixedSignalArtifact, instance: list[dict], seeds: Sequence[int], epsilon: float,
+                max_steps: int):
     """(EnvIO, MixedSignalStack) for running `len(seeds)` episodes of `art` on one chip instance:
     the payload is sent for T steps; the readout arrives after the chip layers' latency."""
     from lavaloop.processes.envio.process import EnvIO
     from lavaloop.processes.mixed_signal.process import MixedSignalStack
 
     spec = EnvSpec.from_dict(art.manifest["env"])
-    depth = len(instance) + 1
+    timesteps = art.timesteps
     envio = EnvIO(env_fn=functools.partial(make_env, spec), obs_size=len(art.mapped.input_gain),
                   n_actions=art.manifest["n_actions"], action_map=art.manifest["action_map"],
                   input_scale_bits=art.manifest["input_scale_bits"], input_bits=art.manifest["input_bits"],
-                  timesteps=timesteps, latency=depth, seeds=seeds, epsilon=epsilon, max_steps=max_steps)
+                  timesteps=timesteps, latency=art.window - timesteps, seeds=seeds, epsilon=epsilon,
+                  max_steps=max_steps)
     stack = MixedSignalStack(layers=instance, input_gain=art.mapped.input_gain, one=ONE,
                              readout_weight=art.mapped.readout_weight, readout_bias=art.mapped.readout_bias,
-                             timesteps=timesteps, window=timesteps + depth)
+                             timesteps=timesteps, window=art.window)
     envio.obs_out.connect(stack.s_in)
     stack.s_out.connect(envio.q_in)
     return envio, stack

@@ -105,7 +105,7 @@ def test_the_training_model_is_the_chip(mapped):
     model = ChipModel(art)
     for chip in (None, 7):
         model.sample(chip, 0.1)
-        net = MixedSignalNetwork(art, art.instance(chip, 0.1), art.timesteps)
+        net = MixedSignalNetwork(art, art.instance(chip, 0.1))
         emu = net.decide(encode_input(x, 1 << art.manifest["input_scale_bits"], 16))
         assert np.array_equal(model.q_values(x).argmax(1), emu.argmax(1))
 
@@ -140,35 +140,12 @@ def test_a_convolution_does_not_map_and_says_which_layer(tmp_path):
 
 @pytest.mark.slow
 def test_training_through_the_chip_lifts_agreement():
+    """The readout fitted to the nominal chip lifts the mapping's agreement; training through
+    the chip at sigma 0.1 lifts the nominal chip's held-out agreement further."""
     import lavaloop
 
     art = lavaloop.convert(CARTPOLE, "CartPole-v1", profile="dynapse2", calib_steps=1000, timesteps=32,
-                           fan_in="prune", distill=True, distill_steps=100, distill_mismatch=0.1)
-    t = art.manifest["mismatch_training"]
-    assert t["sigma"] == 0.1 and t["heldout_after"] > t["heldout_before"] + 0.1
-
-
-def test_a_readout_calibrated_to_a_chip_instance_fits_that_chip(mapped):
-    """run --calibrate-readout: least squares on this instance's counts decides as the source on
-    its calibration observations at least as often as the nominal chip's readout does there."""
-    from lavaloop.conversion.normalize import collect_observations
-    from lavaloop.deploy.kinds.dqn import source_network
-    from lavaloop.deploy.mixed_signal import MixedSignalNetwork, calibrate_instance
-    from lavaloop.processes.dynamics import encode_input
-
-    _, arts = mapped
-    art = arts["prune"]
-    chip = art.instance(11, 0.2)
-    calibrated = calibrate_instance(art, chip)
-    n = art.manifest["normalization"]
-    obs = collect_observations(source_network(art), art.env_spec, min(n["calib_steps"], 2000), n["calib_seed"],
-                               n["calib_epsilon"])
-    source = source_network(art).q_values(obs).argmax(1)
-    payload = encode_input(obs, 1 << art.manifest["input_scale_bits"], 16)
-    agree = {name: float((MixedSignalNetwork(a, chip, a.timesteps).decide(payload).argmax(1) == source).mean())
-             for name, a in (("nominal", art), ("calibrated", calibrated))}
-    assert agree["calibrated"] >= agree["nominal"] and agree["calibrated"] > 0.7
-    assert np.array_equal(calibrated.mapped.layers[0].code, art.mapped.layers[0].code)
-    result = run(art, RunSettings(episodes=1, backend="emulator", mismatch_seed=11, mismatch_sigma=0.2,
-                                  calibrate_readout=True), progress=False)
-    assert result.details["readout_calibrated_to_instance"]
+                           fan_in="prune", distill=True, distill_steps=600, distill_mismatch=0.1)
+    c, t = art.manifest["readout_calibration"], art.manifest["mismatch_training"]
+    assert c["heldout_after"] > c["heldout_before"] + 0.1
+    assert t["sigma"] == 0.1 and t["heldout_after"] > t["heldout_before"]

@@ -29,9 +29,8 @@ class MixedSignalDeployment(DQNDeployment):
             self.art = calibrate_instance(self.art, self.chip)
 
     def run_lava(self, progress: bool) -> EpisodeLog:
-        envio, stack = build_graph(self.art, self.chip, self.seeds, self.art.timesteps, self.epsilon,
-                                   episode_limit(self.art.env_spec))
-        window = self.art.timesteps + len(self.chip) + 1
+        envio, stack = build_graph(self.art, self.chip, self.seeds, self.epsilon, episode_limit(self.art.env_spec))
+        window = self.art.window
         with LavaRuntime(envio) as rt:
             steps, wall = run_envio_episodes(rt, envio, len(self.seeds), window * 25, progress)
             lengths = envio.lengths.get().astype(np.int64)
@@ -42,7 +41,7 @@ class MixedSignalDeployment(DQNDeployment):
                               wall_s=wall, extra={"compile_s": rt.compile_s})
 
     def run_emulator(self, progress: bool) -> EpisodeLog:
-        return run_emulator(self.art, self.chip, self.seeds, self.art.timesteps, self.epsilon, progress)
+        return run_emulator(self.art, self.chip, self.seeds, self.epsilon, progress)
 
     def ops(self, log: EpisodeLog) -> dict[str, int]:
         """Synaptic events (each spike times its fan-out; the generators' included) as AC; no
