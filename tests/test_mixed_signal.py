@@ -138,6 +138,32 @@ def test_a_convolution_does_not_map_and_says_which_layer(tmp_path):
     assert_clean_failure(proc, str(tmp_path), "layer 'network.0'", "convolution does not map onto dynapse2")
 
 
+def test_a_readout_calibrated_to_a_chip_instance_fits_that_chip(mapped):
+    """run --calibrate-readout: least squares on this instance's counts decides as the source on
+    its calibration observations at least as often as the nominal chip's readout does there."""
+    from lavaloop.conversion.normalize import collect_observations
+    from lavaloop.deploy.kinds.dqn import source_network
+    from lavaloop.deploy.mixed_signal import MixedSignalNetwork, calibrate_instance
+    from lavaloop.processes.dynamics import encode_input
+
+    _, arts = mapped
+    art = arts["prune"]
+    chip = art.instance(11, 0.2)
+    calibrated = calibrate_instance(art, chip)
+    n = art.manifest["normalization"]
+    obs = collect_observations(source_network(art), art.env_spec, min(n["calib_steps"], 2000), n["calib_seed"],
+                               n["calib_epsilon"])
+    source = source_network(art).q_values(obs).argmax(1)
+    payload = encode_input(obs, 1 << art.manifest["input_scale_bits"], 16)
+    agree = {name: float((MixedSignalNetwork(a, chip).decide(payload).argmax(1) == source).mean())
+             for name, a in (("nominal", art), ("calibrated", calibrated))}
+    assert agree["calibrated"] >= agree["nominal"] and agree["calibrated"] > 0.7
+    assert np.array_equal(calibrated.mapped.layers[0].code, art.mapped.layers[0].code)
+    result = run(art, RunSettings(episodes=1, backend="emulator", mismatch_seed=11, mismatch_sigma=0.2,
+                                  calibrate_readout=True), progress=False)
+    assert result.details["readout_calibrated_to_instance"]
+
+
 @pytest.mark.slow
 def test_training_through_the_chip_lifts_agreement():
     """The readout fitted to the nominal chip lifts the mapping's agreement; training through
