@@ -85,7 +85,7 @@ def cmd_run(args) -> None:
     if args.json:
         check_writable(args.json)
     settings = given(args, "epsilon", "timesteps", "readout", "env", "sticky_actions", "per_layer_processes",
-                     "mismatch_seed", "mismatch_sigma", "calibrate_readout")
+                     "mismatch_seed", "mismatch_sigma", "calibrate_readout", "layout")
     settings.update(env_params(args))
     result = lavaloop.run(args.artifact, episodes=args.episodes, backend=args.backend, seed=args.seed,
                           progress=not args.no_progress, **settings)
@@ -178,7 +178,8 @@ def parser() -> argparse.ArgumentParser:
                                    "for DQNs, lavaloop.GRSNConvertOptions for GRSN policies).")
     c.add_argument("checkpoint", help="SB3 DQN .zip (MlpPolicy or CnnPolicy), a PyTorch/CleanRL "
                    "state dict (.pt) of an MLP or the Nature DQN, or a GRSN policy (lavaloop.trainers.recurrent)")
-    c.add_argument("--env", required=True, help="gymnasium environment id, e.g. CartPole-v1")
+    c.add_argument("--env", required=True, help="gymnasium environment id, e.g. CartPole-v1, or a "
+                   "cooperative MPE task for a QMIX team, e.g. mpe2:simple_spread_v3")
     c.add_argument("-o", "--output", required=True, help="artifact path (.h5)")
     c.add_argument("--profile", help="chip profile name or JSON file (default loihi2; dynapse1, dynapse2: "
                    "map a DQN onto a mixed-signal chip)")
@@ -252,6 +253,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--calibrate-readout", action="store_true", default=GIVEN,
                    help="mixed-signal: fit the host readout to this chip instance first (on the artifact's "
                         "calibration observations, labelled by its source)")
+    r.add_argument("--layout", choices=["per-agent", "shared"], default=GIVEN,
+                   help="GRSN team on Lava: one process per agent (default) or one shared process")
     r.add_argument("--json", help="write the results record (RunResult) here")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_run)

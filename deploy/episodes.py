@@ -33,11 +33,13 @@ class EpisodeLog:
     synops: list[int]                 # per layer
     steps: int                        # backend time steps executed
     wall_s: float
+    agents: int = 1                   # agents deciding at every env step (a team)
     extra: dict = field(default_factory=dict)
 
     @property
     def decisions(self) -> int:
-        return int(self.lengths.sum())
+        """Decisions taken: env steps times deciding agents."""
+        return int(self.lengths.sum()) * self.agents
 
 
 @dataclass

@@ -17,6 +17,7 @@ BACKENDS = ("lava", "emulator")
 DISTILL_MODELS = ("spikes", "staircase")
 CODINGS = ("rate", "sigma-delta")
 FAN_IN_MODES = ("split", "prune")
+LAYOUTS = ("per-agent", "shared")       # GRSN teams on Lava
 RATE_ONLY = {"percentile": 99.9, "normalization": "layer", "timesteps": 32, "readout": "robust", "v_init": "half",
              "distill_model": "spikes"}
 
@@ -206,6 +207,8 @@ class RunSettings:
     mismatch_sigma: mixed-signal kinds: its device mismatch, >= 0 (None: the profile's).
     calibrate_readout: mixed-signal kinds: before running, fit the host readout to this chip
         instance on the artifact's calibration observations (lavaloop.deploy.mixed_signal).
+    layout: GRSN teams on Lava: "per-agent" (one process, one chip, per agent; the default) or
+        "shared" (one process holding all agents).
     """
 
     episodes: int = 20
@@ -221,6 +224,7 @@ class RunSettings:
     mismatch_seed: int | None = None
     mismatch_sigma: float | None = None
     calibrate_readout: bool = False
+    layout: str | None = None
 
     def __post_init__(self):
         at_least("episodes", self.episodes, 1)
@@ -232,6 +236,7 @@ class RunSettings:
         at_least("timesteps", self.timesteps, 1)
         one_of("readout", self.readout, READOUTS)
         within("sticky-action probability", self.sticky_actions, 0, 1)
+        one_of("layout", self.layout, LAYOUTS)
 
     @property
     def seeds(self) -> list[int]:
@@ -243,5 +248,5 @@ class RunSettings:
                  "per_layer_processes": self.per_layer_processes, "env": self.env is not None,
                  "sticky_actions": self.sticky_actions is not None, "env_params": bool(self.env_params),
                  "mismatch_seed": self.mismatch_seed is not None, "mismatch_sigma": self.mismatch_sigma is not None,
-                 "calibrate_readout": self.calibrate_readout}
+                 "calibrate_readout": self.calibrate_readout, "layout": self.layout is not None}
         return [k for k, v in given.items() if v]

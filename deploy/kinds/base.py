@@ -1,6 +1,7 @@
 """The interface every network kind's deployment implements (see docs/architecture.md)."""
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -9,8 +10,25 @@ import numpy as np
 
 from lavaloop.artifact import Artifact
 from lavaloop.deploy.episodes import EpisodeLog
+from lavaloop.envs import EnvSpec, episode_limit, make_env
 from lavaloop.errors import LavaloopError
 from lavaloop.options import RunSettings
+from lavaloop.rollout import evaluate, random_policy
+
+_RANDOM_RETURNS: dict[tuple, np.ndarray] = {}
+
+
+def random_returns(spec: EnvSpec, seeds: list[int]) -> np.ndarray:
+    """Returns of a uniformly random policy on `seeds`, kept per environment and seeds for
+    the process's life."""
+    key = (repr(spec), tuple(seeds))
+    if key not in _RANDOM_RETURNS:
+        env = make_env(spec)
+        space = env.action_space
+        env.close()
+        _RANDOM_RETURNS[key] = evaluate(functools.partial(make_env, spec), list(seeds), random_policy(space),
+                                        max_steps=episode_limit(spec))
+    return _RANDOM_RETURNS[key].copy()
 
 
 @dataclass
@@ -69,6 +87,10 @@ class Deployment(ABC):
     @abstractmethod
     def source_returns(self) -> np.ndarray:
         """Returns of the float source on the same seeds and epsilon draws."""
+
+    def random_returns(self) -> np.ndarray:
+        """Returns of a uniformly random policy on the run's seeds (the normalized score's baseline)."""
+        return random_returns(self.art.env_spec, self.seeds)
 
     @abstractmethod
     def ops(self, log: EpisodeLog) -> dict[str, int]:

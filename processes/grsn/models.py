@@ -34,29 +34,31 @@ class PyGRSNStackModel(PyLoihiProcessModel):
         self.stages = [prepare_stage(st) for st in proc_params["stages"]]
         self.window = proc_params["window"]
         self.prev = [np.zeros(0, np.int64) for _ in self.stages]
-        self.out = np.zeros(len(self.stages[-1]["bias"]), np.int64)
+        batch = proc_params["batch"]
+        self.out = np.zeros((() if batch is None else (batch,)) + (len(self.stages[-1]["bias"]),), np.int64)
         self.counting = False
 
     def run_spk(self):
         self.s_out.send(self.out)                 # last step's output: one-step synaptic delay
         u = self.s_in.recv().astype(np.int64)
         phase = (self.time_step - 1) % self.window
+        control = u.flat[u.shape[-1] - 1]          # the (first row's) control entry
         if phase == 0:
-            self.counting = u[-1] != CONTROL_IDLE
-            if u[-1] == CONTROL_FIRST:
+            self.counting = control != CONTROL_IDLE
+            if control == CONTROL_FIRST:
                 self.h[:], self.v[:] = 0, 0
-        inputs = [u[:-1], *self.prev[:-1]]
+        inputs = [u[..., :-1], *self.prev[:-1]]
         for j, st in enumerate(self.stages):
             if phase != j:
                 self.prev[j] = np.zeros(0, np.int64)
                 continue
             if self.counting:
                 ops = stage_ops(st, inputs[j])
-                self.ops[:] += [ops["mac"], ops["ac"], ops["neuron"]]
+                self.ops[:] += [np.sum(ops["mac"]), np.sum(ops["ac"]), np.sum(ops["neuron"])]
             state = {"h": self.h, "v": self.v}
             self.prev[j] = run_stage(st, inputs[j], state)
             if st["kind"] == "grsn":
                 self.h[:], self.v[:] = state["h"], state["v"]
                 if self.counting:
-                    self.spikes[0] += np.count_nonzero(self.prev[j][: len(st["b_f"])])
+                    self.spikes[0] += np.count_nonzero(self.prev[j][..., : len(st["b_f"])])
         self.out = self.prev[-1] if phase == len(self.stages) - 1 else np.zeros_like(self.out)

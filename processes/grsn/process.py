@@ -7,6 +7,10 @@ t depend on observation t and on the GRSN state carried from step t-1, exactly a
 float policy (TAP: one GRSN step per env step). The input's last entry is EnvIO's control
 (processes.envio): the GRSN state is zeroed at an episode's first decision, and idle
 windows (control 0) are not counted.
+
+With `batch`, one process holds that many copies of the network (a team's agents sharing
+one chip): inputs, outputs and states gain a leading batch axis, and the first row's
+control entry governs all rows (the agents of one episode decide together).
 """
 from __future__ import annotations
 
@@ -27,16 +31,17 @@ class GRSNStack(AbstractProcess):
     ----------
     stages: the artifact's stage dicts (processes.dynamics.run_stage).
     window: Lava steps per decision (at least the number of stages + 1).
+    batch: copies of the network (None: one, without a batch axis).
     """
 
-    def __init__(self, *, stages: list[dict], window: int, name: str = "grsn_policy"):
-        super().__init__(stages=stages, window=window, name=name)
+    def __init__(self, *, stages: list[dict], window: int, batch: int | None = None, name: str = "grsn_policy"):
+        super().__init__(stages=stages, window=window, batch=batch, name=name)
+        lead = () if batch is None else (batch,)
         n_in = stages[0]["weight"].shape[1] + 1
-        hidden = len(stages[1]["b_f"])
-        n_out = len(stages[-1]["bias"])
-        self.s_in = InPort(shape=(n_in,))
-        self.s_out = OutPort(shape=(n_out,))
-        self.h = Var(shape=(hidden,), init=np.zeros(hidden, np.int64))      # gated recurrent current
-        self.v = Var(shape=(hidden,), init=np.zeros(hidden, np.int64))      # membrane potential
+        hidden = lead + (len(stages[1]["b_f"]),)
+        self.s_in = InPort(shape=lead + (n_in,))
+        self.s_out = OutPort(shape=lead + (len(stages[-1]["bias"]),))
+        self.h = Var(shape=hidden, init=np.zeros(hidden, np.int64))         # gated recurrent current
+        self.v = Var(shape=hidden, init=np.zeros(hidden, np.int64))         # membrane potential
         self.spikes = Var(shape=(1,), init=np.zeros(1, np.int64))           # GRSN spikes, all decisions
         self.ops = Var(shape=(3,), init=np.zeros(3, np.int64))              # MACs, ACs, neuron updates
