@@ -42,7 +42,7 @@ import torch  # noqa: E402
 
 from lavaloop.atomic import write_json  # noqa: E402
 from lavaloop.conversion.grsn import convert_policy, load_policy  # noqa: E402
-from lavaloop.deploy.energy import ENERGY_MODELS, energy_report  # noqa: E402
+from lavaloop.deploy.energy import ENERGY_MODELS, counted_float_ops, energy_report  # noqa: E402
 from lavaloop.deploy.kinds.grsn import run_grsn_emulator, run_grsn_lava  # noqa: E402
 from lavaloop.deploy.run import run  # noqa: E402
 from lavaloop.envs import EnvSpec  # noqa: E402
@@ -118,23 +118,9 @@ def float_eval(path: Path, task: str, seeds: list[int]) -> dict:
     net, _, _ = load_policy(path)
     if net.cfg.cell != "gru":
         return {"mean_return": float(np.mean(episode_returns(net, EnvSpec.for_id(task), seeds)))}
-    ops, steps = {"mac": 0, "ac": 0, "neuron": 0}, [0]
-
-    def linear_hook(mod, inp, out):
-        ops["mac"] += int((inp[0] != 0).sum()) * mod.out_features
-
-    def gru_hook(mod, inp, out):
-        x, (h,) = inp
-        ops["mac"] += 3 * mod.hidden * (int((x != 0).sum()) + int((h != 0).sum()) + 1)
-        ops["neuron"] += mod.hidden
-        steps[0] += 1
-
-    hooks = [m.register_forward_hook(linear_hook) for m in net.modules() if isinstance(m, torch.nn.Linear)]
-    hooks.append(net.rnn.register_forward_hook(gru_hook))
-    returns = episode_returns(net, EnvSpec.for_id(task), seeds)
-    for h in hooks:
-        h.remove()
-    return {"mean_return": float(np.mean(returns)), "energy": energy_report(ops, steps[0])}
+    with counted_float_ops(net) as ops:
+        returns = episode_returns(net, EnvSpec.for_id(task), seeds)
+    return {"mean_return": float(np.mean(returns)), "energy": energy_report(ops, ops["steps"])}
 
 
 def run_grsn(art, seeds: list[int]) -> dict:

@@ -14,6 +14,8 @@ energies turn them into joules:
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 ENERGY_MODELS = {
     "cmos45": {"mac_pj": 4.6, "ac_pj": 0.9, "neuron_pj": 0.0,
                "source": "Horowitz, ISSCC 2014 (45 nm): MAC 4.6 pJ, AC 0.9 pJ"},
@@ -40,3 +42,42 @@ def energy_report(ops: dict[str, float], decisions: int) -> dict:
     per = {k: v / max(decisions, 1) for k, v in ops.items()}
     return {"ops_per_decision": per,
             "energy_per_decision_nj": {m: 1e9 * energy(per, m) for m in ENERGY_MODELS}}
+
+
+@contextmanager
+def counted_float_ops(net):
+    """Count the operations of a float recurrent policy's one-step forward passes by the chip's rule.
+
+    One MAC per non-zero input and outgoing synapse of every Linear; for a GRU cell, its three
+    gates' input and recurrent products and three elementwise products per unit, and one
+    neuron update per unit. Yields a dict {"mac", "ac", "neuron", "steps"} (steps: rows of
+    the batch stepped, i.e. agent steps) that fills as the network runs.
+
+    Parameters
+    ----------
+    net: a `lavaloop.conversion.models.grsn.RecurrentNet` (GRU cells are counted as above;
+        other cells only through their Linears).
+    """
+    import torch
+
+    from lavaloop.conversion.models.grsn import GRUCell
+
+    ops = {"mac": 0, "ac": 0, "neuron": 0, "steps": 0}
+
+    def linear_hook(mod, inp, out):
+        ops["mac"] += int((inp[0] != 0).sum()) * mod.out_features
+
+    def gru_hook(mod, inp, out):
+        x, (h,) = inp
+        rows = x[0].shape[0] if x.dim() == 3 else 1
+        ops["mac"] += 3 * mod.hidden * (int((x != 0).sum()) + int((h != 0).sum()) + rows)
+        ops["neuron"] += mod.hidden * rows
+        ops["steps"] += rows
+
+    hooks = [m.register_forward_hook(linear_hook) for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    hooks += [m.register_forward_hook(gru_hook) for m in net.modules() if isinstance(m, GRUCell)]
+    try:
+        yield ops
+    finally:
+        for h in hooks:
+            h.remove()

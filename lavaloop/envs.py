@@ -7,6 +7,7 @@ import gymnasium as gym
 import numpy as np
 
 from lavaloop.errors import LavaloopError
+from lavaloop.teams import is_team_id
 
 
 class UnknownEnvError(LavaloopError):
@@ -134,6 +135,9 @@ def check_env_id(env_id: str) -> None:
     """Raise UnknownEnvError with a clear message if gymnasium does not know `env_id`."""
     if env_id in POMDP_TASKS:
         return
+    if is_team_id(env_id):
+        raise UnknownEnvError(f"{env_id!r} is a multi-agent task: it takes a QMIX team checkpoint "
+                              "(lavaloop.trainers.qmix), not a single-agent policy")
     if is_atari(env_id):
         import ale_py
 

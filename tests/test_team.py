@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import lavaloop
-from conftest import assert_clean_failure, lavaloop_cli
+from conftest import ROOT, assert_clean_failure, lavaloop_cli
 from lavaloop.conversion.models.qmix import QMixer, load_team
 from lavaloop.errors import CheckpointError, LavaloopError, ShapeMismatchError
 from lavaloop.teams import TeamShape, TeamSpec, masked_argmax
@@ -125,6 +125,8 @@ def test_bad_team_inputs_fail_in_one_line(teams, artifacts, tmp_path):
         lavaloop.convert(teams["spread"], "mpe2:simple_nothing_v1")
     with pytest.raises(CheckpointError, match="gru agents"):
         lavaloop.convert(teams["gru"], SPREAD)
+    with pytest.raises(LavaloopError, match="multi-agent task: it takes a QMIX team checkpoint"):
+        lavaloop.convert(ROOT / "checkpoints/grsn/cartpole_v_grsn_s0.pt", SPREAD)
     with pytest.raises(LavaloopError, match="unknown layout"):
         lavaloop.run(artifacts["spread"], episodes=1, layout="diagonal")
     proc = lavaloop_cli("run", tmp_path / "nothing.h5", "--layout", "shared")

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from lavaloop.conversion.artifact_team import TeamArtifact
 from lavaloop.conversion.grsn import float_step
+from lavaloop.conversion.models.grsn import RecurrentNet
 from lavaloop.conversion.team import team_inputs, team_shape_for
 from lavaloop.deploy.episodes import EpisodeLog, Played, run_envio_episodes
 from lavaloop.deploy.kinds.base import Deployment, Fidelity
@@ -200,25 +201,26 @@ def fidelity(art: TeamArtifact, log: EpisodeLog) -> dict:
             "spike_mismatch": float(np.mean(spike_diff))}
 
 
-def float_team_returns(art: TeamArtifact, seeds: list[int], epsilon: float) -> np.ndarray:
-    """Team returns of the float agents on the same seeds and epsilon draws."""
-    net = float_policy(art)
-    head = f"head{len(net.cfg.head)}"
-    n = art.team.n_agents
-    h, v = net.zero_state(len(seeds) * n)       # one row per (episode, agent)
+@torch.no_grad()
+def team_returns(net: RecurrentNet, spec: TeamSpec, shape: TeamShape, seeds: list[int], epsilon: float) -> np.ndarray:
+    """Team returns of float agents (any cell) on seeded episodes, epsilon-greedy as on the chip."""
+    cfg, n = net.cfg, shape.n_agents
+    state = list(net.zero_state(len(seeds) * n))       # one row per (episode, agent)
 
     def values(active, u):
         rows = torch.as_tensor((active[:, None] * n + np.arange(n)).ravel())
-        tr, (h[rows], v[rows]) = float_step(net, u, (h[rows], v[rows]))
-        return tr[head]
+        x = torch.split(torch.as_tensor(u, dtype=torch.float32)[None], [cfg.obs_dim, cfg.n_actions, 1], dim=-1)
+        out, new, _ = net(*x, tuple(s[rows] for s in state))
+        for s, s_new in zip(state, new):
+            s[rows] = s_new
+        return out[0].numpy()
 
-    return play_team(art.env_spec, art.team, seeds, values, epsilon, progress=False).returns
+    return play_team(spec, shape, seeds, values, epsilon, progress=False).returns
 
 
-def random_team_returns(art: TeamArtifact, seeds: list[int]) -> np.ndarray:
-    """Team returns of uniformly random agents on the same seeds."""
-    width = art.team.max_actions
-    return play_team(art.env_spec, art.team, seeds, lambda active, u: np.zeros((len(u), width)), 1.0,
+def random_team_returns(spec: TeamSpec, shape: TeamShape, seeds: list[int]) -> np.ndarray:
+    """Team returns of uniformly random agents on seeded episodes."""
+    return play_team(spec, shape, seeds, lambda active, u: np.zeros((len(u), shape.max_actions)), 1.0,
                      progress=False).returns
 
 
@@ -246,10 +248,10 @@ class TeamDeployment(Deployment):
         return Fidelity(fid.pop("agreement"), fid.pop("agreement_per_episode"), fid)
 
     def source_returns(self) -> np.ndarray:
-        return float_team_returns(self.art, self.seeds, self.epsilon)
+        return team_returns(float_policy(self.art), self.art.env_spec, self.art.team, self.seeds, self.epsilon)
 
     def random_returns(self) -> np.ndarray:
-        return random_team_returns(self.art, self.seeds)
+        return random_team_returns(self.art.env_spec, self.art.team, self.seeds)
 
     def ops(self, log: EpisodeLog) -> dict[str, int]:
         return dict(log.extra["ops"])
