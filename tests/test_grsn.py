@@ -158,6 +158,44 @@ def test_sac_trainer_updates_and_writes_a_policy(tmp_path, env_id):
     assert sum(not torch.equal(a, b) for a, b in zip(before, after)) > len(before) // 2
 
 
+def test_sac_resumes_to_the_same_policy_and_fine_tunes_with_its_critic(tmp_path, monkeypatch):
+    cfg = train_sac.Config(total_steps=700, learning_starts=200, train_freq=4)
+    straight = tmp_path / "straight.pt"
+    train_sac.train("Pendulum-V", "grsn", 3, straight, cfg, eval_every=350, progress=False, save_every=200)
+    saved = torch.load(straight, weights_only=True)
+    assert {"critic", "temperature"} <= set(saved)                    # kept for fine-tuning
+    resumed = tmp_path / "resumed.pt"
+    calls, update = [0], train_sac.SAC.update
+
+    def interrupt(self, batch):
+        calls[0] += 1
+        if calls[0] > 80:          # past the resume point written at the episode end at step 400
+            raise KeyboardInterrupt
+        return update(self, batch)
+
+    monkeypatch.setattr(train_sac.SAC, "update", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_sac.train("Pendulum-V", "grsn", 3, resumed, cfg, eval_every=350, progress=False, save_every=200)
+    assert resumed.with_suffix(".resume.pt").exists() and not resumed.exists()
+    monkeypatch.setattr(train_sac.SAC, "update", update)
+    train_sac.train("Pendulum-V", "grsn", 3, resumed, cfg, eval_every=350, progress=False, save_every=200)
+    a, b = load_policy(straight)[0].state_dict(), load_policy(resumed)[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    qat = tmp_path / "qat.pt"
+    res = train_sac.train("Pendulum-V", "grsn", 3, qat, train_sac.Config.finetune(200), eval_every=200,
+                          progress=False, weight_bits=8, init_from=straight)
+    net, meta, _ = load_policy(qat)
+    assert meta["init_from"] == "straight.pt" and res["curve"][0][0] == 0     # the loaded policy competes
+    mant, exp = quantize_rows(net.obs_embed.weight, 8)
+    torch.testing.assert_close(net.obs_embed.weight, mant * 2.0 ** exp[:, None])   # saved rounded
+    bare = tmp_path / "bare.pt"
+    save_policy(net, bare, meta)
+    with pytest.raises(ValueError, match="keeps no critic"):
+        train_sac.train("Pendulum-V", "grsn", 3, tmp_path / "x.pt", train_sac.Config.finetune(10),
+                        progress=False, weight_bits=8, init_from=bare)
+
+
 @pytest.fixture(scope="module")
 def trained_artifact(tmp_path_factory):
     path = tmp_path_factory.mktemp("grsn") / "grsn.h5"

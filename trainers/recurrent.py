@@ -99,6 +99,25 @@ class SequenceReplay:
                                   r=rewards.astype(np.float32), done=done))
         self.lengths.append(len(actions))
 
+    KEYS = ("obs", "prev_a", "prev_r", "a", "r", "done")
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The episodes as tensors (each key concatenated over episodes) plus their lengths."""
+        out = {k: torch.from_numpy(np.concatenate([ep[k] for ep in self.episodes])) for k in self.KEYS}
+        return {**out, "lengths": torch.as_tensor(self.lengths, dtype=torch.int64)} if self.episodes else {}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore `state()`'s episodes."""
+        self.episodes, self.lengths = [], [int(n) for n in state.get("lengths", [])]
+        offsets = {k: 0 for k in self.KEYS}
+        for n in self.lengths:
+            ep = {}
+            for k in self.KEYS:
+                rows = n + 1 if k in ("obs", "prev_a", "prev_r") else n
+                ep[k] = state[k][offsets[k]: offsets[k] + rows].numpy()
+                offsets[k] += rows
+            self.episodes.append(ep)
+
     def sample(self, rng: np.random.Generator, batch: int, seq_len: int) -> dict[str, torch.Tensor]:
         """Chunks (time-major, padded to seq_len; `mask` marks real transitions)."""
         p = np.asarray(self.lengths, np.float64)
@@ -175,24 +194,30 @@ def evaluate(q: RecurrentNet, spec: EnvSpec, episodes: int = 10, seed: int = 10_
 
 
 class EvalCurve:
-    """A run's evaluation curve; keeps the best-evaluated network (the later one on ties)."""
+    """A run's evaluation curve; keeps the best-evaluated network (the later one on ties) and,
+    with it, the state of its training companions (e.g. SAC's critic)."""
 
     def __init__(self):
         self.points: list[tuple[int, float, float]] = []
         self.best: tuple[dict, int, float] | None = None
+        self.best_companions: dict[str, dict] = {}
 
-    def record(self, step: int, score: float, wall_s: float, net: RecurrentNet) -> None:
+    def record(self, step: int, score: float, wall_s: float, net: RecurrentNet,
+               companions: dict[str, torch.nn.Module] | None = None) -> None:
         self.points.append((step, score, round(wall_s, 1)))
         if self.best is None or score >= self.best[2]:
             self.best = ({k: v.clone() for k, v in net.state_dict().items()}, step, score)
+            self.best_companions = {name: {k: v.clone() for k, v in m.state_dict().items()}
+                                    for name, m in (companions or {}).items()}
 
     def save(self, net: RecurrentNet, out: Path, meta: dict) -> dict:
-        """The best network (weights snapped if quantization-aware) to `out`, the curve to `out`.csv."""
+        """The best network (weights snapped if quantization-aware) and its companions to `out`,
+        the curve to `out`.csv."""
         net.load_state_dict(self.best[0])
         net.snap_weights()
         meta = {**meta, "best_step": self.best[1], "best_eval": self.best[2], "final_eval": self.points[-1][1]}
         out.parent.mkdir(parents=True, exist_ok=True)
-        save_policy(net, out, meta)
+        save_policy(net, out, meta, self.best_companions)
         with atomic_path(out.with_suffix(".csv")) as tmp, open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["step", "eval_return", "wall_s"])

@@ -17,12 +17,26 @@ automatic entropy tuning.
 
 The actor is the deployable policy (a `RecurrentNet`, saved with `save_policy`); its
 deterministic action is tanh(mean), or the argmax logit. Every `--eval-every` steps it plays
-10 seeded episodes; the best-evaluated actor is the checkpoint, the curve `<out>.csv`.
+10 seeded episodes; the best-evaluated actor is the checkpoint, with the critic and the
+entropy temperature of that moment kept beside it (training-only entries), the curve
+`<out>.csv`. Episode k of a run resets the env with seed `seed * 1000003 + k`.
+
+Resumable: at the first episode end after every `--save-every` env steps, the whole training
+state (networks, optimizers, replay, random streams, curve) goes to `<out>.resume.pt`
+(tensors and JSON); the same command continues from it.
+
+Quantization-aware fine-tuning continues a trained policy and its critic with the actor's
+weights rounded to the chip's mantissas in every forward pass (as
+`lavaloop.trainers.recurrent`; `Config.finetune`: 10k env steps, no random warm-up, lr 1e-4):
+
+    python -m lavaloop.trainers.sac --env Pendulum-V --init-from grsn_s0.pt --weight-bits 8 \
+        -o grsn_qat_s0.pt
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -33,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from lavaloop.atomic import atomic_path
 from lavaloop.conversion.models.grsn import CELLS, PolicyConfig, RecurrentEncoder, RecurrentNet, mlp
 from lavaloop.envs import EnvSpec, make_env
 from lavaloop.trainers.recurrent import Actor, EvalCurve, SequenceReplay, evaluate
@@ -52,6 +67,19 @@ class Config:
     tau: float = 0.005
     target_entropy_scale: float = 0.5
     grad_clip: float = 10.0
+
+    @classmethod
+    def finetune(cls, total_steps: int = 10_000, gamma: float = 0.99) -> Config:
+        """Continuing a trained actor and critic: no random warm-up, a smaller step size."""
+        return cls(total_steps=total_steps, learning_starts=0, lr=1e-4, gamma=gamma)
+
+
+class Temperature(torch.nn.Module):
+    """SAC's entropy temperature alpha = exp(log_alpha), a module so that it is saved like the networks."""
+
+    def __init__(self):
+        super().__init__()
+        self.log_alpha = torch.nn.Parameter(torch.zeros(1))
 
 
 class TwinCritic(RecurrentEncoder):
@@ -95,7 +123,8 @@ class SAC:
         self.cfg, self.tc = cfg, train_cfg
         self.actor, self.critic, self.target = RecurrentNet(cfg), TwinCritic(cfg), TwinCritic(cfg)
         self.target.load_state_dict(self.critic.state_dict())
-        self.log_alpha = torch.zeros(1, requires_grad=True)
+        self.temperature = Temperature()
+        self.log_alpha = self.temperature.log_alpha
         self.target_entropy = (-float(cfg.n_actions) if cfg.continuous
                                else train_cfg.target_entropy_scale * math.log(cfg.n_actions))
         self.opt_actor = torch.optim.Adam(self.actor.parameters(), lr=train_cfg.lr)
@@ -160,13 +189,77 @@ class SAC:
         p = torch.softmax(torch.as_tensor(out, dtype=torch.float64), -1).numpy()
         return int(rng.choice(len(p), p=p / p.sum()))
 
+    MODULES = ("actor", "critic", "target", "temperature")
+    OPTIMIZERS = ("opt_actor", "opt_critic", "opt_alpha")
+
+    def state(self) -> dict:
+        return {name: getattr(self, name).state_dict() for name in self.MODULES + self.OPTIMIZERS}
+
+    def load_state(self, state: dict) -> None:
+        for name in self.MODULES + self.OPTIMIZERS:
+            getattr(self, name).load_state_dict(state[name])
+
 
 def random_action(cfg: PolicyConfig, rng: np.random.Generator):
     return rng.uniform(-1, 1, cfg.n_actions).astype(np.float32) if cfg.continuous else int(rng.integers(cfg.n_actions))
 
 
+def initial_sac(pcfg: PolicyConfig, cfg: Config, env_id: str, weight_bits: int | None,
+                init_from: Path | None) -> tuple[SAC, dict]:
+    """A fresh SAC for `pcfg`, or the actor, critic and temperature of checkpoint `init_from`."""
+    if init_from is None:
+        return SAC(dataclasses.replace(pcfg, weight_bits=weight_bits), cfg), {}
+    from lavaloop.conversion.grsn import load_policy
+
+    src, meta, _ = load_policy(init_from)
+    if meta.get("env") != env_id:
+        raise ValueError(f"{init_from} was trained on {meta.get('env')}, not {env_id}")
+    saved = torch.load(init_from, map_location="cpu", weights_only=True)
+    if "critic" not in saved or "temperature" not in saved:
+        raise ValueError(f"{init_from} keeps no critic: fine-tuning needs a checkpoint written by this trainer")
+    sac = SAC(dataclasses.replace(src.cfg, weight_bits=weight_bits), cfg)
+    sac.actor.load_state_dict(src.state_dict())
+    for name in ("critic", "target"):
+        getattr(sac, name).load_state_dict(saved["critic"])
+    sac.temperature.load_state_dict(saved["temperature"])
+    return sac, {"init_from": Path(init_from).name, "init_best_eval": meta.get("best_eval")}
+
+
+def save_resume(path: Path, sac: SAC, replay: SequenceReplay, curve: EvalCurve, counters: dict,
+                rng: np.random.Generator) -> None:
+    """The whole training state, written atomically (tensors and JSON only)."""
+    best = None if curve.best is None else {"policy": curve.best[0], **curve.best_companions}
+    counters = {**counters, "rng": rng.bit_generator.state, "curve": curve.points,
+                "best": None if curve.best is None else curve.best[1:]}
+    with atomic_path(path) as tmp:
+        torch.save({"sac": sac.state(), "torch_rng": torch.get_rng_state(), "replay": replay.state(),
+                    "best": best, "counters": json.dumps(counters)}, tmp)
+
+
+def load_resume(path: Path, sac: SAC, replay: SequenceReplay, curve: EvalCurve, rng: np.random.Generator,
+                expect: dict) -> dict:
+    """Restore `save_resume`'s state; ValueError if it belongs to another run."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    counters = json.loads(saved["counters"])
+    if any(counters.get(k) != v for k, v in expect.items()):
+        raise ValueError(f"{path} belongs to another run (config, cell, seed or origin differ); "
+                         "delete it to start over")
+    sac.load_state(saved["sac"])
+    torch.set_rng_state(saved["torch_rng"])
+    replay.load_state(saved["replay"])
+    rng.bit_generator.state = counters["rng"]
+    curve.points = [tuple(p) for p in counters["curve"]]
+    if saved["best"] is not None:
+        best = dict(saved["best"])
+        curve.best = (best.pop("policy"), *counters["best"])
+        curve.best_companions = best
+    return counters
+
+
 def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every: int = 1_000,
-          progress: bool = True) -> dict:
+          progress: bool = True, weight_bits: int | None = None, init_from: Path | None = None,
+          save_every: int = 2_000) -> dict:
+    """Train (or continue, or fine-tune) one run; returns the run's summary (also in the checkpoint's meta)."""
     torch.manual_seed(seed)
     torch.set_num_threads(1)
     rng = np.random.default_rng(seed)
@@ -177,34 +270,60 @@ def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every:
     pcfg = PolicyConfig(obs_dim=int(np.prod(env.observation_space.shape)),
                         n_actions=int(np.prod(space.shape)) if continuous else int(space.n),
                         cell=cell, continuous=continuous)
-    sac = SAC(pcfg, cfg)
+    sac, origin = initial_sac(pcfg, cfg, env_id, weight_bits, init_from)
+    pcfg = sac.cfg
     replay, actor = SequenceReplay(pcfg.n_actions, continuous), Actor(sac.actor)
-    curve, stats, t0 = EvalCurve(), {}, time.time()
+    curve, stats = EvalCurve(), {}
+    companions = {"critic": sac.critic, "temperature": sac.temperature}
+    resume = out.with_suffix(".resume.pt")
+    identity = {"config": asdict(cfg), "cell": pcfg.cell, "seed": seed, "origin": origin,
+                "weight_bits": weight_bits}
+    step = episode = 0
+    wall = 0.0
+    if resume.exists():
+        c = load_resume(resume, sac, replay, curve, rng, identity)
+        step, episode, wall = c["step"], c["episode"], c["wall"]
+    elif init_from is not None:     # the loaded policy (its weights rounded, if quantization-aware) competes
+        curve.record(0, evaluate(sac.actor, spec), 0.0, sac.actor, companions)
+    t0, last_save = time.time() - wall, step
 
-    obs, _ = env.reset(seed=seed)
+    obs, _ = env.reset(seed=seed * 1_000_003 + episode)
     actor.reset()
     ep_obs, ep_a, ep_r = [obs], [], []
-    bar = tqdm(range(1, cfg.total_steps + 1), desc=f"{env_id} {cell} s{seed} SAC", disable=not progress)
-    for step in bar:
-        values = actor.values(obs)
-        a = random_action(pcfg, rng) if step <= cfg.learning_starts else sac.explore(values, rng)
-        obs, r, term, trunc, _ = env.step(a)
-        actor.observe(a, r)
-        ep_obs.append(obs), ep_a.append(a), ep_r.append(r)
-        if term or trunc:
-            replay.add(np.stack(ep_obs), np.asarray(ep_a), np.asarray(ep_r), term)
-            bar.set_postfix(ret=f"{sum(ep_r):.0f}", **{k: f"{v:.3g}" for k, v in stats.items()})
-            obs, _ = env.reset()
-            actor.reset()
-            ep_obs, ep_a, ep_r = [obs], [], []
-        if step > cfg.learning_starts and step % cfg.train_freq == 0 and replay.episodes:
-            stats = sac.update(replay.sample(rng, cfg.batch_size, cfg.seq_len))
-        if step % eval_every == 0 or step == cfg.total_steps:
-            curve.record(step, evaluate(sac.actor, spec), time.time() - t0, sac.actor)
-    env.close()
-    return curve.save(sac.actor, out, {"env": env_id, "seed": seed, "train_steps": cfg.total_steps,
-                                       "trainer": "recurrent SAC" if continuous else "recurrent SAC-discrete",
-                                       "config": asdict(cfg)})
+    bar = tqdm(total=cfg.total_steps, initial=step, desc=f"{env_id} {pcfg.cell} s{seed} SAC", disable=not progress)
+    try:
+        while step < cfg.total_steps:
+            step += 1
+            bar.update(1)
+            values = actor.values(obs)
+            a = random_action(pcfg, rng) if step <= cfg.learning_starts else sac.explore(values, rng)
+            obs, r, term, trunc, _ = env.step(a)
+            actor.observe(a, r)
+            ep_obs.append(obs), ep_a.append(a), ep_r.append(r)
+            if term or trunc:
+                replay.add(np.stack(ep_obs), np.asarray(ep_a), np.asarray(ep_r), term)
+                bar.set_postfix(ret=f"{sum(ep_r):.0f}", **{k: f"{v:.3g}" for k, v in stats.items()})
+                episode += 1
+            if step > cfg.learning_starts and step % cfg.train_freq == 0 and replay.episodes:
+                stats = sac.update(replay.sample(rng, cfg.batch_size, cfg.seq_len))
+            if step % eval_every == 0 or step == cfg.total_steps:
+                curve.record(step, evaluate(sac.actor, spec), time.time() - t0, sac.actor, companions)
+            if term or trunc:
+                if step - last_save >= save_every and step < cfg.total_steps:
+                    save_resume(resume, sac, replay, curve, {**identity, "step": step, "episode": episode,
+                                                             "wall": time.time() - t0}, rng)
+                    last_save = step
+                obs, _ = env.reset(seed=seed * 1_000_003 + episode)
+                actor.reset()
+                ep_obs, ep_a, ep_r = [obs], [], []
+    finally:
+        bar.close()
+        env.close()
+    res = curve.save(sac.actor, out, {"env": env_id, "seed": seed, "train_steps": cfg.total_steps,
+                                      "trainer": "recurrent SAC" if continuous else "recurrent SAC-discrete",
+                                      "config": asdict(cfg), "wall_s": round(time.time() - t0, 1), **origin})
+    resume.unlink(missing_ok=True)
+    return res
 
 
 def main() -> None:
@@ -212,13 +331,18 @@ def main() -> None:
     p.add_argument("--env", default="Pendulum-V")
     p.add_argument("--cell", default="grsn", choices=CELLS)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--total-steps", type=int, default=Config.total_steps)
+    p.add_argument("--total-steps", type=int, help="env steps (default 20k; 10k when fine-tuning)")
     p.add_argument("--gamma", type=float, default=Config.gamma)
     p.add_argument("--eval-every", type=int, default=1_000)
+    p.add_argument("--save-every", type=int, default=2_000, help="env steps between resume points")
+    p.add_argument("--weight-bits", type=int, help="quantization-aware training with this weight mantissa width")
+    p.add_argument("--init-from", type=Path, help="continue this trained policy and its critic (Config.finetune)")
     p.add_argument("-o", "--out", type=Path, required=True)
     args = p.parse_args()
-    res = train(args.env, args.cell, args.seed, args.out,
-                Config(total_steps=args.total_steps, gamma=args.gamma), args.eval_every)
+    cfg = (Config.finetune(args.total_steps or 10_000, args.gamma) if args.init_from
+           else Config(total_steps=args.total_steps or Config.total_steps, gamma=args.gamma))
+    res = train(args.env, args.cell, args.seed, args.out, cfg, args.eval_every, weight_bits=args.weight_bits,
+                init_from=args.init_from, save_every=args.save_every)
     print(f"{args.env} {args.cell} seed {args.seed} (SAC): best eval {res['best_eval']:.1f} at step "
           f"{res['best_step']}, final {res['final_eval']:.1f} -> {args.out}")
 

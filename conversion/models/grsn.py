@@ -312,9 +312,10 @@ def action_input(cfg: PolicyConfig, action) -> np.ndarray:
     return (np.arange(cfg.n_actions) == action).astype(np.float32)
 
 
-def save_policy(net: RecurrentNet, path, meta: dict) -> None:
-    """A checkpoint of tensors and one JSON string, loadable with torch.load(weights_only=True),
-    written atomically."""
+def save_policy(net: RecurrentNet, path, meta: dict, extra: dict[str, dict] | None = None) -> None:
+    """A checkpoint of tensors and JSON strings, loadable with torch.load(weights_only=True),
+    written atomically. `extra` adds training-only state dicts by name (e.g. SAC's "critic",
+    kept so that the policy can be fine-tuned later); deployment reads only the policy."""
     with atomic_path(path) as tmp:
         torch.save({"format": CHECKPOINT_FORMAT, "config": json.dumps(asdict(net.cfg)),
-                    "meta": json.dumps(meta), "state_dict": net.state_dict()}, tmp)
+                    "meta": json.dumps(meta), "state_dict": net.state_dict(), **(extra or {})}, tmp)
