@@ -60,6 +60,11 @@ SAC_RUNS = {"pendulum": [("Pendulum-V", "grsn"), ("Pendulum-V", "gru")],   # see
             "sac_discrete": [("CartPole-V", "grsn_sacd")]}
 SAC_CONFIGS = {"Pendulum-V": train_sac.Config(total_steps=20_000, gamma=0.99),
                "CartPole-V": train_sac.Config(total_steps=10_000, gamma=0.9)}
+# The paper's Pendulum-V budget, 3 seeds, GRSN and GRU, then each GRSN policy fine-tuned
+# quantization-aware with its critic (`--train-pendulum`; resumable: rerun to continue).
+PENDULUM_STEPS = 50_000
+PENDULUM_RUNS = [(cell, seed) for seed in range(3) for cell in ("grsn", "gru")]
+PENDULUM_QAT_STEPS = 10_000
 CKPT = Path("checkpoints/grsn")
 
 
@@ -81,6 +86,32 @@ def train_sac_job(task: str, cell: str) -> str:
     res = train_sac.train(task, cell.removesuffix("_sacd"), 0, ckpt_path(task, cell, 0), SAC_CONFIGS[task],
                           progress=False)
     return f"{task} {cell} s0 (SAC): best eval {res['best_eval']:.1f}, final {res['final_eval']:.1f}"
+
+
+def pendulum_path(cell: str, seed: int) -> Path:
+    return CKPT / f"pendulum_v_{cell}_50k_s{seed}.pt"
+
+
+def pendulum_job(job: tuple[str, int]) -> str:
+    cell, seed = job
+    if cell == "grsn_qat":
+        res = train_sac.train("Pendulum-V", "grsn", seed, pendulum_path(cell, seed),
+                              train_sac.Config.finetune(PENDULUM_QAT_STEPS), progress=False, weight_bits=QAT_BITS,
+                              init_from=pendulum_path("grsn", seed))
+    else:
+        res = train_sac.train("Pendulum-V", cell, seed, pendulum_path(cell, seed),
+                              train_sac.Config(total_steps=PENDULUM_STEPS), progress=False)
+    return f"Pendulum-V {cell} s{seed} (SAC): best eval {res['best_eval']:.1f}, final {res['final_eval']:.1f}"
+
+
+def train_pendulum(jobs: int) -> None:
+    """Every missing Pendulum-V run at the paper's budget, then their QAT fine-tunings."""
+    for runs in (PENDULUM_RUNS, [("grsn_qat", s) for s in range(3)]):
+        todo = [r for r in runs if not pendulum_path(*r).exists()]
+        if todo:
+            with ProcessPoolExecutor(jobs) as pool:
+                for line in pool.map(pendulum_job, todo):
+                    print(line, flush=True)
 
 
 def sac_results(seeds: list[int]) -> dict:
@@ -221,7 +252,12 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2, help="training processes")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--out", type=Path, default=Path("results/grsn_pomdp.json"))
+    p.add_argument("--train-pendulum", action="store_true",
+                   help="only train the Pendulum-V runs at 50k env steps (3 seeds, GRSN, GRU, GRSN-QAT)")
     args = p.parse_args()
+    if args.train_pendulum:
+        train_pendulum(args.jobs)
+        return
     for runs in (RUNS, QAT_RUNS):      # the QAT runs start from the trained GRSN policies
         jobs = missing(runs)
         if jobs:
