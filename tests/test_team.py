@@ -121,6 +121,9 @@ def test_run_record_reports_per_agent_fidelity(artifacts):
 def test_bad_team_inputs_fail_in_one_line(teams, artifacts, tmp_path):
     with pytest.raises(ShapeMismatchError, match="3 agents; mpe2:simple_speaker_listener_v4 has 2"):
         lavaloop.convert(teams["spread"], LISTENER)
+    with pytest.raises(ShapeMismatchError, match=r"observation sizes \[3, 11\], actions \[3, 5\]\); "
+                       r"mpe2:simple_reference_v3 has observation sizes \[21, 21\]"):
+        lavaloop.convert(teams["listener"], "mpe2:simple_reference_v3")
     with pytest.raises(LavaloopError, match="unknown MPE task 'mpe2:simple_nothing_v1'"):
         lavaloop.convert(teams["spread"], "mpe2:simple_nothing_v1")
     with pytest.raises(CheckpointError, match="gru agents"):
