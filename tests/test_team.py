@@ -102,6 +102,8 @@ def test_lava_matches_the_emulator_bit_for_bit(artifacts, name, layout):
     for a, b in zip(lava.log.greedy, emu.log.greedy):
         assert np.array_equal(a, b)
     assert lava.log.extra["ops"] == emu.log.extra["ops"] and lava.spikes == emu.spikes
+    if layout == "per-agent":
+        assert lava.details["spikes_per_agent"] == emu.details["spikes_per_agent"]
     assert lava.details["layout"] == layout and lava.decisions == emu.decisions == sum(emu.lengths) * (
         3 if name == "spread" else 2)
 
