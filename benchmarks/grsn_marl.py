@@ -87,12 +87,12 @@ def curve(path: Path) -> list[tuple[int, float]]:
 def float_eval(path: Path, seeds: list[int]) -> dict:
     """Greedy team returns of a float team; for GRU agents also their operations per agent step."""
     net, _, spec, shape, meta, _ = load_team(path)
-    with counted_float_ops(net) as ops:
+    with counted_float_ops(net) as (ops, steps):
         returns = team_returns(net, spec, shape, seeds, 0.0)
     out = {"mean_return": float(np.mean(returns)), "returns": returns.tolist(), "best_eval": meta["best_eval"],
            "train_wall_s": meta.get("wall_s")}
     if net.cfg.cell == "gru":
-        out["energy"] = energy_report(ops, ops["steps"])
+        out["energy"] = energy_report(ops, steps[0])
     return out
 
 
@@ -179,9 +179,9 @@ def plot(rec: dict, path: Path) -> None:
             row[0].plot(steps, vals.mean(0), color=colors[cell], label=f"{cell.upper()}-QMIX")
             row[0].fill_between(steps, vals.mean(0) - vals.std(0), vals.mean(0) + vals.std(0), color=colors[cell],
                                 alpha=0.2)
-        row[0].axhline(t["random_return"], color="gray", ls=":", label="random")
-        row[0].set(title=f"{name}: greedy eval (10 episodes) while training", xlabel="env steps",
-                   ylabel="team return")
+        row[0].axhline(t["random_return"], color="gray", ls=":", label="random (test seeds)")
+        row[0].set_title(f"{name}\ngreedy eval (10 episodes) while training", fontsize=10)
+        row[0].set(xlabel="env steps", ylabel="team return")
         row[0].legend()
         bars = [("random", [t["random_return"]]),
                 ("GRU", [e["mean_return"] for e in t["float"]["gru"]]),
@@ -191,12 +191,13 @@ def plot(rec: dict, path: Path) -> None:
         row[1].bar(range(len(bars)), [np.mean(v) for _, v in bars], yerr=[np.std(v) for _, v in bars],
                    color=["gray", "tab:blue", "tab:red", "tab:orange", "tab:green"], capsize=4)
         row[1].set_xticks(range(len(bars)), [b for b, _ in bars])
-        row[1].set(title=f"{name}: test return, seeds 0-{rec['episodes'] - 1} (mean +- sd over 3 teams)",
-                   ylabel="team return")
+        row[1].set_title(f"{name}\ntest return, seeds 0-{rec['episodes'] - 1} (mean +- sd over 3 teams)", fontsize=10)
+        row[1].set(ylabel="team return")
         en = t["energy_per_agent_step_nj"]
         row[2].bar([0, 1], [en["grsn_qat_fixed_point"], en["gru_float"]], color=["tab:green", "tab:blue"])
         row[2].set_xticks([0, 1], ["GRSN fixed point\n(counted ops)", "GRU float"])
-        row[2].set(title=f"{name}: energy per agent step (45 nm), ratio {t['energy_ratio']:.2f}", ylabel="nJ")
+        row[2].set_title(f"{name}\nenergy per agent step (45 nm), ratio {t['energy_ratio']:.2f}", fontsize=10)
+        row[2].set(ylabel="nJ")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -149,9 +149,9 @@ def float_eval(path: Path, task: str, seeds: list[int]) -> dict:
     net, _, _ = load_policy(path)
     if net.cfg.cell != "gru":
         return {"mean_return": float(np.mean(episode_returns(net, EnvSpec.for_id(task), seeds)))}
-    with counted_float_ops(net) as ops:
+    with counted_float_ops(net) as (ops, steps):
         returns = episode_returns(net, EnvSpec.for_id(task), seeds)
-    return {"mean_return": float(np.mean(returns)), "energy": energy_report(ops, ops["steps"])}
+    return {"mean_return": float(np.mean(returns)), "energy": energy_report(ops, steps[0])}
 
 
 def run_grsn(art, seeds: list[int]) -> dict:

@@ -50,8 +50,8 @@ def counted_float_ops(net):
 
     One MAC per non-zero input and outgoing synapse of every Linear; for a GRU cell, its three
     gates' input and recurrent products and three elementwise products per unit, and one
-    neuron update per unit. Yields a dict {"mac", "ac", "neuron", "steps"} (steps: rows of
-    the batch stepped, i.e. agent steps) that fills as the network runs.
+    neuron update per unit. Yields (ops, steps), filled as the network runs: the totals
+    {"mac", "ac", "neuron"} and a one-element list holding the batch rows stepped (decisions).
 
     Parameters
     ----------
@@ -62,7 +62,7 @@ def counted_float_ops(net):
 
     from lavaloop.conversion.models.grsn import GRUCell
 
-    ops = {"mac": 0, "ac": 0, "neuron": 0, "steps": 0}
+    ops, steps = {"mac": 0, "ac": 0, "neuron": 0}, [0]
 
     def linear_hook(mod, inp, out):
         ops["mac"] += int((inp[0] != 0).sum()) * mod.out_features
@@ -72,12 +72,12 @@ def counted_float_ops(net):
         rows = x[0].shape[0] if x.dim() == 3 else 1
         ops["mac"] += 3 * mod.hidden * (int((x != 0).sum()) + int((h != 0).sum()) + rows)
         ops["neuron"] += mod.hidden * rows
-        ops["steps"] += rows
+        steps[0] += rows
 
     hooks = [m.register_forward_hook(linear_hook) for m in net.modules() if isinstance(m, torch.nn.Linear)]
     hooks += [m.register_forward_hook(gru_hook) for m in net.modules() if isinstance(m, GRUCell)]
     try:
-        yield ops
+        yield ops, steps
     finally:
         for h in hooks:
             h.remove()

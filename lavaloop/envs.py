@@ -58,6 +58,8 @@ POMDP_TASKS = {
     "CartPole-V": POMDPTask("CartPole-v1", (1, 3), 200),
     "CartPole-P": POMDPTask("CartPole-v1", (0, 2), 200),
     "Pendulum-V": POMDPTask("Pendulum-v1", (2,), 200),
+    # velocities, angular velocity and leg contacts (the GRSN paper's dims); box2d
+    "LunarLander-V": POMDPTask("LunarLander-v3", (2, 3, 5, 6, 7), 1000),
 }
 
 

@@ -42,6 +42,9 @@ def test_pomdp_env_masks_observations():
     assert masked.spec.max_episode_steps == 200                   # the env is built with the cap ...
     assert episode_limit(EnvSpec.for_id("CartPole-V")) == 200     # ... and runners log that many steps
     assert make_env(EnvSpec.for_id("CartPole-P")).observation_space.shape == (2,)
+    lander, lander_v = make_env(EnvSpec.for_id("LunarLander-v3")), make_env(EnvSpec.for_id("LunarLander-V"))
+    np.testing.assert_array_equal(lander_v.reset(seed=1)[0], lander.reset(seed=1)[0][[2, 3, 5, 6, 7]])
+    assert episode_limit(EnvSpec.for_id("LunarLander-V")) == 1000
 
 
 def test_grsn_cell_follows_the_equations_and_carries_state():
