@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
+import json
 import os
 import tempfile
 import time
@@ -96,11 +98,18 @@ def float_eval(path: Path, seeds: list[int]) -> dict:
     return out
 
 
-def chip_eval(path: Path, task: str, seeds: list[int], lava: bool) -> dict:
-    """The team converted to loihi2 fixed point, on the emulator (and on Lava in both layouts)."""
+def chip_eval(path: Path, task: str, seeds: list[int], lava: bool, wide: bool = False) -> dict:
+    """The team converted to loihi2 fixed point, on the emulator (and on Lava in both layouts;
+    `wide`: also with 16-bit weights, to locate the fixed-point error)."""
     with tempfile.TemporaryDirectory() as d:
         art = convert_team(path, task)
         art.save(Path(d) / "team.h5")
+        if wide:
+            w16 = Path(d) / "loihi2_w16.json"
+            w16.write_text(json.dumps(dataclasses.replace(PROFILES["loihi2"], name="loihi2_w16",
+                                                          weight_bits=16).to_dict()))
+            res16 = run(convert_team(path, task, profile=str(w16)),
+                        RunSettings(episodes=len(seeds), seed=seeds[0], backend="emulator"), progress=False)
     settings = RunSettings(episodes=len(seeds), seed=seeds[0], backend="emulator")
     emu = run(art, settings, progress=False)
     out = {"mean_return": emu.mean_return, "source_mean_return": emu.source_mean_return,
@@ -109,6 +118,8 @@ def chip_eval(path: Path, task: str, seeds: list[int], lava: bool) -> dict:
            "spikes_per_agent_step": emu.spikes_per_decision, "synops_per_agent_step": emu.synops_per_decision,
            "energy": emu.energy, "emulator_wall_s": emu.wall_s, "weight_error": art.manifest["quantization"][
                "weight_rel_rms_error"]}
+    if wide:
+        out["weights_16_bit"] = {"agreement": res16.agreement, "spike_mismatch": res16.details["spike_mismatch"]}
     if lava:
         out["lava"] = {}
         for layout in LAYOUTS:
@@ -137,8 +148,8 @@ def evaluate(episodes: int) -> dict:
             t["float"][cell] = [float_eval(ckpt_path(task, cell, s), seeds) for s in SEEDS]
             t["curves"][cell] = [curve(ckpt_path(task, cell, s)) for s in SEEDS]
         for cell in ("grsn", "grsn_qat"):
-            t["chip"][cell] = [chip_eval(ckpt_path(task, cell, s), task, seeds, lava=cell == "grsn_qat" and s == 0)
-                               for s in SEEDS]
+            t["chip"][cell] = [chip_eval(ckpt_path(task, cell, s), task, seeds, lava=cell == "grsn_qat" and s == 0,
+                                         wide=cell == "grsn" and s == 0) for s in SEEDS]
         _, _, spec, shape, _, _ = load_team(ckpt_path(task, "grsn", 0))
         random = float(np.mean(random_team_returns(spec, shape, seeds)))
         grsn = float(np.mean([e["mean_return"] for e in t["float"]["grsn"]]))
