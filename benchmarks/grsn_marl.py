@@ -101,10 +101,9 @@ def float_eval(path: Path, seeds: list[int]) -> dict:
 def chip_eval(path: Path, task: str, seeds: list[int], lava: bool, wide: bool = False) -> dict:
     """The team converted to loihi2 fixed point, on the emulator (and on Lava in both layouts;
     `wide`: also with 16-bit weights, to locate the fixed-point error)."""
-    with tempfile.TemporaryDirectory() as d:
-        art = convert_team(path, task)
-        art.save(Path(d) / "team.h5")
-        if wide:
+    art = convert_team(path, task)
+    if wide:
+        with tempfile.TemporaryDirectory() as d:
             w16 = Path(d) / "loihi2_w16.json"
             w16.write_text(json.dumps(dataclasses.replace(PROFILES["loihi2"], name="loihi2_w16",
                                                           weight_bits=16).to_dict()))

@@ -16,6 +16,7 @@ import lavaloop  # noqa: E402
 from lavaloop.atomic import check_writable, write_json  # noqa: E402
 from lavaloop.envs import parse_env_param  # noqa: E402
 from lavaloop.errors import LavaloopError  # noqa: E402
+from lavaloop.options import LAYOUTS  # noqa: E402
 from lavaloop.runtime import signals_as_interrupts  # noqa: E402
 
 GIVEN = argparse.SUPPRESS   # options left out are not passed on: the kind's defaults apply
@@ -253,7 +254,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--calibrate-readout", action="store_true", default=GIVEN,
                    help="mixed-signal: fit the host readout to this chip instance first (on the artifact's "
                         "calibration observations, labelled by its source)")
-    r.add_argument("--layout", choices=["per-agent", "shared"], default=GIVEN,
+    r.add_argument("--layout", choices=LAYOUTS, default=GIVEN,
                    help="GRSN team on Lava: one process per agent (default) or one shared process")
     r.add_argument("--json", help="write the results record (RunResult) here")
     r.add_argument("--no-progress", action="store_true")

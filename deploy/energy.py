@@ -46,12 +46,14 @@ def energy_report(ops: dict[str, float], decisions: int) -> dict:
 
 @contextmanager
 def counted_float_ops(net):
-    """Count the operations of a float recurrent policy's one-step forward passes by the chip's rule.
+    """Count the operations of a float recurrent policy acting step by step, by the chip's rule.
 
     One MAC per non-zero input and outgoing synapse of every Linear; for a GRU cell, its three
     gates' input and recurrent products and three elementwise products per unit, and one
     neuron update per unit. Yields (ops, steps), filled as the network runs: the totals
-    {"mac", "ac", "neuron"} and a one-element list holding the batch rows stepped (decisions).
+    {"mac", "ac", "neuron"} and a one-element list holding the decisions (batch rows of every
+    forward pass). Forward passes must take one env step (L = 1), as an acting policy does:
+    the recurrent products are counted on the state passed in.
 
     Parameters
     ----------
@@ -69,13 +71,18 @@ def counted_float_ops(net):
 
     def gru_hook(mod, inp, out):
         x, (h,) = inp
-        rows = x[0].shape[0] if x.dim() == 3 else 1
+        rows = x.shape[1]
         ops["mac"] += 3 * mod.hidden * (int((x != 0).sum()) + int((h != 0).sum()) + rows)
         ops["neuron"] += mod.hidden * rows
-        steps[0] += rows
+
+    def step_hook(mod, inp, out):
+        if inp[0].shape[0] != 1:
+            raise ValueError("counted_float_ops counts one env step per forward pass")
+        steps[0] += inp[0].shape[1]
 
     hooks = [m.register_forward_hook(linear_hook) for m in net.modules() if isinstance(m, torch.nn.Linear)]
     hooks += [m.register_forward_hook(gru_hook) for m in net.modules() if isinstance(m, GRUCell)]
+    hooks.append(net.register_forward_hook(step_hook))
     try:
         yield ops, steps
     finally:

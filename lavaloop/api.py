@@ -10,16 +10,18 @@ def convert(checkpoint: str | Path, env: str, **options):
     """Convert a trained policy checkpoint into a fixed-point spiking network artifact.
 
     The checkpoint's kind is recognised (lavaloop.kinds): a GRSN policy checkpoint becomes a
-    GRSN artifact; a DQN (SB3 .zip, CleanRL or plain PyTorch state dict, MLP or Nature DQN)
-    becomes a rate-coded IF network.
+    GRSN artifact; a QMIX team of GRSN agents (lavaloop.trainers.qmix) a GRSN team artifact;
+    a DQN (SB3 .zip, CleanRL or plain PyTorch state dict, MLP or Nature DQN) a rate-coded IF
+    network (or sigma-delta, or mapped onto a mixed-signal profile).
 
     Parameters
     ----------
     checkpoint: path of the checkpoint (read without unpickling arbitrary objects).
-    env: gymnasium environment id (ALE games as "ALE/Pong-v5"; POMDP tasks as "CartPole-V").
+    env: gymnasium environment id (ALE games as "ALE/Pong-v5"; POMDP tasks as "CartPole-V"),
+        or for a team a cooperative multi-agent task ("mpe2:simple_spread_v3").
     **options: the kind's conversion options: `ConvertOptions` fields for a DQN (percentile,
         timesteps, readout, profile, calib_steps, ...), `GRSNConvertOptions` fields for a
-        GRSN policy (profile, calib_episodes, calib_seed).
+        GRSN policy or team (profile, calib_episodes, calib_seed).
 
     Returns
     -------

@@ -52,7 +52,7 @@ KINDS = {k.name: k for k in (
     Kind("grsn-team", "lavaloop.conversion.artifact_team:TeamArtifact", "lavaloop.deploy.kinds.team:TeamDeployment",
          "lavaloop.conversion.team:convert_team", "lavaloop.conversion.models.qmix:is_team_checkpoint",
          "lavaloop.options:GRSNConvertOptions",
-         "team of GRSN agents sharing one network (QMIX), one network per agent on the chip"),
+         "team of GRSN agents sharing one network (QMIX), on one chip per agent or one shared"),
     Kind("if", "lavaloop.conversion.artifact_if:IFArtifact", "lavaloop.deploy.kinds.rate_if:IFDeployment",
          "lavaloop.conversion.convert:convert_dqn", None, "lavaloop.options:ConvertOptions",
          "rate-coded IF network converted from a DQN (Tan et al.)"),

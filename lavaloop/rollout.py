@@ -28,6 +28,15 @@ def epsilon_greedy(rng: np.random.Generator, values: np.ndarray, epsilon: float)
     return greedy, greedy
 
 
+TRAIN_SEED_BASE = 1_000_000
+
+
+def training_seed(run_seed: int, episode: int) -> int:
+    """The env seed of episode `episode` of training run `run_seed`: 10**6 (run_seed + 1) + episode,
+    clear of the seeds runs are tested on (0, 1, ...) and trainers evaluate on (10,000+)."""
+    return TRAIN_SEED_BASE * (run_seed + 1) + episode
+
+
 def run_episode(env: gym.Env, seed: int | None, act: Callable, observe: Callable | None = None,
                 max_steps: int | None = None) -> tuple[float, int]:
     """Play one episode; returns (return, length).

@@ -313,3 +313,17 @@ def test_cli_converts_runs_and_refuses_with_one_line(tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_float_ops_count_one_decision_per_row():
+    from lavaloop.deploy.energy import counted_float_ops
+
+    net = RecurrentNet(PolicyConfig(obs_dim=3, n_actions=2, cell="gru", hidden=4, head=(5,)))
+    x = (torch.ones(1, 3, 3), torch.zeros(1, 3, 2), torch.zeros(1, 3, 1))
+    with torch.no_grad(), counted_float_ops(net) as (ops, steps):
+        net(*x, net.zero_state(3))
+    assert steps == [3] and ops["neuron"] == 3 * 4
+    # per row: obs embed 3*32 and shortcut 3*32 (all inputs non-zero), GRU 3*4*(nnz x + 0 + 1), head
+    assert ops["mac"] > 3 * (3 * 32 + 3 * 32)
+    with pytest.raises(ValueError, match="one env step"), counted_float_ops(net):
+        net(*(t.expand(2, -1, -1) for t in x), net.zero_state(3))

@@ -120,7 +120,7 @@ def test_run_record_reports_per_agent_fidelity(artifacts):
     assert json.dumps(res.to_dict())
 
 
-def test_bad_team_inputs_fail_in_one_line(teams, artifacts, tmp_path):
+def test_bad_team_inputs_fail_in_one_line(teams, artifacts, cartpole_artifact, tmp_path):
     with pytest.raises(ShapeMismatchError, match="3 agents; mpe2:simple_speaker_listener_v4 has 2"):
         lavaloop.convert(teams["spread"], LISTENER)
     with pytest.raises(ShapeMismatchError, match=r"observation sizes \[3, 11\], actions \[3, 5\]\); "
@@ -134,8 +134,16 @@ def test_bad_team_inputs_fail_in_one_line(teams, artifacts, tmp_path):
         lavaloop.convert(ROOT / "checkpoints/grsn/cartpole_v_grsn_s0.pt", SPREAD)
     with pytest.raises(LavaloopError, match="unknown layout"):
         lavaloop.run(artifacts["spread"], episodes=1, layout="diagonal")
-    proc = lavaloop_cli("run", tmp_path / "nothing.h5", "--layout", "shared")
-    assert proc.returncode == 2
+    proc = lavaloop_cli("run", artifacts["spread"], "--layout", "diagonal")
+    assert proc.returncode == 2 and "invalid choice: 'diagonal'" in proc.stderr
+    with pytest.raises(LavaloopError, match="does not take --layout"):
+        lavaloop.run(cartpole_artifact[1], episodes=1, backend="emulator", layout="shared")
+    broken = tmp_path / "broken.pt"
+    saved = torch.load(teams["spread"], weights_only=True)
+    saved["agent"] = {k: v[:1] for k, v in saved["agent"].items()}
+    torch.save(saved, broken)
+    with pytest.raises(CheckpointError, match="malformed QMIX team checkpoint.*size mismatch"):
+        load_team(broken)
     out = tmp_path / "x.h5"
     assert_clean_failure(lavaloop_cli("convert", teams["spread"], "--env", "mpe2:simple_tag_v3", "-o", out),
                          out, "unknown MPE task")

@@ -11,9 +11,10 @@ BPTT chunk is one episode; 5000 episodes), one update of 32 episodes per collect
 double Q-learning with the target networks copied every 200 episodes, Adam 5e-4, gamma 0.99,
 epsilon 1 -> 0.05 over the first 50k env steps.
 
-Every `--eval-every` env steps the greedy team plays 10 seeded episodes (seeds 10000+;
-deployment tests use seeds 0-19); the curve goes to `<out>.csv` and the best-evaluated
-networks are the checkpoint. Training state (networks, optimizer, replay, random streams)
+Episode k of a run resets the env with `lavaloop.rollout.training_seed(seed, k)`, clear of
+the test seeds (0, 1, ...). Every `--eval-every` env steps the greedy team plays 10 seeded
+episodes (seeds 10000+); the curve goes to `<out>.csv` and the best-evaluated networks are
+the checkpoint. Training state (networks, optimizer, replay, random streams)
 goes to `<out>.resume.pt` every `--save-every` episodes; rerunning the same command
 continues from it.
 
@@ -26,7 +27,6 @@ rounded to the chip's mantissas in every forward pass (as `lavaloop.trainers.rec
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import time
@@ -40,7 +40,10 @@ from tqdm import tqdm
 from lavaloop.atomic import atomic_path
 from lavaloop.conversion.models.grsn import CELLS, RecurrentNet
 from lavaloop.conversion.models.qmix import QMixer, agent_config, load_team, save_team
+from lavaloop.errors import LavaloopError
+from lavaloop.rollout import training_seed
 from lavaloop.teams import TeamShape, TeamSpec, masked_argmax
+from lavaloop.trainers.recurrent import EvalCurve
 
 EVAL_SEED = 10_000
 
@@ -204,6 +207,7 @@ class Trainer:
             src, self.mixer, src_spec, src_shape, meta, _ = load_team(init_from)
             if src_spec.id != spec.id:
                 raise ValueError(f"{init_from} was trained on {src_spec.id}, not {spec.id}")
+            src_shape.check_fits(self.shape, src_spec.id, spec.id)
             self.q = RecurrentNet(dataclasses.replace(src.cfg, weight_bits=weight_bits))
             self.q.load_state_dict(src.state_dict())
             self.origin = {"init_from": Path(init_from).name, "init_best_eval": meta.get("best_eval")}
@@ -214,9 +218,10 @@ class Trainer:
         self.replay = EpisodeReplay(cfg.buffer_episodes, spec.max_cycles, self.shape)
         self.masks = torch.from_numpy(self.shape.masks())
         self.step = self.episode = 0
-        self.curve: list[tuple[int, float, float]] = []
-        self.best: dict | None = None
+        self.curve = EvalCurve()          # the best team's mixer rides along as a companion
         self.wall = 0.0
+        self.identity = {"config": asdict(cfg), "env": spec.id, "cell": self.q.cfg.cell, "seed": seed,
+                         "weight_bits": weight_bits, "origin": self.origin}
 
     def copy_targets(self) -> None:
         self.target.load_state_dict(self.q.state_dict())
@@ -231,35 +236,30 @@ class Trainer:
         self.opt.step()
         return float(loss)
 
-    def record(self, env, wall_s: float) -> float:
+    def record(self, env, wall_s: float) -> None:
         """Evaluate the greedy team; keep its networks if it is the best so far (the later on ties)."""
         score = evaluate(env, self.spec, Team(self.q, self.shape))
-        self.curve.append((self.step, score, round(wall_s, 1)))
-        if self.best is None or score >= self.best["eval"]:
-            self.best = {"agent": {k: v.clone() for k, v in self.q.state_dict().items()},
-                         "mixer": {k: v.clone() for k, v in self.mixer.state_dict().items()},
-                         "step": self.step, "eval": score}
-        return score
+        self.curve.record(self.step, score, wall_s, self.q, {"mixer": self.mixer})
 
     # -- resume -----------------------------------------------------------------------------
     def save_state(self, path: Path) -> None:
         nets = {name: getattr(self, name).state_dict() for name in ("q", "mixer", "target", "target_mixer")}
-        counters = {"step": self.step, "episode": self.episode, "curve": self.curve, "wall": self.wall,
-                    "rng": self.rng.bit_generator.state, "replay": [self.replay.size, self.replay.next],
-                    "best": None if self.best is None else {"step": self.best["step"], "eval": self.best["eval"]},
-                    "config": asdict(self.cfg), "cell": self.q.cfg.cell, "seed": self.seed}
+        best = self.curve.best
+        counters = {**self.identity, "step": self.step, "episode": self.episode, "wall": self.wall,
+                    "curve": self.curve.points, "rng": self.rng.bit_generator.state,
+                    "replay": [self.replay.size, self.replay.next], "best": None if best is None else best[1:]}
         with atomic_path(path) as tmp:
             torch.save({"nets": nets, "opt": self.opt.state_dict(), "torch_rng": torch.get_rng_state(),
                         "replay": {k: torch.from_numpy(v) for k, v in self.replay.data.items()},
-                        "best": None if self.best is None else {"agent": self.best["agent"],
-                                                                 "mixer": self.best["mixer"]},
+                        "best": None if best is None else {"agent": best[0], **self.curve.best_companions},
                         "counters": json.dumps(counters)}, tmp)
 
     def load_state(self, path: Path) -> None:
         obj = torch.load(path, map_location="cpu", weights_only=True)
         c = json.loads(obj["counters"])
-        if c["config"] != asdict(self.cfg) or c["cell"] != self.q.cfg.cell or c["seed"] != self.seed:
-            raise ValueError(f"{path} belongs to another run (config, cell or seed differ); delete it to start over")
+        if any(c.get(k) != v for k, v in self.identity.items()):
+            raise ValueError(f"{path} belongs to another run (config, task, cell, seed, weight bits or origin "
+                             "differ); delete it to start over")
         for name, sd in obj["nets"].items():
             getattr(self, name).load_state_dict(sd)
         self.opt.load_state_dict(obj["opt"])
@@ -269,8 +269,11 @@ class Trainer:
         self.replay.size, self.replay.next = c["replay"]
         self.rng.bit_generator.state = c["rng"]
         self.step, self.episode, self.wall = c["step"], c["episode"], c["wall"]
-        self.curve = [tuple(p) for p in c["curve"]]
-        self.best = None if c["best"] is None else {**obj["best"], **c["best"]}
+        self.curve.points = [tuple(p) for p in c["curve"]]
+        if c["best"] is not None:
+            best = dict(obj["best"])
+            self.curve.best = (best.pop("agent"), *c["best"])
+            self.curve.best_companions = best
 
 
 def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every: int = 5_000,
@@ -293,7 +296,7 @@ def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every:
     team = Team(tr.q, tr.shape)
     try:
         while tr.step < cfg.total_steps:
-            ep = play(env, spec, team, seed * 1_000_003 + tr.episode, tr.rng, epsilon_at(cfg, tr.step))
+            ep = play(env, spec, team, training_seed(seed, tr.episode), tr.rng, epsilon_at(cfg, tr.step))
             tr.replay.add(ep)
             tr.step += len(ep["a"])
             tr.episode += 1
@@ -312,20 +315,18 @@ def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every:
     finally:
         bar.close()
         env.close()
+    best, points = tr.curve.best, tr.curve.points
     meta = {"env": spec.id, "seed": seed, "train_steps": cfg.total_steps, "trainer": "QMIX (double Q)",
-            "config": asdict(cfg), "best_step": tr.best["step"], "best_eval": tr.best["eval"],
-            "final_eval": tr.curve[-1][1], "wall_s": round(time.time() - t0, 1), **tr.origin}
-    tr.q.load_state_dict(tr.best["agent"])
-    tr.mixer.load_state_dict(tr.best["mixer"])
+            "config": asdict(cfg), "best_step": best[1], "best_eval": best[2], "final_eval": points[-1][1],
+            "wall_s": round(time.time() - t0, 1), **tr.origin}
+    tr.q.load_state_dict(best[0])
+    tr.mixer.load_state_dict(tr.curve.best_companions["mixer"])
     tr.q.snap_weights()
     out.parent.mkdir(parents=True, exist_ok=True)
     save_team(tr.q, tr.mixer, spec, tr.shape, out, meta)
-    with atomic_path(out.with_suffix(".csv")) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["step", "eval_return", "wall_s"])
-        w.writerows(tr.curve)
+    tr.curve.write_csv(out.with_suffix(".csv"))
     resume.unlink(missing_ok=True)
-    return {"curve": tr.curve, **meta}
+    return {"curve": points, **meta}
 
 
 def main() -> None:
@@ -341,8 +342,11 @@ def main() -> None:
     p.add_argument("-o", "--out", type=Path, required=True)
     args = p.parse_args()
     cfg = Config.finetune(args.total_steps or 20_000) if args.init_from else Config(args.total_steps or 100_000)
-    res = train(args.env, args.cell, args.seed, args.out, cfg, args.eval_every, args.save_every,
-                weight_bits=args.weight_bits, init_from=args.init_from)
+    try:
+        res = train(args.env, args.cell, args.seed, args.out, cfg, args.eval_every, args.save_every,
+                    weight_bits=args.weight_bits, init_from=args.init_from)
+    except (LavaloopError, ValueError) as exc:
+        p.error(str(exc))
     print(f"{args.env} {args.cell} seed {args.seed}: best eval {res['best_eval']:.1f} at step {res['best_step']}, "
           f"final {res['final_eval']:.1f} -> {args.out}")
 

@@ -218,11 +218,15 @@ class EvalCurve:
         meta = {**meta, "best_step": self.best[1], "best_eval": self.best[2], "final_eval": self.points[-1][1]}
         out.parent.mkdir(parents=True, exist_ok=True)
         save_policy(net, out, meta, self.best_companions)
-        with atomic_path(out.with_suffix(".csv")) as tmp, open(tmp, "w", newline="") as f:
+        self.write_csv(out.with_suffix(".csv"))
+        return {"curve": self.points, **meta}
+
+    def write_csv(self, path: Path) -> None:
+        """The curve as CSV (step, eval_return, wall_s), written atomically."""
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["step", "eval_return", "wall_s"])
             w.writerows(self.points)
-        return {"curve": self.points, **meta}
 
 
 def initial_policy(env: gym.Env, env_id: str, cell: str, weight_bits: int | None,

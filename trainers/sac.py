@@ -19,7 +19,7 @@ The actor is the deployable policy (a `RecurrentNet`, saved with `save_policy`);
 deterministic action is tanh(mean), or the argmax logit. Every `--eval-every` steps it plays
 10 seeded episodes; the best-evaluated actor is the checkpoint, with the critic and the
 entropy temperature of that moment kept beside it (training-only entries), the curve
-`<out>.csv`. Episode k of a run resets the env with seed `seed * 1000003 + k`.
+`<out>.csv`. Episode k of a run resets the env with `lavaloop.rollout.training_seed(seed, k)`.
 
 Resumable: at the first episode end after every `--save-every` env steps, the whole training
 state (networks, optimizers, replay, random streams, curve) goes to `<out>.resume.pt`
@@ -50,6 +50,8 @@ from tqdm import tqdm
 from lavaloop.atomic import atomic_path
 from lavaloop.conversion.models.grsn import CELLS, PolicyConfig, RecurrentEncoder, RecurrentNet, mlp
 from lavaloop.envs import EnvSpec, make_env
+from lavaloop.errors import LavaloopError
+from lavaloop.rollout import training_seed
 from lavaloop.trainers.recurrent import Actor, EvalCurve, SequenceReplay, evaluate
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -287,7 +289,7 @@ def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every:
         curve.record(0, evaluate(sac.actor, spec), 0.0, sac.actor, companions)
     t0, last_save = time.time() - wall, step
 
-    obs, _ = env.reset(seed=seed * 1_000_003 + episode)
+    obs, _ = env.reset(seed=training_seed(seed, episode))
     actor.reset()
     ep_obs, ep_a, ep_r = [obs], [], []
     bar = tqdm(total=cfg.total_steps, initial=step, desc=f"{env_id} {pcfg.cell} s{seed} SAC", disable=not progress)
@@ -313,7 +315,7 @@ def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every:
                     save_resume(resume, sac, replay, curve, {**identity, "step": step, "episode": episode,
                                                              "wall": time.time() - t0}, rng)
                     last_save = step
-                obs, _ = env.reset(seed=seed * 1_000_003 + episode)
+                obs, _ = env.reset(seed=training_seed(seed, episode))
                 actor.reset()
                 ep_obs, ep_a, ep_r = [obs], [], []
     finally:
@@ -341,8 +343,11 @@ def main() -> None:
     args = p.parse_args()
     cfg = (Config.finetune(args.total_steps or 10_000, args.gamma) if args.init_from
            else Config(total_steps=args.total_steps or Config.total_steps, gamma=args.gamma))
-    res = train(args.env, args.cell, args.seed, args.out, cfg, args.eval_every, weight_bits=args.weight_bits,
-                init_from=args.init_from, save_every=args.save_every)
+    try:
+        res = train(args.env, args.cell, args.seed, args.out, cfg, args.eval_every, weight_bits=args.weight_bits,
+                    init_from=args.init_from, save_every=args.save_every)
+    except (LavaloopError, ValueError) as exc:
+        p.error(str(exc))
     print(f"{args.env} {args.cell} seed {args.seed} (SAC): best eval {res['best_eval']:.1f} at step "
           f"{res['best_step']}, final {res['final_eval']:.1f} -> {args.out}")
 

@@ -97,8 +97,9 @@ def load_team(path: str | Path) -> tuple[RecurrentNet, QMixer, TeamSpec, TeamSha
         agent.load_state_dict(obj["agent"])
         mixer.load_state_dict(obj["mixer"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path.name}: malformed QMIX team checkpoint ({first})"[:300]) from exc
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[1] if isinstance(exc, RuntimeError) and len(lines) > 1 else (lines or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path.name}: malformed QMIX team checkpoint ({detail})"[:300]) from exc
     if cfg.obs_dim != shape.agent_obs_dim or cfg.n_actions != shape.max_actions:
         raise CheckpointError(f"{path.name}: agent network ({cfg.obs_dim} inputs, {cfg.n_actions} actions) does not "
                               f"fit its team ({shape.agent_obs_dim} inputs, {shape.max_actions} actions)")

@@ -144,6 +144,7 @@ def run_team_lava(art: TeamArtifact, seeds: list[int], epsilon: float, layout: s
                           greedy=[greedy[i, :l].astype(np.int64) for i, l in enumerate(lengths)],
                           spikes=[sum(spikes)], synops=[int(ops[0] + ops[1])], steps=steps, wall_s=wall, agents=n,
                           extra={"ops": {"mac": int(ops[0]), "ac": int(ops[1]), "neuron": int(ops[2])},
+                                 # one process holds every agent in the shared layout: no split
                                  "spikes_per_agent": spikes if layout == "per-agent" else None,
                                  "compile_s": rt.compile_s})
 

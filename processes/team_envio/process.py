@@ -11,6 +11,7 @@ from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
 
+from lavaloop.options import LAYOUTS
 from lavaloop.processes.envio.process import ERROR_LEN
 
 MAX_AGENTS = 8   # the process model declares this many per-agent ports
@@ -58,7 +59,7 @@ class TeamEnvIO(AbstractProcess):
                          inputs_fn=inputs_fn,
                          input_scale_bits=input_scale_bits, input_bits=input_bits, latency=latency,
                          seeds=list(seeds), epsilon=epsilon, max_steps=max_steps, layout=layout, name=name)
-        if layout not in ("per-agent", "shared"):
+        if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}")
         width = max(n_actions)
         self.obs_out = OutPort(shape=(n, n_inputs + 1))
