@@ -21,6 +21,11 @@
    (10k steps) beside the recurrent DQN's GRSN seed 0.
 
 Writes results/grsn_pomdp.json and results/grsn_pomdp.png.
+
+`--train-pendulum` only trains Pendulum-V at the paper's 50k env steps, GRSN and GRU with
+seeds 0-2 (checkpoints/grsn/pendulum_v_<cell>_50k_s<seed>.pt), then fine-tunes each GRSN
+policy quantization-aware with its kept critic (`grsn_qat`); resumable, rerun to continue.
+Their evaluation is not yet part of the results above.
 """
 from __future__ import annotations
 
