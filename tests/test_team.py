@@ -147,3 +147,17 @@ def test_bad_team_inputs_fail_in_one_line(teams, artifacts, cartpole_artifact, t
     out = tmp_path / "x.h5"
     assert_clean_failure(lavaloop_cli("convert", teams["spread"], "--env", "mpe2:simple_tag_v3", "-o", out),
                          out, "unknown MPE task")
+
+
+def test_an_env_failing_inside_lava_is_one_error_and_leaves_nothing_running(artifacts):
+    import multiprocessing
+
+    from conftest import with_manifest
+    from lavaloop.conversion.artifact_team import TeamArtifact
+    from lavaloop.runtime import LavaRuntimeError
+
+    art = TeamArtifact.load(artifacts["spread"])
+    broken = with_manifest(art, env={**art.manifest["env"], "kwargs": {"N": 3, "local_ratio": 0.5, "bogus": 1}})
+    with pytest.raises(LavaRuntimeError, match="environment failed inside the Lava runtime.*bogus"):
+        lavaloop.run(broken, episodes=1, backend="lava", layout="shared", progress=False)
+    assert multiprocessing.active_children() == []            # the runtime's processes are gone
