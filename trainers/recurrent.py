@@ -303,12 +303,14 @@ def main() -> None:
     p.add_argument("--cell", default="grsn", choices=CELLS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--total-steps", type=int, help="env steps (default 10k; 5k when fine-tuning)")
+    p.add_argument("--gamma", type=float, default=Config.gamma, help="discount (CartPole: 0.9, as in the paper)")
     p.add_argument("--eval-every", type=int, default=1_000)
     p.add_argument("--weight-bits", type=int, help="quantization-aware training with this weight mantissa width")
     p.add_argument("--init-from", type=Path, help="continue this trained policy (Config.finetune settings)")
     p.add_argument("-o", "--out", type=Path, required=True)
     args = p.parse_args()
     cfg = Config.finetune(args.total_steps or 5_000) if args.init_from else Config(args.total_steps or 10_000)
+    cfg = dataclasses.replace(cfg, gamma=args.gamma)
     res = train(args.env, args.cell, args.seed, args.out, cfg, args.eval_every,
                 weight_bits=args.weight_bits, init_from=args.init_from)
     print(f"{args.env} {args.cell} seed {args.seed}: best eval {res['best_eval']:.1f} at step {res['best_step']}, "
