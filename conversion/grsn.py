@@ -29,7 +29,16 @@ import torch
 
 from lavaloop.artifact import lavaloop_version
 from lavaloop.conversion.artifact_grsn import GRSNArtifact
-from lavaloop.conversion.models.grsn import CHECKPOINT_FORMAT, PolicyConfig, RecurrentNet, greedy_action, quantize_rows
+from lavaloop.conversion.models.grsn import (
+    CHECKPOINT_FORMAT,
+    PolicyConfig,
+    RecurrentNet,
+    greedy_action,
+    has_format,
+    policy_config,
+    quantize_rows,
+    read_tagged,
+)
 from lavaloop.envs import EnvSpec, make_env
 from lavaloop.errors import CheckpointError, LavaloopError, ProfileError, ShapeMismatchError
 from lavaloop.fixedpoint import int_max
@@ -43,28 +52,15 @@ ACT_MARGIN = 2.0
 
 def is_policy_checkpoint(path: str | Path) -> bool:
     """True for a lavaloop recurrent-policy checkpoint (see conversion.models.grsn.save_policy)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - not ours; the DQN loaders report it
-        return False
-    return isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT
+    return has_format(path, CHECKPOINT_FORMAT)
 
 
 def load_policy(path: str | Path) -> tuple[RecurrentNet, dict, str]:
     """(network, metadata, sha256) of a recurrent-policy checkpoint; CheckpointError if malformed."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no such checkpoint: {path}")
+    obj = read_tagged(path, CHECKPOINT_FORMAT, "recurrent-policy")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{path.name}: not a readable torch checkpoint ({type(exc).__name__})") from exc
-    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path.name}: not a lavaloop recurrent-policy checkpoint")
-    try:
-        cfg = json.loads(obj["config"])
-        cfg["head"] = tuple(cfg["head"])
-        cfg = PolicyConfig(**cfg)
+        cfg = policy_config(obj["config"])
         meta = json.loads(obj["meta"])
         state = obj["state_dict"]
     except (KeyError, TypeError, ValueError) as exc:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lavaloop.atomic import atomic_path
+from lavaloop.errors import CheckpointError
 from lavaloop.fixedpoint import int_max
 
 CELLS = ("grsn", "gru", "lif", "grsn_notap")
@@ -319,3 +321,34 @@ def save_policy(net: RecurrentNet, path, meta: dict, extra: dict[str, dict] | No
     with atomic_path(path) as tmp:
         torch.save({"format": CHECKPOINT_FORMAT, "config": json.dumps(asdict(net.cfg)),
                     "meta": json.dumps(meta), "state_dict": net.state_dict(), **(extra or {})}, tmp)
+
+
+def has_format(path, fmt: str) -> bool:
+    """True if `path` is a torch checkpoint (tensors and strings only) tagged with format `fmt`."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not ours; another kind's loader reports it
+        return False
+    return isinstance(obj, dict) and obj.get("format") == fmt
+
+
+def read_tagged(path, fmt: str, what: str) -> dict:
+    """The dict of a checkpoint tagged with format `fmt` (loaded with weights_only=True);
+    CheckpointError naming `what` if it is missing, unreadable or not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no such checkpoint: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{path.name}: not a readable torch checkpoint ({type(exc).__name__})") from exc
+    if not isinstance(obj, dict) or obj.get("format") != fmt:
+        raise CheckpointError(f"{path.name}: not a lavaloop {what} checkpoint")
+    return obj
+
+
+def policy_config(text: str) -> PolicyConfig:
+    """A PolicyConfig from its checkpoint JSON."""
+    cfg = json.loads(text)
+    cfg["head"] = tuple(cfg["head"])
+    return PolicyConfig(**cfg)

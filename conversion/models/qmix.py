@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lavaloop.atomic import atomic_path
-from lavaloop.conversion.models.grsn import PolicyConfig, RecurrentNet
+from lavaloop.conversion.models.grsn import PolicyConfig, RecurrentNet, has_format, policy_config, read_tagged
 from lavaloop.errors import CheckpointError
 from lavaloop.teams import TeamShape, TeamSpec
 
@@ -67,29 +67,16 @@ def save_team(agent: RecurrentNet, mixer: QMixer, spec: TeamSpec, shape: TeamSha
 
 def is_team_checkpoint(path: str | Path) -> bool:
     """True for a lavaloop QMIX team checkpoint."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - not ours; other kinds' loaders report it
-        return False
-    return isinstance(obj, dict) and obj.get("format") == TEAM_FORMAT
+    return has_format(path, TEAM_FORMAT)
 
 
 def load_team(path: str | Path) -> tuple[RecurrentNet, QMixer, TeamSpec, TeamShape, dict, str]:
     """(agent network, mixer, task, team shape, metadata, sha256) of a team checkpoint;
     CheckpointError if it is not one or is malformed."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no such checkpoint: {path}")
+    obj = read_tagged(path, TEAM_FORMAT, "QMIX team")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{path.name}: not a readable torch checkpoint ({type(exc).__name__})") from exc
-    if not isinstance(obj, dict) or obj.get("format") != TEAM_FORMAT:
-        raise CheckpointError(f"{path.name}: not a lavaloop QMIX team checkpoint")
-    try:
-        cfg = json.loads(obj["config"])
-        cfg["head"] = tuple(cfg["head"])
-        cfg = PolicyConfig(**cfg)
+        cfg = policy_config(obj["config"])
         team = json.loads(obj["team"])
         spec, shape = TeamSpec.from_dict(team["env"]), TeamShape.from_dict(team["shape"])
         meta = json.loads(obj["meta"])

@@ -18,10 +18,35 @@ from lavaloop.processes.envio.process import CONTROL_DECIDE, CONTROL_FIRST, EnvI
 from lavaloop.rollout import epsilon_greedy
 
 
+class EnvGuard:
+    """What a ProcessModel that owns an environment shares (EnvIO, TeamEnvIO): the env is built
+    inside the runtime, and an exception from it must not reach the runtime (the other
+    processes would wait forever): it is left in the `error` Var and the model goes idle.
+    The model provides `seeds`, `payload` (already allocated), `error` and `start_episode`."""
+
+    def open_env(self) -> None:
+        self.env = self.proc_params["env_fn"]()
+        self.start_episode()
+
+    def fail(self, exc: Exception) -> None:
+        """Record the error for the host and go idle."""
+        msg = encode_error(exc, len(self.error))
+        self.error[: len(msg)] = msg
+        self.episode = len(self.seeds)
+        self.payload = np.zeros_like(self.payload)
+
+    def guarded(self, fn, *args) -> None:
+        """Run env work, turning an exception into `fail`."""
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001
+            self.fail(exc)
+
+
 @implements(proc=EnvIO, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
-class PyEnvIOModel(PyLoihiProcessModel):
+class PyEnvIOModel(EnvGuard, PyLoihiProcessModel):
     obs_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     q_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     returns: np.ndarray = LavaPyType(np.ndarray, float)
@@ -95,23 +120,6 @@ class PyEnvIOModel(PyLoihiProcessModel):
         else:
             self.payload = self.encode(obs)
 
-    def fail(self, exc: Exception) -> None:
-        """Record the error for the host and go idle."""
-        msg = encode_error(exc, len(self.error))
-        self.error[: len(msg)] = msg
-        self.episode = len(self.seeds)
-        self.payload = np.zeros(self.obs_out.shape, np.int64)
-
-    def open_env(self) -> None:
-        self.env = self.proc_params["env_fn"]()
-        self.start_episode()
-
-    def guarded(self, fn, *args) -> None:
-        """Run env work; an exception must not reach the runtime (see EnvIO)."""
-        try:
-            fn(*args)
-        except Exception as exc:  # noqa: BLE001
-            self.fail(exc)
 
     def run_spk(self):
         if self.payload is None:

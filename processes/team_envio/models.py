@@ -14,7 +14,8 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from lavaloop.processes.dynamics import encode_input
-from lavaloop.processes.envio.process import CONTROL_DECIDE, CONTROL_FIRST, encode_error
+from lavaloop.processes.envio.models import EnvGuard
+from lavaloop.processes.envio.process import CONTROL_DECIDE, CONTROL_FIRST
 from lavaloop.processes.team_envio.process import MAX_AGENTS, TeamEnvIO
 from lavaloop.rollout import epsilon_greedy
 
@@ -22,7 +23,7 @@ from lavaloop.rollout import epsilon_greedy
 @implements(proc=TeamEnvIO, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
-class PyTeamEnvIOModel(PyLoihiProcessModel):
+class PyTeamEnvIOModel(EnvGuard, PyLoihiProcessModel):
     obs_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)     # "shared" layout
     q_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     returns: np.ndarray = LavaPyType(np.ndarray, float)
@@ -85,22 +86,6 @@ class PyTeamEnvIOModel(PyLoihiProcessModel):
             self.start_episode()
         else:
             self.payload = self.encode(obs)
-
-    def fail(self, exc: Exception) -> None:
-        msg = encode_error(exc, len(self.error))
-        self.error[: len(msg)] = msg
-        self.episode = len(self.seeds)
-        self.payload = np.zeros_like(self.payload)
-
-    def guarded(self, fn, *args) -> None:
-        try:
-            fn(*args)
-        except Exception as exc:  # noqa: BLE001  (must not reach the runtime, see EnvIO)
-            self.fail(exc)
-
-    def open_env(self) -> None:
-        self.env = self.proc_params["env_fn"]()
-        self.start_episode()
 
     def run_spk(self):
         if self.payload is None:
