@@ -134,14 +134,15 @@ def cmd_export(args) -> None:
 
 
 def cmd_dream(args) -> None:
-    config = given(args, "runs", "games", "profile", "mismatch_sigma", "mismatch_seed", "seed")
+    config = given(args, "runs", "games", "profile", "mismatch_sigma", "mismatch_seed", "seed", "protocol")
     if args.no_dream:
         config["dream"] = False
     rec = lavaloop.dream(args.env, args.out, args.backend, checkpoint_every=args.checkpoint_every,
                          progress=not args.no_progress, **config)
     c = rec["curve"]
     cfg = rec["config"]
-    print(f"{cfg['runs']} runs x {cfg['games']} games on {rec['backend']} ({rec['profile']['name']}, "
+    print(f"{cfg['runs']} runs x {cfg['games']} games on {rec['backend']}, protocol {cfg['protocol']} "
+          f"({rec['profile']['name']}, "
           f"mismatch sigma {rec['mismatch_sigma']}, {'with' if cfg['dream'] else 'without'} dreaming): "
           f"{rec['wall_s']:.0f} s")
     if c:
@@ -313,6 +314,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--runs", type=int, help="independent runs >= 1 (default 10)")
     d.add_argument("--games", type=int, help="games per run >= 1 (default 2000)")
     d.add_argument("--no-dream", action="store_true", default=False, help="learn from real games only")
+    d.add_argument("--protocol", help="ours (default) or reference (the authors' released code: "
+                   "docs/dreaming.md)")
     d.add_argument("--profile", help="mixed-signal chip profile name or JSON file (default dynapse1)")
     d.add_argument("--mismatch-sigma", type=float, help="override the profile's device mismatch (>= 0)")
     d.add_argument("--mismatch-seed", type=int, help="the chip instance (>= 0, default 0)")

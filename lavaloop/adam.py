@@ -5,11 +5,20 @@ import numpy as np
 
 
 class Adam:
-    """Adam ascent on arrays of any shape (one step counter for all runs: they update together)."""
+    """Adam ascent on arrays of any shape (one step counter for all runs: they update together).
 
-    def __init__(self, shape, lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
-        self.lr, self.b1, self.b2, self.eps = lr, b1, b2, eps
+    The step size is lr * drop ** (t // drop_every) at step t (the dreaming authors' schedule;
+    drop 1: constant).
+    """
+
+    def __init__(self, shape, lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                 drop: float = 1.0, drop_every: int = 10_000):
+        self.lr0, self.b1, self.b2, self.eps, self.drop, self.drop_every = lr, b1, b2, eps, drop, drop_every
         self.m, self.v, self.t = np.zeros(shape), np.zeros(shape), 0
+
+    @property
+    def lr(self) -> float:
+        return self.lr0 * self.drop ** (self.t // self.drop_every)
 
     def step(self, grad: np.ndarray) -> np.ndarray:
         """The parameter change for gradient `grad` (to be added: ascent)."""

@@ -149,13 +149,14 @@ def dream(env: str = "pong", out: str | Path | None = None, backend: str = "emul
     backend: "emulator" (all runs batched) or "lava".
     checkpoint_every: games between checkpoints (emulator), >= 1.
     progress: show a progress bar.
-    **config: `DreamConfig` fields (runs, games, dream, profile, mismatch_sigma, seed, ...).
+    **config: `DreamConfig` fields (runs, games, dream, profile, mismatch_sigma, seed, ...);
+        protocol="reference" starts from the authors' settings (`dreaming.agent.REFERENCE`).
 
     Returns
     -------
     dict: the results record, also written to out/results.json (learning curves, returns, timing).
     """
-    from lavaloop.deploy.dreaming.agent import DreamConfig
+    from lavaloop.deploy.dreaming.agent import dream_config
     from lavaloop.deploy.dreaming.protocol import run as run_protocol
     from lavaloop.errors import LavaloopError
     from lavaloop.options import at_least
@@ -163,8 +164,9 @@ def dream(env: str = "pong", out: str | Path | None = None, backend: str = "emul
     if env != "pong":
         raise LavaloopError(f"unknown dreaming environment {env!r} (known: pong)")
     at_least("checkpoint_every", checkpoint_every, 1)
-    cfg = from_kwargs(DreamConfig, config, "dream")
-    out = out or f"runs/{env}_{'dream' if cfg.dream else 'nodream'}_{backend}"
+    cfg = dream_config(config)
+    prefix = "" if cfg.protocol == "ours" else f"{cfg.protocol}_"
+    out = out or f"runs/{env}_{prefix}{'dream' if cfg.dream else 'nodream'}_{backend}"
     return run_protocol(cfg, out, backend, checkpoint_every, progress=progress)
 
 

@@ -182,6 +182,9 @@ class LavaRuntime:
         for p in procs:
             if _alive(p):   # Lava's SystemProcess.join takes no timeout: the base class's does
                 multiprocessing.Process.join(p, 1.0)
+        runtime = getattr(self.proc, "runtime", None)
+        if runtime is not None:   # its processes are gone: Process.__del__'s stop() must not wait for them
+            runtime._is_started = runtime._is_running = False
 
     def stop(self) -> None:
         """Stop the runtime if it runs (at most 30 s), then terminate what is left of it."""

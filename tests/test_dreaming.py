@@ -1,18 +1,20 @@
 """The dreaming agent: chip profiles and limits, Lava == emulator, resume, bad input."""
 import json
 import multiprocessing
+import threading
 
 import numpy as np
 import pytest
 
 from conftest import assert_clean_failure
 from conftest import lavaloop_cli as lavaloop
-from lavaloop.deploy.dreaming import protocol
-from lavaloop.deploy.dreaming.agent import DreamConfig, DreamingAgent
+from lavaloop.deploy.dreaming import pong, protocol
+from lavaloop.deploy.dreaming.agent import REFERENCE, DreamConfig, dream_config
 from lavaloop.deploy.dreaming.emulator import EmulatedChip
 from lavaloop.deploy.dreaming.network import Topology, draw_network
-from lavaloop.errors import ProfileError
-from lavaloop.processes.dynamics import lif_step, regular_spikes
+from lavaloop.deploy.dreaming.reference import ReferenceAgent, make_agent
+from lavaloop.errors import LavaloopError, ProfileError
+from lavaloop.processes.dynamics import lif_step, regular_spikes, restart_generators
 from lavaloop.profiles import PROFILES, MixedSignalProfile, load_profile
 from lavaloop.rundir import RunDir, RunDirError
 
@@ -20,7 +22,7 @@ SHORT = dict(agent_steps=12, dream_steps=4, silent_games=1)
 
 
 def play(cfg: DreamConfig, chip, first_run=0, runs=None, games=None):
-    agent = DreamingAgent(cfg, chip, first_run=first_run, runs=runs)
+    agent = make_agent(cfg, chip, first_run=first_run, runs=runs)
     returns = []
     for g in range(games or cfg.games):
         returns.append(agent.play(g))
@@ -92,10 +94,11 @@ def test_batched_emulator_equals_single_runs():
     assert np.array_equal(state["policy.J"][1], state1["policy.J"][0])
 
 
-def test_emulator_is_bit_exact_with_lava():
+@pytest.mark.parametrize("protocol", ["ours", "reference"])
+def test_emulator_is_bit_exact_with_lava(protocol):
     from lavaloop.deploy.dreaming.lava_chip import LavaChip
 
-    cfg = DreamConfig(runs=2, games=3, **SHORT)
+    cfg = dream_config({"runs": 2, "games": 3, "protocol": protocol, **SHORT})
     setups = cfg.setups()
     emu, emu_state = play(cfg, EmulatedChip(setups))
     chip = LavaChip(setups[1])
@@ -148,19 +151,85 @@ def test_a_dying_process_model_does_not_hang(monkeypatch):
     finally:
         chip.close()
     assert not multiprocessing.active_children()
+    stopper = threading.Thread(target=chip.pop.stop, daemon=True)   # what Process.__del__ does at exit
+    stopper.start()
+    stopper.join(10)
+    assert not stopper.is_alive(), "stopping a killed runtime waits forever (a hang at interpreter exit)"
 
 
-def test_resume_continues_exactly(tmp_path):
-    cfg = DreamConfig(runs=2, games=6, **SHORT)
+@pytest.mark.parametrize("name", ["ours", "reference"])
+def test_resume_continues_exactly(tmp_path, name):
+    cfg = dream_config({"runs": 2, "games": 6, "protocol": name, **SHORT})
     whole = protocol.run(cfg, tmp_path / "whole", checkpoint_every=2, progress=False)
-    stop = DreamConfig(runs=2, games=4, **SHORT)      # interrupted after 4 games ...
+    stop = dream_config({"runs": 2, "games": 4, "protocol": name, **SHORT})      # interrupted after 4 games ...
     protocol.run(stop, tmp_path / "part", checkpoint_every=2, progress=False)
     cfg_file = tmp_path / "part" / "config.json"       # ... then resumed with the full length
     cfg_file.write_text(json.dumps({**json.loads(cfg_file.read_text()), "games": 6}))
     resumed = protocol.run(cfg, tmp_path / "part", checkpoint_every=2, progress=False)
     assert resumed["returns"] == whole["returns"]
     with pytest.raises(RunDirError, match="differs in: dream"):
-        protocol.run(DreamConfig(runs=2, games=6, dream=False, **SHORT), tmp_path / "part", progress=False)
+        protocol.run(dream_config({"runs": 2, "games": 6, "protocol": name, "dream": False, **SHORT}),
+                     tmp_path / "part", progress=False)
+    other = "ours" if name == "reference" else "reference"
+    with pytest.raises(RunDirError, match="differs in: .*protocol"):
+        protocol.run(dream_config({"runs": 2, "games": 6, "protocol": other, **SHORT}), tmp_path / "part",
+                     progress=False)
+    assert json.loads((tmp_path / "part" / "results.json").read_text())["returns"] == whole["returns"]
+
+
+def test_reference_generators_restart_each_upload():
+    """The authors' patterns: int(rate / 33) spikes per 30.3 ms, the first at each upload."""
+    inc = pong.restart_increments(np.array([20.0, 40.0, 100.0, 139.6]), dt_ms=1.0)   # n = 0, 1, 3, 4
+    phase, spikes = restart_generators(inc, pong.PHASE_ONE), []
+    for _ in range(18):
+        phase, s = regular_spikes(phase, inc, pong.PHASE_ONE)
+        spikes.append(s)
+    times = [np.flatnonzero(col).tolist() for col in np.array(spikes).T]
+    assert times == [[], [0], [0, 15], [0, 10]]      # 30.3 / (n - 1) ms apart
+
+
+class CountingChip:
+    """A chip whose window k gives every neuron k spikes, and the game's state k."""
+
+    def __init__(self, runs, hidden):
+        self.k, self.shape = 0, (runs, 2 * hidden)
+
+    def expect(self, windows):
+        pass
+
+    def window(self, commands):
+        self.k += 1
+        info = np.zeros((self.shape[0], 6))
+        info[:, :4] = self.k
+        return np.full(self.shape, self.k, np.int64), info
+
+
+@pytest.mark.parametrize("two, expected", [(True, [1, 3 + 2, 5 + 4]), (False, [1, 3, 5])])
+def test_reference_counts_two_uploads(two, expected):
+    """With model uploads, the agent reads its spikes of the model upload before its own
+    (the authors' shared buffer); the one-upload ablation reads only its own."""
+    cfg = dream_config({"runs": 1, "games": 1, "protocol": "reference", "agent_steps": 3,
+                        "two_upload_counts": two, **{k: v for k, v in SHORT.items() if k != "agent_steps"}})
+    agent = ReferenceAgent(cfg, CountingChip(1, cfg.topology.hidden))
+    seen = []
+    act = agent.policy.act
+    agent.policy.act = lambda counts: (seen.append(int(counts[0, 0])), act(counts))[1]
+    agent.play(0)
+    assert seen == expected       # windows: 1 agent (reset), 2 model, 3 agent, 4 model, 5 agent, 6 model, 7 (last)
+
+
+def test_protocol_settings():
+    ref = dream_config({"protocol": "reference", "topology": {"hidden": 256}})
+    assert (ref.window, ref.silent_games, ref.generators, ref.clip_dreams) == (18, 51, "restart", False)
+    assert ref.topology.hidden == 256 and not ref.topology.action_input
+    assert ref.topology.weight == REFERENCE["topology"]["weight"]
+    assert ref.rules.model_filter_gain == 1.0 and ref.rules.adam_eps == 1e-5
+    assert ref.counts_two_uploads and not dream_config({"protocol": "reference", "dream": False}).model_windows
+    assert dream_config({}) == DreamConfig()
+    with pytest.raises(LavaloopError, match="unknown protocol 'authors'"):
+        dream_config({"protocol": "authors"})
+    with pytest.raises(LavaloopError, match="two_upload_counts needs protocol 'reference'"):
+        dream_config({"two_upload_counts": True})
 
 
 def test_dream_cli_bad_input(tmp_path):
@@ -170,6 +239,8 @@ def test_dream_cli_bad_input(tmp_path):
                          "lavaloop", "mixed-signal")
     assert_clean_failure(lavaloop("dream", "breakout", "--out", tmp_path / "c"), "lavaloop",
                          "unknown dreaming environment")
+    assert_clean_failure(lavaloop("dream", "pong", "--protocol", "authors", "--out", tmp_path / "e"), "lavaloop",
+                         "unknown protocol 'authors'")
     bad = tmp_path / "chip.json"
     d = PROFILES["dynapse1"].to_dict()
     del d["tau_mem_ms"]

@@ -1,9 +1,10 @@
-"""The dreaming agent's protocol: real games, dreams, checkpoints; on any chip backend.
+"""The dreaming agent: its configuration, and our protocol of real games and dreams.
 
-A game: reset, 18 NOOPs, then `agent_steps` agent steps of one window each. The world model
-sees (state, action) one window after the agent acted on that state, so it learns the
-transition without extra windows. A dream (after each real game): start from a real reset
-state; per dream step one window lets the agent choose, one lets the model predict.
+Our protocol ("ours"): a game is a reset, 18 NOOPs, then `agent_steps` agent steps of one
+window each. The world model sees (state, action) one window after the agent acted on that
+state, so it learns the transition without extra windows. A dream (after each real game):
+start from a real reset state; per dream step one window lets the agent choose, one lets the
+model predict. The authors' protocol ("reference") is `lavaloop.deploy.dreaming.reference`.
 """
 from __future__ import annotations
 
@@ -17,14 +18,41 @@ from lavaloop.deploy.dreaming.chip import ChipSetup
 from lavaloop.deploy.dreaming.network import Topology, draw_network
 from lavaloop.deploy.dreaming.readouts import Policy, ReadoutRules, WorldModel
 from lavaloop.errors import LavaloopError
-from lavaloop.options import at_least, within
+from lavaloop.options import at_least, from_kwargs, one_of, within
 from lavaloop.processes.pong_io.game import RESET, SHOW, STEP, command
 from lavaloop.profiles import MixedSignalProfile, load_profile
+
+PROTOCOLS = ("ours", "reference")
+GENERATORS = ("regular", "restart")
+# The authors' NMDA weight biases (src/params.py L46-47, L117-118): coarse/fine (5, 47) on the agent's
+# cores, (4, 50) on the world model's. DYNAP-SE1's bias generator gives coarse c the base current
+# 15 pA x ~8^c (1.5e-11, 1.05e-10, 8.2e-10, 6.5e-9, 5e-8, 4e-7, ... A), scaled by fine / 255.
+MODEL_WEIGHT_RATIO = (5e-8 * 50) / (4e-7 * 47)          # 0.133
+# What the authors' released code does where ours differs (../shared/reference/dreaming_reference.md).
+REFERENCE = {
+    "window": 18,                 # ~18 ms of chip time per upload (README: ~1 h / 3 h per 2000-game run)
+    "silent_games": 51,           # train.ipynb: rewards x `iteration > 50`
+    "generators": "restart",      # agent.py L349-367: int(rate / 33) spikes per 30 ms, re-uploaded each step
+    "clip_dreams": False,         # train.ipynb: ram = ram + ds_pred, unclipped
+    # The absolute weight is not in the released code (it depends on analog biases we cannot emulate).
+    # At the authors' ratio, 0.3 is the smallest agent weight of 0.05, 0.1, 0.2, 0.3, 0.5 at which over a
+    # third of the world-model neurons fire in a game (0.2: 13 %); a world model that never fires
+    # cannot learn. Agent activity at 0.3: 1.5 spikes per neuron per 18 ms upload (docs/dreaming.md).
+    "topology": {"weight": 0.3,
+                 "action_input": False,                       # agent.py L143-151: from the 40 place cells only
+                 "model_weight_ratio": MODEL_WEIGHT_RATIO},   # params.py: the model's NMDA weight
+    "rules": {"model_filter_gain": 1.0,                       # agent.py L245-248
+              "adam_eps": 1e-5, "lr_drop": 0.99, "lr_drop_every": 10_000},   # optimizer.py, agent.py
+}
 
 
 @dataclass(frozen=True)
 class DreamConfig:
-    """Everything that determines a run; a run directory resumes only with the same config."""
+    """Everything that determines a run; a run directory resumes only with the same config.
+
+    Build it with `dream_config`, which starts from the protocol's settings. The fields after
+    `rules` switch the authors' choices one by one (the ablations of the reference protocol).
+    """
 
     runs: int = 10
     games: int = 2000
@@ -44,8 +72,20 @@ class DreamConfig:
     action_rate: float = 150.0
     topology: Topology = field(default_factory=Topology)
     rules: ReadoutRules = field(default_factory=ReadoutRules)
+    protocol: str = "ours"                   # "reference": the authors' window structure (see reference.py)
+    two_upload_counts: bool | None = None    # reference: counts add the other upload's window (None: iff dream)
+    second_adam_step: bool = True            # a dream ends in its own policy update (else it joins the next game's)
+    clip_dreams: bool = True                 # dreamed states stay in 0..255
+    generators: str = "regular"              # "restart": the authors' spike patterns, restarted each window
 
     def __post_init__(self):
+        for name, cls in (("topology", Topology), ("rules", ReadoutRules)):
+            if isinstance(getattr(self, name), dict):
+                object.__setattr__(self, name, from_kwargs(cls, getattr(self, name), name))
+        one_of("protocol", self.protocol, PROTOCOLS)
+        one_of("generators", self.generators, GENERATORS)
+        if self.protocol == "ours" and self.two_upload_counts:
+            raise LavaloopError("two_upload_counts needs protocol 'reference' (ours has one upload per step)")
         for name in ("runs", "games", "window", "agent_steps"):
             at_least(name, getattr(self, name), 1)
         for name in ("mismatch_seed", "seed", "noop_steps", "dream_steps", "silent_games"):
@@ -58,9 +98,16 @@ class DreamConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> DreamConfig:
-        d = dict(d)
-        d["topology"], d["rules"] = Topology(**d["topology"]), ReadoutRules(**d["rules"])
         return cls(**d)
+
+    @property
+    def model_windows(self) -> bool:
+        """Reference protocol: whether each real step has a world-model upload after the agent's."""
+        return self.dream or self.counts_two_uploads
+
+    @property
+    def counts_two_uploads(self) -> bool:
+        return self.dream if self.two_upload_counts is None else self.two_upload_counts
 
     def chip_profile(self) -> MixedSignalProfile:
         p = load_profile(self.profile)
@@ -72,16 +119,33 @@ class DreamConfig:
     def setups(self) -> list[ChipSetup]:
         """Networks and chip wiring of every run (checks the chip's limits)."""
         profile = self.chip_profile()
-        table = pong.increments(pong.place_cell_rates(self.place_rate, self.place_sigma), profile.dt_ms)
-        action_inc = int(pong.increments(np.array(self.action_rate), profile.dt_ms))
+        rate = pong.restart_increments if self.generators == "restart" else pong.increments
+        table = rate(pong.place_cell_rates(self.place_rate, self.place_sigma), profile.dt_ms)
+        action_inc = int(rate(np.array(self.action_rate), profile.dt_ms))
         env_fn = functools.partial(pong.make_env, sticky=self.sticky)
         return [ChipSetup(network=draw_network(self.topology, profile, self.seed + r, self.mismatch_seed,
                                                self.mismatch_sigma),
                           env_fn=env_fn, env_seed=self.seed + r, noise_seed=10_000 + self.seed + r,
                           noise_sigma=profile.noise_sigma, table=table, action_increment=action_inc,
                           phase_one=pong.PHASE_ONE, window=self.window, noop_steps=self.noop_steps,
-                          ram_index=pong.RAM_INDEX, action_map=pong.ACTIONS)
+                          ram_index=pong.RAM_INDEX, action_map=pong.ACTIONS, restart=self.generators == "restart")
                 for r in range(self.runs)]
+
+
+def dream_config(options: dict) -> DreamConfig:
+    """A DreamConfig from options as `lavaloop.dream` and sweeps take them: the protocol's
+    settings (REFERENCE for "reference"), then the options; `topology` and `rules` may be
+    partial dicts."""
+    protocol = options.get("protocol", "ours")
+    one_of("protocol", protocol, PROTOCOLS)
+    preset = REFERENCE if protocol == "reference" else {}
+    merged = {**preset, **options}
+    for key in ("topology", "rules"):
+        given = options.get(key, {})
+        if not isinstance(given, dict):
+            given = asdict(given)
+        merged[key] = {**preset.get(key, {}), **given}
+    return from_kwargs(DreamConfig, merged, "dream")
 
 
 class DreamingAgent:
@@ -104,7 +168,7 @@ class DreamingAgent:
         """One real game; returns its return per run (the policy learns from it after game `silent_games`)."""
         cfg, R = self.cfg, self.runs
         weight = 0.0 if game < cfg.silent_games else 1.0
-        self.policy.start_episode()
+        self.policy.start_episode(keep_gradient=self.dream_gradient_waits)
         self.model.start_episode()
         self.chip.expect(1 + cfg.agent_steps)
         agent, _, info = self._window([command(RESET)] * R)
@@ -135,16 +199,32 @@ class DreamingAgent:
         state = info[:, :4].astype(np.float64)
         actions = self.policy.act(agent)
         for j in range(cfg.dream_steps):
-            shown = np.clip(np.rint(state), 0, 255).astype(np.int64)
+            shown = self.view(state)
             _, model, _ = self._window([command(SHOW, 0, s, s, a) for s, a in zip(shown, actions)])
             delta_pred, reward_pred = self.model.predict(model)
             self.policy.reward(weight * reward_pred)
-            state = np.clip(state + delta_pred, 0, 255)
+            state = self.dreamed(state + delta_pred)
             if j + 1 < cfg.dream_steps:
-                new = np.clip(np.rint(state), 0, 255).astype(np.int64)
+                new = self.view(state)
                 agent, _, _ = self._window([command(SHOW, 0, n, s, a) for n, s, a in zip(new, shown, actions)])
                 actions = self.policy.act(agent)
-        self.policy.update()
+        if cfg.second_adam_step:
+            self.policy.update()
+
+    def dreamed(self, state: np.ndarray) -> np.ndarray:
+        """A dreamed state: clipped to the byte range, or (the authors') left as predicted."""
+        return np.clip(state, 0, 255) if self.cfg.clip_dreams else np.nan_to_num(state)
+
+    @staticmethod
+    def view(state: np.ndarray) -> np.ndarray:
+        """What the place cells are shown for a dreamed state: the nearest value their table holds
+        (beyond it they are silent, as the authors' Gaussian place cells are far out of range)."""
+        return np.clip(np.rint(state), -pong.VIEW_MARGIN, 255 + pong.VIEW_MARGIN).astype(np.int64)
+
+    @property
+    def dream_gradient_waits(self) -> bool:
+        """Whether a game's policy gradient starts from the last dream's (no update of its own)."""
+        return self.cfg.dream and not self.cfg.second_adam_step
 
     def state(self) -> dict:
         return {**self.policy.state(), **self.model.state()}

@@ -23,3 +23,4 @@ class ChipSetup:
     noop_steps: int
     ram_index: tuple
     action_map: tuple
+    restart: bool = False        # generators restart at every window (the authors' re-uploaded patterns)

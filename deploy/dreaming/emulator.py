@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from lavaloop.deploy.dreaming.chip import ChipSetup
-from lavaloop.processes.dynamics import lif_step, place_cell_increments, regular_spikes
+from lavaloop.processes.dynamics import lif_step, place_cell_increments, regular_spikes, restart_generators
 from lavaloop.processes.pong_io.game import RamGame
 
 
@@ -18,7 +18,7 @@ class EmulatedChip:
     def __init__(self, setups: list[ChipSetup]):
         self.setups = setups
         s0 = setups[0]
-        self.window_steps, self.one = s0.window, s0.phase_one
+        self.window_steps, self.one, self.restart = s0.window, s0.phase_one, s0.restart
         self.table, self.action_increment = s0.table, s0.action_increment
         self.games = [RamGame(s.env_fn, s.env_seed, s.ram_index, s.action_map, s.noop_steps) for s in setups]
         keys = ("conn", "gain", "a_syn", "a_mem", "b_mem", "vth")
@@ -37,6 +37,8 @@ class EmulatedChip:
         """Apply one command per run, run one window; (spike counts (R, N), info (R, INFO_LEN))."""
         rewards = [game.apply(cmd) for game, cmd in zip(self.games, commands)]
         inc = place_cell_increments(np.stack([g.views for g in self.games]), self.table, self.action_increment)
+        if self.restart:
+            self.phase = restart_generators(inc, self.one)
         counts = np.zeros_like(self.state["refr"])
         for _ in range(self.window_steps):
             self.phase, s_in = regular_spikes(self.phase, inc, self.one)

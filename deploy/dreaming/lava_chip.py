@@ -40,7 +40,8 @@ class LavaChip:
         self.injector = Injector(shape=(COMMAND_LEN,), buffer_size=2 * s.window)
         self.io = PongIO(env_fn=s.env_fn, env_seed=s.env_seed, ram_index=s.ram_index, action_map=s.action_map,
                          noop_steps=s.noop_steps)
-        self.cells = PlaceCells(table=s.table, action_increment=s.action_increment, phase_one=s.phase_one)
+        self.cells = PlaceCells(table=s.table, action_increment=s.action_increment, phase_one=s.phase_one,
+                                restart=s.restart)
         self.pop = LIFPopulation(conn=p["conn"], gain=p["gain"], a_syn=p["a_syn"], a_mem=p["a_mem"],
                                  b_mem=p["b_mem"], vth=p["vth"], refractory=p["refractory"],
                                  noise_sigma=s.noise_sigma, noise_seed=s.noise_seed)

@@ -25,6 +25,8 @@ class Topology:
     synapses: int = 8             # input synapse entries per neuron (sum of multiplicities)
     max_multiplicity: int = 4
     weight: float = 0.03          # shared per-core synaptic weight, in threshold units
+    model_weight_ratio: float = 1.0     # the world-model cores' weight / the agent cores'
+    action_input: bool = True     # each world-model neuron's first synapse from an action channel
 
 
 @dataclass
@@ -53,7 +55,8 @@ def draw_connectivity(topo: Topology, seed: int) -> tuple[np.ndarray, np.ndarray
     """Integer multiplicity matrix (N_CHANNELS, 2*hidden) and the per-neuron multiplicities.
 
     Agent neurons pick their generators among the agent's place cells; world-model neurons
-    give their first connection to a random action channel and the rest to its place cells.
+    among theirs, giving the first connection to a random action channel if `action_input`
+    (the authors' code leaves the action channels unconnected).
     """
     rng = np.random.default_rng(seed)
     n = 2 * topo.hidden
@@ -64,6 +67,8 @@ def draw_connectivity(topo: Topology, seed: int) -> tuple[np.ndarray, np.ndarray
         mult[j, :len(parts)] = parts
         if j < topo.hidden:
             sources = rng.choice(N_PLACE, size=len(parts), replace=False)
+        elif not topo.action_input:
+            sources = N_PLACE + rng.choice(N_PLACE, size=len(parts), replace=False)
         else:
             sources = np.concatenate([[2 * N_PLACE + rng.integers(3)],
                                       N_PLACE + rng.choice(N_PLACE, size=len(parts) - 1, replace=False)])
@@ -100,7 +105,7 @@ def draw_network(topo: Topology, profile: MixedSignalProfile, seed: int, mismatc
     a_mem = np.exp(-profile.dt_ms / (profile.tau_mem_ms * f_mem))
     params = {
         "conn": conn.astype(np.float64),
-        "gain": topo.weight * f_w,
+        "gain": np.repeat([topo.weight, topo.weight * topo.model_weight_ratio], topo.hidden) * f_w,
         "a_syn": np.exp(-profile.dt_ms / (profile.tau_syn_ms * f_syn)),
         "a_mem": a_mem,
         "b_mem": 1.0 - a_mem,

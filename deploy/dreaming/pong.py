@@ -9,6 +9,8 @@ STATE_NAMES = ("ball_x", "ball_y", "cpu_paddle_y", "player_paddle_y")
 ACTIONS = (0, 2, 3)                        # ALE NOOP, UP (RIGHT), DOWN (LEFT)
 N_VARS, CELLS_PER_VAR = len(RAM_INDEX), 10
 PHASE_ONE = 1 << 20                        # a generator spikes when its phase reaches this
+VIEW_MARGIN = 128                          # place-cell tables cover values -128..383 (dreams leave 0..255)
+PATTERN_MS = 1000 / 33                     # the authors' generator pattern: int(rate / 33) spikes per 30.3 ms
 
 
 def make_env(sticky: float = 0.25, frameskip: int = 4):
@@ -26,11 +28,12 @@ def state_of(ram: np.ndarray) -> np.ndarray:
 
 def place_cell_rates(rate_scale: float = 7000.0, sigma: float = 20.0, spacing: float = 26.6,
                      offset: float = -10.0) -> np.ndarray:
-    """Firing rate (Hz) of place cell i for every byte value x: rate_scale * N(x; spacing*i + offset, sigma).
+    """Firing rate (Hz) of place cell i for every value x: rate_scale * N(x; spacing*i + offset, sigma).
 
-    Shape (256, 10): row x holds the 10 cells of one state variable.
+    Shape (256 + 2 VIEW_MARGIN, 10): row x + VIEW_MARGIN holds the 10 cells of one state
+    variable at value x (see processes.dynamics.place_cell_increments).
     """
-    x = np.arange(256, dtype=np.float64)[:, None]
+    x = np.arange(-VIEW_MARGIN, 256 + VIEW_MARGIN, dtype=np.float64)[:, None]
     mu = spacing * np.arange(CELLS_PER_VAR) + offset
     return rate_scale * np.exp(-0.5 * ((x - mu) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
 
@@ -38,3 +41,17 @@ def place_cell_rates(rate_scale: float = 7000.0, sigma: float = 20.0, spacing: f
 def increments(rates_hz: np.ndarray, dt_ms: float) -> np.ndarray:
     """Integer phase increments per time step of regular generators firing at `rates_hz`."""
     return np.rint(rates_hz * dt_ms * 1e-3 * PHASE_ONE).astype(np.int64)
+
+
+def restart_increments(rates_hz: np.ndarray, dt_ms: float) -> np.ndarray:
+    """Increments of the authors' FPGA generators, restarted at every upload.
+
+    A generator at rate f gets n = int(f / 33) spikes spread evenly over one 30.3 ms pattern,
+    the first at the pattern's start (src/agent.py, set_fpga_spike_gen_rate): n = 0 is silent,
+    otherwise it spikes at the restart and then every 30.3 / max(n - 1, 1) ms. With a restart
+    (processes.dynamics.restart_generators) at each window, a 10 ms window sees one spike per
+    active generator and an 18 ms window one or two.
+    """
+    n = np.floor(np.asarray(rates_hz, np.float64) / 33.0)
+    period_ms = PATTERN_MS / np.maximum(n - 1, 1)
+    return np.where(n >= 1, np.rint(dt_ms / period_ms * PHASE_ONE), 0).astype(np.int64)

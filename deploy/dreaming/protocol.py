@@ -9,11 +9,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from lavaloop.atomic import write_json
-from lavaloop.deploy.dreaming.agent import DreamConfig, DreamingAgent
+from lavaloop.deploy.dreaming.agent import DreamConfig
 from lavaloop.deploy.dreaming.emulator import EmulatedChip
+from lavaloop.deploy.dreaming.reference import make_agent
 from lavaloop.deploy.results import versions
 from lavaloop.errors import LavaloopError
 from lavaloop.rundir import RunDir
@@ -25,7 +27,7 @@ CURVE_EVERY = 50          # the curve: mean return over the last 50 games, every
 def run_emulator(cfg: DreamConfig, rundir: RunDir, data: dict | None, checkpoint_every: int,
                  progress: bool) -> tuple[np.ndarray, dict]:
     chip = EmulatedChip(cfg.setups())
-    agent = DreamingAgent(cfg, chip)
+    agent = make_agent(cfg, chip)
     returns = np.zeros((cfg.runs, cfg.games))
     done, wall = 0, 0.0
     if data is not None:
@@ -37,8 +39,9 @@ def run_emulator(cfg: DreamConfig, rundir: RunDir, data: dict | None, checkpoint
         chip.set_state(data, meta["noise_rng"])
     t0 = time.time() - wall
     try:
-        with tqdm(total=cfg.games, initial=done, desc=f"games ({cfg.runs} runs, emulator)", unit="game",
-                  disable=not progress) as bar:
+        # one BLAS thread: the products are small, and threads only fight other jobs for the cores
+        with threadpool_limits(1), tqdm(total=cfg.games, initial=done, desc=f"games ({cfg.runs} runs, emulator)",
+                                        unit="game", disable=not progress) as bar:
             for g in range(done, cfg.games):
                 returns[:, g] = agent.play(g)
                 if cfg.dream:
@@ -70,7 +73,7 @@ def run_lava(cfg: DreamConfig, rundir: RunDir, data: dict | None, progress: bool
             t0 = time.time()
             chip = LavaChip(setups[r])
             try:
-                agent = DreamingAgent(cfg, chip, first_run=r, runs=1)
+                agent = make_agent(cfg, chip, first_run=r, runs=1)
                 for g in range(cfg.games):
                     returns[r, g] = agent.play(g)[0]
                     if cfg.dream:

@@ -16,7 +16,8 @@ from lavaloop.adam import Adam
 @dataclass(frozen=True)
 class ReadoutRules:
     filter_decay: float = 0.6065      # s <- decay * s + (1 - decay) * gain * counts (tau = 2 steps)
-    filter_gain: float = 5.0
+    filter_gain: float = 5.0          # the policy's
+    model_filter_gain: float = 5.0    # the world model's (the authors': 1)
     logit_clip: float = 50.0
     init_std: float = 0.1
     trace_decay: float = 0.998
@@ -25,6 +26,12 @@ class ReadoutRules:
     lr_reward: float = 0.0004
     reward_decay: float = 0.5         # reward target: r_l <- 0.5 r_l + r
     max_delta: float = 30.0           # larger state changes (wrap-around, resets) count as 0
+    adam_eps: float = 1e-8
+    lr_drop: float = 1.0              # every Adam's step size x lr_drop every lr_drop_every steps
+    lr_drop_every: int = 10_000
+
+    def adam(self, shape, lr: float) -> Adam:
+        return Adam(shape, lr, eps=self.adam_eps, drop=self.lr_drop, drop_every=self.lr_drop_every)
 
 
 def linear(w: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -35,12 +42,11 @@ def linear(w: np.ndarray, s: np.ndarray) -> np.ndarray:
 class Filter:
     """Low-pass filtered spike counts of one population, per run."""
 
-    def __init__(self, rules: ReadoutRules, runs: int, n: int):
-        self.rules, self.s = rules, np.zeros((runs, n))
+    def __init__(self, decay: float, gain: float, runs: int, n: int):
+        self.decay, self.gain, self.s = decay, gain, np.zeros((runs, n))
 
     def update(self, counts: np.ndarray) -> np.ndarray:
-        r = self.rules
-        self.s = r.filter_decay * self.s + (1 - r.filter_decay) * r.filter_gain * counts
+        self.s = self.decay * self.s + (1 - self.decay) * self.gain * counts
         return self.s
 
     def reset(self) -> None:
@@ -53,14 +59,17 @@ class Policy:
     def __init__(self, rules: ReadoutRules, runs: int, n: int, rngs: list[np.random.Generator]):
         self.rules, self.rngs = rules, rngs
         self.J = np.stack([rng.normal(0.0, rules.init_std, (3, n)) for rng in rngs])
-        self.filter = Filter(rules, runs, n)
-        self.adam = Adam(self.J.shape, rules.lr_policy)
+        self.filter = Filter(rules.filter_decay, rules.filter_gain, runs, n)
+        self.adam = rules.adam(self.J.shape, rules.lr_policy)
         self.e, self.G = np.zeros_like(self.J), np.zeros_like(self.J)
 
-    def start_episode(self) -> None:
+    def start_episode(self, keep_gradient: bool = False) -> None:
+        """Reset the filter and the trace; `keep_gradient`: add this episode's gradient to the
+        previous one's, which had no update of its own."""
         self.filter.reset()
         self.e[:] = 0.0
-        self.G[:] = 0.0
+        if not keep_gradient:
+            self.G[:] = 0.0
 
     def act(self, counts: np.ndarray) -> np.ndarray:
         """Sample one action per run and extend the eligibility trace."""
@@ -82,10 +91,11 @@ class Policy:
         self.J += self.adam.step(self.G)
 
     def state(self) -> dict:
-        return {"policy.J": self.J, **self.adam.state("policy.adam")}
+        return {"policy.J": self.J, "policy.G": self.G, **self.adam.state("policy.adam")}
 
     def load(self, d: dict) -> None:
         self.J = d["policy.J"]
+        self.G = d["policy.G"] if "policy.G" in d else np.zeros_like(self.J)
         self.adam.load("policy.adam", d)
 
 
@@ -94,9 +104,10 @@ class WorldModel:
 
     def __init__(self, rules: ReadoutRules, runs: int, n: int):
         self.rules = rules
-        self.filter = Filter(rules, runs, n)
+        self.filter = Filter(rules.filter_decay, rules.model_filter_gain, runs, n)
         self.W_s, self.W_r = np.zeros((runs, 4, n)), np.zeros((runs, 1, n))
-        self.adam_s, self.adam_r = Adam(self.W_s.shape, rules.lr_state), Adam(self.W_r.shape, rules.lr_reward)
+        self.adam_s = rules.adam(self.W_s.shape, rules.lr_state)
+        self.adam_r = rules.adam(self.W_r.shape, rules.lr_reward)
         self.r_trace = np.zeros(runs)
 
     def start_episode(self) -> None:

@@ -346,12 +346,12 @@ def check_cells(spec: SweepSpec) -> None:
 
 def check_dreaming(options: dict) -> None:
     """A dreaming cell's options, as `lavaloop.dream` will take them (the chip profile included)."""
-    from lavaloop.deploy.dreaming.agent import DreamConfig
-    from lavaloop.options import BACKENDS, from_kwargs, one_of
+    from lavaloop.deploy.dreaming.agent import dream_config
+    from lavaloop.options import BACKENDS, one_of
 
     opts = dict(options)
     one_of("backend", opts.pop("backend", "emulator"), BACKENDS)
-    from_kwargs(DreamConfig, opts, "dream").chip_profile()
+    dream_config(opts).chip_profile()
 
 
 def check_training(options: dict) -> None:

@@ -88,15 +88,14 @@ def dream_task(options: dict, run_dir: str) -> dict:
 
     Returns {"result": the protocol's record without the per-game returns, "wall_s", "host", "node"}.
     """
-    from lavaloop.deploy.dreaming.agent import DreamConfig
+    from lavaloop.deploy.dreaming.agent import dream_config
     from lavaloop.deploy.dreaming.protocol import run
-    from lavaloop.options import from_kwargs
 
     t0 = time.time()
     opts = dict(options)
     backend = opts.pop("backend", "emulator")
     with one_core():
-        record = run(from_kwargs(DreamConfig, opts, "dream"), run_dir, backend, progress=False)
+        record = run(dream_config(opts), run_dir, backend, progress=False)
     record.pop("returns")
     return {"result": record, "wall_s": time.time() - t0, **where()}
 

@@ -96,11 +96,22 @@ def mapped_layer_step(state: dict, spikes_below: np.ndarray, p: dict) -> np.ndar
 def place_cell_increments(views: np.ndarray, table: np.ndarray, action_increment: int) -> np.ndarray:
     """Generator increments for what the place cells show.
 
-    views (..., 9) int: the agent's 4 state bytes, the world model's 4 state bytes and the
-    world model's action (-1: none). table (256, cells): increments per byte value.
+    views (..., 9 or more) int: the agent's 4 state values, the world model's 4 state values
+    and the world model's action (-1: none); further entries are ignored. table (rows, cells):
+    increments per state value, row 0 being value -(rows - 256) // 2, so that dreamed states
+    beyond the byte range still address it; values past the table's ends are clipped to them.
     Returns (..., 8 * cells + 3): agent cells, world-model cells, action channels.
     """
     views = np.asarray(views, np.int64)
-    cells = table[views[..., :8]].reshape(*views.shape[:-1], -1)
+    offset = (table.shape[0] - 256) // 2
+    rows = np.clip(views[..., :8] + offset, 0, table.shape[0] - 1)
+    cells = table[rows].reshape(*views.shape[:-1], -1)
     actions = (views[..., 8:9] == np.arange(3)) * action_increment
     return np.concatenate([cells, actions], axis=-1)
+
+
+def restart_generators(increment: np.ndarray, one: int) -> np.ndarray:
+    """Phases of generators whose spike trains restart now: each active generator (increment > 0)
+    spikes on the next step, as a re-uploaded spike pattern starts with a spike (see
+    `lavaloop.deploy.dreaming.pong.restart_increments`)."""
+    return np.where(increment > 0, one, 0).astype(np.int64)

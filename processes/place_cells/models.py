@@ -13,7 +13,7 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from lavaloop.processes.dynamics import place_cell_increments, regular_spikes
+from lavaloop.processes.dynamics import place_cell_increments, regular_spikes, restart_generators
 from lavaloop.processes.place_cells.process import PlaceCells
 
 
@@ -28,7 +28,10 @@ class PyPlaceCellsModel(PyLoihiProcessModel):
 
     def run_spk(self):
         views = np.rint(self.views_in.recv()).astype(np.int64)
-        inc = place_cell_increments(views, self.table, self.proc_params["action_increment"])
-        phase, s = regular_spikes(self.clock, inc, self.proc_params["phase_one"])
+        p = self.proc_params
+        inc = place_cell_increments(views, self.table, p["action_increment"])
+        if p["restart"] and views[-1]:
+            self.clock[:] = restart_generators(inc, p["phase_one"])
+        phase, s = regular_spikes(self.clock, inc, p["phase_one"])
         self.clock[:] = phase
         self.s_out.send(s)

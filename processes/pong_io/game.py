@@ -9,9 +9,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-HOLD, RESET, STEP, SHOW = 0, 1, 2, 3
+HOLD, RESET, STEP, SHOW, STEP_SHARED = 0, 1, 2, 3, 4
 COMMAND_LEN = 11
-VIEW_LEN = 9       # agent state (4), world-model state (4), world-model action (-1: none)
+VIEW_LEN = 10      # agent state (4), world-model state (4), world-model action (-1: none), new command (0/1)
 INFO_LEN = 6       # state (4), reward, error flag
 
 
@@ -25,6 +25,8 @@ class RamGame:
 
     RESET: reset, then `noop_steps` NOOPs; both views show the state, no action.
     STEP a: the world model is shown (current state, a); the game steps; the agent sees the new state.
+    STEP_SHARED a: the game steps; both views show the new state and the model's action
+    channel shows a (the authors' chip: one set of place cells for both populations).
     SHOW: both views as given (dreams). HOLD: nothing changes.
     """
 
@@ -54,9 +56,19 @@ class RamGame:
             ram, reward, *_ = self.env.step(self.action_map[action])
             self.observe(ram)
             self.views[:4] = self.state
+        elif op == STEP_SHARED:
+            action = int(cmd[1])
+            ram, reward, *_ = self.env.step(self.action_map[action])
+            self.observe(ram)
+            self.views = np.concatenate([self.state, self.state, [action]])
         elif op == SHOW:
             self.views = np.asarray(cmd[2:], np.int64).copy()
         return float(reward)
+
+    def shown(self, new_command: bool) -> np.ndarray:
+        """What the place cells get this step (VIEW_LEN ints): the views and whether a command
+        arrived (generators that restart on every upload restart then)."""
+        return np.append(self.views, int(new_command))
 
     def info(self, reward: float, error: bool = False) -> np.ndarray:
         return np.concatenate([self.state, [reward, float(error)]]).astype(np.float64)

@@ -54,5 +54,5 @@ class PyPongIOModel(PyLoihiProcessModel):
             self.views_out.send(np.zeros(self.views_out.shape))
             self.info_out.send(np.r_[np.zeros(self.info_out.shape[0] - 1), 1.0])
         else:
-            self.views_out.send(self.game.views)
+            self.views_out.send(self.game.shown(cmd[0] != HOLD))
             self.info_out.send(self.game.info(reward) if cmd[0] != HOLD else np.zeros(self.info_out.shape))
