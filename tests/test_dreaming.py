@@ -135,13 +135,13 @@ def test_game_failure_inside_lava_is_reported():
 
 def test_a_dying_process_model_does_not_hang(monkeypatch):
     from lavaloop.deploy.dreaming import lava_chip
-    from lavaloop.processes.lif_population import models
+    from lavaloop.processes.population_chip import models
     from lavaloop.runtime import RuntimeHung
 
     def crash(self):
         raise ZeroDivisionError("model bug")
 
-    monkeypatch.setattr(models.PyLIFPopulationModel, "run_spk", crash)
+    monkeypatch.setattr(models.PyPopulationChipModel, "run_spk", crash)
     monkeypatch.setattr(lava_chip, "HANG_TIMEOUT_S", 5.0)
     cfg = DreamConfig(runs=1, games=1, **SHORT)
     chip = lava_chip.LavaChip(cfg.setups()[0])
@@ -151,7 +151,7 @@ def test_a_dying_process_model_does_not_hang(monkeypatch):
     finally:
         chip.close()
     assert not multiprocessing.active_children()
-    stopper = threading.Thread(target=chip.pop.stop, daemon=True)   # what Process.__del__ does at exit
+    stopper = threading.Thread(target=chip.chip.stop, daemon=True)   # what Process.__del__ does at exit
     stopper.start()
     stopper.join(10)
     assert not stopper.is_alive(), "stopping a killed runtime waits forever (a hang at interpreter exit)"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from lavaloop.deploy.dreaming.chip import ChipSetup
-from lavaloop.processes.dynamics import lif_step, place_cell_increments, regular_spikes, restart_generators
+from lavaloop.processes.dynamics import place_cell_increments, population_window
 from lavaloop.processes.pong_io.game import RamGame
 
 
@@ -37,16 +37,13 @@ class EmulatedChip:
         """Apply one command per run, run one window; (spike counts (R, N), info (R, INFO_LEN))."""
         rewards = [game.apply(cmd) for game, cmd in zip(self.games, commands)]
         inc = place_cell_increments(np.stack([g.views for g in self.games]), self.table, self.action_increment)
-        if self.restart:
-            self.phase = restart_generators(inc, self.one)
-        counts = np.zeros_like(self.state["refr"])
-        for _ in range(self.window_steps):
-            self.phase, s_in = regular_spikes(self.phase, inc, self.one)
-            noise = None
-            if self.noise_sigma > 0:
-                noise = np.stack([self.noise_sigma * rng.standard_normal(counts.shape[1]) for rng in self.noise])
-            counts += lif_step(self.state, s_in, self.params, noise)
+        self.phase, counts = population_window(self.state, self.phase, inc, self.params, self.window_steps, self.one,
+                                               self.restart, self.noise_step if self.noise_sigma > 0 else None)
         return counts, np.stack([g.info(r) for g, r in zip(self.games, rewards)])
+
+    def noise_step(self) -> np.ndarray:
+        """Membrane noise of one chip step, per run from its own generator (as each Lava chip draws it)."""
+        return np.stack([self.noise_sigma * rng.standard_normal(self.state["v"].shape[1]) for rng in self.noise])
 
     def get_state(self) -> dict:
         return {"chip.i_syn": self.state["i_syn"], "chip.v": self.state["v"], "chip.refr": self.state["refr"],

@@ -1,11 +1,12 @@
 """The dreaming agent's chip on the Lava runtime: one run, one runtime for all its games.
 
-    host ──Injector──▶ PongIO ──views──▶ PlaceCells ──spikes──▶ LIFPopulation ──▶ Extractor ──▶ host
-                         └──────────────── info ───────────────────────────────▶ Extractor ──▶ host
+    host ──Injector──▶ PongIO ──views──▶ PopulationChip ──counts──▶ Extractor ──▶ host
+                         └──────────── info ─────────────────────▶ Extractor ──▶ host
 
-The host sends one command and window-1 HOLDs per window; the Injector blocks until they
-arrive, so the chip never runs ahead of the host. The Extractors sum a window's messages
-(spike counts; state, reward and error of the command step).
+One Lava step is one upload window: the host sends one command, PongIO applies it, and the
+chip (generators and populations, fused as the chip holds them) runs the window's steps at
+its dt and sends the spike counts. The Injector blocks until the command arrives, so the
+chip never runs ahead of the host.
 """
 from __future__ import annotations
 
@@ -26,37 +27,30 @@ class LavaChip:
         import lavaloop.processes.lava_import  # noqa: F401  (must precede Lava, see there)
 
         # isort: split
-        from lava.proc.io import utils
         from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
         from lava.proc.io.injector import Injector, PyLoihiInjectorModel
 
-        from lavaloop.processes.lif_population.process import LIFPopulation
-        from lavaloop.processes.place_cells.process import PlaceCells
         from lavaloop.processes.pong_io.process import PongIO
+        from lavaloop.processes.population_chip.process import PopulationChip
 
         s, p = setup, setup.network.params
-        self.window_steps = s.window
-        accumulate = utils.ChannelConfig(receive_not_empty=utils.ReceiveNotEmpty.ACCUMULATE)
-        self.injector = Injector(shape=(COMMAND_LEN,), buffer_size=2 * s.window)
+        self.injector = Injector(shape=(COMMAND_LEN,), buffer_size=4)
         self.io = PongIO(env_fn=s.env_fn, env_seed=s.env_seed, ram_index=s.ram_index, action_map=s.action_map,
                          noop_steps=s.noop_steps)
-        self.cells = PlaceCells(table=s.table, action_increment=s.action_increment, phase_one=s.phase_one,
-                                restart=s.restart)
-        self.pop = LIFPopulation(conn=p["conn"], gain=p["gain"], a_syn=p["a_syn"], a_mem=p["a_mem"],
-                                 b_mem=p["b_mem"], vth=p["vth"], refractory=p["refractory"],
-                                 noise_sigma=s.noise_sigma, noise_seed=s.noise_seed)
-        self.spikes = Extractor(shape=(setup.network.size,), buffer_size=2 * s.window, channel_config=accumulate)
-        self.info = Extractor(shape=(INFO_LEN,), buffer_size=2 * s.window, channel_config=accumulate)
+        self.chip = PopulationChip(table=s.table, action_increment=s.action_increment, phase_one=s.phase_one,
+                                   window=s.window, restart=s.restart, conn=p["conn"], gain=p["gain"],
+                                   a_syn=p["a_syn"], a_mem=p["a_mem"], b_mem=p["b_mem"], vth=p["vth"],
+                                   refractory=p["refractory"], noise_sigma=s.noise_sigma, noise_seed=s.noise_seed)
+        self.spikes = Extractor(shape=(setup.network.size,), buffer_size=4)
+        self.info = Extractor(shape=(INFO_LEN,), buffer_size=4)
         self.injector.out_port.connect(self.io.cmd_in)
-        self.io.views_out.connect(self.cells.views_in)
+        self.io.views_out.connect(self.chip.views_in)
         self.io.info_out.connect(self.info.in_port)
-        self.cells.s_out.connect(self.pop.s_in)
-        self.pop.s_out.connect(self.spikes.in_port)
+        self.chip.counts_out.connect(self.spikes.in_port)
         self.runtime = LavaRuntime(self.io, lava_config({Injector: PyLoihiInjectorModel,
                                                          Extractor: PyLoihiExtractorModel}))
         self.hold = np.zeros(COMMAND_LEN)
         self.windows_left = 0
-        self.steps = 0
         try:
             self.runtime.start()
         except Exception as exc:
@@ -65,18 +59,15 @@ class LavaChip:
 
     def expect(self, windows: int) -> None:
         """Start a non-blocking run of exactly `windows` windows (the next game or dream)."""
-        self.runtime.run_async(windows * self.window_steps)
+        self.runtime.run_async(windows)
         self.windows_left = windows
 
     def window(self, commands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.windows_left <= 0:
             raise RuntimeError("LavaChip.window called outside an expected run")
         self.injector.send(np.asarray(commands[0], np.float64))
-        for _ in range(self.window_steps - 1):
-            self.injector.send(self.hold)
         counts = self._receive(self.spikes)
         info = self._receive(self.info)
-        self.steps += self.window_steps
         self.windows_left -= 1
         if self.windows_left == 0:
             self.io.wait()
@@ -85,10 +76,10 @@ class LavaChip:
         return np.rint(counts).astype(np.int64)[None], info[None]
 
     def _receive(self, extractor) -> np.ndarray:
-        """The sum of one window's messages; never waits forever on a dead runtime."""
+        """One window's message; never waits forever on a dead runtime."""
         port = extractor.out_port.external_pipe_csp_recv_port
         deadline = time.monotonic() + HANG_TIMEOUT_S
-        while port._queue.qsize() < self.window_steps:
+        while port._queue.qsize() < 1:
             if time.monotonic() > deadline:
                 self.runtime.kill()
                 raise RuntimeHung(f"the Lava runtime sent nothing for {HANG_TIMEOUT_S:.0f} s "
@@ -99,8 +90,7 @@ class LavaChip:
     def _error(self) -> str:
         """The game's error message, after running out the current run on HOLDs."""
         for _ in range(self.windows_left):
-            for _ in range(self.window_steps):
-                self.injector.send(self.hold)
+            self.injector.send(self.hold)
             self._receive(self.spikes)
             self._receive(self.info)
         if self.windows_left:

@@ -34,6 +34,7 @@ from lavaloop.processes.dynamics.mixed_signal import (
                                                        mapped_layer_step,
                                                        on_grid,
                                                        place_cell_increments,
+                                                       population_window,
                                                        regular_spikes,
                                                        restart_generators,
                                                        synaptic_drive,
@@ -45,7 +46,7 @@ __all__ = ["Synapse", "continuous_action", "conv2d", "conv_fanout", "conv_reach"
            "encode_input", "fanout", "generator_increments",
            "exact_float", "exact_int", "graded_dense", "grsn_gates", "grsn_step", "if_step", "if_steps",
            "lif_step", "mapped_layer_step", "on_grid",
-           "place_cell_increments", "prepare_stage", "readout", "rewired", "regular_spikes", "restart_generators",
-           "run_stage",
+           "place_cell_increments", "population_window", "prepare_stage", "readout", "rewired", "regular_spikes",
+           "restart_generators", "run_stage",
            "saturate", "shift", "sigma_delta_step", "sigma_readout", "sigmoid_lookup", "stage_ops",
            "synaptic_drive"]

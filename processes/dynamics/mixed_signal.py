@@ -115,3 +115,21 @@ def restart_generators(increment: np.ndarray, one: int) -> np.ndarray:
     spikes on the next step, as a re-uploaded spike pattern starts with a spike (see
     `lavaloop.deploy.dreaming.pong.restart_increments`)."""
     return np.where(increment > 0, one, 0).astype(np.int64)
+
+
+def population_window(state: dict, phase: np.ndarray, increment: np.ndarray, p: dict, steps: int, one: int,
+                      restart: bool = False, noise=None) -> tuple[np.ndarray, np.ndarray]:
+    """One upload window of the dreaming agent's chip: `steps` steps (dt each) of the input
+    generators (`regular_spikes`, restarted first if `restart`) driving the LIF populations
+    (`lif_step`; `state` updated in place).
+
+    phase, increment (..., channels) int64; noise: a function giving one step's membrane noise,
+    or None. Returns (phase, spike counts of the window (..., neurons)).
+    """
+    if restart:
+        phase = restart_generators(increment, one)
+    counts = np.zeros(np.shape(state["refr"]), np.int64)
+    for _ in range(steps):
+        phase, s_in = regular_spikes(phase, increment, one)
+        counts += lif_step(state, s_in, p, None if noise is None else noise())
+    return phase, counts

@@ -1,4 +1,4 @@
-"""ProcessModel of LIFPopulation (float64 state, integer synaptic multiplicities)."""
+"""ProcessModel of PopulationChip (float64 neuron state, integer phases and multiplicities)."""
 from __future__ import annotations
 
 import lavaloop.processes.lava_import  # noqa: F401  (must precede Lava, see there)
@@ -13,16 +13,18 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from lavaloop.processes.dynamics import lif_step
-from lavaloop.processes.lif_population.process import LIFPopulation
+from lavaloop.processes.dynamics import place_cell_increments, population_window
+from lavaloop.processes.population_chip.process import PopulationChip
 
 
-@implements(proc=LIFPopulation, protocol=LoihiProtocol)
+@implements(proc=PopulationChip, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
-class PyLIFPopulationModel(PyLoihiProcessModel):
-    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=1)
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=1)
+class PyPopulationChipModel(PyLoihiProcessModel):
+    views_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    counts_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    table: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    clock: np.ndarray = LavaPyType(np.ndarray, np.int64)
     conn: np.ndarray = LavaPyType(np.ndarray, np.float64)
     gain: np.ndarray = LavaPyType(np.ndarray, np.float64)
     a_syn: np.ndarray = LavaPyType(np.ndarray, np.float64)
@@ -37,13 +39,19 @@ class PyLIFPopulationModel(PyLoihiProcessModel):
         super().__init__(proc_params)
         self.rng = np.random.default_rng(proc_params["noise_seed"])
 
+    def noise(self) -> np.ndarray:
+        return self.proc_params["noise_sigma"] * self.rng.standard_normal(self.v.shape[0])
+
     def run_spk(self):
-        s_in = self.s_in.recv()
+        pp = self.proc_params
+        views = np.rint(self.views_in.recv()).astype(np.int64)
+        inc = place_cell_increments(views, self.table, pp["action_increment"])
         p = {"conn": self.conn, "gain": self.gain, "a_syn": self.a_syn, "a_mem": self.a_mem,
-             "b_mem": self.b_mem, "vth": self.vth, "refractory": self.proc_params["refractory"]}
-        sigma = self.proc_params["noise_sigma"]
-        noise = sigma * self.rng.standard_normal(self.v.shape[0]) if sigma > 0 else None
+             "b_mem": self.b_mem, "vth": self.vth, "refractory": pp["refractory"]}
         state = {"i_syn": self.i_syn, "v": self.v, "refr": self.refr}
-        s = lif_step(state, s_in, p, noise)
+        phase, counts = population_window(state, self.clock, inc, p, pp["window"], pp["phase_one"],
+                                          restart=pp["restart"] and bool(views[-1]),
+                                          noise=self.noise if pp["noise_sigma"] > 0 else None)
+        self.clock[:] = phase
         self.i_syn[:], self.v[:], self.refr[:] = state["i_syn"], state["v"], state["refr"]
-        self.s_out.send(s)
+        self.counts_out.send(counts)

@@ -1,0 +1,170 @@
+"""Neuromorphic dreaming on Pong: our protocol, the authors' (reference) protocol and its ablations,
+next to the released curves (Blakowski et al.; ../shared/reference/dreaming_paper_curves.csv).
+
+    python -m benchmarks.dreaming_pong --run reference_dream reference_no_dream   # resumable
+    python -m benchmarks.dreaming_pong                                           # collect
+
+`--run` plays conditions (10 runs x 2000 games on the emulator, dynapse1, mismatch sigma 0.2,
+chip instance 0, seeds 0-9) into runs/dreaming_pong/<condition>; each resumes from its run
+directory. Collecting reads every finished condition and writes results/dreaming_pong.json and
+.png: per condition final_mean, final_sd (over runs, of the mean return over the last 50
+games), games_to_minus_half (first game at which the run-mean reaches -0.5; null if never),
+the curve; the released curves summarized the same way; two-sided Mann-Whitney U p-values
+between the compared conditions (the paper's test, on the per-run final values). Conditions
+whose run directory is missing keep their entry from the previous results file (our protocol's
+conditions were measured before the reference protocol existed, with the same code).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+from lavaloop.atomic import write_json  # noqa: E402
+from lavaloop.deploy.dreaming.protocol import CURVE_EVERY  # noqa: E402
+
+RUNS = Path("runs/dreaming_pong")
+OUT = Path("results/dreaming_pong")
+PAPER = Path(__file__).resolve().parents[1].parent / "shared/reference/dreaming_paper_curves.csv"
+REF = {"protocol": "reference"}
+# condition -> lavaloop.dream options (10 runs x 2000 games by default)
+CONDITIONS = {
+    "dream": {},
+    "no_dream": {"dream": False},
+    "reference_dream": REF,
+    "reference_no_dream": {**REF, "dream": False},
+    # the ablations of the reference protocol: one of its choices changed at a time
+    "reference_no_dream_two_uploads": {**REF, "dream": False, "two_upload_counts": True},
+    "reference_dream_one_upload": {**REF, "two_upload_counts": False},
+    "reference_dream_one_adam_step": {**REF, "second_adam_step": False},
+    "reference_dream_action_connected": {**REF, "topology": {"action_input": True}},
+    "reference_dream_window_10": {**REF, "window": 10},
+}
+PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("paper_dream", "paper_no_dream"),
+         ("reference_dream", "paper_dream"), ("reference_no_dream", "paper_no_dream")] + [
+    (name, "reference_dream") for name in CONDITIONS if name.startswith("reference_dream_")] + [
+    ("reference_no_dream_two_uploads", "reference_no_dream")]
+
+
+def summarize(per_run: np.ndarray, games: np.ndarray) -> dict:
+    """Curve summary of (runs, points) mean returns over the last 50 games at `games`."""
+    mean = per_run.mean(0)
+    hit = np.nonzero(mean >= -0.5)[0]
+    return {"final_mean": float(per_run[:, -1].mean()), "final_sd": float(per_run[:, -1].std()),
+            "games_to_minus_half": int(games[hit[0]]) if len(hit) else None, "runs": len(per_run),
+            "finals": per_run[:, -1].round(4).tolist(), "games": games.tolist(), "mean": mean.round(4).tolist(),
+            "sd": per_run.std(0).round(4).tolist()}
+
+
+def paper_conditions(path: Path = PAPER) -> dict:
+    """The released curves (raw, every 50 games), per condition."""
+    rows = list(csv.DictReader(path.open()))
+    out = {}
+    for cond in ("dream", "no_dream"):
+        runs = sorted({int(r["run"]) for r in rows if r["condition"] == cond})
+        per_run = np.array([[float(r["mean_return_last_50_games"]) for r in rows
+                             if r["condition"] == cond and int(r["run"]) == k] for k in runs])
+        games = np.array([int(r["games"]) for r in rows if r["condition"] == cond and int(r["run"]) == runs[0]])
+        out[f"paper_{cond}"] = {**summarize(per_run, games), "backend": "DYNAP-SE1 chip (released results)"}
+    return out
+
+
+def condition_record(run_dir: Path) -> dict | None:
+    """A finished condition's summary from its run directory (None if not finished)."""
+    f = run_dir / "results.json"
+    if not f.exists():
+        return None
+    rec = json.loads(f.read_text())
+    per_run = np.array(rec["curve"]["per_run"])
+    return {**summarize(per_run, np.array(rec["curve"]["games"])), "backend": rec["backend"],
+            "protocol": rec["config"]["protocol"], "wall_s": rec["wall_s"], "config": rec["config"]}
+
+
+def mann_whitney(a: list[float], b: list[float]) -> float:
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
+
+
+def collect(runs: Path, previous: dict) -> dict:
+    conditions = {}
+    for name, rec in previous.get("conditions", {}).items():
+        if "curve" in rec:       # a whole protocol record (results files before the reference protocol)
+            rec = {**summarize(np.array(rec["curve"]["per_run"]), np.array(rec["curve"]["games"])),
+                   "backend": rec["backend"], "protocol": "ours", "wall_s": rec["wall_s"], "config": rec["config"]}
+        conditions[name] = rec
+    for name in CONDITIONS:
+        rec = condition_record(runs / name)
+        if rec is not None:
+            conditions[name] = rec
+    conditions.update(paper_conditions())
+    p = {f"{a} vs {b}": mann_whitney(conditions[a]["finals"], conditions[b]["finals"])
+         for a, b in PAIRS if a in conditions and b in conditions}
+    lava = {c: (conditions.get(f"lava_{c}") or {}).get("wall_s") for c in ("dream", "no_dream")}
+    return {"benchmark": "neuromorphic dreaming, Pong from RAM (PAPERS.md section 3)",
+            "settings": "10 runs x 2000 games, dynapse1, mismatch sigma 0.2, chip instance 0, seeds 0-9; "
+                        "value: mean return over the last 50 games, every 50 games",
+            "conditions": conditions, "pending": [c for c in CONDITIONS if c not in conditions],
+            "mann_whitney_p": p, "lava_full_run_seconds": lava,
+            "mismatch_sweep": previous.get("mismatch_sweep")}
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = res["conditions"]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    styles = {"paper_dream": ("released, dreaming", "k", "-"), "paper_no_dream": ("released, no dreaming", "k", "--"),
+              "reference_dream": ("reference protocol, dreaming", "C3", "-"),
+              "reference_no_dream": ("reference protocol, no dreaming", "C3", "--"),
+              "dream": ("our protocol, dreaming", "C0", "-"), "no_dream": ("our protocol, no dreaming", "C0", "--")}
+    for name, (label, color, ls) in styles.items():
+        if name in c and "mean" in c[name]:
+            g, m, s = (np.array(c[name][k]) for k in ("games", "mean", "sd"))
+            ax.plot(g, m, ls, color=color, label=label)
+            ax.fill_between(g, m - s, m + s, color=color, alpha=0.08)
+    ax.axhline(-0.5, color="grey", lw=0.6)
+    ax.set(xlabel="game", ylabel=f"mean return over the last {CURVE_EVERY} games", title="learning curves (mean ± SD)")
+    ax.legend(fontsize=8)
+    names = [n for n in c if n.startswith("reference") or n.startswith("paper")]
+    finals = [c[n]["final_mean"] for n in names]
+    bx.barh(range(len(names)), finals, xerr=[c[n]["final_sd"] for n in names], color="C3", alpha=0.6)
+    bx.set_yticks(range(len(names)), [n.replace("reference_", "ref ") for n in names], fontsize=8)
+    bx.axvline(0, color="grey", lw=0.6)
+    bx.set(xlabel="final (game 2000), mean ± SD over runs", title="reference protocol: ablations")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", nargs="+", choices=list(CONDITIONS), default=[], help="play these conditions first")
+    p.add_argument("--runs-dir", type=Path, default=RUNS)
+    args = p.parse_args()
+    import lavaloop
+
+    for name in args.run:
+        lavaloop.dream("pong", args.runs_dir / name, progress=True, **CONDITIONS[name])
+    json_path = OUT.with_suffix(".json")
+    previous = json.loads(json_path.read_text()) if json_path.exists() else {}
+    res = collect(args.runs_dir, previous)
+    write_json(json_path, res)
+    plot(res, OUT.with_suffix(".png"))
+    for name, rec in res["conditions"].items():
+        print(f"{name:34s} final {rec['final_mean']:+.2f} ± {rec['final_sd']:.2f}, "
+              f"-0.5 at {rec['games_to_minus_half']}")
+    for pair, pv in res["mann_whitney_p"].items():
+        print(f"Mann-Whitney U  {pair}: p = {pv:.3g}")
+
+
+if __name__ == "__main__":
+    main()
