@@ -45,6 +45,9 @@ CONDITIONS = {
     "reference_dream_one_adam_step": {**REF, "second_adam_step": False},
     "reference_dream_action_connected": {**REF, "topology": {"action_input": True}},
     "reference_dream_window_10": {**REF, "window": 10},
+    # full runs on Lava (our protocol, run 0 of the emulator's conditions: the curves must be equal)
+    "lava_dream": {"backend": "lava", "runs": 1},
+    "lava_no_dream": {"backend": "lava", "runs": 1, "dream": False},
 }
 PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("paper_dream", "paper_no_dream"),
          ("reference_dream", "paper_dream"), ("reference_no_dream", "paper_no_dream")] + [
@@ -59,7 +62,7 @@ def summarize(per_run: np.ndarray, games: np.ndarray) -> dict:
     return {"final_mean": float(per_run[:, -1].mean()), "final_sd": float(per_run[:, -1].std()),
             "games_to_minus_half": int(games[hit[0]]) if len(hit) else None, "runs": len(per_run),
             "finals": per_run[:, -1].round(4).tolist(), "games": games.tolist(), "mean": mean.round(4).tolist(),
-            "sd": per_run.std(0).round(4).tolist()}
+            "sd": per_run.std(0).round(4).tolist(), "per_run": per_run.round(4).tolist()}
 
 
 def paper_conditions(path: Path = PAPER) -> dict:
@@ -107,11 +110,13 @@ def collect(runs: Path, previous: dict) -> dict:
     p = {f"{a} vs {b}": mann_whitney(conditions[a]["finals"], conditions[b]["finals"])
          for a, b in PAIRS if a in conditions and b in conditions}
     lava = {c: (conditions.get(f"lava_{c}") or {}).get("wall_s") for c in ("dream", "no_dream")}
+    same = {c: conditions[f"lava_{c}"]["per_run"][0] == conditions[c]["per_run"][0]
+            for c in ("dream", "no_dream") if f"lava_{c}" in conditions and c in conditions}
     return {"benchmark": "neuromorphic dreaming, Pong from RAM (PAPERS.md section 3)",
             "settings": "10 runs x 2000 games, dynapse1, mismatch sigma 0.2, chip instance 0, seeds 0-9; "
                         "value: mean return over the last 50 games, every 50 games",
             "conditions": conditions, "pending": [c for c in CONDITIONS if c not in conditions],
-            "mann_whitney_p": p, "lava_full_run_seconds": lava,
+            "mann_whitney_p": p, "lava_full_run_seconds": lava, "lava_curve_equals_emulator_run_0": same,
             "mismatch_sweep": previous.get("mismatch_sweep")}
 
 
