@@ -222,7 +222,8 @@ def test_protocol_settings():
     ref = dream_config({"protocol": "reference", "topology": {"hidden": 256}})
     assert (ref.window, ref.silent_games, ref.generators, ref.clip_dreams) == (18, 51, "restart", False)
     assert ref.topology.hidden == 256 and not ref.topology.action_input
-    assert ref.topology.weight == REFERENCE["topology"]["weight"]
+    assert ref.topology.weight == Topology().weight
+    assert ref.topology.model_weight_ratio == REFERENCE["topology"]["model_weight_ratio"]
     assert ref.rules.model_filter_gain == 1.0 and ref.rules.adam_eps == 1e-5
     assert ref.counts_two_uploads and not dream_config({"protocol": "reference", "dream": False}).model_windows
     assert dream_config({}) == DreamConfig()
