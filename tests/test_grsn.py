@@ -199,6 +199,36 @@ def test_sac_resumes_to_the_same_policy_and_fine_tunes_with_its_critic(tmp_path,
                         progress=False, weight_bits=8, init_from=bare)
 
 
+def test_recurrent_dqn_resumes_to_the_same_policy(tmp_path, monkeypatch):
+    """An interrupted `trainers.recurrent` run continues from its resume file and ends with the
+    weights of an uninterrupted run; a resume file of another run is refused."""
+    from lavaloop.trainers import recurrent
+
+    cfg = Config(total_steps=600, learning_starts=100, train_freq=4)
+    straight = tmp_path / "straight.pt"
+    train("CartPole-V", "gru", 2, straight, cfg, eval_every=300, progress=False, save_every=150)
+    resumed = tmp_path / "resumed.pt"
+    calls, loss = [0], recurrent.td_loss
+
+    def interrupt(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] > 90:          # step 460: past a resume point written at an episode end
+            raise KeyboardInterrupt
+        return loss(*args, **kwargs)
+
+    monkeypatch.setattr(recurrent, "td_loss", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train("CartPole-V", "gru", 2, resumed, cfg, eval_every=300, progress=False, save_every=150)
+    assert resumed.with_suffix(".resume.pt").exists() and not resumed.exists()
+    monkeypatch.setattr(recurrent, "td_loss", loss)
+    with pytest.raises(ValueError, match="belongs to another run"):
+        train("CartPole-V", "gru", 3, resumed, cfg, eval_every=300, progress=False, save_every=150)
+    train("CartPole-V", "gru", 2, resumed, cfg, eval_every=300, progress=False, save_every=150)
+    assert not resumed.with_suffix(".resume.pt").exists()
+    a, b = load_policy(straight)[0].state_dict(), load_policy(resumed)[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.fixture(scope="module")
 def trained_artifact(tmp_path_factory):
     path = tmp_path_factory.mktemp("grsn") / "grsn.h5"

@@ -16,7 +16,12 @@ README reports whether it reaches the same returns.)
 
 Every `--eval-every` steps the greedy policy plays 10 seeded episodes; the curve goes to
 `<out>.csv`. The best-evaluated network is the checkpoint (`conversion.models.grsn.save_policy`:
-tensors and JSON only).
+tensors and JSON only). Episode k of a run resets the env with
+`lavaloop.rollout.training_seed(seed, k)`.
+
+Resumable: at the first episode end after every `--save-every` env steps, the whole training
+state (networks, optimizer, replay, random streams, curve) goes to `<out>.resume.pt` (tensors
+and JSON; `save_resume`); the same command continues from it.
 
 Quantization-aware fine-tuning continues a trained GRSN policy with its weights rounded to
 the chip's mantissas in every forward pass (`conversion.models.grsn.FakeQuantLinear`):
@@ -33,6 +38,7 @@ import argparse
 import csv
 import dataclasses
 import functools
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,7 +53,8 @@ from lavaloop import rollout
 from lavaloop.atomic import atomic_path
 from lavaloop.conversion.models.grsn import CELLS, PolicyConfig, RecurrentNet, action_input, greedy_action, save_policy
 from lavaloop.envs import EnvSpec, make_env
-from lavaloop.rollout import epsilon_greedy
+from lavaloop.errors import LavaloopError
+from lavaloop.rollout import epsilon_greedy, training_seed
 
 
 @dataclass
@@ -229,6 +236,40 @@ class EvalCurve:
             w.writerows(self.points)
 
 
+def save_resume(path: Path, nets: dict[str, dict], replay: SequenceReplay, curve: EvalCurve, counters: dict,
+                rng: np.random.Generator) -> None:
+    """A run's whole training state, written atomically (tensors and JSON only).
+
+    nets: the state dicts of its networks and optimizers; counters: JSON-able progress and the
+    run's identity (checked by `load_resume`)."""
+    best = None if curve.best is None else {"policy": curve.best[0], **curve.best_companions}
+    counters = {**counters, "rng": rng.bit_generator.state, "curve": curve.points,
+                "best": None if curve.best is None else curve.best[1:]}
+    with atomic_path(path) as tmp:
+        torch.save({"nets": nets, "torch_rng": torch.get_rng_state(), "replay": replay.state(),
+                    "best": best, "counters": json.dumps(counters)}, tmp)
+
+
+def load_resume(path: Path, replay: SequenceReplay, curve: EvalCurve, rng: np.random.Generator,
+                expect: dict) -> tuple[dict[str, dict], dict]:
+    """Restore `save_resume`'s replay, curve and random streams; returns (nets, counters).
+    ValueError if the file belongs to another run (its identity differs from `expect`)."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    counters = json.loads(saved["counters"])
+    if any(counters.get(k) != v for k, v in expect.items()):
+        raise ValueError(f"{path} belongs to another run (config, cell, seed or origin differ); "
+                         "delete it to start over")
+    torch.set_rng_state(saved["torch_rng"])
+    replay.load_state(saved["replay"])
+    rng.bit_generator.state = counters["rng"]
+    curve.points = [tuple(p) for p in counters["curve"]]
+    if saved["best"] is not None:
+        best = dict(saved["best"])
+        curve.best = (best.pop("policy"), *counters["best"])
+        curve.best_companions = best
+    return saved["nets"] if "nets" in saved else saved["sac"], counters   # "sac": files of the first SAC runs
+
+
 def initial_policy(env: gym.Env, env_id: str, cell: str, weight_bits: int | None,
                    init_from: Path | None) -> tuple[RecurrentNet, dict]:
     """A fresh policy for `env`, or the policy of checkpoint `init_from` (trained on `env_id`)."""
@@ -247,7 +288,9 @@ def initial_policy(env: gym.Env, env_id: str, cell: str, weight_bits: int | None
 
 
 def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every: int = 1_000,
-          progress: bool = True, weight_bits: int | None = None, init_from: Path | None = None) -> dict:
+          progress: bool = True, weight_bits: int | None = None, init_from: Path | None = None,
+          save_every: int = 2_000) -> dict:
+    """Train (or continue, or fine-tune) one run; returns the run's summary (also in the checkpoint's meta)."""
     torch.manual_seed(seed)
     torch.set_num_threads(1)
     rng = np.random.default_rng(seed)
@@ -259,42 +302,66 @@ def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every:
     target.load_state_dict(q.state_dict())
     opt = torch.optim.Adam(q.parameters(), lr=cfg.lr)
     replay, actor = SequenceReplay(pcfg.n_actions), Actor(q)
-    curve, t0 = EvalCurve(), time.time()
-    if init_from is not None:   # the loaded policy (its weights rounded, if quantization-aware) competes
+    curve = EvalCurve()
+    resume = out.with_suffix(".resume.pt")
+    identity = {"config": asdict(cfg), "cell": pcfg.cell, "seed": seed, "origin": origin, "weight_bits": weight_bits}
+    step = episode = 0
+    wall = 0.0
+    if resume.exists():
+        nets, c = load_resume(resume, replay, curve, rng, identity)
+        for name, obj in (("q", q), ("target", target), ("opt", opt)):
+            obj.load_state_dict(nets[name])
+        step, episode, wall = c["step"], c["episode"], c["wall"]
+    elif init_from is not None:   # the loaded policy (its weights rounded, if quantization-aware) competes
         curve.record(0, evaluate(q, spec), 0.0, q)
+    t0, last_save = time.time() - wall, step
 
-    obs, _ = env.reset(seed=seed)
+    obs, _ = env.reset(seed=training_seed(seed, episode))
     actor.reset()
     ep_obs, ep_a, ep_r = [obs], [], []
-    bar = tqdm(range(1, cfg.total_steps + 1), desc=f"{env_id} {pcfg.cell} s{seed}", disable=not progress)
-    for step in bar:
-        frac = min(1.0, step / (cfg.exploration_fraction * cfg.total_steps))
-        eps = cfg.start_eps + frac * (cfg.final_eps - cfg.start_eps)
-        values = actor.values(obs)
-        _, a = epsilon_greedy(rng, values, eps)
-        obs, r, term, trunc, _ = env.step(a)
-        actor.observe(a, r)
-        ep_obs.append(obs), ep_a.append(a), ep_r.append(r)
-        if term or trunc:
-            replay.add(np.stack(ep_obs), np.asarray(ep_a), np.asarray(ep_r), term)
-            bar.set_postfix(ret=sum(ep_r), eps=round(eps, 2))
-            obs, _ = env.reset()
-            actor.reset()
-            ep_obs, ep_a, ep_r = [obs], [], []
-        if step > cfg.learning_starts and step % cfg.train_freq == 0 and replay.episodes:
-            loss = td_loss(q, target, replay.sample(rng, cfg.batch_size, cfg.seq_len), cfg.gamma, cfg.action_gap)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(q.parameters(), cfg.grad_clip)
-            opt.step()
-            with torch.no_grad():
-                for p, pt in zip(q.parameters(), target.parameters()):
-                    pt.lerp_(p, cfg.tau)
-        if step % eval_every == 0 or step == cfg.total_steps:
-            curve.record(step, evaluate(q, spec), time.time() - t0, q)
-    env.close()
-    return curve.save(q, out, {"env": env_id, "seed": seed, "train_steps": cfg.total_steps,
-                               "trainer": "recurrent double DQN", "config": asdict(cfg), **origin})
+    bar = tqdm(total=cfg.total_steps, initial=step, desc=f"{env_id} {pcfg.cell} s{seed}", disable=not progress)
+    try:
+        while step < cfg.total_steps:
+            step += 1
+            bar.update(1)
+            frac = min(1.0, step / (cfg.exploration_fraction * cfg.total_steps))
+            eps = cfg.start_eps + frac * (cfg.final_eps - cfg.start_eps)
+            _, a = epsilon_greedy(rng, actor.values(obs), eps)
+            obs, r, term, trunc, _ = env.step(a)
+            actor.observe(a, r)
+            ep_obs.append(obs), ep_a.append(a), ep_r.append(r)
+            if term or trunc:
+                replay.add(np.stack(ep_obs), np.asarray(ep_a), np.asarray(ep_r), term)
+                bar.set_postfix(ret=sum(ep_r), eps=round(eps, 2))
+                episode += 1
+            if step > cfg.learning_starts and step % cfg.train_freq == 0 and replay.episodes:
+                loss = td_loss(q, target, replay.sample(rng, cfg.batch_size, cfg.seq_len), cfg.gamma, cfg.action_gap)
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(q.parameters(), cfg.grad_clip)
+                opt.step()
+                with torch.no_grad():
+                    for p, pt in zip(q.parameters(), target.parameters()):
+                        pt.lerp_(p, cfg.tau)
+            if step % eval_every == 0 or step == cfg.total_steps:
+                curve.record(step, evaluate(q, spec), time.time() - t0, q)
+            if term or trunc:
+                if step - last_save >= save_every and step < cfg.total_steps:
+                    nets = {"q": q.state_dict(), "target": target.state_dict(), "opt": opt.state_dict()}
+                    save_resume(resume, nets, replay, curve, {**identity, "step": step, "episode": episode,
+                                                              "wall": time.time() - t0}, rng)
+                    last_save = step
+                obs, _ = env.reset(seed=training_seed(seed, episode))
+                actor.reset()
+                ep_obs, ep_a, ep_r = [obs], [], []
+    finally:
+        bar.close()
+        env.close()
+    res = curve.save(q, out, {"env": env_id, "seed": seed, "train_steps": cfg.total_steps,
+                              "trainer": "recurrent double DQN", "config": asdict(cfg),
+                              "wall_s": round(time.time() - t0, 1), **origin})
+    resume.unlink(missing_ok=True)
+    return res
 
 
 def main() -> None:
@@ -305,14 +372,18 @@ def main() -> None:
     p.add_argument("--total-steps", type=int, help="env steps (default 10k; 5k when fine-tuning)")
     p.add_argument("--gamma", type=float, default=Config.gamma, help="discount (CartPole: 0.9, as in the paper)")
     p.add_argument("--eval-every", type=int, default=1_000)
+    p.add_argument("--save-every", type=int, default=2_000, help="env steps between resume points")
     p.add_argument("--weight-bits", type=int, help="quantization-aware training with this weight mantissa width")
     p.add_argument("--init-from", type=Path, help="continue this trained policy (Config.finetune settings)")
     p.add_argument("-o", "--out", type=Path, required=True)
     args = p.parse_args()
     cfg = Config.finetune(args.total_steps or 5_000) if args.init_from else Config(args.total_steps or 10_000)
     cfg = dataclasses.replace(cfg, gamma=args.gamma)
-    res = train(args.env, args.cell, args.seed, args.out, cfg, args.eval_every,
-                weight_bits=args.weight_bits, init_from=args.init_from)
+    try:
+        res = train(args.env, args.cell, args.seed, args.out, cfg, args.eval_every,
+                    weight_bits=args.weight_bits, init_from=args.init_from, save_every=args.save_every)
+    except (LavaloopError, ValueError) as exc:
+        p.error(str(exc))
     print(f"{args.env} {args.cell} seed {args.seed}: best eval {res['best_eval']:.1f} at step {res['best_step']}, "
           f"final {res['final_eval']:.1f} -> {args.out}")
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -47,12 +46,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lavaloop.atomic import atomic_path
 from lavaloop.conversion.models.grsn import CELLS, PolicyConfig, RecurrentEncoder, RecurrentNet, mlp
 from lavaloop.envs import EnvSpec, make_env
 from lavaloop.errors import LavaloopError
 from lavaloop.rollout import training_seed
-from lavaloop.trainers.recurrent import Actor, EvalCurve, SequenceReplay, evaluate
+from lavaloop.trainers.recurrent import Actor, EvalCurve, SequenceReplay, evaluate, load_resume, save_resume
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -227,37 +225,6 @@ def initial_sac(pcfg: PolicyConfig, cfg: Config, env_id: str, weight_bits: int |
     return sac, {"init_from": Path(init_from).name, "init_best_eval": meta.get("best_eval")}
 
 
-def save_resume(path: Path, sac: SAC, replay: SequenceReplay, curve: EvalCurve, counters: dict,
-                rng: np.random.Generator) -> None:
-    """The whole training state, written atomically (tensors and JSON only)."""
-    best = None if curve.best is None else {"policy": curve.best[0], **curve.best_companions}
-    counters = {**counters, "rng": rng.bit_generator.state, "curve": curve.points,
-                "best": None if curve.best is None else curve.best[1:]}
-    with atomic_path(path) as tmp:
-        torch.save({"sac": sac.state(), "torch_rng": torch.get_rng_state(), "replay": replay.state(),
-                    "best": best, "counters": json.dumps(counters)}, tmp)
-
-
-def load_resume(path: Path, sac: SAC, replay: SequenceReplay, curve: EvalCurve, rng: np.random.Generator,
-                expect: dict) -> dict:
-    """Restore `save_resume`'s state; ValueError if it belongs to another run."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    counters = json.loads(saved["counters"])
-    if any(counters.get(k) != v for k, v in expect.items()):
-        raise ValueError(f"{path} belongs to another run (config, cell, seed or origin differ); "
-                         "delete it to start over")
-    sac.load_state(saved["sac"])
-    torch.set_rng_state(saved["torch_rng"])
-    replay.load_state(saved["replay"])
-    rng.bit_generator.state = counters["rng"]
-    curve.points = [tuple(p) for p in counters["curve"]]
-    if saved["best"] is not None:
-        best = dict(saved["best"])
-        curve.best = (best.pop("policy"), *counters["best"])
-        curve.best_companions = best
-    return counters
-
-
 def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every: int = 1_000,
           progress: bool = True, weight_bits: int | None = None, init_from: Path | None = None,
           save_every: int = 2_000) -> dict:
@@ -283,7 +250,8 @@ def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every:
     step = episode = 0
     wall = 0.0
     if resume.exists():
-        c = load_resume(resume, sac, replay, curve, rng, identity)
+        nets, c = load_resume(resume, replay, curve, rng, identity)
+        sac.load_state(nets)
         step, episode, wall = c["step"], c["episode"], c["wall"]
     elif init_from is not None:     # the loaded policy (its weights rounded, if quantization-aware) competes
         curve.record(0, evaluate(sac.actor, spec), 0.0, sac.actor, companions)
@@ -312,8 +280,8 @@ def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every:
                 curve.record(step, evaluate(sac.actor, spec), time.time() - t0, sac.actor, companions)
             if term or trunc:
                 if step - last_save >= save_every and step < cfg.total_steps:
-                    save_resume(resume, sac, replay, curve, {**identity, "step": step, "episode": episode,
-                                                             "wall": time.time() - t0}, rng)
+                    save_resume(resume, sac.state(), replay, curve, {**identity, "step": step, "episode": episode,
+                                                                     "wall": time.time() - t0}, rng)
                     last_save = step
                 obs, _ = env.reset(seed=training_seed(seed, episode))
                 actor.reset()
