@@ -12,13 +12,16 @@ from lavaloop.deploy.dreaming import pong, protocol
 from lavaloop.deploy.dreaming.agent import REFERENCE, DreamConfig, dream_config
 from lavaloop.deploy.dreaming.emulator import EmulatedChip
 from lavaloop.deploy.dreaming.network import Topology, draw_network
-from lavaloop.deploy.dreaming.reference import ReferenceAgent, make_agent
+from lavaloop.deploy.dreaming.protocol import make_agent
+from lavaloop.deploy.dreaming.reference import ReferenceAgent
 from lavaloop.errors import LavaloopError, ProfileError
 from lavaloop.processes.dynamics import lif_step, regular_spikes, restart_generators
+from lavaloop.processes.pong_io.game import SILENT
 from lavaloop.profiles import PROFILES, MixedSignalProfile, load_profile
 from lavaloop.rundir import RunDir, RunDirError
 
 SHORT = dict(agent_steps=12, dream_steps=4, silent_games=1)
+PROTOCOLS = {"ours": {}, "reference": {"protocol": "reference"}, "paired": {"paired_windows": True}}
 
 
 def play(cfg: DreamConfig, chip, first_run=0, runs=None, games=None):
@@ -94,11 +97,11 @@ def test_batched_emulator_equals_single_runs():
     assert np.array_equal(state["policy.J"][1], state1["policy.J"][0])
 
 
-@pytest.mark.parametrize("protocol", ["ours", "reference"])
-def test_emulator_is_bit_exact_with_lava(protocol):
+@pytest.mark.parametrize("name", PROTOCOLS)
+def test_emulator_is_bit_exact_with_lava(name):
     from lavaloop.deploy.dreaming.lava_chip import LavaChip
 
-    cfg = dream_config({"runs": 2, "games": 3, "protocol": protocol, **SHORT})
+    cfg = dream_config({"runs": 2, "games": 3, **PROTOCOLS[name], **SHORT})
     setups = cfg.setups()
     emu, emu_state = play(cfg, EmulatedChip(setups))
     chip = LavaChip(setups[1])
@@ -157,18 +160,18 @@ def test_a_dying_process_model_does_not_hang(monkeypatch):
     assert not stopper.is_alive(), "stopping a killed runtime waits forever (a hang at interpreter exit)"
 
 
-@pytest.mark.parametrize("name", ["ours", "reference"])
+@pytest.mark.parametrize("name", PROTOCOLS)
 def test_resume_continues_exactly(tmp_path, name):
-    cfg = dream_config({"runs": 2, "games": 6, "protocol": name, **SHORT})
+    cfg = dream_config({"runs": 2, "games": 6, **PROTOCOLS[name], **SHORT})
     whole = protocol.run(cfg, tmp_path / "whole", checkpoint_every=2, progress=False)
-    stop = dream_config({"runs": 2, "games": 4, "protocol": name, **SHORT})      # interrupted after 4 games ...
+    stop = dream_config({"runs": 2, "games": 4, **PROTOCOLS[name], **SHORT})      # interrupted after 4 games ...
     protocol.run(stop, tmp_path / "part", checkpoint_every=2, progress=False)
     cfg_file = tmp_path / "part" / "config.json"       # ... then resumed with the full length
     cfg_file.write_text(json.dumps({**json.loads(cfg_file.read_text()), "games": 6}))
     resumed = protocol.run(cfg, tmp_path / "part", checkpoint_every=2, progress=False)
     assert resumed["returns"] == whole["returns"]
     with pytest.raises(RunDirError, match="differs in: dream"):
-        protocol.run(dream_config({"runs": 2, "games": 6, "protocol": name, "dream": False, **SHORT}),
+        protocol.run(dream_config({"runs": 2, "games": 6, **PROTOCOLS[name], "dream": False, **SHORT}),
                      tmp_path / "part", progress=False)
     other = "ours" if name == "reference" else "reference"
     with pytest.raises(RunDirError, match="differs in: .*protocol"):
@@ -218,6 +221,29 @@ def test_reference_counts_two_uploads(two, expected):
     assert seen == expected       # windows: 1 agent (reset), 2 model, 3 agent, 4 model, 5 agent, 6 model, 7 (last)
 
 
+def test_paired_windows_show_games_and_dreams_alike():
+    """Paired windows: after the reset window, agent windows (the model sees nothing) and
+    world-model windows (the agent sees nothing, the model a state and an action) alternate,
+    in real games and in dreams."""
+    cfg = dream_config({"runs": 1, "games": 1, "paired_windows": True, **SHORT})
+    chip = EmulatedChip(cfg.setups())
+    views, window = [], chip.window
+    def shown(cmds):
+        out = window(cmds)
+        views.append(chip.games[0].views.copy())     # what the window showed
+        return out
+
+    chip.window = shown
+    agent = make_agent(cfg, chip)
+    for phase in (agent.play, agent.dream):
+        views.clear()
+        phase(0)
+        kinds = ["agent" if (v[4:8] == SILENT).all() and v[8] == -1 else
+                 "model" if (v[:4] == SILENT).all() and v[8] >= 0 else "other" for v in views[1:]]
+        assert kinds == ["model", "agent"] * (len(kinds) // 2) + ["model"] * (len(kinds) % 2), kinds
+    chip.close()
+
+
 def test_protocol_settings():
     ref = dream_config({"protocol": "reference", "topology": {"hidden": 256}})
     assert (ref.window, ref.silent_games, ref.generators, ref.clip_dreams) == (18, 51, "restart", False)
@@ -231,6 +257,8 @@ def test_protocol_settings():
         dream_config({"protocol": "authors"})
     with pytest.raises(LavaloopError, match="two_upload_counts needs protocol 'reference'"):
         dream_config({"two_upload_counts": True})
+    with pytest.raises(LavaloopError, match="paired_windows is our protocol's"):
+        dream_config({"protocol": "reference", "paired_windows": True})
 
 
 def test_dream_cli_bad_input(tmp_path):

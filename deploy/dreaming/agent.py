@@ -4,7 +4,8 @@ Our protocol ("ours"): a game is a reset, 18 NOOPs, then `agent_steps` agent ste
 window each. The world model sees (state, action) one window after the agent acted on that
 state, so it learns the transition without extra windows. A dream (after each real game):
 start from a real reset state; per dream step one window lets the agent choose, one lets the
-model predict. The authors' protocol ("reference") is `lavaloop.deploy.dreaming.reference`.
+model predict. `paired_windows` makes real steps like dream steps (`paired.PairedAgent`). The
+authors' protocol ("reference") is `lavaloop.deploy.dreaming.reference`.
 """
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ class DreamConfig:
     second_adam_step: bool = True            # a dream ends in its own policy update (else it joins the next game's)
     clip_dreams: bool = True                 # dreamed states stay in 0..255
     generators: str = "regular"              # "restart": the authors' spike patterns, restarted each window
+    paired_windows: bool = False             # ours: an agent window, then a world-model window, per step
 
     def __post_init__(self):
         for name, cls in (("topology", Topology), ("rules", ReadoutRules)):
@@ -83,6 +85,8 @@ class DreamConfig:
         one_of("generators", self.generators, GENERATORS)
         if self.protocol == "ours" and self.two_upload_counts:
             raise LavaloopError("two_upload_counts needs protocol 'reference' (ours has one upload per step)")
+        if self.protocol == "reference" and self.paired_windows:
+            raise LavaloopError("paired_windows is our protocol's (the reference protocol has its own uploads)")
         for name in ("runs", "games", "window", "agent_steps"):
             at_least(name, getattr(self, name), 1)
         for name in ("mismatch_seed", "seed", "noop_steps", "dream_steps", "silent_games"):
@@ -197,16 +201,26 @@ class DreamingAgent:
         actions = self.policy.act(agent)
         for j in range(cfg.dream_steps):
             shown = self.view(state)
-            _, model, _ = self._window([command(SHOW, 0, s, s, a) for s, a in zip(shown, actions)])
+            _, model, _ = self._window(self.dream_model_window(shown, actions))
             delta_pred, reward_pred = self.model.predict(model)
             self.policy.reward(weight * reward_pred)
             state = self.dreamed(state + delta_pred)
             if j + 1 < cfg.dream_steps:
                 new = self.view(state)
-                agent, _, _ = self._window([command(SHOW, 0, n, s, a) for n, s, a in zip(new, shown, actions)])
+                agent, _, _ = self._window(self.dream_agent_window(new, shown, actions))
                 actions = self.policy.act(agent)
         if cfg.second_adam_step:
             self.policy.update()
+
+    @staticmethod
+    def dream_model_window(shown, actions) -> list[np.ndarray]:
+        """A dream's world-model window: both populations see the dreamed state, the model also the action."""
+        return [command(SHOW, 0, s, s, a) for s, a in zip(shown, actions)]
+
+    @staticmethod
+    def dream_agent_window(new, shown, actions) -> list[np.ndarray]:
+        """A dream's agent window: the agent sees the new state, the model still its last input."""
+        return [command(SHOW, 0, n, s, a) for n, s, a in zip(new, shown, actions)]
 
     def dreamed(self, state: np.ndarray) -> np.ndarray:
         """A dreamed state: clipped to the byte range, or (the authors') left as predicted."""

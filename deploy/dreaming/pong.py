@@ -4,12 +4,14 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from lavaloop.processes.pong_io.game import SILENT
+
 RAM_INDEX = (49, 54, 21, 51)               # ball_x, ball_y, cpu_paddle_y, player_paddle_y
 STATE_NAMES = ("ball_x", "ball_y", "cpu_paddle_y", "player_paddle_y")
 ACTIONS = (0, 2, 3)                        # ALE NOOP, UP (RIGHT), DOWN (LEFT)
 N_VARS, CELLS_PER_VAR = len(RAM_INDEX), 10
 PHASE_ONE = 1 << 20                        # a generator spikes when its phase reaches this
-VIEW_MARGIN = 128                          # place-cell tables cover values -128..383 (dreams leave 0..255)
+VIEW_MARGIN = -SILENT                      # place-cell tables cover values -128..383 (dreams leave 0..255)
 PATTERN_MS = 1000 / 33                     # the authors' generator pattern: int(rate / 33) spikes per 30.3 ms
 
 

@@ -13,15 +13,23 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from lavaloop.atomic import write_json
-from lavaloop.deploy.dreaming.agent import DreamConfig
+from lavaloop.deploy.dreaming.agent import DreamConfig, DreamingAgent
 from lavaloop.deploy.dreaming.emulator import EmulatedChip
-from lavaloop.deploy.dreaming.reference import make_agent
+from lavaloop.deploy.dreaming.paired import PairedAgent
+from lavaloop.deploy.dreaming.reference import ReferenceAgent
 from lavaloop.deploy.results import versions
 from lavaloop.errors import LavaloopError
 from lavaloop.rundir import RunDir
 
 BACKENDS = ("emulator", "lava")
 CURVE_EVERY = 50          # the curve: mean return over the last 50 games, every 50 games
+
+
+def make_agent(cfg: DreamConfig, chip, first_run: int = 0, runs: int | None = None) -> DreamingAgent:
+    """The agent of the configuration's protocol and window structure."""
+    cls = (ReferenceAgent if cfg.protocol == "reference" else PairedAgent if cfg.paired_windows
+           else DreamingAgent)
+    return cls(cfg, chip, first_run, runs)
 
 
 def run_emulator(cfg: DreamConfig, rundir: RunDir, data: dict | None, checkpoint_every: int,

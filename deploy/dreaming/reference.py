@@ -109,8 +109,3 @@ class ReferenceAgent(DreamingAgent):
         super().load(d)
         self.buffer = d["reference.buffer"]
 
-
-def make_agent(cfg, chip, first_run: int = 0, runs: int | None = None) -> DreamingAgent:
-    """The agent of the configuration's protocol."""
-    cls = ReferenceAgent if cfg.protocol == "reference" else DreamingAgent
-    return cls(cfg, chip, first_run, runs)

@@ -9,7 +9,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-HOLD, RESET, STEP, SHOW, STEP_SHARED = 0, 1, 2, 3, 4
+HOLD, RESET, STEP, SHOW, STEP_SHARED, STEP_AGENT = 0, 1, 2, 3, 4, 5
+SILENT = -128      # a view value no place cell responds to (the tables reach down to it: dreaming.pong)
 COMMAND_LEN = 11
 VIEW_LEN = 10      # agent state (4), world-model state (4), world-model action (-1: none), new command (0/1)
 INFO_LEN = 6       # state (4), reward, error flag
@@ -27,6 +28,7 @@ class RamGame:
     STEP a: the world model is shown (current state, a); the game steps; the agent sees the new state.
     STEP_SHARED a: the game steps; both views show the new state and the model's action
     channel shows a (the authors' chip: one set of place cells for both populations).
+    STEP_AGENT a: the game steps; the agent sees the new state, the world model nothing.
     SHOW: both views as given (dreams). HOLD: nothing changes.
     """
 
@@ -61,6 +63,10 @@ class RamGame:
             ram, reward, *_ = self.env.step(self.action_map[action])
             self.observe(ram)
             self.views = np.concatenate([self.state, self.state, [action]])
+        elif op == STEP_AGENT:
+            ram, reward, *_ = self.env.step(self.action_map[int(cmd[1])])
+            self.observe(ram)
+            self.views = np.concatenate([self.state, [SILENT] * 4, [-1]])
         elif op == SHOW:
             self.views = np.asarray(cmd[2:], np.int64).copy()
         return float(reward)
