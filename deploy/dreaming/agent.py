@@ -196,21 +196,29 @@ class DreamingAgent:
         self.policy.start_episode()
         self.model.start_episode()
         self.chip.expect(2 * cfg.dream_steps)
-        agent, _, info = self._window([command(RESET)] * R)
+        agent, info = self.dream_agent_counts([command(RESET)] * R)
         state = info[:, :4].astype(np.float64)
         actions = self.policy.act(agent)
         for j in range(cfg.dream_steps):
             shown = self.view(state)
-            _, model, _ = self._window(self.dream_model_window(shown, actions))
+            model = self.dream_model_counts(self.dream_model_window(shown, actions))
             delta_pred, reward_pred = self.model.predict(model)
             self.policy.reward(weight * reward_pred)
             state = self.dreamed(state + delta_pred)
             if j + 1 < cfg.dream_steps:
-                new = self.view(state)
-                agent, _, _ = self._window(self.dream_agent_window(new, shown, actions))
+                agent, _ = self.dream_agent_counts(self.dream_agent_window(self.view(state), shown, actions))
                 actions = self.policy.act(agent)
         if cfg.second_adam_step:
             self.policy.update()
+
+    def dream_agent_counts(self, cmds: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """A dream's agent window: (the agent's counts, info)."""
+        agent, _, info = self._window(cmds)
+        return agent, info
+
+    def dream_model_counts(self, cmds: list[np.ndarray]) -> np.ndarray:
+        """A dream's world-model window: the model's counts."""
+        return self._window(cmds)[1]
 
     @staticmethod
     def dream_model_window(shown, actions) -> list[np.ndarray]:

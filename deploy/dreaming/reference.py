@@ -80,27 +80,16 @@ class ReferenceAgent(DreamingAgent):
         self.policy.update()
         return total
 
-    def dream(self, game: int) -> None:
-        cfg, R = self.cfg, self.runs
-        weight = 0.0 if game < cfg.silent_games else 1.0
-        self.policy.start_episode()
-        self.model.start_episode()
-        self.chip.expect(2 * cfg.dream_steps)
-        counts, info = self._upload([command(RESET)] * R, "agent")
-        state = info[:, :4].astype(np.float64)
-        actions = self.policy.act(counts)
-        for j in range(cfg.dream_steps):
-            shown = self.view(state)
-            model_counts, _ = self._upload([command(SHOW, 0, s, s, a) for s, a in zip(shown, actions)], "model")
-            delta_pred, reward_pred = self.model.predict(model_counts)
-            self.policy.reward(weight * reward_pred)
-            state = self.dreamed(state + delta_pred)
-            if j + 1 < cfg.dream_steps:
-                shown = self.view(state)
-                counts, _ = self._upload([command(SHOW, 0, s, s, a) for s, a in zip(shown, actions)], "agent")
-                actions = self.policy.act(counts)
-        if cfg.second_adam_step:
-            self.policy.update()
+    def dream_agent_counts(self, cmds):
+        return self._upload(cmds, "agent")
+
+    def dream_model_counts(self, cmds):
+        return self._upload(cmds, "model")[0]
+
+    @staticmethod
+    def dream_agent_window(new, shown, actions):
+        """The shared place cells show the new state to both populations; the action channel keeps its last."""
+        return [command(SHOW, 0, n, n, a) for n, a in zip(new, actions)]
 
     def state(self) -> dict:
         return {**super().state(), "reference.buffer": self.buffer}
