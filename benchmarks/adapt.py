@@ -8,6 +8,10 @@ changed task), during (the adaptation curve, epsilon 0.1) and after (the adapted
 greedy, on 20 held-out seeds), for every rule; against a DQN retrained in PyTorch on the
 changed task (trainers/dqn.py --env-param length=1.0, committed) and converted.
 
+Drift severity (part "drift_severity"): the converted network's return for pole lengths
+0.55-1.0, then `td` at the three mildest lengths where it falls below 200 (the issue's
+alternative to x2: a variant where the bundled DQN falls below 200).
+
 Calibration: chip instances that lose decisions. Every hidden synapse of instance k has its
 gain scaled by 1 + N(0, sigma) (seed k, frozen), rounded to the profile's 8-bit mantissa: the
 mismatch model of the mixed-signal profiles applied to the fixed-point weights, so Lava and
@@ -103,6 +107,48 @@ def drift(runs: Path) -> dict:
             "eval": {k: v for k, v in EVAL.items() if k != "progress"}}
 
 
+SEVERITY_LENGTHS = (0.55, 0.6, 0.625, 0.65, 0.675, 0.7, 0.75, 1.0)
+SEVERITY_ADAPTED = 3          # adapt at the mildest lengths where the converted network falls below 200
+SEVERITY_STAGES = (25, 50, 100, 150, DRIFT_EPISODES)   # greedy held-out evaluations of the readout so far
+
+
+def drift_severity(runs: Path) -> dict:
+    """How much drift readout adaptation recovers: the converted network's return on CartPole
+    with a longer pole, for every length in SEVERITY_LENGTHS; then 200 episodes of `td`
+    (lstsq, the best rule at x2 by its curve's peak) at the first SEVERITY_ADAPTED lengths
+    where it falls below 200 (the issue's milder alternative to x2), and `td` (adam) at the
+    first of them; each readout evaluated greedily after every SEVERITY_STAGES episodes (TD's
+    curve is not monotone, so where a user stops matters)."""
+    art = lavaloop.convert(CHECKPOINTS / "cartpole_dqn.pt", "CartPole-v1")
+    unchanged = lavaloop.run(art, **EVAL).mean_return
+    target = 0.9 * unchanged
+    before = {length: lavaloop.run(art, env_params={"length": length}, **EVAL).mean_return
+              for length in SEVERITY_LENGTHS}
+    broken = [length for length in SEVERITY_LENGTHS if before[length] < 200][:SEVERITY_ADAPTED]
+    runs_ = [(length, "td (lstsq)") for length in broken] + [(broken[0], "td (adam)")]
+    adapted = []
+    for length, name in runs_:
+        params = {"length": length}
+        slug = re.sub(r"\W+", "_", name).strip("_")
+        after_by_episodes = {}
+        for n in SEVERITY_STAGES:        # the same run directory: each call continues the last
+            rec, new = lavaloop.adapt(art, episodes=n, env_params=params, progress=False,
+                                      out=runs / f"severity_{length}_{slug}", **DRIFT_RULES[name])
+            after_by_episodes[n] = lavaloop.run(new, env_params=params, **EVAL)
+        after = after_by_episodes[DRIFT_EPISODES]
+        returns = [c["return"] for c in rec["curve"]]
+        adapted.append({"length": length, "rule": name, "before": before[length], "after": after.mean_return,
+                        "after_sd": float(np.std(after.returns)), "curve": returns,
+                        "after_by_episodes": {n: r.mean_return for n, r in after_by_episodes.items()},
+                        "episodes_to_target": first_reaching(returns, target)})
+    head = max((r for r in adapted if r["length"] == broken[0]), key=lambda r: r["after"])
+    return {"task": "CartPole-v1, pole length 0.5 -> L", "backend": "emulator", "unchanged": unchanged,
+            "target": target, "before_by_length": before, "length": head["length"], "best_rule": head["rule"],
+            "before": head["before"], "after": head["after"], "episodes": DRIFT_EPISODES,
+            "episodes_to_target": head["episodes_to_target"], "adapted": adapted,
+            "eval": {k: v for k, v in EVAL.items() if k != "progress"}}
+
+
 PONG_EVAL = {"episodes": 4, "seed": 1000, "backend": "emulator", "progress": False}   # epsilon 0.05, the paper's
 PONG_EPISODES = 10
 PONG_RULE = {"rule": "td", "ridge": 1.0, "headroom_bits": 1, "epsilon": 0.05}
@@ -185,7 +231,8 @@ def calibration(runs: Path, coding: str = "rate") -> dict:
             "episodes": last, "eval": {k: v for k, v in CALIB_EVAL.items() if k != "progress"}}
 
 
-PARTS = {"drift": drift, "drift_pong": drift_pong, "speed": speed, "calibration": calibration,
+PARTS = {"drift": drift, "drift_severity": drift_severity, "drift_pong": drift_pong, "speed": speed,
+         "calibration": calibration,
          "calibration_sigma_delta": lambda runs: calibration(runs, "sigma-delta")}
 
 
@@ -195,11 +242,21 @@ def plot(rec: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pong = rec.get("drift_pong")
-    fig, axes = plt.subplots(1, 3 if pong else 2, figsize=(18 if pong else 12, 4.2))
-    a, b = axes[0], axes[1]
+    pong, severity = rec.get("drift_pong"), rec.get("drift_severity")
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8.4))
+    a, b = axes[0]
+    if severity:
+        c = axes[1, 1]
+        for r in severity["adapted"]:
+            curve = np.convolve(r["curve"], np.ones(10) / 10, "valid")
+            c.plot(np.arange(10, len(r["curve"]) + 1), curve,
+                   label=f"L = {r['length']}, {r['rule']}: before {r['before']:.0f}, after {r['after']:.0f}")
+        c.axhline(severity["target"], color="g", ls="--", lw=0.8, label="0.9 x unchanged")
+        c.set(xlabel="adaptation episode", ylabel="return (mean of last 10, epsilon 0.1)",
+              title="drift: CartPole, pole length 0.5 -> L")
+        c.legend(fontsize=7)
     if pong:
-        c = axes[2]
+        c = axes[1, 0]
         c.plot(np.arange(1, len(pong["curve"]) + 1), pong["curve"], "o-", label="adaptation games (sticky 0.25)")
         for key, style in (("unchanged", "k:"), ("before", "r:"), ("after", "g--")):
             c.axhline(pong[key], ls=style[1:], color=style[0], label=f"{key}: {pong[key]:+.1f} (4 games)")
