@@ -25,7 +25,9 @@ Writes results/grsn_pomdp.json and results/grsn_pomdp.png.
 `--train-pendulum` only trains Pendulum-V at the paper's 50k env steps, GRSN and GRU with
 seeds 0-2 (checkpoints/grsn/pendulum_v_<cell>_50k_s<seed>.pt), then fine-tunes each GRSN
 policy quantization-aware with its kept critic (`grsn_qat`); resumable, rerun to continue.
-Their evaluation is not yet part of the results above.
+`--pendulum-results` evaluates the seeds trained so far into the JSON's `sac` record
+("Pendulum-V 50k": per seed the float GRSN and GRU, the GRSN actor in fixed point after
+post-training quantization and after QAT; `pending` lists the runs not trained yet).
 """
 from __future__ import annotations
 
@@ -117,6 +119,38 @@ def train_pendulum(jobs: int) -> None:
             with ProcessPoolExecutor(jobs) as pool:
                 for line in pool.map(pendulum_job, todo):
                     print(line, flush=True)
+
+
+def pendulum_results(seeds: list[int]) -> dict:
+    """Pendulum-V at the paper's 50k env steps, per training seed whose runs exist: the float
+    GRSN and GRU (curves, returns), the GRSN actor in fixed point after post-training
+    quantization and after SAC QAT (return, share of steps whose action is within 0.02 of
+    the float actor's). Seeds not trained yet are listed as pending."""
+    out = {"config": {**train_sac.Config(total_steps=PENDULUM_STEPS).__dict__},
+           "qat_config": {**train_sac.Config.finetune(PENDULUM_QAT_STEPS).__dict__, "weight_bits": QAT_BITS},
+           "seeds": {}, "pending": []}
+    for seed in range(3):
+        missing_ = [c for c in ("grsn", "gru", "grsn_qat") if not pendulum_path(c, seed).exists()]
+        out["pending"] += [f"{c} s{seed}" for c in missing_]
+        if {"grsn", "gru"} & set(missing_):
+            continue
+        rec = {c: {"curve": learning_curve(pendulum_path(c, seed)),
+                   "float": float_eval(pendulum_path(c, seed), "Pendulum-V", seeds)["mean_return"]}
+               for c in ("grsn", "gru")}
+        rec["grsn_over_gru"] = rec["grsn"]["float"] / rec["gru"]["float"]
+        for cell, key in (("grsn", "fixed_point"), ("grsn_qat", "fixed_point_qat")):
+            if pendulum_path(cell, seed).exists():
+                rec[key] = run_grsn(convert_policy(pendulum_path(cell, seed), "Pendulum-V"), seeds)
+        out["seeds"][seed] = rec
+    done = list(out["seeds"].values())
+    if done:
+        grsn, gru = (summarize([r[c]["float"] for r in done]) for c in ("grsn", "gru"))
+        out.update(grsn_return=grsn, gru_return=gru, grsn_over_gru=grsn["mean"] / gru["mean"],
+                   grsn_within_10_percent=bool(abs(grsn["mean"] - gru["mean"]) <= 0.1 * abs(gru["mean"])))
+        qat = [r["fixed_point_qat"]["action_agreement"] for r in done if "fixed_point_qat" in r]
+        if qat:
+            out["qat_action_within_0_02"] = summarize(qat)
+    return out
 
 
 def sac_results(seeds: list[int]) -> dict:
@@ -241,6 +275,10 @@ def plot(res: dict, path: Path) -> None:
     ax, sac = axes[4], res["sac"]
     for cell, curve in sac["Pendulum-V"]["curves"].items():
         ax.plot(*zip(*curve), color=colors[cell], label=f"Pendulum-V {cell} (SAC)")
+    for seed, rec in sac.get("Pendulum-V 50k", {}).get("seeds", {}).items():
+        for cell in ("grsn", "gru"):
+            ax.plot(*zip(*rec[cell]["curve"]), color=colors[cell], lw=0.7, alpha=0.6,
+                    label=f"Pendulum-V {cell} 50k (SAC)" if seed in ("0", 0) else None)
     ax.set(title="SAC: greedy eval return (10 episodes)", xlabel="env steps", ylabel="Pendulum-V return")
     ax2 = ax.twinx()
     for name, curve in sac["sac_discrete_vs_dqn"]["curves"].items():
@@ -259,9 +297,18 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("results/grsn_pomdp.json"))
     p.add_argument("--train-pendulum", action="store_true",
                    help="only train the Pendulum-V runs at 50k env steps (3 seeds, GRSN, GRU, GRSN-QAT)")
+    p.add_argument("--pendulum-results", action="store_true",
+                   help="only evaluate the Pendulum-V 50k runs trained so far, into the JSON's sac.Pendulum-V 50k")
     args = p.parse_args()
     if args.train_pendulum:
         train_pendulum(args.jobs)
+        return
+    if args.pendulum_results:
+        res = json.loads(args.out.read_text())
+        res["sac"]["Pendulum-V 50k"] = pendulum_results(list(range(args.episodes)))
+        write_json(args.out, res)
+        plot(res, args.out.with_suffix(".png"))
+        print(json.dumps({k: v for k, v in res["sac"]["Pendulum-V 50k"].items() if k != "seeds"}, indent=1))
         return
     for runs in (RUNS, QAT_RUNS):      # the QAT runs start from the trained GRSN policies
         jobs = missing(runs)
@@ -316,6 +363,7 @@ def main() -> None:
               f"agreement {t['fixed_point_qat']['action_agreement']}\n  energy ratio "
               f"{t['energy_ratio_grsn_over_gru']} QAT {t['energy_ratio_grsn_qat_over_gru']}", flush=True)
     res["sac"] = sac_results(seeds)
+    res["sac"]["Pendulum-V 50k"] = pendulum_results(seeds)
     pend = res["sac"]["Pendulum-V"]
     fixed = pend["fixed_point"]
     print(f"Pendulum-V (SAC): GRSN {pend['float']['grsn']['mean_return']:.1f} "
