@@ -25,9 +25,11 @@ Writes results/grsn_pomdp.json and results/grsn_pomdp.png.
 `--train-pendulum` only trains Pendulum-V at the paper's 50k env steps, GRSN and GRU with
 seeds 0-2 (checkpoints/grsn/pendulum_v_<cell>_50k_s<seed>.pt), then fine-tunes each GRSN
 policy quantization-aware with its kept critic (`grsn_qat`); resumable, rerun to continue.
-`--pendulum-results` evaluates the seeds trained so far into the JSON's `sac` record
-("Pendulum-V 50k": per seed the float GRSN and GRU, the GRSN actor in fixed point after
-post-training quantization and after QAT; `pending` lists the runs not trained yet).
+`--train-lunar` trains LunarLander-V (SAC-discrete) at the paper's 200k env steps, GRSN and
+GRU seed 0, resumably. `--sac-results` evaluates what is trained so far into the JSON's `sac`
+record ("Pendulum-V 50k": per seed the float GRSN and GRU, the GRSN actor in fixed point after
+post-training quantization and after QAT; "LunarLander-V": float GRSN and GRU; `pending`
+lists the runs not trained yet).
 """
 from __future__ import annotations
 
@@ -72,6 +74,12 @@ SAC_CONFIGS = {"Pendulum-V": train_sac.Config(total_steps=20_000, gamma=0.99),
 PENDULUM_STEPS = 50_000
 PENDULUM_RUNS = [(cell, seed) for seed in range(3) for cell in ("grsn", "gru")]
 PENDULUM_QAT_STEPS = 10_000
+# LunarLander-V (dims [2, 3, 5, 6, 7]) with SAC-discrete, the paper's trainer for discrete tasks,
+# at the paper's 200k env steps, GRSN and GRU seed 0 (`--train-lunar`; resumable across sessions:
+# about 4-5 CPU-hours per run here).
+LUNAR_STEPS = 200_000
+LUNAR_RUNS = [("grsn", 0), ("gru", 0)]
+LUNAR_EVAL_EVERY = 10_000
 CKPT = Path("checkpoints/grsn")
 
 
@@ -109,6 +117,44 @@ def pendulum_job(job: tuple[str, int]) -> str:
         res = train_sac.train("Pendulum-V", cell, seed, pendulum_path(cell, seed),
                               train_sac.Config(total_steps=PENDULUM_STEPS), progress=False)
     return f"Pendulum-V {cell} s{seed} (SAC): best eval {res['best_eval']:.1f}, final {res['final_eval']:.1f}"
+
+
+def lunar_path(cell: str, seed: int) -> Path:
+    return CKPT / f"lunarlander_v_{cell}_200k_s{seed}.pt"
+
+
+def lunar_job(job: tuple[str, int]) -> str:
+    cell, seed = job
+    res = train_sac.train("LunarLander-V", cell, seed, lunar_path(cell, seed),
+                          train_sac.Config(total_steps=LUNAR_STEPS), eval_every=LUNAR_EVAL_EVERY, progress=False)
+    return (f"LunarLander-V {cell} s{seed} (SAC-discrete): best eval {res['best_eval']:.1f}, "
+            f"final {res['final_eval']:.1f}")
+
+
+def train_lunar(jobs: int) -> None:
+    """Every missing LunarLander-V run (continuing any interrupted one)."""
+    todo = [r for r in LUNAR_RUNS if not lunar_path(*r).exists()]
+    if todo:
+        with ProcessPoolExecutor(jobs) as pool:
+            for line in pool.map(lunar_job, todo):
+                print(line, flush=True)
+
+
+def lunar_results(seeds: list[int]) -> dict:
+    """LunarLander-V GRSN vs GRU (SAC-discrete, float): curves and test returns of the runs
+    finished so far; the others are listed as pending."""
+    out = {"config": train_sac.Config(total_steps=LUNAR_STEPS).__dict__, "runs": {}, "pending": []}
+    for cell, seed in LUNAR_RUNS:
+        path = lunar_path(cell, seed)
+        if not path.exists():
+            out["pending"].append(f"{cell} s{seed}")
+            continue
+        out["runs"][f"{cell} s{seed}"] = {"curve": learning_curve(path),
+                                          "float": float_eval(path, "LunarLander-V", seeds)["mean_return"]}
+    if not out["pending"]:
+        grsn, gru = (out["runs"][f"{c} s0"]["float"] for c in ("grsn", "gru"))
+        out.update(grsn_return=grsn, gru_return=gru, grsn_minus_gru=grsn - gru)
+    return out
 
 
 def train_pendulum(jobs: int) -> None:
@@ -297,18 +343,22 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("results/grsn_pomdp.json"))
     p.add_argument("--train-pendulum", action="store_true",
                    help="only train the Pendulum-V runs at 50k env steps (3 seeds, GRSN, GRU, GRSN-QAT)")
-    p.add_argument("--pendulum-results", action="store_true",
-                   help="only evaluate the Pendulum-V 50k runs trained so far, into the JSON's sac.Pendulum-V 50k")
+    p.add_argument("--train-lunar", action="store_true",
+                   help="only train the LunarLander-V runs at 200k env steps (GRSN, GRU; SAC-discrete)")
+    p.add_argument("--sac-results", action="store_true",
+                   help="only evaluate the Pendulum-V 50k and LunarLander-V runs trained so far, into the JSON's sac")
     args = p.parse_args()
-    if args.train_pendulum:
-        train_pendulum(args.jobs)
+    if args.train_pendulum or args.train_lunar:
+        (train_pendulum if args.train_pendulum else train_lunar)(args.jobs)
         return
-    if args.pendulum_results:
+    if args.sac_results:
         res = json.loads(args.out.read_text())
-        res["sac"]["Pendulum-V 50k"] = pendulum_results(list(range(args.episodes)))
+        seeds = list(range(args.episodes))
+        res["sac"]["Pendulum-V 50k"], res["sac"]["LunarLander-V"] = pendulum_results(seeds), lunar_results(seeds)
         write_json(args.out, res)
         plot(res, args.out.with_suffix(".png"))
-        print(json.dumps({k: v for k, v in res["sac"]["Pendulum-V 50k"].items() if k != "seeds"}, indent=1))
+        for key in ("Pendulum-V 50k", "LunarLander-V"):
+            print(key, json.dumps({k: v for k, v in res["sac"][key].items() if k not in ("seeds", "runs")}))
         return
     for runs in (RUNS, QAT_RUNS):      # the QAT runs start from the trained GRSN policies
         jobs = missing(runs)
@@ -363,7 +413,7 @@ def main() -> None:
               f"agreement {t['fixed_point_qat']['action_agreement']}\n  energy ratio "
               f"{t['energy_ratio_grsn_over_gru']} QAT {t['energy_ratio_grsn_qat_over_gru']}", flush=True)
     res["sac"] = sac_results(seeds)
-    res["sac"]["Pendulum-V 50k"] = pendulum_results(seeds)
+    res["sac"]["Pendulum-V 50k"], res["sac"]["LunarLander-V"] = pendulum_results(seeds), lunar_results(seeds)
     pend = res["sac"]["Pendulum-V"]
     fixed = pend["fixed_point"]
     print(f"Pendulum-V (SAC): GRSN {pend['float']['grsn']['mean_return']:.1f} "
