@@ -115,10 +115,10 @@ SEVERITY_STAGES = (25, 50, 100, 150, DRIFT_EPISODES)   # greedy held-out evaluat
 def drift_severity(runs: Path) -> dict:
     """How much drift readout adaptation recovers: the converted network's return on CartPole
     with a longer pole, for every length in SEVERITY_LENGTHS; then 200 episodes of `td`
-    (lstsq, the best rule at x2 by its curve's peak) at the first SEVERITY_ADAPTED lengths
-    where it falls below 200 (the issue's milder alternative to x2), and `td` (adam) at the
-    first of them; each readout evaluated greedily after every SEVERITY_STAGES episodes (TD's
-    curve is not monotone, so where a user stops matters)."""
+    (lstsq) at the first SEVERITY_ADAPTED lengths where it falls below 200 (the issue's
+    milder alternative to x2), and of `td` (adam) at the first of them; each readout
+    evaluated greedily at every SEVERITY_STAGES count of episodes (TD's curve is not
+    monotone, so where a user stops matters)."""
     art = lavaloop.convert(CHECKPOINTS / "cartpole_dqn.pt", "CartPole-v1")
     unchanged = lavaloop.run(art, **EVAL).mean_return
     target = 0.9 * unchanged
