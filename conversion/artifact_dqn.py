@@ -62,7 +62,9 @@ class ConvertedDQN(Artifact):
         where = a["env"]["id"] + (f" ({physics})" if physics else "") + (f" (sticky {sticky})" if sticky else "")
         return [f"adapted    readout trained in the loop on {where}: {a['rule']}, {a['episodes']} episodes on "
                 f"{a['backend']}; mean return of the first / last 10 {a['first_returns_mean']:.1f} / "
-                f"{a['last_returns_mean']:.1f}"]
+                f"{a['last_returns_mean']:.1f}"
+                + (f"; kept the readout of episode {kept['episode']} (10-episode mean {kept['window_mean']:.1f})"
+                   if (kept := a.get("kept", {})).get("readout") == "best" else "")]
 
     @staticmethod
     def layer_kind(q) -> str:

@@ -100,7 +100,8 @@ def cmd_adapt(args) -> None:
     if args.output:
         check_writable(args.output)
     config = given(args, "solver", "ridge", "fit_iterations", "seed", "epsilon", "lr", "gamma", "batch", "replay",
-                   "updates_per_decision", "target_every", "temperature", "ce_weight", "timesteps", "headroom_bits")
+                   "updates_per_decision", "target_every", "temperature", "ce_weight", "timesteps", "headroom_bits",
+                   "keep")
     record, adapted = lavaloop.adapt(args.artifact, args.env, args.episodes, args.rule, args.backend, out=args.out,
                                      sticky_actions=args.sticky_actions, progress=not args.no_progress,
                                      **env_params(args), **config)
@@ -115,6 +116,9 @@ def cmd_adapt(args) -> None:
     print(f"  first {len(first)} episodes: return {mean(first, 'return'):.1f}, agreement with the source "
           f"{mean(first, 'agreement'):.3f}; last {len(last)}: return {mean(last, 'return'):.1f}, "
           f"agreement {mean(last, 'agreement'):.3f}")
+    if record["kept"]["readout"] == "best":
+        print(f"  kept the readout that played episode {record['kept']['episode']} "
+              f"(10-episode mean return {record['kept']['window_mean']:.1f})")
     print(f"  run record: {record['out']}/results.json")
     if args.output:
         adapted.save(args.output)
@@ -295,6 +299,8 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--timesteps", type=int, help="T of the deployed network (default: the artifact's)")
     a.add_argument("--headroom-bits", type=int, help="room for the readout's weights to grow this many bits "
                    "before they clip, 0..8, at that much coarser resolution (default 0)")
+    a.add_argument("--keep", help="readout the adapted artifact gets: last (default) or best (the one playing "
+                   "at the best 10-episode mean return of the curve)")
     a.add_argument("--out", default=None, help="run directory (resumed if it holds the same run); default "
                    "runs/adapt_<env>_<rule>_<backend>")
     a.add_argument("-o", "--output", default=None, help="write the adapted artifact here (.h5)")

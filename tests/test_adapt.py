@@ -97,6 +97,23 @@ def test_an_interrupted_run_resumes_without_losing_an_update(small, tmp_path, mo
         lavaloop.adapt(small, episodes=4, rule="distill", out=tmp_path / "ext", progress=False)
 
 
+def test_keep_best_keeps_the_readout_that_played_the_best_window(small, tmp_path):
+    """keep="best": the artifact gets the readout that played the episode ending the best
+    10-episode mean return (the readout a run stopped right before that episode ends with)."""
+    rec, best = lavaloop.adapt(small, episodes=14, env_params=LONG_POLE, out=tmp_path / "b", keep="best",
+                               progress=False)
+    returns = [c["return"] for c in rec["curve"]]
+    means = [np.mean(returns[k - 9:k + 1]) for k in range(9, 14)]
+    episode = 9 + int(np.argmax(means))
+    assert rec["kept"] == {"readout": "best", "episode": episode, "window_mean": max(means)}
+    assert best.manifest["adaptation"]["kept"] == rec["kept"]
+    _, stopped = lavaloop.adapt(small, episodes=episode, env_params=LONG_POLE, out=tmp_path / "s", progress=False)
+    assert np.array_equal(best.layers[-1].weight, stopped.layers[-1].weight)
+    assert np.array_equal(best.layers[-1].bias, stopped.layers[-1].bias)
+    assert not np.array_equal(best.layers[-1].weight, small.layers[-1].weight)
+    assert "kept the readout of episode" in "\n".join(best.describe())
+
+
 def read_json_checkpoint(out) -> list:
     import json
 
@@ -176,6 +193,9 @@ def test_a_run_directory_of_another_run_is_refused(small, tmp_path):
     lavaloop.adapt(small, episodes=1, out=tmp_path / "r", progress=False)
     with pytest.raises(lavaloop.LavaloopError, match="differs in: rule"):
         lavaloop.adapt(small, episodes=1, rule="distill", out=tmp_path / "r", progress=False)
+    reconverted = with_manifest(small, conversion_seconds=small.manifest.get("conversion_seconds", 0) + 1)
+    rec, _ = lavaloop.adapt(reconverted, episodes=2, out=tmp_path / "r", progress=False)   # the same network
+    assert len(rec["curve"]) == 2
 
 
 def test_sigterm_on_lava_leaves_no_process_and_the_rerun_ends_as_an_uninterrupted_run(cartpole_artifact, tmp_path):

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from lavaloop.atomic import write_json
 from lavaloop.deploy.adapt.chips import CHIPS, with_readout
 from lavaloop.deploy.adapt.readout import Readout
-from lavaloop.deploy.adapt.rules import TRAINERS, AdaptConfig, Episode
+from lavaloop.deploy.adapt.rules import BEST_WINDOW, TRAINERS, AdaptConfig, Episode
 from lavaloop.deploy.episodes import replay
 from lavaloop.deploy.kinds.dqn import source_network
 from lavaloop.deploy.results import versions
@@ -49,10 +49,12 @@ def adapt(art, cfg: AdaptConfig, out: str | Path, backend: str, progress: bool =
     trainer = TRAINERS[cfg.rule](cfg, readout, w0, b0, source)
     curve: list[dict] = []
     weight, bias = readout.quantize(w0, b0)      # the converted readout at the run's exponent
+    best = {"episode": None, "window_mean": None, "weight": weight, "bias": bias}
     if data is not None:
         trainer.load(data)
         trainer.rng.bit_generator.state = data["meta"]["rng"]
         curve, weight, bias = data["meta"]["curve"], data["weight"], data["bias"]
+        best = {**data["meta"]["best"], "weight": data["best_weight"], "bias": data["best_bias"]}
         if len(curve) > cfg.episodes:
             raise LavaloopError(f"{out} holds {len(curve)} adaptation episodes already; ask for at least that many")
     seeds = [cfg.seed + k for k in range(cfg.episodes)]
@@ -68,12 +70,18 @@ def adapt(art, cfg: AdaptConfig, out: str | Path, backend: str, progress: bool =
             ep = Episode(played.features, played.actions, rewards, obs, terminated=len(rewards) < limit)
             agreement = float(np.mean(source(obs).argmax(1) == played.greedy))
             stats = trainer.update(ep)
-            weight, bias = readout.quantize(trainer.w, trainer.b, trainer.features())
-            chip.set_readout(weight, bias)
             curve.append({"episode": k, "seed": seeds[k], "return": played.ret, "length": len(rewards),
                           "agreement": agreement, **stats})
-            rundir.save({**trainer.state(), "weight": weight, "bias": bias},
-                        {"curve": curve, "rng": trainer.rng.bit_generator.state, "wall_s": wall + time.time() - t0})
+            window = [c["return"] for c in curve[-BEST_WINDOW:]]
+            if len(window) >= min(BEST_WINDOW, cfg.episodes) and (best["window_mean"] is None
+                                                                   or np.mean(window) > best["window_mean"]):
+                best = {"episode": k, "window_mean": float(np.mean(window)), "weight": weight, "bias": bias}
+            weight, bias = readout.quantize(trainer.w, trainer.b, trainer.features())
+            chip.set_readout(weight, bias)
+            rundir.save({**trainer.state(), "weight": weight, "bias": bias,
+                         "best_weight": best["weight"], "best_bias": best["bias"]},
+                        {"curve": curve, "rng": trainer.rng.bit_generator.state, "wall_s": wall + time.time() - t0,
+                         "best": {k_: best[k_] for k_ in ("episode", "window_mean")}})
             bar.update(1)
             bar.set_postfix(ret=f"{played.ret:.1f}", agree=f"{agreement:.2f}")
     except BaseException as exc:
@@ -82,22 +90,30 @@ def adapt(art, cfg: AdaptConfig, out: str | Path, backend: str, progress: bool =
     finally:
         bar.close()
     chip.close()
+    kept = {"readout": "last"}
+    if cfg.keep == "best" and best["episode"] is not None:
+        kept = {"readout": "best", "episode": best["episode"], "window_mean": best["window_mean"]}
+        weight, bias = best["weight"], best["bias"]
     record = {"backend": backend, "artifact_env": spec.to_dict(), "config": cfg.to_dict(), "timesteps": timesteps,
               "curve": curve, "wall_s": wall + time.time() - t0, "readout": readout_summary(q, weight, bias, readout),
-              "versions": versions(), "out": str(out)}
+              "kept": kept, "versions": versions(), "out": str(out)}
     write_json(Path(out) / "results.json", record)
     adapted = with_readout(art, weight, bias, readout.chip)
     returns = [c["return"] for c in curve]
     adapted.manifest = {**art.manifest, "adaptation": {
         "rule": cfg.rule, "episodes": cfg.episodes, "backend": backend, "env": spec.to_dict(),
-        "config": cfg.to_dict(), "from_artifact": origin,
+        "config": cfg.to_dict(), "from_artifact": origin, "kept": kept,
         "first_returns_mean": float(np.mean(returns[:10])), "last_returns_mean": float(np.mean(returns[-10:]))}}
     return record, adapted
 
 
 def fingerprint(art) -> str:
-    """SHA-256 of an artifact's manifest and integer layers: which network a run adapts."""
-    h = hashlib.sha256(json.dumps(art.manifest, sort_keys=True).encode())
+    """SHA-256 of an artifact's manifest and integer layers: which network a run adapts. Wall
+    times are left out, so the same network converted again resumes the same run."""
+    manifest = {k: v for k, v in art.manifest.items() if k != "conversion_seconds"}
+    if manifest.get("distillation"):
+        manifest["distillation"] = {k: v for k, v in manifest["distillation"].items() if k != "seconds"}
+    h = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode())
     for q in art.layers:
         for a in (q.weight, q.bias, q.vth):
             h.update(np.ascontiguousarray(a).tobytes())

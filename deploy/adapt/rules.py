@@ -35,6 +35,8 @@ from lavaloop.options import at_least, one_of, within
 
 RULES = ("td", "reinforce", "distill")
 SOLVERS = ("lstsq", "adam")
+KEEP = ("last", "best")
+BEST_WINDOW = 10          # keep="best": episodes in the moving mean that ranks the readouts
 
 
 @dataclass
@@ -63,6 +65,9 @@ class AdaptConfig:
     timesteps: T of the deployed network (None: the artifact's).
     headroom_bits: room for the readout's weights to grow this many bits before they clip,
         0..8, at that much coarser resolution (lavaloop.deploy.adapt.readout).
+    keep: which readout the adapted artifact gets: "last" (after the final episode) or "best"
+        (the one that played the episode ending the best BEST_WINDOW-episode mean of the
+        curve's returns; TD's curve is not monotone). The chip keeps training either way.
     """
 
     rule: str = "td"
@@ -82,9 +87,11 @@ class AdaptConfig:
     ce_weight: float = 0.1
     timesteps: int | None = None
     headroom_bits: int = 0
+    keep: str = "last"
 
     def __post_init__(self):
         one_of("rule", self.rule, RULES)
+        one_of("keep", self.keep, KEEP)
         one_of("solver", self.solver, SOLVERS)
         at_least("ridge", self.ridge, 0.0)
         at_least("fit_iterations", self.fit_iterations, 1)
