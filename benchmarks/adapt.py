@@ -118,7 +118,7 @@ def drift_severity(runs: Path) -> dict:
     (lstsq) at the first SEVERITY_ADAPTED lengths where it falls below 200 (the issue's
     milder alternative to x2), and of `td` (adam) at the first of them; each readout
     evaluated greedily at every SEVERITY_STAGES count of episodes (TD's curve is not
-    monotone, so where a user stops matters)."""
+    monotone, so where a user stops matters), and the readout `keep="best"` picks."""
     art = lavaloop.convert(CHECKPOINTS / "cartpole_dqn.pt", "CartPole-v1")
     unchanged = lavaloop.run(art, **EVAL).mean_return
     target = 0.9 * unchanged
@@ -136,15 +136,21 @@ def drift_severity(runs: Path) -> dict:
                                       out=runs / f"severity_{length}_{slug}", **DRIFT_RULES[name])
             after_by_episodes[n] = lavaloop.run(new, env_params=params, **EVAL)
         after = after_by_episodes[DRIFT_EPISODES]
+        kept_rec, kept = lavaloop.adapt(art, episodes=DRIFT_EPISODES, env_params=params, progress=False, keep="best",
+                                        out=runs / f"severity_{length}_{slug}_best", **DRIFT_RULES[name])
         returns = [c["return"] for c in rec["curve"]]
         adapted.append({"length": length, "rule": name, "before": before[length], "after": after.mean_return,
                         "after_sd": float(np.std(after.returns)), "curve": returns,
                         "after_by_episodes": {n: r.mean_return for n, r in after_by_episodes.items()},
-                        "episodes_to_target": first_reaching(returns, target)})
+                        "episodes_to_target": first_reaching(returns, target),
+                        "keep_best": {**kept_rec["kept"], "after": lavaloop.run(kept, env_params=params,
+                                                                                 **EVAL).mean_return,
+                                      "same_curve": [c["return"] for c in kept_rec["curve"]] == returns}})
     head = max((r for r in adapted if r["length"] == broken[0]), key=lambda r: r["after"])
     return {"task": "CartPole-v1, pole length 0.5 -> L", "backend": "emulator", "unchanged": unchanged,
             "target": target, "before_by_length": before, "length": head["length"], "best_rule": head["rule"],
-            "before": head["before"], "after": head["after"], "episodes": DRIFT_EPISODES,
+            "before": head["before"], "after": head["after"], "after_keep_best": head["keep_best"]["after"],
+            "episodes": DRIFT_EPISODES,
             "episodes_to_target": head["episodes_to_target"], "adapted": adapted,
             "eval": {k: v for k, v in EVAL.items() if k != "progress"}}
 
