@@ -100,8 +100,11 @@ def test_an_interrupted_run_resumes_without_losing_an_update(small, tmp_path, mo
 def test_keep_best_keeps_the_readout_that_played_the_best_window(small, tmp_path):
     """keep="best": the artifact gets the readout that played the episode ending the best
     10-episode mean return (the readout a run stopped right before that episode ends with)."""
+    last_rec, last = lavaloop.adapt(small, episodes=14, env_params=LONG_POLE, out=tmp_path / "b", progress=False)
+    assert last_rec["kept"] == {"readout": "last"}
     rec, best = lavaloop.adapt(small, episodes=14, env_params=LONG_POLE, out=tmp_path / "b", keep="best",
-                               progress=False)
+                               progress=False)      # the same run, nothing replayed: only the choice differs
+    assert rec["curve"] == last_rec["curve"]
     returns = [c["return"] for c in rec["curve"]]
     means = [np.mean(returns[k - 9:k + 1]) for k in range(9, 14)]
     episode = 9 + int(np.argmax(means))

@@ -41,7 +41,8 @@ def adapt(art, cfg: AdaptConfig, out: str | Path, backend: str, progress: bool =
     spec, amap = art.env_spec, art.manifest["action_map"]
     q = art.layers[-1]
     origin = fingerprint(art)
-    run_config = {k: v for k, v in cfg.to_dict().items() if k != "episodes"}   # more episodes: continue
+    # more episodes continue the run; which readout to keep can be chosen again afterwards
+    run_config = {k: v for k, v in cfg.to_dict().items() if k not in ("episodes", "keep")}
     rundir = RunDir(out, {"backend": backend, "artifact": origin, "env": spec.to_dict(), **run_config})
     data = rundir.open()
     source = source_network(art).q_values
