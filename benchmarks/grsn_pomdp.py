@@ -87,6 +87,14 @@ def ckpt_path(task: str, cell: str, seed: int) -> Path:
     return CKPT / f"{task.lower().replace('-', '_')}_{cell}_s{seed}.pt"
 
 
+def train_all(job, todo: list, jobs: int) -> None:
+    """Run `job` on every item of `todo` in `jobs` processes, printing each summary line."""
+    if todo:
+        with ProcessPoolExecutor(jobs) as pool:
+            for line in pool.map(job, todo):
+                print(line, flush=True)
+
+
 def train_job(job: tuple[str, str, int]) -> str:
     task, cell, seed = job
     if cell == "grsn_qat":
@@ -97,7 +105,8 @@ def train_job(job: tuple[str, str, int]) -> str:
     return f"{task} {cell} s{seed}: best eval {res['best_eval']:.1f}, final {res['final_eval']:.1f}"
 
 
-def train_sac_job(task: str, cell: str) -> str:
+def train_sac_job(job: tuple[str, str]) -> str:
+    task, cell = job
     res = train_sac.train(task, cell.removesuffix("_sacd"), 0, ckpt_path(task, cell, 0), SAC_CONFIGS[task],
                           progress=False)
     return f"{task} {cell} s0 (SAC): best eval {res['best_eval']:.1f}, final {res['final_eval']:.1f}"
@@ -133,11 +142,7 @@ def lunar_job(job: tuple[str, int]) -> str:
 
 def train_lunar(jobs: int) -> None:
     """Every missing LunarLander-V run (continuing any interrupted one)."""
-    todo = [r for r in LUNAR_RUNS if not lunar_path(*r).exists()]
-    if todo:
-        with ProcessPoolExecutor(jobs) as pool:
-            for line in pool.map(lunar_job, todo):
-                print(line, flush=True)
+    train_all(lunar_job, [r for r in LUNAR_RUNS if not lunar_path(*r).exists()], jobs)
 
 
 def lunar_results(seeds: list[int]) -> dict:
@@ -160,11 +165,7 @@ def lunar_results(seeds: list[int]) -> dict:
 def train_pendulum(jobs: int) -> None:
     """Every missing Pendulum-V run at the paper's budget, then their QAT fine-tunings."""
     for runs in (PENDULUM_RUNS, [("grsn_qat", s) for s in range(3)]):
-        todo = [r for r in runs if not pendulum_path(*r).exists()]
-        if todo:
-            with ProcessPoolExecutor(jobs) as pool:
-                for line in pool.map(pendulum_job, todo):
-                    print(line, flush=True)
+        train_all(pendulum_job, [r for r in runs if not pendulum_path(*r).exists()], jobs)
 
 
 def pendulum_results(seeds: list[int]) -> dict:
@@ -361,16 +362,9 @@ def main() -> None:
             print(key, json.dumps({k: v for k, v in res["sac"][key].items() if k not in ("seeds", "runs")}))
         return
     for runs in (RUNS, QAT_RUNS):      # the QAT runs start from the trained GRSN policies
-        jobs = missing(runs)
-        if jobs:
-            with ProcessPoolExecutor(args.jobs) as pool:
-                for line in pool.map(train_job, jobs):
-                    print(line, flush=True)
-    sac_jobs = [(t, c) for runs in SAC_RUNS.values() for t, c in runs if not ckpt_path(t, c, 0).exists()]
-    if sac_jobs:
-        with ProcessPoolExecutor(args.jobs) as pool:
-            for line in pool.map(train_sac_job, *zip(*sac_jobs)):
-                print(line, flush=True)
+        train_all(train_job, missing(runs), args.jobs)
+    train_all(train_sac_job, [(t, c) for runs in SAC_RUNS.values() for t, c in runs
+                              if not ckpt_path(t, c, 0).exists()], args.jobs)
     seeds = list(range(args.episodes))
     res = {"episodes": args.episodes, "train_config": Config().__dict__,
            "qat_config": {**Config.finetune().__dict__, "weight_bits": QAT_BITS}, "tasks": {}}
