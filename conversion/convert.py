@@ -20,7 +20,7 @@ from lavaloop.conversion.loaders import load_checkpoint
 from lavaloop.conversion.mixed_signal import INPUT_BITS, check_mappable, map_network
 from lavaloop.conversion.models.qnet import FeedForwardQ
 from lavaloop.conversion.network import ConvLayer, SourceNetwork
-from lavaloop.conversion.normalize import collect_observations, layer_scales, normalize
+from lavaloop.conversion.normalize import collect_observations, equalize, layer_scales, normalize
 from lavaloop.conversion.quantize import input_scale_bits, quantization_report, quantize, rate_limit
 from lavaloop.conversion.sigma_delta import quantize_sd, sd_report
 from lavaloop.envs import EnvSpec, is_atari, make_env
@@ -30,7 +30,7 @@ from lavaloop.profiles import ChipProfile, MixedSignalProfile, load_profile
 
 ATARI_EPISODE_STEPS = 18_000   # the paper's evaluation cap, in agent steps
 ATARI_EPSILON = 0.05           # the paper's evaluation epsilon
-SD_DISTILL = {"target": "advantage", "ce_weight": 0.1, "temperature": 0.1}   # see conversion.distill
+SD_DISTILL = {"target": "advantage", "ce_weight": 0.3, "temperature": 0.03}   # see conversion.distill
 
 
 def check_env_fits(net: SourceNetwork, env: gym.Env, env_id: str) -> tuple[list[int], int]:
@@ -213,6 +213,9 @@ def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, pr
                         spec: EnvSpec, opts: ConvertOptions, common: dict) -> SDArtifact:
     """The sigma-delta network: max-normalize, quantize to graded spikes (conversion.sigma_delta)."""
     scales = layer_scales(q, obs, 100.0)
+    if opts.equalize:
+        peaks = layer_scales(q, obs, 100.0, channels=[l.weight.shape[0] for l in net.layers])
+        scales = equalize(net.layers, scales, [np.asarray(p) / s for p, s in zip(peaks[:-1], scales[:-1])])
     normed = normalize(net.layers, scales)
     isb = common["input_scale_bits"]
     shift = opts.message_shift
@@ -225,7 +228,8 @@ def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, pr
             requantize=lambda tuned: quantize_sd(tuned, profile, isb, opts.delta_threshold, shift=shift))
     manifest = {
         **common, "threshold": opts.delta_threshold, "message_shift": shift,
-        "normalization": {"mode": "layer", "percentile": 100.0, "scales": scales, "calib_steps": opts.calib_steps,
+        "normalization": {"mode": "equalized" if opts.equalize else "layer", "percentile": 100.0, "scales": scales,
+                          "calib_steps": opts.calib_steps,
                           "calib_seed": opts.calib_seed, "calib_epsilon": opts.calib_epsilon},
         "quantization": [sd_report(ql, l) for ql, l in zip(layers, normed)],
         "held_input_agreement": ceiling_agreement(q, functools.partial(held_input_values, layers), obs),

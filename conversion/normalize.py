@@ -90,3 +90,46 @@ def normalize(layers: list[Layer], scales: list[float | list[float]]) -> list[La
         out.append(replace(l, weight=l.weight * w_in / w_out, bias=l.bias / lam))
         prev = lam
     return out
+
+
+def equalize(layers: list[Layer], scales: list[float], peaks: list[np.ndarray], iterations: int = 1) -> list:
+    """Per-channel lambdas that equalize the weight ranges of consecutive layers (cross-layer
+    equalization, Nagel et al., "Data-Free Quantization Through Weight Equalization and Bias
+    Correction", ICCV 2019), for a quantizer with one weight scale per layer.
+
+    ReLU commutes with positive scaling, so hidden channel j may be expressed in units of
+    lambda_l / c_j: its row of W_l (and bias) grows by c_j, its column of W_{l+1} shrinks by
+    c_j, and the network computes the same function. c_j = sqrt(r2_j / r1_j), with r1_j the
+    largest |weight| of row j and r2_j of column j, gives both the same range, so that weak
+    rows no longer use a few of the largest row's levels. The c of a layer are then scaled
+    together so that its largest calibrated activation is 1 again.
+
+    Parameters
+    ----------
+    layers: the source layers. scales: their layer-wise lambdas (max-normalization).
+    peaks: per hidden layer, every output channel's largest calibrated activation, in units
+        of that layer's lambda (<= 1).
+    iterations: equalization sweeps over the layer pairs.
+
+    Returns scales for `normalize`: a list of per-channel lambdas for every hidden layer.
+    """
+    normed = normalize(layers, scales)
+    weights = [np.asarray(l.weight, np.float64) for l in normed]
+    factor = [np.ones(w.shape[0]) for w in weights[:-1]]
+    for _ in range(iterations):
+        for k in range(len(weights) - 1):
+            w, nxt = weights[k], weights[k + 1]
+            r1 = np.abs(w.reshape(len(w), -1)).max(1)
+            r2 = np.abs(nxt.reshape(len(nxt), len(w), -1)).max(axis=(0, 2))
+            c = np.where((r1 > 0) & (r2 > 0), np.sqrt(r2 / np.where(r1 > 0, r1, 1.0)), 1.0)
+            weights[k] = w * c.reshape(-1, *[1] * (w.ndim - 1))
+            weights[k + 1] = (nxt.reshape(len(nxt), len(w), -1) / c[None, :, None]).reshape(nxt.shape)
+            factor[k] = factor[k] * c
+    out = []
+    for k, lam in enumerate(scales):
+        if k == len(scales) - 1:
+            out.append(lam)
+            continue
+        c = factor[k] / float(np.max(factor[k] * np.asarray(peaks[k], np.float64)))
+        out.append(list(lam / c))
+    return out

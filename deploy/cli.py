@@ -66,9 +66,9 @@ def describe(art) -> list[str]:
 
 def cmd_convert(args) -> None:
     check_writable(args.output)
-    opts = given(args, "coding", "delta_threshold", "message_shift", "percentile", "normalization", "timesteps",
-                 "timesteps_target",
-                 "readout", "profile", "calib_steps", "calib_seed", "calib_episodes", "epsilon", "v_init", "sticky",
+    opts = given(args, "coding", "delta_threshold", "message_shift", "equalize", "percentile", "normalization",
+                 "timesteps", "timesteps_target", "readout", "profile", "calib_steps", "calib_seed", "calib_episodes",
+                 "epsilon", "v_init", "sticky",
                  "max_episode_steps", "distill", "distill_steps", "distill_model", "fan_in", "distill_mismatch")
     opts.update(env_params(args))
     art = lavaloop.convert(args.checkpoint, args.env, **opts)
@@ -195,6 +195,9 @@ def parser() -> argparse.ArgumentParser:
                    "many normalized units (default 0: every change)")
     c.add_argument("--message-shift", type=int, help="DQN, sigma-delta: one message shift for every hidden layer "
                    "(6: what lava-dl netx builds, for `export --format netx`; default: per layer)")
+    c.add_argument("--no-equalize", dest="equalize", action="store_const", const=False,
+                   help="DQN, sigma-delta: plain max-normalization, without equalizing the weight ranges of "
+                   "consecutive layers")
     c.add_argument("--percentile", type=float, help="DQN: normalization percentile in (0, 100] (default 99.9)")
     c.add_argument("--normalization", choices=["layer", "channel"],
                    help="DQN: one lambda per layer (default, the paper's) or per convolution channel")

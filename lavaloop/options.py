@@ -67,6 +67,9 @@ class ConvertOptions:
         are the rate coding's.
     delta_threshold: sigma-delta only: a neuron sends a change of its activation once it
         reaches this many normalized units (1 = the largest calibrated activation), >= 0.
+    equalize: sigma-delta only: express hidden channels in units that equalize the weight
+        ranges of consecutive layers before quantizing (`normalize.equalize`; one layer-wide
+        weight scale then wastes fewer levels); off: plain max-normalization.
     message_shift: sigma-delta only: shift every hidden layer's messages by this many bits, in
         0..24 (6: what lava-dl netx builds, needed for `export --format netx`); None: each
         layer's own, which keeps every layer's weights at full precision.
@@ -103,6 +106,7 @@ class ConvertOptions:
     coding: str = "rate"
     delta_threshold: float = 0.0
     message_shift: int | None = None
+    equalize: bool = True
     percentile: float = 99.9
     normalization: str = "layer"
     timesteps: int | str = 32
@@ -155,8 +159,8 @@ class ConvertOptions:
             given = [k for k, v in RATE_ONLY.items() if getattr(self, k) != v]
             if given:
                 raise LavaloopError(f"{', '.join(given)} apply to rate coding only, not sigma-delta")
-        elif self.delta_threshold != 0.0 or self.message_shift is not None:
-            raise LavaloopError("delta_threshold and message_shift apply to sigma-delta coding only")
+        elif self.delta_threshold != 0.0 or self.message_shift is not None or not self.equalize:
+            raise LavaloopError("delta_threshold, message_shift and equalize apply to sigma-delta coding only")
         at_least("message_shift", self.message_shift, 0)
         if self.message_shift is not None and self.message_shift > 24:
             raise LavaloopError(f"message_shift must be <= 24, got {self.message_shift}")

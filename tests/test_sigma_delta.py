@@ -98,6 +98,7 @@ def test_an_unchanged_observation_costs_nothing(sd_cartpole):
     (["--coding", "spikes"], "unknown coding 'spikes'"),
     (["--coding", "sigma-delta", "--timesteps", "8"], "timesteps apply to rate coding only"),
     (["--delta-threshold", "0.1"], "apply to sigma-delta coding only"),
+    (["--no-equalize"], "apply to sigma-delta coding only"),
     (["--coding", "sigma-delta", "--profile", "NARROW"], "cannot carry"),
 ])
 def test_bad_sigma_delta_options_fail_in_one_line(tmp_path, args, needle):
@@ -113,13 +114,42 @@ def test_bad_sigma_delta_options_fail_in_one_line(tmp_path, args, needle):
     assert_clean_failure(proc, str(tmp_path), needle)
 
 
+def test_equalization_keeps_the_function_and_lifts_the_8_bit_network():
+    """Cross-layer equalization rescales hidden channels only: the float network computes the
+    same outputs, every hidden layer still peaks at 1 on calibration data, and the SB3 CartPole
+    DQN's 8-bit sigma-delta network (about 0.81 of calibration decisions without it) gains."""
+    import lavaloop
+    from lavaloop.conversion.loaders import load_checkpoint
+    from lavaloop.conversion.normalize import collect_observations, equalize, layer_scales, normalize
+    from lavaloop.conversion.quantize import forward
+    from lavaloop.envs import EnvSpec
+
+    sb3 = CARTPOLE.parent / "cartpole_sb3.zip"
+    net = load_checkpoint(sb3)
+    q = net.to_torch()
+    obs = collect_observations(q, EnvSpec.for_id("CartPole-v1", None, None), 1000, 0, 0.05)
+    scales = layer_scales(q, obs, 100.0)
+    peaks = layer_scales(q, obs, 100.0, channels=[l.weight.shape[0] for l in net.layers])
+    eq = equalize(net.layers, scales, [np.asarray(p) / s for p, s in zip(peaks[:-1], scales[:-1])])
+    x = y = obs.astype(np.float64)
+    for i, (a, b) in enumerate(zip(normalize(net.layers, scales), normalize(net.layers, eq))):
+        x, y = forward(a, a.weight, a.bias, x), forward(b, b.weight, b.bias, y)
+        if i < len(net.layers) - 1:
+            x, y = np.maximum(x, 0), np.maximum(y, 0)
+            assert np.isclose(y.max(), 1.0) and not np.allclose(x, y)
+    np.testing.assert_allclose(y, x, rtol=1e-6, atol=1e-6)   # float32 weights
+    ceiling = {flag: lavaloop.convert(sb3, "CartPole-v1", coding="sigma-delta", calib_steps=1000, equalize=flag)
+               .manifest["held_input_agreement"] for flag in (False, True)}
+    assert ceiling[False] < 0.9 < ceiling[True], ceiling
+
+
 def test_distillation_through_the_sigma_delta_rule_lifts_agreement():
     """The SB3 CartPole DQN agrees on ~0.81 of held-out decisions as an 8-bit sigma-delta
-    network; a short distillation through the same quantization rule lifts it."""
+    network (not equalized); a short distillation through the same quantization rule lifts it."""
     import lavaloop
 
     art = lavaloop.convert(CARTPOLE.parent / "cartpole_sb3.zip", "CartPole-v1", coding="sigma-delta",
-                           calib_steps=2000, distill=True, distill_steps=800)
+                           calib_steps=2000, distill=True, distill_steps=800, equalize=False)
     d = art.manifest["distillation"]
     assert d["config"]["model"] == "sigma-delta"
     assert d["heldout_agreement_after"] > d["heldout_agreement_before"] + 0.05
