@@ -30,6 +30,7 @@ from lavaloop.profiles import ChipProfile, MixedSignalProfile, load_profile
 
 ATARI_EPISODE_STEPS = 18_000   # the paper's evaluation cap, in agent steps
 ATARI_EPSILON = 0.05           # the paper's evaluation epsilon
+EQUALIZE_SWEEPS = 3      # sigma-delta: equalization sweeps tried (docs/conversion.md measures 1-10)
 SD_DISTILL = {"target": "advantage", "ce_weight": 0.3, "temperature": 0.03}   # see conversion.distill
 
 
@@ -211,15 +212,22 @@ def convert_mixed_signal(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, p
 
 def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, profile: ChipProfile,
                         spec: EnvSpec, opts: ConvertOptions, common: dict) -> SDArtifact:
-    """The sigma-delta network: max-normalize, quantize to graded spikes (conversion.sigma_delta)."""
-    scales = layer_scales(q, obs, 100.0)
-    if opts.equalize:
+    """The sigma-delta network: max-normalize, equalize (the number of sweeps, 0 to
+    EQUALIZE_SWEEPS, whose network agrees with the source on the most calibration decisions;
+    the fewest on a tie), quantize to graded spikes (conversion.sigma_delta)."""
+    isb, shift = common["input_scale_bits"], opts.message_shift
+    plain = layer_scales(q, obs, 100.0)
+    if opts.equalize:   # every hidden channel's largest activation, in units of its layer's lambda
         peaks = layer_scales(q, obs, 100.0, channels=[l.weight.shape[0] for l in net.layers])
-        scales = equalize(net.layers, scales, [np.asarray(p) / s for p, s in zip(peaks[:-1], scales[:-1])])
-    normed = normalize(net.layers, scales)
-    isb = common["input_scale_bits"]
-    shift = opts.message_shift
-    layers = quantize_sd(normed, profile, isb, opts.delta_threshold, obs, shift=shift)
+        peaks = [np.asarray(p) / s for p, s in zip(peaks[:-1], plain[:-1])]
+    candidates = []
+    for sweeps in range(EQUALIZE_SWEEPS + 1 if opts.equalize else 1):
+        scales = equalize(net.layers, plain, peaks, sweeps) if sweeps else plain
+        normed = normalize(net.layers, scales)
+        layers = quantize_sd(normed, profile, isb, opts.delta_threshold, obs, shift=shift)
+        ceiling = ceiling_agreement(q, functools.partial(held_input_values, layers), obs)
+        candidates.append((ceiling, -sweeps, scales, normed, layers))
+    ceiling, sweeps, scales, normed, layers = max(candidates, key=lambda c: c[:2])
     distilled = None
     if opts.distill:
         normed, layers, distilled = distill_layers(
@@ -228,11 +236,13 @@ def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, pr
             requantize=lambda tuned: quantize_sd(tuned, profile, isb, opts.delta_threshold, shift=shift))
     manifest = {
         **common, "threshold": opts.delta_threshold, "message_shift": shift,
-        "normalization": {"mode": "equalized" if opts.equalize else "layer", "percentile": 100.0, "scales": scales,
-                          "calib_steps": opts.calib_steps,
-                          "calib_seed": opts.calib_seed, "calib_epsilon": opts.calib_epsilon},
+        "normalization": {"mode": "equalized" if sweeps else "layer", "equalization_sweeps": -sweeps,
+                          "equalization_ceilings": [c[0] for c in candidates], "percentile": 100.0,
+                          "scales": scales, "calib_steps": opts.calib_steps, "calib_seed": opts.calib_seed,
+                          "calib_epsilon": opts.calib_epsilon},
         "quantization": [sd_report(ql, l) for ql, l in zip(layers, normed)],
-        "held_input_agreement": ceiling_agreement(q, functools.partial(held_input_values, layers), obs),
+        "held_input_agreement": (ceiling_agreement(q, functools.partial(held_input_values, layers), obs)
+                                 if distilled else ceiling),
         "distillation": distilled,
     }
     return SDArtifact(manifest, layers, net.layers)

@@ -138,9 +138,13 @@ def test_equalization_keeps_the_function_and_lifts_the_8_bit_network():
             x, y = np.maximum(x, 0), np.maximum(y, 0)
             assert np.isclose(y.max(), 1.0) and not np.allclose(x, y)
     np.testing.assert_allclose(y, x, rtol=1e-6, atol=1e-6)   # float32 weights
-    ceiling = {flag: lavaloop.convert(sb3, "CartPole-v1", coding="sigma-delta", calib_steps=1000, equalize=flag)
-               .manifest["held_input_agreement"] for flag in (False, True)}
+    arts = {flag: lavaloop.convert(sb3, "CartPole-v1", coding="sigma-delta", calib_steps=1000, equalize=flag)
+            for flag in (False, True)}
+    ceiling = {flag: art.manifest["held_input_agreement"] for flag, art in arts.items()}
     assert ceiling[False] < 0.9 < ceiling[True], ceiling
+    n = arts[True].manifest["normalization"]    # the sweeps kept: the best calibration agreement
+    assert n["equalization_ceilings"][0] == ceiling[False] and ceiling[True] == max(n["equalization_ceilings"])
+    assert n["equalization_ceilings"][n["equalization_sweeps"]] == ceiling[True] and n["mode"] == "equalized"
 
 
 def test_distillation_through_the_sigma_delta_rule_lifts_agreement():
