@@ -49,6 +49,8 @@ class ConvertedDQN(Artifact):
         return [f"distilled  {d['steps']} steps on {d['observations']} observations ({d['seconds']:.0f} s): {model} "
                 f"agrees with the source on {100 * d['heldout_agreement_before']:.1f}% -> "
                 f"{100 * d['heldout_agreement_after']:.1f}% of held-out observations"
+                + (f", {100 * d['own_agreement_before']:.1f}% -> {100 * d['own_agreement_after']:.1f}% of its own"
+                   if "own_agreement_after" in d else "")
                 + ("; kept the converted network" if d.get("kept") == "converted" else "")]
 
     def adaptation_line(self) -> list[str]:

@@ -14,7 +14,7 @@ from lavaloop.conversion.artifact_if import IFArtifact
 from lavaloop.conversion.artifact_ms import MixedSignalArtifact
 from lavaloop.conversion.artifact_sd import SDArtifact, held_input_values
 from lavaloop.conversion.auto_timesteps import choose_timesteps
-from lavaloop.conversion.distill import DistillConfig, distill
+from lavaloop.conversion.distill import DistillConfig, distill, own_agreement
 from lavaloop.conversion.distill import agreement as distill_agreement
 from lavaloop.conversion.loaders import load_checkpoint
 from lavaloop.conversion.mixed_signal import INPUT_BITS, check_mappable, map_network
@@ -69,11 +69,13 @@ def distill_layers(q: FeedForwardQ, normed: list, layers: list, obs: np.ndarray,
                    opts: ConvertOptions, out_scale: float, *, model: str, timesteps: int, per_neuron: list[bool],
                    requantize, profile: ChipProfile, **chip) -> tuple[list, list, dict]:
     """(float layers, integer layers, report): `distill` through `model`, with the agreement of
-    that model of the network on held-out source episodes before and after.
+    that model of the network before and after, on held-out source episodes and on episodes
+    the network itself plays (both held out from training).
 
     Training starts from the converted network (its bias-corrected biases). If it ends below
-    where it started on the held-out observations, the converted network is kept (report
-    "kept": "converted"), so distillation never makes the artifact worse by that measure.
+    where it started on its own episodes, where the conversion rate is measured, the
+    converted network is kept (report "kept": "converted"), so distillation never makes the
+    artifact worse by that measure.
     requantize(float layers) -> integer layers, without bias correction (the training saw the
     rounding). chip: the sigma-delta model's `in_scale` and `shift` (see `distill.ChipForward`).
     """
@@ -87,9 +89,13 @@ def distill_layers(q: FeedForwardQ, normed: list, layers: list, obs: np.ndarray,
                             opts.calib_epsilon, cfg, **chip)
     tuned_q = requantize(tuned)
     after = distill_agreement(q, tuned_q, heldout, timesteps, model)
+    own_before, own_after = (own_agreement(q, ql, spec, cfg.heldout_steps, seed + 1, opts.calib_epsilon, timesteps,
+                                           model) for ql in (layers, tuned_q))
+    better = own_after >= own_before
     report.update(heldout_steps=cfg.heldout_steps, heldout_seed=seed, heldout_agreement_before=before,
-                  heldout_agreement_after=after, kept="distilled" if after >= before else "converted")
-    return (tuned, tuned_q, report) if after >= before else (normed, layers, report)
+                  heldout_agreement_after=after, own_agreement_before=own_before, own_agreement_after=own_after,
+                  kept="distilled" if better else "converted")
+    return (tuned, tuned_q, report) if better else (normed, layers, report)
 
 
 def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact | SDArtifact | MixedSignalArtifact:

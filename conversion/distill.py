@@ -200,13 +200,33 @@ def agreement(source: FeedForwardQ, layers: list[QuantizedLayer], obs: np.ndarra
               model: str = "spikes", chunk: int = 256) -> float:
     """Fraction of observations where the quantized network, as `chip_forward` models it at T,
     picks the source's greedy action."""
-    params = [tuple(torch.as_tensor(a, dtype=torch.float32) for a in q.effective()) for q in layers]
+    policy = ChipPolicy(layers, timesteps, model)
     same = 0
     for i in range(0, len(obs), chunk):
         x = np.asarray(obs[i:i + chunk])
-        out = chip_forward(layers, params, torch.as_tensor(x, dtype=torch.float32), timesteps, model)
-        same += int((out.numpy().argmax(1) == source.q_values(x).argmax(1)).sum())
+        same += int((policy.q_values(x).argmax(1) == source.q_values(x).argmax(1)).sum())
     return same / max(len(obs), 1)
+
+
+class ChipPolicy:
+    """Integer layers as `chip_forward` models them at T, with FeedForwardQ's `q_values`, to be played."""
+
+    def __init__(self, layers: list[QuantizedLayer], timesteps: int, model: str):
+        self.layers, self.timesteps, self.model = layers, timesteps, model
+        self.params = [tuple(torch.as_tensor(a, dtype=torch.float32) for a in q.effective()) for q in layers]
+
+    @torch.no_grad()
+    def q_values(self, obs: np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
+        return chip_forward(self.layers, self.params, x, self.timesteps, self.model).numpy()
+
+
+def own_agreement(source: FeedForwardQ, layers: list[QuantizedLayer], spec: EnvSpec, steps: int, seed: int,
+                  epsilon: float, timesteps: int, model: str = "spikes") -> float:
+    """`agreement` on the observations the quantized network visits when it plays (`steps` env
+    steps from `seed`, epsilon-greedy): where the conversion rate is measured."""
+    visited = collect_observations(ChipPolicy(layers, timesteps, model), spec, steps, seed, epsilon)
+    return agreement(source, layers, visited, timesteps, model)
 
 
 def relative_step(w: torch.Tensor, b: torch.Tensor) -> float:
