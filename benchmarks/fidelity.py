@@ -82,7 +82,8 @@ def measure(network: str, coding: str, timesteps: int | None) -> dict:
             "conversion_s": round(conversion_s, 2), "episodes": episodes, "decisions": res.decisions,
             "epsilon": res.epsilon,
             **({"distillation": {k: art.manifest["distillation"][k] for k in
-                                 ("steps", "heldout_agreement_before", "heldout_agreement_after")}}
+                                 ("steps", "heldout_agreement_before", "heldout_agreement_after",
+                                  "own_agreement_before", "own_agreement_after", "kept")}}
                if coding.endswith("+distill") else {}),
             **({"note": "2 episodes capped at 300 steps: a synaptic-ops reference, not a full-game score"}
                if network == "pong" and coding == "rate" else {})}

@@ -31,7 +31,7 @@ from lavaloop.profiles import ChipProfile, MixedSignalProfile, load_profile
 ATARI_EPISODE_STEPS = 18_000   # the paper's evaluation cap, in agent steps
 ATARI_EPSILON = 0.05           # the paper's evaluation epsilon
 EQUALIZE_SWEEPS = 3      # sigma-delta: equalization sweeps tried (docs/conversion.md measures 1-10)
-SD_DISTILL = {"target": "advantage", "ce_weight": 0.3, "temperature": 0.03}   # see conversion.distill
+SD_DISTILL = {"target": "advantage", "ce_weight": 0.3, "temperature": 0.03, "anneal": True}   # see conversion.distill
 
 
 def check_env_fits(net: SourceNetwork, env: gym.Env, env_id: str) -> tuple[list[int], int]:

@@ -51,9 +51,10 @@ class DistillConfig:
     Parameters
     ----------
     steps: Adam steps in all. batch: observations per step. lr: Adam's learning rate for a layer
-        whose largest parameter is 1 or more (smaller layers: in proportion, `relative_step`),
-        annealed to 0 over the steps on a cosine: with a constant rate the rounded weights keep
-        flipping and the agreement wanders by a few points from step to step.
+        whose largest parameter is 1 or more (smaller layers: in proportion, `relative_step`).
+    anneal: lower the rate to 0 over the steps on a cosine. The sigma-delta model needs it (at
+        a constant rate its rounded weights keep flipping and the agreement wanders by a few
+        points); rate coding through spike trains learns less with it (docs/conversion.md).
     ce_weight: weight of the cross-entropy on the source's greedy action (against the MSE).
     temperature: of that cross-entropy, in the target's units.
     target: "q" (the normalized Q-values, Q / lambda, about 1 at the top; the output layer in
@@ -70,6 +71,7 @@ class DistillConfig:
     steps: int = 3000
     batch: int = 256
     lr: float = 1e-4
+    anneal: bool = False
     ce_weight: float = 0.01
     temperature: float = 0.02
     target: str = "q"
@@ -280,7 +282,8 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
     model = ChipForward(layers, profile, per_neuron, timesteps, cfg.model, in_scale, shift)
     opt = torch.optim.Adam([{"params": [w, b], "lr": cfg.lr * relative_step(w, b)}
                             for w, b in zip(model.weights, model.biases)])
-    anneal = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1.0 + np.cos(np.pi * k / cfg.steps)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: 0.5 * (1.0 + np.cos(np.pi * k / cfg.steps)) if cfg.anneal else 1.0)
     gen = torch.Generator().manual_seed(cfg.seed)
     x_all = np.asarray(obs)
     rounds = np.array_split(np.arange(cfg.steps), cfg.dagger_rounds + 1)
@@ -301,7 +304,7 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
             for _ in steps:
                 idx = torch.randint(len(x), (min(cfg.batch, len(x)),), generator=gen)
                 losses = distill_step(model, opt, x[idx], target[idx], greedy[idx], cfg, advantage)
-                anneal.step()
+                schedule.step()
                 bar.update(1)
     finally:
         bar.close()
