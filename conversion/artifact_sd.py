@@ -120,6 +120,11 @@ class SDArtifact(ConvertedDQN):
                  f"input payload obs*2^{m['input_scale_bits']}, delta-encoded, epsilon {m['epsilon']}",
                  f"ceiling    the network with a held input agrees with the source on "
                  f"{100 * m['held_input_agreement']:.1f}% of calibration observations"]
+        n = m["normalization"]
+        if "equalization_ceilings" in n:
+            tried = ", ".join(f"{100 * c:.1f}%" for c in n["equalization_ceilings"])
+            lines.append(f"equalized  {n['equalization_sweeps']} sweep(s) of cross-layer equalization "
+                         f"(0, 1, ... sweeps: {tried} of calibration decisions)")
         lines += self.distillation_line("the fixed-point network")
         lines += self.adaptation_line()
         for q, r in zip(self.layers, m["quantization"]):
