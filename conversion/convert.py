@@ -20,7 +20,7 @@ from lavaloop.conversion.loaders import load_checkpoint
 from lavaloop.conversion.mixed_signal import INPUT_BITS, check_mappable, map_network
 from lavaloop.conversion.models.qnet import FeedForwardQ
 from lavaloop.conversion.network import ConvLayer, SourceNetwork
-from lavaloop.conversion.normalize import collect_observations, equalize, layer_scales, normalize
+from lavaloop.conversion.normalize import channel_peaks, collect_observations, equalize, layer_scales, normalize
 from lavaloop.conversion.quantize import input_scale_bits, quantization_report, quantize, rate_limit
 from lavaloop.conversion.sigma_delta import quantize_sd, sd_report
 from lavaloop.envs import EnvSpec, is_atari, make_env
@@ -224,8 +224,7 @@ def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, pr
     isb, shift = common["input_scale_bits"], opts.message_shift
     plain = layer_scales(q, obs, 100.0)
     if opts.equalize:   # every hidden channel's largest activation, in units of its layer's lambda
-        peaks = layer_scales(q, obs, 100.0, channels=[l.weight.shape[0] for l in net.layers])
-        peaks = [np.asarray(p) / s for p, s in zip(peaks[:-1], plain[:-1])]
+        peaks = [p / s for p, s in zip(channel_peaks(q, obs, net.layers), plain[:-1])]
     candidates = []
     for sweeps in range(EQUALIZE_SWEEPS + 1 if opts.equalize else 1):
         scales = equalize(net.layers, plain, peaks, sweeps) if sweeps else plain

@@ -72,6 +72,16 @@ def layer_scales(q: FeedForwardQ, obs: np.ndarray, percentile: float, channels: 
     return scales
 
 
+def channel_peaks(q: FeedForwardQ, obs: np.ndarray, layers: list[Layer], chunk: int = 256) -> list[np.ndarray]:
+    """Every hidden channel's largest activation on the observations, per hidden layer (0 for a
+    channel that never fires; `layer_scales` gives such a channel lambda 1 instead)."""
+    peaks = [np.zeros(l.weight.shape[0]) for l in layers[:-1]]
+    for start in range(0, len(obs), chunk):
+        for p, act in zip(peaks, q.activations(obs[start:start + chunk])):
+            np.maximum(p, act.reshape(len(act), len(p), -1).max(axis=(0, 2)), out=p)
+    return peaks
+
+
 def _percentile(pos: np.ndarray, percentile: float) -> float:
     return float(np.percentile(pos, percentile)) if pos.size else 1.0
 
@@ -108,7 +118,7 @@ def equalize(layers: list[Layer], scales: list[float], peaks: list[np.ndarray], 
     ----------
     layers: the source layers. scales: their layer-wise lambdas (max-normalization).
     peaks: per hidden layer, every output channel's largest calibrated activation, in units
-        of that layer's lambda (<= 1).
+        of that layer's lambda (<= 1; 0 for a channel that never fires, see `channel_peaks`).
     iterations: equalization sweeps over the layer pairs.
 
     Returns scales for `normalize`: a list of per-channel lambdas for every hidden layer.

@@ -120,7 +120,7 @@ def test_equalization_keeps_the_function_and_lifts_the_8_bit_network():
     DQN's 8-bit sigma-delta network (about 0.81 of calibration decisions without it) gains."""
     import lavaloop
     from lavaloop.conversion.loaders import load_checkpoint
-    from lavaloop.conversion.normalize import collect_observations, equalize, layer_scales, normalize
+    from lavaloop.conversion.normalize import channel_peaks, collect_observations, equalize, layer_scales, normalize
     from lavaloop.conversion.quantize import forward
     from lavaloop.envs import EnvSpec
 
@@ -129,8 +129,7 @@ def test_equalization_keeps_the_function_and_lifts_the_8_bit_network():
     q = net.to_torch()
     obs = collect_observations(q, EnvSpec.for_id("CartPole-v1", None, None), 1000, 0, 0.05)
     scales = layer_scales(q, obs, 100.0)
-    peaks = layer_scales(q, obs, 100.0, channels=[l.weight.shape[0] for l in net.layers])
-    eq = equalize(net.layers, scales, [np.asarray(p) / s for p, s in zip(peaks[:-1], scales[:-1])])
+    eq = equalize(net.layers, scales, [p / s for p, s in zip(channel_peaks(q, obs, net.layers), scales[:-1])])
     x = y = obs.astype(np.float64)
     for i, (a, b) in enumerate(zip(normalize(net.layers, scales), normalize(net.layers, eq))):
         x, y = forward(a, a.weight, a.bias, x), forward(b, b.weight, b.bias, y)
