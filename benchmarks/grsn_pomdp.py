@@ -28,12 +28,13 @@ policy quantization-aware with its kept critic (`grsn_qat`); resumable, rerun to
 `--train-lunar` trains LunarLander-V (SAC-discrete) at the paper's 200k env steps, GRSN and
 GRU seed 0, resumably. `--sac-results` evaluates what is trained so far into the JSON's `sac`
 record ("Pendulum-V 50k": per seed the float GRSN and GRU, the GRSN actor in fixed point after
-post-training quantization and after QAT; "LunarLander-V": float GRSN and GRU; `pending`
-lists the runs not trained yet).
+post-training quantization and after QAT, and the QAT actor on loihi2 with 24-bit graded
+spikes; "LunarLander-V": float GRSN and GRU; `pending` lists the runs not trained yet).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import json
@@ -78,6 +79,9 @@ PENDULUM_QAT_STEPS = 10_000
 # at the paper's 200k env steps, GRSN and GRU seed 0 (`--train-lunar`; resumable across sessions:
 # about 4-5 CPU-hours per run here).
 LUNAR_STEPS = 200_000
+# loihi2 with 24-bit graded spikes (input and messages; Lava's own S4D process sends 24-bit
+# messages): the Pendulum actor's spikes need more than 16 bits of input precision.
+GRADED_24 = {"name": "loihi2_graded24", "input_bits": 24, "message_bits": 24}
 LUNAR_RUNS = [("grsn", 0), ("gru", 0)]
 LUNAR_EVAL_EVERY = 10_000
 CKPT = Path("checkpoints/grsn")
@@ -188,15 +192,21 @@ def pendulum_results(seeds: list[int]) -> dict:
         for cell, key in (("grsn", "fixed_point"), ("grsn_qat", "fixed_point_qat")):
             if pendulum_path(cell, seed).exists():
                 rec[key] = run_grsn(convert_policy(pendulum_path(cell, seed), "Pendulum-V"), seeds)
+        if pendulum_path("grsn_qat", seed).exists():
+            with variant_profile(GRADED_24) as wide:
+                rec["fixed_point_qat_24bit_spikes"] = run_grsn(
+                    convert_policy(pendulum_path("grsn_qat", seed), "Pendulum-V", profile=wide), seeds)
         out["seeds"][seed] = rec
     done = list(out["seeds"].values())
     if done:
         grsn, gru = (summarize([r[c]["float"] for r in done]) for c in ("grsn", "gru"))
         out.update(grsn_return=grsn, gru_return=gru, grsn_over_gru=grsn["mean"] / gru["mean"],
                    grsn_within_10_percent=bool(abs(grsn["mean"] - gru["mean"]) <= 0.1 * abs(gru["mean"])))
-        qat = [r["fixed_point_qat"]["action_agreement"] for r in done if "fixed_point_qat" in r]
-        if qat:
-            out["qat_action_within_0_02"] = summarize(qat)
+        for key, name in (("fixed_point_qat", "qat_action_within_0_02"),
+                          ("fixed_point_qat_24bit_spikes", "qat_24bit_spikes_action_within_0_02")):
+            qat = [r[key]["action_agreement"] for r in done if key in r]
+            if qat:
+                out[name] = summarize(qat)
     return out
 
 
@@ -252,17 +262,23 @@ def run_grsn(art, seeds: list[int]) -> dict:
             "energy": res.energy, "steps_per_s": res.steps_per_s, "returns": res.returns}
 
 
+@contextlib.contextmanager
+def variant_profile(changes: dict):
+    """The path of a temporary profile file: loihi2 with `changes` (which include its name)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{changes['name']}.json"
+        path.write_text(json.dumps(dataclasses.replace(PROFILES["loihi2"], **changes).to_dict()))
+        yield str(path)
+
+
 def deploy_grsn(task: str, cell: str, seed: int, seeds: list[int], lava_check: bool) -> dict:
     """Convert a GRSN policy and run it on the emulator (and, optionally, Lava for a bit-exact check)."""
     art = convert_policy(ckpt_path(task, cell, seed), task)
     out = run_grsn(art, seeds)
     out["conversion_s"] = art.manifest["conversion_seconds"]
     if lava_check and cell == "grsn" and task in TASKS:   # where post-training quantization loses agreement
-        with tempfile.TemporaryDirectory() as tmp:
-            wide = Path(tmp) / "loihi2_w16.json"
-            wide.write_text(json.dumps(dataclasses.replace(PROFILES["loihi2"], name="loihi2_w16",
-                                                           weight_bits=16).to_dict()))
-            rec16 = run_grsn(convert_policy(ckpt_path(task, "grsn", seed), task, profile=str(wide)), seeds)
+        with variant_profile({"name": "loihi2_w16", "weight_bits": 16}) as wide:
+            rec16 = run_grsn(convert_policy(ckpt_path(task, "grsn", seed), task, profile=wide), seeds)
         out["weights_16_bit"] = {k: rec16[k] for k in ("mean_return", "action_agreement", "spike_mismatch",
                                                         "state_error_mean")}
     if lava_check:

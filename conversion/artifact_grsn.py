@@ -79,10 +79,13 @@ class GRSNArtifact(Artifact):
                 if np.abs(w).max(initial=0) > mant_max or w.shape[1] >= 1 << 13:
                     raise ArtifactError(f"{what}: stage {i} ({st['name']}) weights break profile "
                                         f"{prof.name!r} ({prof.weight_bits}-bit mantissa, fan-in < 8192)")
+            if st["kind"] == "grsn" and ("interp_bits" not in st or len(st["table"]) % 2 != 1):
+                raise ArtifactError(f"{what}: stage {i} ({st['name']}) has a plain sigmoid table; the artifact "
+                                    "predates the interpolated one: convert its checkpoint again")
             n = len(bs[0]) + (n - n_in if st["kind"] == "grsn" else 0)
         if n != m["n_actions"] or len(m["action_map"]) != (0 if m["continuous"] else m["n_actions"]):
             raise ArtifactError(f"{what}: last stage has {n} outputs for {m['n_actions']} actions")
-        if max(prof.state_bits, prof.input_bits) > 24:
+        if max(prof.state_bits, prof.input_bits, prof.message_bits) > 24:
             raise ArtifactError(f"{what}: profile {prof.name!r} exceeds 24-bit states and payloads")
 
     def describe(self) -> list[str]:

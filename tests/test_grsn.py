@@ -13,7 +13,15 @@ import torch
 
 from lavaloop.artifact import read_artifact
 from lavaloop.conversion.artifact_grsn import GRSNArtifact
-from lavaloop.conversion.grsn import GATE_BITS, LUT_IN_FRAC, LUT_INDEX_BITS, convert_policy, load_policy, sigmoid_table
+from lavaloop.conversion.grsn import (
+    GATE_BITS,
+    LUT_IN_FRAC,
+    LUT_INDEX_BITS,
+    LUT_INTERP_BITS,
+    convert_policy,
+    load_policy,
+    sigmoid_table,
+)
 from lavaloop.conversion.models.grsn import (
     FakeQuantLinear,
     GRSNCell,
@@ -88,12 +96,17 @@ def test_surrogate_gradient_flows_through_spikes():
     assert net.rnn.f.weight.grad.abs().sum() > 0 and net.rnn.c.weight.grad.abs().sum() > 0
 
 
-def test_sigmoid_table_is_accurate():
+def test_interpolated_sigmoid_is_accurate():
+    """The table's knots, linearly interpolated, stay within 2 output LSBs of sigmoid over the
+    table's range and clamp beyond it; the gate never decreases as z grows."""
     table = sigmoid_table(LUT_INDEX_BITS, LUT_IN_FRAC, GATE_BITS)
-    z = np.arange(-600, 600)
-    approx = sigmoid_lookup(table, z) / 2 ** GATE_BITS
-    exact = 1 / (1 + np.exp(-np.clip(z, -512, 511) / 2 ** LUT_IN_FRAC))
-    assert np.abs(approx - exact).max() <= 2 ** -GATE_BITS
+    unit = 1 << (LUT_IN_FRAC + LUT_INTERP_BITS)          # z units per 1.0
+    z = np.arange(-9 * unit, 9 * unit, 7)
+    approx = sigmoid_lookup(table, z, LUT_INTERP_BITS) / 2 ** GATE_BITS
+    exact = 1 / (1 + np.exp(-np.clip(z / unit, -8, 8)))
+    assert np.abs(approx - exact).max() <= 2 * 2 ** -GATE_BITS
+    assert (np.diff(approx) >= 0).all()
+    assert approx[0] == table[0] / 2 ** GATE_BITS and approx[-1] == table[-1] / 2 ** GATE_BITS
 
 
 def test_trainer_writes_a_loadable_policy(tmp_path):
@@ -324,6 +337,12 @@ def test_tampered_grsn_artifact_is_refused(tmp_path, trained_artifact):
     stages[1]["w_f"][0, 0] = 1000
     GRSNArtifact(trained_artifact.manifest, stages, trained_artifact.source).save(path)
     with pytest.raises(ArtifactError, match="weights break profile"):
+        GRSNArtifact.load(path)
+    stages = [dict(st) for st in trained_artifact.stages]       # an artifact from before the
+    del stages[1]["interp_bits"]                                 # interpolated sigmoid
+    stages[1]["table"] = stages[1]["table"][:-1]
+    GRSNArtifact(trained_artifact.manifest, stages, trained_artifact.source).save(path)
+    with pytest.raises(ArtifactError, match="convert its checkpoint again"):
         GRSNArtifact.load(path)
 
 

@@ -30,10 +30,20 @@ def graded_dense(weight: np.ndarray, x: np.ndarray, bias: np.ndarray, out_shift:
     return saturate(np.maximum(out, 0) if relu else out, bits)
 
 
-def sigmoid_lookup(table: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """sigmoid of fixed-point z (units of the table's input scale), clamped to the table's range."""
-    half = len(table) // 2
-    return table[np.clip(z, -half, half - 1) + half]
+def sigmoid_lookup(table: np.ndarray, z: np.ndarray, interp_bits: int) -> np.ndarray:
+    """sigmoid of fixed-point z, linearly interpolated between the table's entries.
+
+    The table holds sigmoid at its knots k = -half..half (len 2 * half + 1); z is in units of
+    2**-interp_bits knots and is clamped to the table's range. The result is
+    T[k] + ((T[k + 1] - T[k]) * r) >> interp_bits for z = k * 2**interp_bits + r (an add, a
+    multiply and a shift, as a chip's neuron microcode does it).
+    """
+    half = (len(table) - 1) // 2
+    z = np.clip(z, -half << interp_bits, half << interp_bits)
+    k = np.minimum(z >> interp_bits, half - 1)
+    r = z - (k << interp_bits)
+    lo = table[k + half]
+    return lo + (((table[k + half + 1] - lo) * r) >> interp_bits)
 
 
 def grsn_step(h: np.ndarray, v: np.ndarray, gate: np.ndarray, cand: np.ndarray, gate_bits: int,
@@ -51,10 +61,11 @@ def grsn_step(h: np.ndarray, v: np.ndarray, gate: np.ndarray, cand: np.ndarray, 
 
 
 def grsn_gates(p: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Forget gate (LUT sigmoid, units 2**-gate_bits) and candidate current (state units) from input x."""
+    """Forget gate (interpolated table sigmoid, units 2**-gate_bits) and candidate current
+    (state units) from input x."""
     z = shift(dense(p["w_f"], x, 0) + p["b_f"], p["shift_f"])
     cand = shift(dense(p["w_c"], x, 0) + p["b_c"], p["shift_c"])
-    return sigmoid_lookup(p["table"], z), saturate(np.maximum(cand, 0), p["bits"])
+    return sigmoid_lookup(p["table"], z, p["interp_bits"]), saturate(np.maximum(cand, 0), p["bits"])
 
 
 def prepare_stage(p: dict) -> dict:
