@@ -41,6 +41,11 @@ def within(name: str, value, low, high, low_open: bool = False) -> None:
         raise LavaloopError(f"{name} must be in {bracket}{low}, {high}], got {value}")
 
 
+def flag(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise LavaloopError(f"{name} must be True or False, got {value!r}")
+
+
 def one_of(name: str, value, choices) -> None:
     if value is not None and value not in choices:
         raise LavaloopError(f"unknown {name} {value!r} (choose from {', '.join(choices)})")
@@ -128,6 +133,8 @@ class ConvertOptions:
     distill_mismatch: float | None = None
 
     def __post_init__(self):
+        flag("distill", self.distill)
+        flag("equalize", self.equalize)
         one_of("fan-in mode", self.fan_in, FAN_IN_MODES)
         at_least("distill_mismatch", self.distill_mismatch, 0.0)
         if self.distill_mismatch is not None and not self.distill:
@@ -231,6 +238,8 @@ class RunSettings:
     layout: str | None = None
 
     def __post_init__(self):
+        flag("per_layer_processes", self.per_layer_processes)
+        flag("calibrate_readout", self.calibrate_readout)
         at_least("episodes", self.episodes, 1)
         at_least("mismatch_seed", self.mismatch_seed, 0)
         at_least("mismatch_sigma", self.mismatch_sigma, 0.0)

@@ -125,6 +125,10 @@ def test_options_refuse_wrong_types():
             RunSettings(**bad)
     with pytest.raises(LavaloopError, match="percentile must be a number"):
         ConvertOptions(percentile="high")
+    for cls, bad in ((ConvertOptions, dict(equalize="no")), (ConvertOptions, dict(distill=1)),
+                     (RunSettings, dict(calibrate_readout="yes"))):
+        with pytest.raises(LavaloopError, match=f"{next(iter(bad))} must be True or False"):
+            cls(**bad)
 
 
 def test_saved_files_get_the_usual_permissions(cartpole_artifact):
