@@ -161,15 +161,19 @@ class LavaRuntime:
 
         self.proc.run(condition=RunSteps(num_steps=num_steps, blocking=False), run_cfg=self.cfg)
 
+    def _infrastructure(self):
+        return getattr(getattr(self.proc, "runtime", None), "_messaging_infrastructure", None)
+
     def own_processes(self) -> list:
         """This runtime's processes that are still alive."""
-        runtime = getattr(self.proc, "runtime", None)
-        infra = getattr(runtime, "_messaging_infrastructure", None)
-        actors = set(getattr(infra, "actors", None) or [])
+        actors = set(getattr(self._infrastructure(), "actors", None) or [])
         return [p for p in self.children | actors if _alive(p)]
 
     def kill(self, grace_s: float = 2.0) -> None:
-        """Terminate (then kill) this runtime's processes; other children are not touched."""
+        """Terminate (then kill) this runtime's processes; other children are not touched.
+        Then unlink the shared-memory segments of Lava's channels, which an interrupted
+        runtime leaves behind (Python's resource tracker would remove them at exit, warning
+        of leaked objects)."""
         procs = self.own_processes()
         for p in procs:
             p.terminate()
@@ -182,6 +186,13 @@ class LavaRuntime:
         for p in procs:
             if _alive(p):   # Lava's SystemProcess.join takes no timeout: the base class's does
                 multiprocessing.Process.join(p, 1.0)
+        smm = getattr(self._infrastructure(), "_smm", None)     # emptied by a regular stop
+        for segment in getattr(smm, "_shared_memory_handles", None) or []:
+            with contextlib.suppress(OSError):
+                segment.close()
+                segment.unlink()
+        if smm is not None:
+            smm._shared_memory_handles = []
         runtime = getattr(self.proc, "runtime", None)
         if runtime is not None:   # its processes are gone: Process.__del__'s stop() must not wait for them
             runtime._is_started = runtime._is_running = False
