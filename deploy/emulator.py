@@ -8,12 +8,10 @@ test checks it on recorded runs.
 from __future__ import annotations
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from lavaloop.conversion.artifact_if import IFArtifact
-from lavaloop.deploy.episodes import EpisodeLog, play_batched
-from lavaloop.processes.dynamics import Synapse, encode_input, if_steps, readout, rewired
-from lavaloop.rollout import epsilon_greedy
+from lavaloop.deploy.episodes import EpisodeLog, play_feedforward
+from lavaloop.processes.dynamics import Synapse, if_steps, readout, rewired
 
 
 class FixedPointNetwork:
@@ -75,24 +73,8 @@ class FixedPointNetwork:
 def run_emulator(art: IFArtifact, seeds: list[int], timesteps: int, readout_mode: str,
                  epsilon: float, progress: bool = True) -> EpisodeLog:
     """Run one episode per seed, all episodes batched together."""
-    with threadpool_limits(limits=1, user_api="blas"):  # small matrices: threads only contend
-        return _run_batched(art, seeds, timesteps, readout_mode, epsilon, progress)
-
-
-def _run_batched(art, seeds, timesteps, readout_mode, epsilon, progress) -> EpisodeLog:
-    amap = art.manifest["action_map"]
     net = FixedPointNetwork(art, timesteps, readout_mode)
-    scale, in_bits = 1 << int(art.manifest["input_scale_bits"]), art.profile.input_bits
+    played = play_feedforward(art, seeds, lambda active, x: net.decide(x), art.profile.input_bits, epsilon, progress)
+    return EpisodeLog.batched(played, seeds, net.spikes.tolist(), net.synops.tolist(), timesteps + len(art.layers))
 
-    def decide(rng, values):
-        g, a = epsilon_greedy(rng, values, epsilon)
-        return g, a, amap[a]
 
-    def values(active, obs, prev_actions, prev_rewards):
-        return net.decide(encode_input(obs, scale, in_bits))
-
-    played = play_batched(art.env_spec, seeds, values, decide, -1, progress)
-    return EpisodeLog(seeds=list(seeds), returns=played.returns, lengths=played.lengths, actions=played.actions,
-                      greedy=played.greedy, spikes=net.spikes.tolist(), synops=net.synops.tolist(),
-                      steps=int(played.lengths.sum()) * (timesteps + len(art.layers)), wall_s=played.wall_s,
-                      extra={"batched_windows": played.rounds})

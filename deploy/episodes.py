@@ -11,12 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from lavaloop import runtime
 from lavaloop.envs import EnvSpec, episode_limit, make_env
 from lavaloop.errors import LavaloopError
-from lavaloop.rollout import run_episode
+from lavaloop.processes.dynamics import encode_input
+from lavaloop.rollout import epsilon_greedy, run_episode
 from lavaloop.runtime import LavaRuntime, LavaRuntimeError
 
 
@@ -35,6 +37,15 @@ class EpisodeLog:
     wall_s: float
     agents: int = 1                   # agents deciding at every env step (a team)
     extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def batched(cls, played: Played, seeds: list[int], spikes, synops, steps_per_decision: int,
+                extra: dict | None = None) -> EpisodeLog:
+        """The log of a `play_batched` run; `extra` gains the number of batched windows."""
+        return cls(seeds=list(seeds), returns=played.returns, lengths=played.lengths, actions=played.actions,
+                   greedy=played.greedy, spikes=list(spikes), synops=list(synops),
+                   steps=int(played.lengths.sum()) * steps_per_decision, wall_s=played.wall_s,
+                   extra={"batched_windows": played.rounds, **(extra or {})})
 
     @property
     def decisions(self) -> int:
@@ -107,6 +118,23 @@ def play_batched(spec: EnvSpec, seeds: list[int], values: Callable, decide: Call
     return Played(returns, lengths, [np.asarray(a) for a in actions], [np.asarray(g) for g in greedy], rounds,
                   time.time() - t0)
 
+
+
+def play_feedforward(art, seeds: list[int], values: Callable, in_bits: int, epsilon: float,
+                     progress: bool) -> Played:
+    """One episode per seed of a feed-forward DQN artifact on an emulator, all batched
+    (`play_batched`): each observation encoded at the artifact's input scale in `in_bits`
+    bits, epsilon-greedy over values(active, payload) (one row per active episode)."""
+    amap, scale = art.manifest["action_map"], 1 << int(art.manifest["input_scale_bits"])
+
+    def decide(rng, row):
+        g, a = epsilon_greedy(rng, row, epsilon)
+        return g, a, amap[a]
+
+    with threadpool_limits(limits=1, user_api="blas"):   # small matrices: threads only contend
+        return play_batched(art.env_spec, seeds,
+                            lambda active, obs, prev_a, prev_r: values(active, encode_input(obs, scale, in_bits)),
+                            decide, -1, progress)
 
 def run_chunk(rt: LavaRuntime, envio, chunk: int, timeout: float = runtime.HANG_TIMEOUT_S) -> None:
     """Run a started runtime for `chunk` steps under the watchdog; an error EnvIO caught is raised here."""

@@ -16,10 +16,9 @@ from threadpoolctl import threadpool_limits
 
 from lavaloop.conversion.artifact_ms import MixedSignalArtifact
 from lavaloop.conversion.mixed_signal import ONE, integer_readout, least_squares_readout
-from lavaloop.deploy.episodes import EpisodeLog, play_batched
+from lavaloop.deploy.episodes import EpisodeLog, play_feedforward
 from lavaloop.envs import EnvSpec, make_env
 from lavaloop.processes.dynamics import encode_input, fanout, generator_increments, mapped_layer_step, regular_spikes
-from lavaloop.rollout import epsilon_greedy
 
 
 class MixedSignalNetwork:
@@ -92,23 +91,10 @@ def calibrate_instance(art: MixedSignalArtifact, instance: list[dict], chunk: in
 def run_emulator(art: MixedSignalArtifact, instance: list[dict], seeds: list[int], epsilon: float,
                  progress: bool = True) -> EpisodeLog:
     """Run one episode per seed on one chip instance, all episodes batched together."""
-    with threadpool_limits(limits=1, user_api="blas"):
-        amap = art.manifest["action_map"]
-        net = MixedSignalNetwork(art, instance)
-        scale, in_bits = 1 << int(art.manifest["input_scale_bits"]), art.manifest["input_bits"]
-
-        def decide(rng, values):
-            g, a = epsilon_greedy(rng, values, epsilon)
-            return g, a, amap[a]
-
-        def values(active, obs, prev_actions, prev_rewards):
-            return net.decide(encode_input(obs, scale, in_bits))
-
-        played = play_batched(art.env_spec, seeds, values, decide, -1, progress)
-    return EpisodeLog(seeds=list(seeds), returns=played.returns, lengths=played.lengths, actions=played.actions,
-                      greedy=played.greedy, spikes=net.spikes.tolist(), synops=net.synops.tolist(),
-                      steps=int(played.lengths.sum()) * art.window, wall_s=played.wall_s,
-                      extra={"batched_windows": played.rounds})
+    net = MixedSignalNetwork(art, instance)
+    played = play_feedforward(art, seeds, lambda active, x: net.decide(x), art.manifest["input_bits"], epsilon,
+                              progress)
+    return EpisodeLog.batched(played, seeds, net.spikes.tolist(), net.synops.tolist(), art.window)
 
 
 def build_graph(art: MixedSignalArtifact, instance: list[dict], seeds: Sequence[int], epsilon: float,

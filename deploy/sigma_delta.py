@@ -11,13 +11,11 @@ import functools
 from collections.abc import Sequence
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from lavaloop.conversion.artifact_sd import SDArtifact
-from lavaloop.deploy.episodes import EpisodeLog, play_batched
+from lavaloop.deploy.episodes import EpisodeLog, play_feedforward
 from lavaloop.envs import EnvSpec, make_env
-from lavaloop.processes.dynamics import Synapse, delta_encode, encode_input, rewired, sigma_delta_step, sigma_readout
-from lavaloop.rollout import epsilon_greedy
+from lavaloop.processes.dynamics import Synapse, delta_encode, rewired, sigma_delta_step, sigma_readout
 
 
 class SigmaDeltaNetwork:
@@ -78,24 +76,11 @@ class SigmaDeltaNetwork:
 
 def run_emulator(art: SDArtifact, seeds: list[int], epsilon: float, progress: bool = True) -> EpisodeLog:
     """Run one episode per seed, all episodes batched together."""
-    with threadpool_limits(limits=1, user_api="blas"):
-        amap = art.manifest["action_map"]
-        net = SigmaDeltaNetwork(art, len(seeds))
-        net.restart(np.arange(len(seeds)))
-        scale, in_bits = 1 << int(art.manifest["input_scale_bits"]), art.profile.input_bits
-
-        def decide(rng, values):
-            g, a = epsilon_greedy(rng, values, epsilon)
-            return g, a, amap[a]
-
-        def values(active, obs, prev_actions, prev_rewards):
-            return net.decide(active, encode_input(obs, scale, in_bits))
-
-        played = play_batched(art.env_spec, seeds, values, decide, -1, progress)
-    return EpisodeLog(seeds=list(seeds), returns=played.returns, lengths=played.lengths, actions=played.actions,
-                      greedy=played.greedy, spikes=net.messages.tolist(), synops=net.synops.tolist(),
-                      steps=int(played.lengths.sum()) * art.window, wall_s=played.wall_s,
-                      extra={"batched_windows": played.rounds, "max_message": net.max_message.tolist()})
+    net = SigmaDeltaNetwork(art, len(seeds))
+    net.restart(np.arange(len(seeds)))
+    played = play_feedforward(art, seeds, net.decide, art.profile.input_bits, epsilon, progress)
+    return EpisodeLog.batched(played, seeds, net.messages.tolist(), net.synops.tolist(), art.window,
+                              {"max_message": net.max_message.tolist()})
 
 
 def build_graph(art: SDArtifact, seeds: Sequence[int], epsilon: float, max_steps: int, plastic: bool = False,

@@ -8,11 +8,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from lavaloop.deploy.emulator import FixedPointNetwork
-from lavaloop.deploy.episodes import play_batched, run_chunk
+from lavaloop.deploy.episodes import play_feedforward, run_chunk
 from lavaloop.deploy.sigma_delta import SigmaDeltaNetwork
 from lavaloop.envs import episode_limit
-from lavaloop.processes.dynamics import encode_input
-from lavaloop.rollout import epsilon_greedy
 
 
 @dataclass
@@ -58,23 +56,18 @@ class EmulatorChip:
         return v, self.net.features[0]
 
     def play(self) -> ChipEpisode:
-        art, amap, features = self.art, self.art.manifest["action_map"], []
-        scale, bits = 1 << int(art.manifest["input_scale_bits"]), art.profile.input_bits
+        features = []
         if self.sd:
             self.net.restart(np.zeros(1, np.int64))
 
-        def values(active, obs, prev_actions, prev_rewards):
-            v, f = self.decide(encode_input(obs, scale, bits))
+        def values(active, payload):
+            v, f = self.decide(payload)
             features.append(f)
             return v
 
-        def decide(rng, row):
-            g, a = epsilon_greedy(rng, row, self.epsilon)
-            return g, a, amap[a]
-
         seed = self.seeds[self.next]
         self.next += 1
-        p = play_batched(art.env_spec, [seed], values, decide, -1, progress=False)
+        p = play_feedforward(self.art, [seed], values, self.art.profile.input_bits, self.epsilon, progress=False)
         return ChipEpisode(np.asarray(features), p.actions[0], p.greedy[0], float(p.returns[0]))
 
     def set_readout(self, weight: np.ndarray, bias: np.ndarray) -> None:
