@@ -167,9 +167,11 @@ def lunar_results(seeds: list[int]) -> dict:
 
 
 def train_pendulum(jobs: int) -> None:
-    """Every missing Pendulum-V run at the paper's budget, then their QAT fine-tunings."""
-    for runs in (PENDULUM_RUNS, [("grsn_qat", s) for s in range(3)]):
-        train_all(pendulum_job, [r for r in runs if not pendulum_path(*r).exists()], jobs)
+    """Every missing Pendulum-V run at the paper's budget, seed by seed: GRSN and GRU, then the
+    GRSN policy's QAT fine-tuning (so that a session that stops early leaves whole seeds)."""
+    for seed in range(3):
+        for runs in ([(c, s) for c, s in PENDULUM_RUNS if s == seed], [("grsn_qat", seed)]):
+            train_all(pendulum_job, [r for r in runs if not pendulum_path(*r).exists()], jobs)
 
 
 def pendulum_results(seeds: list[int]) -> dict:
