@@ -76,5 +76,3 @@ def run_emulator(art: IFArtifact, seeds: list[int], timesteps: int, readout_mode
     net = FixedPointNetwork(art, timesteps, readout_mode)
     played = play_feedforward(art, seeds, lambda active, x: net.decide(x), art.profile.input_bits, epsilon, progress)
     return EpisodeLog.batched(played, seeds, net.spikes.tolist(), net.synops.tolist(), timesteps + len(art.layers))
-
-

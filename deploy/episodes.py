@@ -119,7 +119,6 @@ def play_batched(spec: EnvSpec, seeds: list[int], values: Callable, decide: Call
                   time.time() - t0)
 
 
-
 def play_feedforward(art, seeds: list[int], values: Callable, in_bits: int, epsilon: float,
                      progress: bool) -> Played:
     """One episode per seed of a feed-forward DQN artifact on an emulator, all batched
@@ -135,6 +134,7 @@ def play_feedforward(art, seeds: list[int], values: Callable, in_bits: int, epsi
         return play_batched(art.env_spec, seeds,
                             lambda active, obs, prev_a, prev_r: values(active, encode_input(obs, scale, in_bits)),
                             decide, -1, progress)
+
 
 def run_chunk(rt: LavaRuntime, envio, chunk: int, timeout: float = runtime.HANG_TIMEOUT_S) -> None:
     """Run a started runtime for `chunk` steps under the watchdog; an error EnvIO caught is raised here."""

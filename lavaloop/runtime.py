@@ -173,7 +173,9 @@ class LavaRuntime:
         """Terminate (then kill) this runtime's processes; other children are not touched.
         Then unlink the shared-memory segments of Lava's channels, which an interrupted
         runtime leaves behind (Python's resource tracker would remove them at exit, warning
-        of leaked objects)."""
+        of leaked objects). They stay mapped: a port array of a thread that is still blocked
+        in Lava may point into them, and unmapping would turn a late access into a segfault;
+        the mapping goes with the process."""
         procs = self.own_processes()
         for p in procs:
             p.terminate()
@@ -189,7 +191,6 @@ class LavaRuntime:
         smm = getattr(self._infrastructure(), "_smm", None)     # emptied by a regular stop
         for segment in getattr(smm, "_shared_memory_handles", None) or []:
             with contextlib.suppress(OSError):
-                segment.close()
                 segment.unlink()
         if smm is not None:
             smm._shared_memory_handles = []
