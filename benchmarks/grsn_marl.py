@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
-import json
 import os
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -36,6 +33,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from benchmarks.grsn_pomdp import variant_profile  # noqa: E402
 from lavaloop.atomic import write_json  # noqa: E402
 from lavaloop.conversion.models.qmix import load_team  # noqa: E402
 from lavaloop.conversion.team import convert_team  # noqa: E402
@@ -103,11 +101,8 @@ def chip_eval(path: Path, task: str, seeds: list[int], lava: bool, wide: bool = 
     `wide`: also with 16-bit weights, to locate the fixed-point error)."""
     art = convert_team(path, task)
     if wide:
-        with tempfile.TemporaryDirectory() as d:
-            w16 = Path(d) / "loihi2_w16.json"
-            w16.write_text(json.dumps(dataclasses.replace(PROFILES["loihi2"], name="loihi2_w16",
-                                                          weight_bits=16).to_dict()))
-            res16 = run(convert_team(path, task, profile=str(w16)),
+        with variant_profile({"name": "loihi2_w16", "weight_bits": 16}) as w16:
+            res16 = run(convert_team(path, task, profile=w16),
                         RunSettings(episodes=len(seeds), seed=seeds[0], backend="emulator"), progress=False)
     settings = RunSettings(episodes=len(seeds), seed=seeds[0], backend="emulator")
     emu = run(art, settings, progress=False)
