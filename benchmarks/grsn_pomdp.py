@@ -26,7 +26,7 @@ Writes results/grsn_pomdp.json and results/grsn_pomdp.png.
 seeds 0-2 (checkpoints/grsn/pendulum_v_<cell>_50k_s<seed>.pt), then fine-tunes each GRSN
 policy quantization-aware with its kept critic (`grsn_qat`); resumable, rerun to continue.
 `--train-lunar` trains LunarLander-V (SAC-discrete), GRSN and GRU seed 0, at this machine's
-budget of 40k env steps (the paper: 200k), resumably. `--sac-results` evaluates what is
+budget of 30k env steps (the paper: 200k), resumably. `--sac-results` evaluates what is
 trained so far into the JSON's `sac` record ("Pendulum-V 50k": per seed the float GRSN and
 GRU, the GRSN actor in fixed point after post-training quantization and after QAT, and the
 QAT actor on loihi2 with 24-bit graded spikes; "LunarLander-V": float GRSN and GRU;
@@ -78,8 +78,8 @@ PENDULUM_RUNS = [(cell, seed) for seed in range(3) for cell in ("grsn", "gru")]
 PENDULUM_QAT_STEPS = 10_000
 # LunarLander-V (dims [2, 3, 5, 6, 7]) with SAC-discrete, the paper's trainer for discrete tasks,
 # GRSN and GRU seed 0 (`--train-lunar`; resumable). The paper trains 200k env steps; at about
-# 10 env steps/s per run that is 4-5 CPU-hours, so this machine's budget is 40k (about 70 min).
-LUNAR_STEPS = 40_000
+# 10 env steps/s per run that is 4-5 CPU-hours, so this machine's budget is 30k (under an hour).
+LUNAR_STEPS = 30_000
 # loihi2 with 24-bit graded spikes (input and messages; Lava's own S4D process sends 24-bit
 # messages): the Pendulum actor's spikes need more than 16 bits of input precision.
 GRADED_24 = {"name": "loihi2_graded24", "input_bits": 24, "message_bits": 24}
@@ -364,7 +364,7 @@ def main() -> None:
     p.add_argument("--train-pendulum", action="store_true",
                    help="only train the Pendulum-V runs at 50k env steps (3 seeds, GRSN, GRU, GRSN-QAT)")
     p.add_argument("--train-lunar", action="store_true",
-                   help="only train the LunarLander-V runs at 40k env steps (GRSN, GRU; SAC-discrete)")
+                   help="only train the LunarLander-V runs at 30k env steps (GRSN, GRU; SAC-discrete)")
     p.add_argument("--sac-results", action="store_true",
                    help="only evaluate the Pendulum-V 50k and LunarLander-V runs trained so far, into the JSON's sac")
     args = p.parse_args()
