@@ -1,0 +1,54 @@
+"""GRSN and LIF-with-TAP membranes on a mixed-signal chip (deploy.mixed_signal_grsn)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lavaloop.deploy.mixed_signal_grsn import ChipMembrane, HybridPolicy
+from lavaloop.errors import ProfileError
+from lavaloop.profiles import PROFILES
+from lavaloop.trainers.recurrent import episode_returns
+
+GRSN = Path(__file__).resolve().parents[1] / "checkpoints" / "grsn"
+DYNAPSE2 = PROFILES["dynapse2"]
+
+
+def test_a_window_is_the_cells_update():
+    """Held for one window, the tuned chip membrane does v <- v/2 + I/2, as the cell (tau 2)."""
+    chip = ChipMembrane(3, 2.0, DYNAPSE2, 2.0, "current", None, 0.0)
+    chip.state["v"][:] = [0.8, 0.0, 0.5]
+    counts = chip.window(np.array([0.0, 1.5, 0.9]))
+    np.testing.assert_allclose(chip.state["v"], [0.4, 0.75, 0.7], atol=1e-12)
+    assert counts.tolist() == [0, 0, 0]
+    assert chip.window(np.array([0.0, 3.0, 0.0]))[1] >= 1       # 0.75/2 + 1.5 >= 1: a spike
+
+
+def test_spike_trains_carry_the_current():
+    """Through generators and DPI synapses (excitatory and inhibitory) the membrane settles at I."""
+    chip = ChipMembrane(2, 2.0, DYNAPSE2, 2.0, "spikes", None, 0.0)
+    for _ in range(20):
+        chip.window(np.array([0.8, -0.5]))
+    np.testing.assert_allclose(chip.state["v"], [0.8, -0.5], atol=0.05)
+
+
+def test_host_mode_is_the_float_policy_and_the_chip_is_close():
+    hp = HybridPolicy(GRSN / "cartpole_v_grsn_s0.pt", "CartPole-V", calib_seeds=[1000])
+    host = hp.evaluate([0], "host")
+    assert host["agreement"] == 1.0
+    assert host["returns"] == episode_returns(hp.net, hp.spec, [0])
+    chip = hp.evaluate([0], "spikes")
+    assert 0.6 < chip["agreement"] < 1.0 and chip["spikes_per_step"] > 0
+    frozen = hp.evaluate([0], "host", frozen_gate=True)
+    assert frozen["agreement"] < 1.0
+
+
+def test_bad_input():
+    with pytest.raises(ProfileError, match="only discrete GRSN and LIF-with-TAP"):
+        HybridPolicy(GRSN / "cartpole_v_gru_s0.pt", "CartPole-V", calib_seeds=[1000])
+    with pytest.raises(ProfileError, match="not a mixed-signal chip"):
+        HybridPolicy(GRSN / "cartpole_v_lif_s0.pt", "CartPole-V", "loihi2", calib_seeds=[1000])
+    lif = HybridPolicy(GRSN / "cartpole_v_lif_s0.pt", "CartPole-V", calib_seeds=[1000])
+    with pytest.raises(ProfileError, match="GRSN policies only"):
+        lif.on_chip("current", None, 0.0, frozen_gate=True)
+    with pytest.raises(ProfileError, match="input mode"):
+        lif.on_chip("voltage", None, 0.0)
