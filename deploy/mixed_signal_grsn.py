@@ -18,10 +18,13 @@ the membrane on the host: the float policy itself):
   `input="spikes"`: I sent as regular spike trains from the board's generators, its positive
   part to an excitatory and its negative part to an inhibitory synapse of the neuron
   (DPI, the fast types), at I / i_max spikes per step (i_max: the calibration's 99.9th
-  percentile of |I|, clipped above), the weight making the steady current I.
+  percentile of |I|, clipped above), the weight making the steady current I. The 5 ms
+  synapse smooths I over the window, so a window is then only close to the cell's update.
 * Always: the chip neuron resets to rest (not by subtraction), is refractory for a step and
   may spike more than once in a window; and each chip instance's mismatch (threshold, time
   constants, gain, shared weight currents: 1 + N(0, sigma), `conversion.mixed_signal`).
+* Not modelled: `lif_step`'s membrane may go below rest, a DPI membrane cannot (it matters
+  for the LIF policy's negative currents, not for GRSN's h >= 0).
 The neurons are `processes.dynamics.lif_step`, the mapped DQNs' and the dreaming agent's.
 """
 from __future__ import annotations
