@@ -44,6 +44,10 @@ CONDITIONS = {
     "reference_dream_one_adam_step": {**REF, "second_adam_step": False},
     "reference_dream_action_connected": {**REF, "topology": {"action_input": True}},
     "reference_dream_window_10": {**REF, "window": 10},
+    # our protocol fixed: every step an agent window then a world-model window, and both
+    # populations driven to a coding level of 0.1 (deploy.dreaming.drive)
+    "paired_coding_dream": {"paired_windows": True, "coding_level": 0.1},
+    "paired_coding_no_dream": {"paired_windows": True, "coding_level": 0.1, "dream": False},
     # full runs on Lava (our protocol, run 0 of the emulator's conditions: the curves must be equal)
     "lava_dream": {"backend": "lava", "runs": 1},
     "lava_no_dream": {"backend": "lava", "runs": 1, "dream": False},
@@ -51,7 +55,7 @@ CONDITIONS = {
 PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("paper_dream", "paper_no_dream"),
          ("reference_dream", "paper_dream"), ("reference_no_dream", "paper_no_dream")] + [
     (name, "reference_dream") for name in CONDITIONS if name.startswith("reference_dream_")] + [
-    ("reference_no_dream_two_uploads", "reference_no_dream")]
+    ("reference_no_dream_two_uploads", "reference_no_dream"), ("paired_coding_dream", "paired_coding_no_dream")]
 
 
 def summarize(per_run: np.ndarray, games: np.ndarray) -> dict:
@@ -125,7 +129,9 @@ def plot(res: dict, path: Path) -> None:
     styles = {"paper_dream": ("released, dreaming", "k", "-"), "paper_no_dream": ("released, no dreaming", "k", "--"),
               "reference_dream": ("reference protocol, dreaming", "C3", "-"),
               "reference_no_dream": ("reference protocol, no dreaming", "C3", "--"),
-              "dream": ("our protocol, dreaming", "C0", "-"), "no_dream": ("our protocol, no dreaming", "C0", "--")}
+              "dream": ("our protocol, dreaming", "C0", "-"), "no_dream": ("our protocol, no dreaming", "C0", "--"),
+              "paired_coding_dream": ("ours fixed (paired, coding 0.1), dreaming", "C2", "-"),
+              "paired_coding_no_dream": ("ours fixed (paired, coding 0.1), no dreaming", "C2", "--")}
     for name, (label, color, ls) in styles.items():
         if name in c and "mean" in c[name]:
             g, m, s = (np.array(c[name][k]) for k in ("games", "mean", "sd"))

@@ -138,7 +138,8 @@ def cmd_export(args) -> None:
 
 
 def cmd_dream(args) -> None:
-    config = given(args, "runs", "games", "profile", "mismatch_sigma", "mismatch_seed", "seed", "protocol")
+    config = given(args, "runs", "games", "profile", "mismatch_sigma", "mismatch_seed", "seed", "protocol",
+                   "coding_level")
     if args.no_dream:
         config["dream"] = False
     rec = lavaloop.dream(args.env, args.out, args.backend, checkpoint_every=args.checkpoint_every,
@@ -329,6 +330,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--mismatch-sigma", type=float, help="override the profile's device mismatch (>= 0)")
     d.add_argument("--mismatch-seed", type=int, help="the chip instance (>= 0, default 0)")
     d.add_argument("--seed", type=int, help="run r uses seed + r (>= 0, default 0)")
+    d.add_argument("--coding-level", type=float, help="set the populations' weights so that this share of "
+                   "neurons spikes per window, e.g. 0.1 (calibrated on two games; default: the fixed weights)")
     d.add_argument("--backend", default="emulator", choices=["emulator", "lava"])
     d.add_argument("--out", default=None, help="run directory (resumed if it exists); default "
                    "runs/pong_<condition>_<backend>")

@@ -76,6 +76,7 @@ class DreamConfig:
     clip_dreams: bool = True                 # dreamed states stay in 0..255
     generators: str = "regular"              # "restart": the authors' spike patterns, restarted each window
     paired_windows: bool = False             # ours: an agent window, then a world-model window, per step
+    coding_level: float | None = None        # set both populations' weights for this coding level (drive.py)
 
     def __post_init__(self):
         for name, cls in (("topology", Topology), ("rules", ReadoutRules)):
@@ -93,6 +94,8 @@ class DreamConfig:
             at_least(name, getattr(self, name), 0)
         at_least("mismatch_sigma", self.mismatch_sigma, 0.0)
         within("sticky-action probability", self.sticky, 0, 1)
+        if self.coding_level is not None:
+            within("coding_level", self.coding_level, 0, 1, low_open=True)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -5,6 +5,7 @@ one after another (one runtime per run, for all its games) and checkpoints after
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from tqdm import tqdm
 
 from lavaloop.atomic import write_json
 from lavaloop.deploy.dreaming.agent import DreamConfig, DreamingAgent
+from lavaloop.deploy.dreaming.drive import calibrate_drive
 from lavaloop.deploy.dreaming.emulator import EmulatedChip
 from lavaloop.deploy.dreaming.paired import PairedAgent
 from lavaloop.deploy.dreaming.reference import ReferenceAgent
@@ -119,6 +121,8 @@ def run(cfg: DreamConfig, out: str | Path, backend: str = "emulator", checkpoint
     if backend not in BACKENDS:
         raise LavaloopError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     cfg.setups()                      # profile and chip limits, before anything is written
+    if cfg.coding_level is not None:  # deterministic: a resumed run finds the same weights
+        cfg = dataclasses.replace(cfg, topology=calibrate_drive(cfg, cfg.coding_level))
     rundir = RunDir(out, {"backend": backend, **cfg.to_dict()})
     data = rundir.open()
     if backend == "emulator":

@@ -1,0 +1,102 @@
+"""The hidden drive of the dreaming agent's populations, set from a target coding level.
+
+The coding level of a population is the share of its neurons that spike in a window in
+which it is shown a state (its place cells on), averaged over the windows of a few games
+played by the configuration itself (its protocol, windows, chip instance, untrained
+policy). A random expansion read out by a linear learner separates most patterns at a
+coding level near 0.1 (Barak, Rigotti and Fusi, J. Neurosci. 2013; Litwin-Kumar et al.,
+Neuron 2017): a silent neuron carries nothing, one that fires for every state carries
+no information about which. At the single shared weight 0.03 the agent population's coding
+level is 0.002 and 98 % of its neurons never fire in two games (dynapse1, sigma 0.2).
+
+`calibrate_drive` finds the agent cores' weight, then the world model's ratio to it, for
+which each population's coding level is the target (bisection on a log scale; the level
+rises with the weight).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from lavaloop.deploy.dreaming.emulator import EmulatedChip
+from lavaloop.deploy.dreaming.network import N_PLACE, Topology
+from lavaloop.processes.dynamics import place_cell_increments
+
+CALIBRATION_RUNS = 3
+CALIBRATION_GAMES = 2
+WEIGHT_RANGE = (0.005, 1.0)     # agent weight, threshold units
+RATIO_RANGE = (0.1, 10.0)       # world model weight / agent weight
+ITERATIONS = 10
+
+
+class RecordingChip(EmulatedChip):
+    """The emulated chip, keeping every window's counts and which populations were shown a state."""
+
+    def __init__(self, setups):
+        super().__init__(setups)
+        self.counts, self.shown = [], []
+
+    def window(self, commands: np.ndarray):
+        counts, info = super().window(commands)
+        inc = place_cell_increments(np.stack([g.views for g in self.games]), self.table, self.action_increment)
+        self.counts.append(counts)
+        self.shown.append(np.stack([inc[:, :N_PLACE].any(-1), inc[:, N_PLACE:2 * N_PLACE].any(-1)], -1))
+        return counts, info
+
+
+def coding_levels(cfg, games: int = CALIBRATION_GAMES, runs: int = CALIBRATION_RUNS) -> dict:
+    """Per population ("agent", "model"): the coding level and the share of neurons that never
+    spiked, over `games` games (with their dreams, if the configuration dreams) of its first
+    `runs` runs."""
+    from lavaloop.deploy.dreaming.protocol import make_agent  # protocol imports this module
+
+    cfg = dataclasses.replace(cfg, runs=min(runs, cfg.runs), games=games)
+    chip = RecordingChip(cfg.setups())
+    try:
+        agent = make_agent(cfg, chip)
+        for g in range(games):
+            agent.play(g)
+            if cfg.dream:
+                agent.dream(g)
+    finally:
+        chip.close()
+    counts, shown = np.array(chip.counts) > 0, np.array(chip.shown)    # (W, R, 2H), (W, R, 2)
+    hidden = counts.shape[-1] // 2
+    out = {}
+    for i, name in enumerate(("agent", "model")):
+        active = counts[..., i * hidden:(i + 1) * hidden]
+        level = active.mean(-1)[shown[..., i]]
+        out[name] = {"coding_level": float(level.mean()) if level.size else 0.0,
+                     "never_fire": float((~active.any(0)).mean())}
+    return out
+
+
+def _bisect(level_of, target: float, lo: float, hi: float, iterations: int) -> float:
+    """The x in [lo, hi] (log scale) where the increasing level_of(x) meets `target`."""
+    for _ in range(iterations):
+        mid = float(np.sqrt(lo * hi))
+        lo, hi = (mid, hi) if level_of(mid) < target else (lo, mid)
+    return float(np.sqrt(lo * hi))
+
+
+def calibrate_drive(cfg, target: float, iterations: int = ITERATIONS) -> Topology:
+    """The configuration's topology with the agent cores' weight and the world model's weight
+    ratio set so that each population's coding level is `target` (see the module docstring).
+
+    Parameters
+    ----------
+    cfg: the DreamConfig to calibrate for (its protocol, windows, profile and seeds are used).
+    target: coding level, in (0, 1).
+    iterations: bisection steps per weight.
+    """
+    def level(topology: Topology, population: str) -> float:
+        return coding_levels(dataclasses.replace(cfg, topology=topology))[population]["coding_level"]
+
+    topo = cfg.topology
+    weight = _bisect(lambda w: level(dataclasses.replace(topo, weight=w), "agent"), target, *WEIGHT_RANGE,
+                     iterations)
+    topo = dataclasses.replace(topo, weight=round(weight, 5))
+    ratio = _bisect(lambda r: level(dataclasses.replace(topo, model_weight_ratio=r), "model"), target,
+                    *RATIO_RANGE, iterations)
+    return dataclasses.replace(topo, model_weight_ratio=round(ratio, 4))
