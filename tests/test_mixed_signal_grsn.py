@@ -24,7 +24,8 @@ def test_a_window_is_the_cells_update():
 
 
 def test_spike_trains_carry_the_current():
-    """Through generators and DPI synapses (excitatory and inhibitory) the membrane settles at I."""
+    """Through generators and DPI synapses the membrane settles at I: the excitatory and the
+    inhibitory wiring (lif_step lets v go below rest, which a DPI membrane cannot; documented)."""
     chip = ChipMembrane(2, 2.0, DYNAPSE2, 2.0, "spikes", None, 0.0)
     for _ in range(20):
         chip.window(np.array([0.8, -0.5]))
