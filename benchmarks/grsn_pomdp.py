@@ -151,20 +151,33 @@ def train_lunar(jobs: int) -> None:
 
 
 def lunar_results(seeds: list[int]) -> dict:
-    """LunarLander-V GRSN vs GRU (SAC-discrete, float): curves and test returns of the runs
-    finished so far; the others are listed as pending."""
+    """LunarLander-V GRSN vs GRU (SAC-discrete): curves and test returns of the runs finished so
+    far (the others are listed as pending); the GRSN policy also in fixed point (post-training
+    quantized, loihi2): agreement with its float actions and energy per step against the GRU's."""
     out = {"config": train_sac.Config(total_steps=LUNAR_STEPS).__dict__, "runs": {}, "pending": []}
     for cell, seed in LUNAR_RUNS:
         path = lunar_path(cell, seed)
         if not path.exists():
             out["pending"].append(f"{cell} s{seed}")
             continue
-        out["runs"][f"{cell} s{seed}"] = {"curve": learning_curve(path),
-                                          "float": float_eval(path, "LunarLander-V", seeds)["mean_return"]}
+        ev = float_eval(path, "LunarLander-V", seeds)
+        out["runs"][f"{cell} s{seed}"] = {"curve": learning_curve(path), "float": ev["mean_return"],
+                                          **({"energy": ev["energy"]} if "energy" in ev else {})}
+        if cell == "grsn":
+            out["runs"][f"{cell} s{seed}"]["fixed_point"] = run_grsn(convert_policy(path, "LunarLander-V"), seeds)
     if not out["pending"]:
-        grsn, gru = (out["runs"][f"{c} s0"]["float"] for c in ("grsn", "gru"))
-        out.update(grsn_return=grsn, gru_return=gru, grsn_minus_gru=grsn - gru)
+        grsn, gru = (out["runs"][f"{c} s0"] for c in ("grsn", "gru"))
+        out.update(grsn_return=grsn["float"], gru_return=gru["float"], grsn_minus_gru=grsn["float"] - gru["float"],
+                   grsn_over_gru=grsn["float"] / gru["float"],
+                   lava_agreement=grsn["fixed_point"]["action_agreement"],
+                   energy_ratio=energy_ratio(grsn["fixed_point"], gru))
     return out
+
+
+def energy_ratio(grsn_fixed: dict, gru_float: dict) -> float:
+    """Energy per step (45 nm) of a fixed-point GRSN run over its GRU baseline's float operations."""
+    return (grsn_fixed["energy"]["energy_per_decision_nj"]["cmos45"]
+            / gru_float["energy"]["energy_per_decision_nj"]["cmos45"])
 
 
 def train_pendulum(jobs: int) -> None:
@@ -188,9 +201,11 @@ def pendulum_results(seeds: list[int]) -> dict:
         out["pending"] += [f"{c} s{seed}" for c in missing_]
         if {"grsn", "gru"} & set(missing_):
             continue
-        rec = {c: {"curve": learning_curve(pendulum_path(c, seed)),
-                   "float": float_eval(pendulum_path(c, seed), "Pendulum-V", seeds)["mean_return"]}
-               for c in ("grsn", "gru")}
+        rec = {}
+        for c in ("grsn", "gru"):
+            ev = float_eval(pendulum_path(c, seed), "Pendulum-V", seeds)
+            rec[c] = {"curve": learning_curve(pendulum_path(c, seed)), "float": ev["mean_return"],
+                      **({"energy": ev["energy"]} if "energy" in ev else {})}
         rec["grsn_over_gru"] = rec["grsn"]["float"] / rec["gru"]["float"]
         for cell, key in (("grsn", "fixed_point"), ("grsn_qat", "fixed_point_qat")):
             if pendulum_path(cell, seed).exists():
@@ -210,6 +225,10 @@ def pendulum_results(seeds: list[int]) -> dict:
             qat = [r[key]["action_agreement"] for r in done if key in r]
             if qat:
                 out[name] = summarize(qat)
+        with_qat = [r for r in done if "fixed_point_qat" in r]
+        if with_qat:    # the issue's per-task keys: the QAT actor on loihi2 (share of steps within 0.02)
+            out["lava_agreement"] = out["qat_action_within_0_02"]["mean"]
+            out["energy_ratio"] = float(np.mean([energy_ratio(r["fixed_point_qat"], r["gru"]) for r in with_qat]))
     return out
 
 
@@ -305,7 +324,7 @@ def plot(res: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 5, figsize=(25, 4.2))
+    fig, axes = plt.subplots(1, 6, figsize=(30, 4.2))
     colors = {"grsn": "C0", "gru": "C1", "lif": "C2", "grsn_notap": "C3", "grsn_qat": "C4"}
     for ax, task in zip(axes[:2], TASKS):
         for cell, runs in res["tasks"][task]["curves"].items():
@@ -352,6 +371,12 @@ def plot(res: dict, path: Path) -> None:
     ax2.set_ylabel("CartPole-V return")
     ax.legend(fontsize=7, loc="lower left")
     ax2.legend(fontsize=7, loc="lower right")
+    ax, lunar = axes[5], sac.get("LunarLander-V", {})
+    for name, rec in lunar.get("runs", {}).items():
+        ax.plot(*zip(*rec["curve"]), color=colors[name.split()[0]], label=f"{name} (SAC-discrete)")
+    ax.set(title=f"LunarLander-V, {LUNAR_STEPS // 1000}k env steps: greedy eval return", xlabel="env steps",
+           ylabel="return")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
