@@ -7,7 +7,7 @@ from lavaloop.deploy.dreaming.agent import DreamConfig
 from lavaloop.deploy.dreaming.drive import calibrate_drive, coding_levels
 from lavaloop.deploy.dreaming.network import Topology
 
-SMALL = dict(agent_steps=20, dream_steps=10, topology=Topology(hidden=64))
+SMALL = dict(agent_steps=12, dream_steps=4, topology=Topology(hidden=32))
 
 
 def test_calibrated_weights_reach_the_coding_level():
@@ -15,7 +15,7 @@ def test_calibrated_weights_reach_the_coding_level():
     fixed = coding_levels(cfg)
     assert fixed["agent"]["coding_level"] < 0.02 and fixed["agent"]["never_fire"] > 0.5   # under-driven at 0.03
     topo = calibrate_drive(cfg, 0.1)
-    assert topo.weight > cfg.topology.weight and topo.hidden == 64
+    assert topo.weight > cfg.topology.weight and topo.hidden == 32
     levels = coding_levels(dataclasses.replace(cfg, topology=topo))
     for population in ("agent", "model"):
         assert abs(levels[population]["coding_level"] - 0.1) < 0.02, levels
