@@ -124,6 +124,28 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def grsn_records(path: Path) -> list[dict]:
+    """The GRSN / LIF-with-TAP hybrid study's records (benchmarks.grsn_mixed_signal) in this
+    file's schema; none if it has not been run."""
+    if not path.is_file():
+        return []
+    res = json.loads(path.read_text())
+    out = []
+    for name, rec in res["policies"].items():
+        for r in rec["records"]:
+            if r["input"] == "host":
+                continue
+            gate = ", forget gate frozen" if r["gate"] == "frozen" else ""
+            out.append({"network": name.lower().replace(" ", "_").replace("-", "_"), "profile": res["profile"],
+                        "variant": f"gates on the host, membranes on the chip, {r['input']} input{gate}",
+                        "fan_in": None, "mismatch_aware": r["mismatch_aware"], "training_sigma": None,
+                        "readout_per_chip": False, "sigma": r["sigma"], "instances": r["instances"],
+                        **{k: r[k] for k in ("agreement_median", "agreement_p05", "agreement_p95", "score_median",
+                                             "score_p05", "return_median")},
+                        "spikes_per_decision": r["spikes_per_step_median"]})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results")
@@ -139,8 +161,8 @@ def main() -> None:
     pong = plan(load_checkpoint(ROOT / "checkpoints" / "pong_dqn.pt").layers, load_profile("dynapse2"))
     out = Path(args.out)
     write_json(out / "mixed_signal.json", {
-        "records": rows, "pong_dqn_dynapse2_plan": pong,
-        "grsn": "not mapped: see docs/mixed_signal.md (the GRSN gates multiply states; a DYNAP-SE neuron cannot)",
+        "records": rows + grsn_records(out / "grsn_mixed_signal.json"), "pong_dqn_dynapse2_plan": pong,
+        "grsn": "gates on the host, membranes on the chip: benchmarks.grsn_mixed_signal, docs/mixed_signal.md",
         "versions": versions()})
     plot(rows, out / "mixed_signal.png")
     for r in rows:
