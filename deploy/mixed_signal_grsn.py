@@ -39,7 +39,17 @@ from torch import nn
 
 from lavaloop.conversion.grsn import load_policy
 from lavaloop.conversion.mixed_signal import ONE, ChipLayer, bits_of, decays, draw_instance
-from lavaloop.conversion.models.grsn import GRSNCell, LIFCell, RecurrentNet, greedy_action, lif_update
+from lavaloop.conversion.models.grsn import (
+    CHIP_SYN_DECAY,
+    CHIP_WINDOW,
+    GRSNCell,
+    GRSNChipCell,
+    LIFCell,
+    RecurrentNet,
+    greedy_action,
+    lif_update,
+    window_update,
+)
 from lavaloop.envs import EnvSpec, make_env
 from lavaloop.errors import ProfileError
 from lavaloop.processes.dynamics import lif_step, population_window
@@ -47,7 +57,7 @@ from lavaloop.profiles import MixedSignalProfile, load_profile
 from lavaloop.trainers.recurrent import Actor, episode_returns
 
 INPUT_MODES = ("host", "current", "spikes")
-STEPS_PER_ENV_STEP = 14      # chip steps (dt each) per env step: 14 ms at 1 ms, tau_mem ~ 20 ms for tau = 2
+STEPS_PER_ENV_STEP = CHIP_WINDOW      # chip steps (dt each) per env step: 14 ms at 1 ms, tau_mem ~ 20 ms
 CURRENT_PERCENTILE = 99.9
 
 
@@ -122,15 +132,18 @@ class HybridCell(nn.Module):
             if self.frozen_gate is not None:
                 f = self.frozen_gate.expand_as(f)
             current = f * state[0] + (1 - f) * c
-            host = (current,)
+            host, membrane = (current,), state[1:]
         else:
-            current, host = self.cell.w(x[0]), ()
-        if self.chip is None:           # the membrane on the host: the cell's own update
-            v, s = lif_update(state[-1], current, self.cell.tau)
-            return s.view(1, 1, -1), (*host, v)
-        counts = self.chip.window(current[0].double().numpy())
-        self.spike_counts.append(counts)
-        return torch.as_tensor(counts > 0, dtype=torch.float32).view(1, 1, -1), (*host, state[-1])
+            current, host, membrane = self.cell.w(x[0]), (), state
+        if self.chip is not None:
+            counts = self.chip.window(current[0].double().numpy())
+            self.spike_counts.append(counts)
+            return torch.as_tensor(counts > 0, dtype=torch.float32).view(1, 1, -1), (*host, *membrane)
+        if isinstance(self.cell, GRSNChipCell):      # the membrane on the host: the cell's own update
+            membrane, s = window_update(membrane, current, self.cell.tau, CHIP_SYN_DECAY)
+            return s.view(1, 1, -1), (*host, *membrane)
+        v, s = lif_update(membrane[0], current, self.cell.tau)
+        return s.view(1, 1, -1), (*host, v)
 
 
 def membrane_currents(net: RecurrentNet, spec: EnvSpec, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -199,6 +212,9 @@ class HybridPolicy:
         self.profile = load_profile(profile)
         if not isinstance(self.profile, MixedSignalProfile):
             raise ProfileError(f"profile {profile!r} is not a mixed-signal chip")
+        if isinstance(self.net.rnn, GRSNChipCell) and not math.isclose(decays(self.profile)[0], CHIP_SYN_DECAY):
+            raise ProfileError(f"{path}: a grsn_chip policy is trained for 5 ms synapses at 1 ms steps; "
+                               f"{profile!r} has {self.profile.tau_syn_fast_ms} ms at {self.profile.dt_ms} ms")
         self.spec = EnvSpec.for_id(env_id)
         currents, gates = membrane_currents(self.net, self.spec, calib_seeds or list(range(1000, 1020)))
         self.i_max = float(np.percentile(np.abs(currents), CURRENT_PERCENTILE))

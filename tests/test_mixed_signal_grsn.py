@@ -3,11 +3,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from lavaloop.conversion.models.grsn import GRSNChipCell, window_update
 from lavaloop.deploy.mixed_signal_grsn import ChipMembrane, HybridPolicy
+from lavaloop.envs import EnvSpec, make_env
 from lavaloop.errors import ProfileError
 from lavaloop.profiles import PROFILES
-from lavaloop.trainers.recurrent import episode_returns
+from lavaloop.trainers.recurrent import episode_returns, initial_policy
 
 GRSN = Path(__file__).resolve().parents[1] / "checkpoints" / "grsn"
 DYNAPSE2 = PROFILES["dynapse2"]
@@ -53,3 +56,26 @@ def test_bad_input():
         lif.on_chip("current", None, 0.0, frozen_gate=True)
     with pytest.raises(ProfileError, match="input mode"):
         lif.on_chip("voltage", None, 0.0)
+
+
+def test_the_grsn_chip_cell_computes_what_the_chip_does():
+    """window_update (the grsn_chip cell's membrane, ideal current) equals lif_step on the chip
+    bit for bit in float64, refractory steps carried across windows included."""
+    rng = np.random.default_rng(0)
+    chip = ChipMembrane(64, 2.0, DYNAPSE2, 3.0, "current", None, 0.0)
+    state = tuple(torch.zeros(64, dtype=torch.float64) for _ in range(3))
+    for _ in range(100):
+        current = rng.uniform(0, 3, 64)
+        counts = chip.window(current)
+        state, spiked = window_update(state, torch.as_tensor(current), 2.0)
+        np.testing.assert_array_equal(counts > 0, spiked.numpy() > 0)
+        np.testing.assert_array_equal(chip.state["v"], state[1].numpy())
+
+
+def test_a_grsn_policy_fine_tunes_as_grsn_chip_and_nothing_else(tmp_path):
+    env = make_env(EnvSpec.for_id("CartPole-V"))
+    net, _ = initial_policy(env, "CartPole-V", "grsn_chip", None, GRSN / "cartpole_v_grsn_s0.pt", 0.1)
+    assert isinstance(net.rnn, GRSNChipCell) and net.rnn.mismatch_sigma == 0.1
+    with pytest.raises(ValueError, match="holds a lif policy"):
+        initial_policy(env, "CartPole-V", "grsn_chip", None, GRSN / "cartpole_v_lif_s0.pt")
+    env.close()

@@ -270,33 +270,39 @@ def load_resume(path: Path, replay: SequenceReplay, curve: EvalCurve, rng: np.ra
     return saved["nets"] if "nets" in saved else saved["sac"], counters   # "sac": files of the first SAC runs
 
 
-def initial_policy(env: gym.Env, env_id: str, cell: str, weight_bits: int | None,
-                   init_from: Path | None) -> tuple[RecurrentNet, dict]:
-    """A fresh policy for `env`, or the policy of checkpoint `init_from` (trained on `env_id`)."""
+def initial_policy(env: gym.Env, env_id: str, cell: str | None, weight_bits: int | None,
+                   init_from: Path | None, mismatch_sigma: float = 0.0) -> tuple[RecurrentNet, dict]:
+    """A fresh policy for `env`, or the policy of checkpoint `init_from` (trained on `env_id`;
+    `cell` None keeps its cell)."""
     if init_from is None:
         return RecurrentNet(PolicyConfig(obs_dim=int(np.prod(env.observation_space.shape)),
-                                          n_actions=int(env.action_space.n), cell=cell,
-                                          weight_bits=weight_bits)), {}
+                                          n_actions=int(env.action_space.n), cell=cell or "grsn",
+                                          weight_bits=weight_bits, mismatch_sigma=mismatch_sigma)), {}
     from lavaloop.conversion.grsn import load_policy
 
     src, meta, _ = load_policy(init_from)
     if meta.get("env") != env_id:
         raise ValueError(f"{init_from} was trained on {meta.get('env')}, not {env_id}")
-    q = RecurrentNet(dataclasses.replace(src.cfg, weight_bits=weight_bits))
+    cell = cell or src.cfg.cell
+    if cell != src.cfg.cell and {cell, src.cfg.cell} != {"grsn", "grsn_chip"}:
+        raise ValueError(f"{init_from} holds a {src.cfg.cell} policy; it can be fine-tuned as {src.cfg.cell} "
+                         "(or, a GRSN policy, as grsn_chip)")
+    q = RecurrentNet(dataclasses.replace(src.cfg, weight_bits=weight_bits, cell=cell, mismatch_sigma=mismatch_sigma))
     q.load_state_dict(src.state_dict())
     return q, {"init_from": Path(init_from).name, "init_best_eval": meta.get("best_eval")}
 
 
-def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every: int = 1_000,
+def train(env_id: str, cell: str | None, seed: int, out: Path, cfg: Config, eval_every: int = 1_000,
           progress: bool = True, weight_bits: int | None = None, init_from: Path | None = None,
-          save_every: int = 2_000) -> dict:
-    """Train (or continue, or fine-tune) one run; returns the run's summary (also in the checkpoint's meta)."""
+          save_every: int = 2_000, mismatch_sigma: float = 0.0) -> dict:
+    """Train (or continue, or fine-tune) one run; returns the run's summary (also in the checkpoint's meta).
+    `cell` None: "grsn", or the cell of `init_from`; `mismatch_sigma`: see `PolicyConfig`."""
     torch.manual_seed(seed)
     torch.set_num_threads(1)
     rng = np.random.default_rng(seed)
     spec = EnvSpec.for_id(env_id)
     env = make_env(spec)
-    q, origin = initial_policy(env, env_id, cell, weight_bits, init_from)
+    q, origin = initial_policy(env, env_id, cell, weight_bits, init_from, mismatch_sigma)
     pcfg = q.cfg
     target = RecurrentNet(pcfg)
     target.load_state_dict(q.state_dict())
@@ -304,7 +310,8 @@ def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every:
     replay, actor = SequenceReplay(pcfg.n_actions), Actor(q)
     curve = EvalCurve()
     resume = out.with_suffix(".resume.pt")
-    identity = {"config": asdict(cfg), "cell": pcfg.cell, "seed": seed, "origin": origin, "weight_bits": weight_bits}
+    identity = {"config": asdict(cfg), "cell": pcfg.cell, "seed": seed, "origin": origin, "weight_bits": weight_bits,
+                "mismatch_sigma": mismatch_sigma}
     step = episode = 0
     wall = 0.0
     if resume.exists():
@@ -367,7 +374,8 @@ def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--env", default="CartPole-V")
-    p.add_argument("--cell", default="grsn", choices=CELLS)
+    p.add_argument("--cell", choices=CELLS, help="default grsn, or the cell of --init-from (a GRSN policy "
+                   "may be fine-tuned as grsn_chip)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--total-steps", type=int, help="env steps (default 10k; 5k when fine-tuning)")
     p.add_argument("--gamma", type=float, default=Config.gamma, help="discount (CartPole: 0.9, as in the paper)")
@@ -375,17 +383,19 @@ def main() -> None:
     p.add_argument("--save-every", type=int, default=2_000, help="env steps between resume points")
     p.add_argument("--weight-bits", type=int, help="quantization-aware training with this weight mantissa width")
     p.add_argument("--init-from", type=Path, help="continue this trained policy (Config.finetune settings)")
+    p.add_argument("--mismatch-sigma", type=float, default=0.0,
+                   help="grsn_chip: train through sampled chip mismatch of this sigma")
     p.add_argument("-o", "--out", type=Path, required=True)
     args = p.parse_args()
     cfg = Config.finetune(args.total_steps or 5_000) if args.init_from else Config(args.total_steps or 10_000)
     cfg = dataclasses.replace(cfg, gamma=args.gamma)
     try:
-        res = train(args.env, args.cell, args.seed, args.out, cfg, args.eval_every,
-                    weight_bits=args.weight_bits, init_from=args.init_from, save_every=args.save_every)
+        res = train(args.env, args.cell, args.seed, args.out, cfg, args.eval_every, weight_bits=args.weight_bits,
+                    init_from=args.init_from, save_every=args.save_every, mismatch_sigma=args.mismatch_sigma)
     except (LavaloopError, ValueError) as exc:
         p.error(str(exc))
-    print(f"{args.env} {args.cell} seed {args.seed}: best eval {res['best_eval']:.1f} at step {res['best_step']}, "
-          f"final {res['final_eval']:.1f} -> {args.out}")
+    print(f"{args.env} {args.cell or 'grsn'} seed {args.seed}: best eval {res['best_eval']:.1f} at step "
+          f"{res['best_step']}, final {res['final_eval']:.1f} -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ it would add a recurrent weight to `GRSNCell.gates` and nothing else.)
 
 Baselines with the same sizes: `gru` (torch GRU), `lif` (LIF neurons with TAP, input
 current W x_t + b), `grsn_notap` (GRSN run for 4 sub-steps per env step on the held input,
-state reset every env step; the head sees the firing rate).
+state reset every env step; the head sees the firing rate). `grsn_chip` is GRSN whose
+membrane is a DYNAP-SE neuron's window (`window_update`: the deployment of
+`deploy.mixed_signal_grsn`, gates on the host), optionally trained through sampled mismatch.
 
 The policy (`RecurrentNet`): ReLU embeddings of the observation (32), the previous action
 (one-hot, or the continuous action in [-1, 1]; 8) and the previous reward (8) form x_t
@@ -48,7 +50,9 @@ from lavaloop.atomic import atomic_path
 from lavaloop.errors import CheckpointError
 from lavaloop.fixedpoint import int_max
 
-CELLS = ("grsn", "gru", "lif", "grsn_notap")
+CELLS = ("grsn", "gru", "lif", "grsn_notap", "grsn_chip")
+CHIP_WINDOW = 14         # chip steps per env step of a `grsn_chip` membrane (deploy.mixed_signal_grsn)
+CHIP_SYN_DECAY = math.exp(-1.0 / 5.0)   # its synapse per chip step: DYNAP-SE's fast types, 5 ms at 1 ms
 CHECKPOINT_FORMAT = "lavaloop-recurrent-policy"
 
 
@@ -77,6 +81,29 @@ def lif_update(v: torch.Tensor, current: torch.Tensor, tau: float) -> tuple[torc
     v = v + (current - v) / tau
     s = spike(v - 1.0)
     return v - s, s
+
+
+def window_update(state: tuple[torch.Tensor, ...], current: torch.Tensor, tau: float, syn_decay: float = 0.0,
+                  steps: int = CHIP_WINDOW, vth: torch.Tensor | float = 1.0, decay: torch.Tensor | float = 1.0,
+                  gain: torch.Tensor | float = 1.0) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """One env step of chip neurons driven by `current` for `steps` steps, as
+    `processes.dynamics.lif_step` computes them with the current's spike trains at their mean
+    rate: the synapse i <- syn_decay i + (1 - syn_decay) gain current (0: an ideal current),
+    the membrane v <- a v + (1 - a) i with a^steps = 1 - 1/tau (`decay` scales the time
+    constant: a^(1/decay)), held at rest while refractory (one step after a spike), spike at
+    `vth`, reset to rest. `state` (i, v, refractory). Returns the new state and whether each
+    neuron spiked in the window; gradients through the ATan surrogate."""
+    a = ((1.0 - 1.0 / tau) ** (1.0 / steps)) ** (1.0 / decay)
+    i, v, refractory = state
+    drive = (1 - syn_decay) * gain * current
+    silent = torch.ones_like(v)
+    for _ in range(steps):
+        i = syn_decay * i + drive
+        v = (1 - refractory) * (a * v + (1 - a) * i)
+        s = spike(v / vth - 1.0)
+        v = v * (1 - s.detach())
+        refractory, silent = s.detach(), silent * (1 - s)
+    return (i, v, refractory), 1 - silent
 
 
 def quantize_rows(w: torch.Tensor, bits: int, per_row: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,6 +166,32 @@ class GRSNCell(nn.Module):
             v, s = lif_update(v, h, self.tau)
             out.append(s)
         return torch.stack(out), (h, v)
+
+
+class GRSNChipCell(GRSNCell):
+    """GRSN whose membrane is a DYNAP-SE neuron fed by spike trains through a synapse
+    (`window_update` with CHIP_SYN_DECAY); state (h, i, v, refractory). With
+    `mismatch_sigma` > 0 each training forward pass draws every neuron's threshold, time
+    constant and gain as 1 + N(0, sigma) per sequence (training through sampled chips)."""
+
+    mismatch_sigma = 0.0
+
+    def zero_state(self, batch: int) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.zeros(batch, self.hidden) for _ in range(4))
+
+    def forward(self, x: torch.Tensor, state) -> tuple[torch.Tensor, tuple]:
+        f, c = self.gates(x)
+        h, *membrane = state
+        factors = {}
+        if self.training and self.mismatch_sigma > 0:
+            factors = {k: (1 + self.mismatch_sigma * torch.randn_like(h)).clamp_min(0.05)
+                       for k in ("vth", "decay", "gain")}
+        out = []
+        for t in range(x.shape[0]):
+            h = f[t] * h + (1 - f[t]) * c[t]
+            membrane, s = window_update(membrane, h, self.tau, CHIP_SYN_DECAY, **factors)
+            out.append(s)
+        return torch.stack(out), (h, *membrane)
 
 
 class GRSNNoTAPCell(GRSNCell):
@@ -214,10 +267,13 @@ class PolicyConfig:
     head: tuple[int, ...] = (128, 128)
     weight_bits: int | None = None      # quantization-aware training (GRSN only)
     continuous: bool = False
+    mismatch_sigma: float = 0.0         # grsn_chip: training through sampled chip mismatch
 
     def __post_init__(self):
         if self.weight_bits is not None and self.cell != "grsn":
             raise ValueError(f"quantization-aware training applies to GRSN policies, not {self.cell!r}")
+        if self.mismatch_sigma and self.cell != "grsn_chip":
+            raise ValueError(f"mismatch_sigma applies to grsn_chip policies, not {self.cell!r}")
 
     @property
     def n_outputs(self) -> int:
@@ -227,6 +283,10 @@ class PolicyConfig:
 def make_cell(cfg: PolicyConfig, n_in: int) -> nn.Module:
     if cfg.cell == "grsn":
         return GRSNCell(n_in, cfg.hidden, weight_bits=cfg.weight_bits)
+    if cfg.cell == "grsn_chip":
+        cell = GRSNChipCell(n_in, cfg.hidden)
+        cell.mismatch_sigma = cfg.mismatch_sigma
+        return cell
     if cfg.cell == "grsn_notap":
         return GRSNNoTAPCell(n_in, cfg.hidden)
     if cfg.cell == "lif":
