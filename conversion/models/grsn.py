@@ -171,8 +171,9 @@ class GRSNCell(nn.Module):
 class GRSNChipCell(GRSNCell):
     """GRSN whose membrane is a DYNAP-SE neuron fed by spike trains through a synapse
     (`window_update` with CHIP_SYN_DECAY); state (h, i, v, refractory). With
-    `mismatch_sigma` > 0 each training forward pass draws every neuron's threshold, time
-    constant and gain as 1 + N(0, sigma) per sequence (training through sampled chips)."""
+    `mismatch_sigma` > 0 each forward pass with gradients (a training update) draws every
+    neuron's threshold, time constant and gain as 1 + N(0, sigma) per sequence (training
+    through sampled chips); acting and evaluation use the nominal chip."""
 
     mismatch_sigma = 0.0
 
@@ -183,7 +184,7 @@ class GRSNChipCell(GRSNCell):
         f, c = self.gates(x)
         h, *membrane = state
         factors = {}
-        if self.training and self.mismatch_sigma > 0:
+        if self.mismatch_sigma > 0 and torch.is_grad_enabled():    # training updates, not acting
             factors = {k: (1 + self.mismatch_sigma * torch.randn_like(h)).clamp_min(0.05)
                        for k in ("vth", "decay", "gain")}
         out = []
