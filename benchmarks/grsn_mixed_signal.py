@@ -5,7 +5,9 @@ results/grsn_mixed_signal.json + .png.
 
 The hybrid mapping of `lavaloop.deploy.mixed_signal_grsn`: gates, h, embeddings and head on
 the host, the spiking membrane (TAP: carried across env steps) on the chip, one env step =
-14 chip steps. For the CartPole-V GRSN and LIF-with-TAP policies (seed 0; float, as trained),
+14 chip steps. For the CartPole-V GRSN and LIF-with-TAP policies (seed 0; float, as trained)
+and the GRSN policy fine-tuned with the chip's membrane (`grsn_chip`, nominal and through
+sampled mismatch 0.1; agreement then with that fine-tuned float policy),
 closed-loop greedy episodes (test seeds 0-2) on chip instances 0..N-1 per mismatch sigma:
 agreement with the float policy on the chip's own trajectories and the normalized score
 (return - random) / (float - random), median and 5-95 % band over instances. Rows: the
@@ -31,7 +33,10 @@ from lavaloop.envs import make_env
 from lavaloop.trainers.recurrent import episode_returns
 
 POLICIES = {"CartPole-V grsn s0": "checkpoints/grsn/cartpole_v_grsn_s0.pt",
-            "CartPole-V lif s0": "checkpoints/grsn/cartpole_v_lif_s0.pt"}
+            "CartPole-V lif s0": "checkpoints/grsn/cartpole_v_lif_s0.pt",
+            # GRSN s0 fine-tuned with the chip's membrane (grsn_chip), nominal and through mismatch 0.1
+            "CartPole-V grsn_chip s0": "checkpoints/grsn/cartpole_v_grsn_chip_s0.pt",
+            "CartPole-V grsn_chip mismatch-aware s0": "checkpoints/grsn/cartpole_v_grsn_chip_mm01_s0.pt"}
 SIGMAS = (0.0, 0.05, 0.1, 0.2)
 TEST_SEEDS = [0, 1, 2]
 
@@ -51,7 +56,7 @@ def cell(hp: HybridPolicy, float_return: float, random_return: float, input_mode
     return {"input": input_mode, "gate": "frozen" if frozen_gate else "dynamic", "sigma": sigma,
             "instances": len(chips), "agreement_median": agreement["median"], "agreement_p05": agreement["p05"],
             "agreement_p95": agreement["p95"], "score_median": scores["median"], "score_p05": scores["p05"],
-            "return_median": returns["median"], "mismatch_aware": False,
+            "return_median": returns["median"], "mismatch_aware": hp.net.cfg.mismatch_sigma > 0,
             "spikes_per_step_median": (float(np.median([r["spikes_per_step"] for r in runs]))
                                        if input_mode != "host" else None)}
 
@@ -67,8 +72,11 @@ def study(profile: str, instances: int) -> dict:
     out = {"profile": profile, "steps_per_env_step": STEPS_PER_ENV_STEP, "test_seeds": TEST_SEEDS,
            "policies": {}, "versions": versions()}
     todo = [(name, mode, sigma) for name in POLICIES for mode in ("current", "spikes") for sigma in SIGMAS]
-    bar = tqdm(total=len(todo) + 1, desc="grsn on mixed-signal")
+    bar = tqdm(total=len(todo), desc="grsn on mixed-signal")
     for name, path in POLICIES.items():
+        if not Path(path).is_file():
+            print(f"{path} missing: skipped")
+            continue
         hp = HybridPolicy(path, name.split()[0], profile)
         float_return = float(np.mean(episode_returns(hp.net, hp.spec, TEST_SEEDS)))
         random_return = random_mean_return(hp.spec)
@@ -78,10 +86,9 @@ def study(profile: str, instances: int) -> dict:
             if n == name:
                 rec["records"].append(cell(hp, float_return, random_return, mode, sigma, instances))
                 bar.update()
-        if hp.mean_gate is not None:
+        if hp.net.cfg.cell == "grsn":
             for mode in ("host", "current"):
                 rec["records"].append(cell(hp, float_return, random_return, mode, 0.0, instances, frozen_gate=True))
-            bar.update()
         out["policies"][name] = rec
     bar.close()
     return out
