@@ -332,7 +332,7 @@ def train(env_id: str, cell: str, seed: int, out: Path, cfg: Config, eval_every:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--env", default="mpe2:simple_spread_v3")
-    p.add_argument("--cell", default="grsn", choices=[c for c in CELLS if c != "grsn_notap"])
+    p.add_argument("--cell", default="grsn", choices=[c for c in CELLS if c not in ("grsn_notap", "grsn_chip")])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--total-steps", type=int, help="env steps (default 100k; 20k when fine-tuning)")
     p.add_argument("--eval-every", type=int, default=5_000)
