@@ -36,8 +36,8 @@ class RunDir:
             except ValueError as exc:
                 raise RunDirError(f"{cfg_file} is not valid JSON ({exc})") from exc
             new = json.loads(json.dumps(self.config))
-            if old != new:
-                diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            if diff:     # an option added since the run started, at its default (None), is no difference
                 raise RunDirError(f"{self.path} holds a run with a different configuration (differs in: "
                                   f"{', '.join(diff)}); use another --out or the same options")
         else:

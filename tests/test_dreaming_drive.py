@@ -2,10 +2,13 @@
 import dataclasses
 import json
 
+import pytest
+
 from lavaloop.deploy.dreaming import protocol
 from lavaloop.deploy.dreaming.agent import DreamConfig
 from lavaloop.deploy.dreaming.drive import calibrate_drive, coding_levels
 from lavaloop.deploy.dreaming.network import Topology
+from lavaloop.rundir import RunDirError
 
 SMALL = dict(agent_steps=12, dream_steps=4, topology=Topology(hidden=32))
 
@@ -29,3 +32,17 @@ def test_a_run_records_the_calibrated_weights(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["topology"] == topo
     again = protocol.run(cfg, tmp_path / "run", progress=False)      # resumes: the same weights
     assert again["config"]["topology"] == topo
+
+
+def test_a_run_started_before_an_option_existed_resumes(tmp_path):
+    """A run directory whose config.json lacks an option added since (at its default, None)
+    resumes; a real difference is still refused."""
+    cfg = DreamConfig(runs=1, games=1, dream=False, **SMALL)
+    first = protocol.run(cfg, tmp_path / "run", progress=False)
+    cfg_file = tmp_path / "run" / "config.json"
+    old = json.loads(cfg_file.read_text())
+    del old["coding_level"]
+    cfg_file.write_text(json.dumps(old))
+    assert protocol.run(cfg, tmp_path / "run", progress=False)["returns"] == first["returns"]
+    with pytest.raises(RunDirError, match="differs in: games"):
+        protocol.run(dataclasses.replace(cfg, games=2), tmp_path / "run", progress=False)
