@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from lavaloop.conversion.grsn import load_policy
-from lavaloop.conversion.mixed_signal import ONE, ChipLayer, bits_of, decays, draw_instance
+from lavaloop.conversion.mixed_signal import ONE, ChipLayer, bits_of, decays, draw_instance, refractory_steps
 from lavaloop.conversion.models.grsn import (
     CHIP_SYN_DECAY,
     CHIP_WINDOW,
@@ -212,9 +212,11 @@ class HybridPolicy:
         self.profile = load_profile(profile)
         if not isinstance(self.profile, MixedSignalProfile):
             raise ProfileError(f"profile {profile!r} is not a mixed-signal chip")
-        if isinstance(self.net.rnn, GRSNChipCell) and not math.isclose(decays(self.profile)[0], CHIP_SYN_DECAY):
-            raise ProfileError(f"{path}: a grsn_chip policy is trained for 5 ms synapses at 1 ms steps; "
-                               f"{profile!r} has {self.profile.tau_syn_fast_ms} ms at {self.profile.dt_ms} ms")
+        if isinstance(self.net.rnn, GRSNChipCell) and not (math.isclose(decays(self.profile)[0], CHIP_SYN_DECAY)
+                                                          and refractory_steps(self.profile) == 1):
+            raise ProfileError(f"{path}: a grsn_chip policy is trained for 5 ms synapses and a 1-step refractory "
+                               f"period at 1 ms steps; {profile!r} has {self.profile.tau_syn_fast_ms} ms and "
+                               f"{self.profile.refractory_ms} ms at {self.profile.dt_ms} ms")
         self.spec = EnvSpec.for_id(env_id)
         currents, gates = membrane_currents(self.net, self.spec, calib_seeds or list(range(1000, 1020)))
         self.i_max = float(np.percentile(np.abs(currents), CURRENT_PERCENTILE))

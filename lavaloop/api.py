@@ -166,7 +166,8 @@ def dream(env: str = "pong", out: str | Path | None = None, backend: str = "emul
     at_least("checkpoint_every", checkpoint_every, 1)
     cfg = dream_config(config)
     prefix = "" if cfg.protocol == "ours" else f"{cfg.protocol}_"
-    out = out or f"runs/{env}_{prefix}{'dream' if cfg.dream else 'nodream'}_{backend}"
+    coding = "" if cfg.coding_level is None else f"_coding{cfg.coding_level:g}"
+    out = out or f"runs/{env}_{prefix}{'dream' if cfg.dream else 'nodream'}{coding}_{backend}"
     return run_protocol(cfg, out, backend, checkpoint_every, progress=progress)
 
 

@@ -8,6 +8,7 @@ from lavaloop.deploy.dreaming import protocol
 from lavaloop.deploy.dreaming.agent import DreamConfig
 from lavaloop.deploy.dreaming.drive import calibrate_drive, coding_levels
 from lavaloop.deploy.dreaming.network import Topology
+from lavaloop.errors import LavaloopError
 from lavaloop.rundir import RunDirError
 
 SMALL = dict(agent_steps=12, dream_steps=4, topology=Topology(hidden=32))
@@ -46,3 +47,10 @@ def test_a_run_started_before_an_option_existed_resumes(tmp_path):
     assert protocol.run(cfg, tmp_path / "run", progress=False)["returns"] == first["returns"]
     with pytest.raises(RunDirError, match="differs in: games"):
         protocol.run(dataclasses.replace(cfg, games=2), tmp_path / "run", progress=False)
+
+
+def test_coding_level_input_is_checked():
+    with pytest.raises(LavaloopError, match="our protocol's"):
+        DreamConfig(protocol="reference", coding_level=0.1)
+    with pytest.raises(LavaloopError, match="out of reach"):
+        calibrate_drive(DreamConfig(runs=1, **SMALL), 1.0)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lavaloop.conversion.models.grsn import GRSNChipCell, window_update
+from lavaloop.conversion.models.grsn import CHIP_SYN_DECAY, GRSNChipCell, window_update
 from lavaloop.deploy.mixed_signal_grsn import ChipMembrane, HybridPolicy
 from lavaloop.envs import EnvSpec, make_env
 from lavaloop.errors import ProfileError
@@ -58,24 +58,33 @@ def test_bad_input():
         lif.on_chip("voltage", None, 0.0)
 
 
-def test_the_grsn_chip_cell_computes_what_the_chip_does():
-    """window_update (the grsn_chip cell's membrane, ideal current) equals lif_step on the chip
-    bit for bit in float64, refractory steps carried across windows included."""
+def test_window_update_is_the_chips_neuron():
+    """window_update with an ideal current equals lif_step on the chip bit for bit in float64,
+    refractory steps carried across windows included; with the synapse at the spike trains'
+    mean rate (what the grsn_chip cell trains with) it is close to the chip fed spike trains."""
     rng = np.random.default_rng(0)
     chip = ChipMembrane(64, 2.0, DYNAPSE2, 3.0, "current", None, 0.0)
-    state = tuple(torch.zeros(64, dtype=torch.float64) for _ in range(3))
+    trains = ChipMembrane(64, 2.0, DYNAPSE2, 3.0, "spikes", None, 0.0)
+    ideal = mean_rate = tuple(torch.zeros(64, dtype=torch.float64) for _ in range(3))
+    differ = 0
     for _ in range(100):
         current = rng.uniform(0, 3, 64)
         counts = chip.window(current)
-        state, spiked = window_update(state, torch.as_tensor(current), 2.0)
+        ideal, spiked = window_update(ideal, torch.as_tensor(current), 2.0)
         np.testing.assert_array_equal(counts > 0, spiked.numpy() > 0)
-        np.testing.assert_array_equal(chip.state["v"], state[1].numpy())
+        np.testing.assert_array_equal(chip.state["v"], ideal[1].numpy())
+        mean_rate, spiked = window_update(mean_rate, torch.as_tensor(current), 2.0, CHIP_SYN_DECAY)
+        differ += int(((trains.window(current) > 0) != (spiked.numpy() > 0)).sum())
+    assert differ / (100 * 64) < 0.1        # 4.9 %: the trains' whole spikes
 
 
-def test_a_grsn_policy_fine_tunes_as_grsn_chip_and_nothing_else(tmp_path):
+def test_a_grsn_policy_fine_tunes_as_grsn_chip_and_nothing_else():
     env = make_env(EnvSpec.for_id("CartPole-V"))
     net, _ = initial_policy(env, "CartPole-V", "grsn_chip", None, GRSN / "cartpole_v_grsn_s0.pt", 0.1)
     assert isinstance(net.rnn, GRSNChipCell) and net.rnn.mismatch_sigma == 0.1
+    source, _ = initial_policy(env, "CartPole-V", None, None, GRSN / "cartpole_v_grsn_s0.pt")
+    assert source.cfg.cell == "grsn"
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), source.state_dict().values()))
     with pytest.raises(ValueError, match="holds a lif policy"):
         initial_policy(env, "CartPole-V", "grsn_chip", None, GRSN / "cartpole_v_lif_s0.pt")
     env.close()

@@ -311,7 +311,7 @@ def train(env_id: str, cell: str | None, seed: int, out: Path, cfg: Config, eval
     curve = EvalCurve()
     resume = out.with_suffix(".resume.pt")
     identity = {"config": asdict(cfg), "cell": pcfg.cell, "seed": seed, "origin": origin, "weight_bits": weight_bits,
-                "mismatch_sigma": mismatch_sigma}
+                **({"mismatch_sigma": mismatch_sigma} if mismatch_sigma else {})}   # older files: none
     step = episode = 0
     wall = 0.0
     if resume.exists():

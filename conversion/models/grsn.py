@@ -173,7 +173,9 @@ class GRSNChipCell(GRSNCell):
     (`window_update` with CHIP_SYN_DECAY); state (h, i, v, refractory). With
     `mismatch_sigma` > 0 each forward pass with gradients (a training update) draws every
     neuron's threshold, time constant and gain as 1 + N(0, sigma) per sequence (training
-    through sampled chips); acting and evaluation use the nominal chip."""
+    through sampled chips); acting, evaluation and the trainer's bootstrap targets (computed
+    without gradients) use the nominal chip. Synaptic time constants and shared weight
+    currents, which the chip also mismatches, are not sampled."""
 
     mismatch_sigma = 0.0
 
@@ -273,6 +275,8 @@ class PolicyConfig:
     def __post_init__(self):
         if self.weight_bits is not None and self.cell != "grsn":
             raise ValueError(f"quantization-aware training applies to GRSN policies, not {self.cell!r}")
+        if self.mismatch_sigma < 0:
+            raise ValueError(f"mismatch_sigma must be >= 0, got {self.mismatch_sigma}")
         if self.mismatch_sigma and self.cell != "grsn_chip":
             raise ValueError(f"mismatch_sigma applies to grsn_chip policies, not {self.cell!r}")
 

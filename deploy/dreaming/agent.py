@@ -96,6 +96,9 @@ class DreamConfig:
         within("sticky-action probability", self.sticky, 0, 1)
         if self.coding_level is not None:
             within("coding_level", self.coding_level, 0, 1, low_open=True)
+            if self.protocol == "reference":
+                raise LavaloopError("coding_level is our protocol's (the reference protocol keeps the authors' "
+                                    "weight choices)")
 
     def to_dict(self) -> dict:
         return asdict(self)

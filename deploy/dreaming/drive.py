@@ -21,6 +21,7 @@ import numpy as np
 
 from lavaloop.deploy.dreaming.emulator import EmulatedChip
 from lavaloop.deploy.dreaming.network import N_PLACE, Topology
+from lavaloop.errors import LavaloopError
 from lavaloop.processes.dynamics import place_cell_increments
 
 CALIBRATION_RUNS = 3
@@ -72,8 +73,11 @@ def coding_levels(cfg, games: int = CALIBRATION_GAMES, runs: int = CALIBRATION_R
     return out
 
 
-def _bisect(level_of, target: float, lo: float, hi: float, iterations: int) -> float:
+def _bisect(level_of, target: float, lo: float, hi: float, iterations: int, what: str) -> float:
     """The x in [lo, hi] (log scale) where the increasing level_of(x) meets `target`."""
+    top = level_of(hi)
+    if top < target:
+        raise LavaloopError(f"coding level {target} is out of reach: the {what} reaches {top:.3f} at {hi}")
     for _ in range(iterations):
         mid = float(np.sqrt(lo * hi))
         lo, hi = (mid, hi) if level_of(mid) < target else (lo, mid)
@@ -82,7 +86,9 @@ def _bisect(level_of, target: float, lo: float, hi: float, iterations: int) -> f
 
 def calibrate_drive(cfg, target: float, iterations: int = ITERATIONS) -> Topology:
     """The configuration's topology with the agent cores' weight and the world model's weight
-    ratio set so that each population's coding level is `target` (see the module docstring).
+    ratio set so that each population's coding level in real games (no dreams: a condition
+    and its no-dreaming control get the same weights) is `target` (see the module
+    docstring). LavaloopError if the weight range cannot reach it.
 
     Parameters
     ----------
@@ -90,13 +96,15 @@ def calibrate_drive(cfg, target: float, iterations: int = ITERATIONS) -> Topolog
     target: coding level, in (0, 1).
     iterations: bisection steps per weight.
     """
+    real = dataclasses.replace(cfg, dream=False)      # the same weights with and without dreaming
+
     def level(topology: Topology, population: str) -> float:
-        return coding_levels(dataclasses.replace(cfg, topology=topology))[population]["coding_level"]
+        return coding_levels(dataclasses.replace(real, topology=topology))[population]["coding_level"]
 
     topo = cfg.topology
     weight = _bisect(lambda w: level(dataclasses.replace(topo, weight=w), "agent"), target, *WEIGHT_RANGE,
-                     iterations)
+                     iterations, "agent population")
     topo = dataclasses.replace(topo, weight=round(weight, 5))
     ratio = _bisect(lambda r: level(dataclasses.replace(topo, model_weight_ratio=r), "model"), target,
-                    *RATIO_RANGE, iterations)
+                    *RATIO_RANGE, iterations, "world model")
     return dataclasses.replace(topo, model_weight_ratio=round(ratio, 4))

@@ -6,6 +6,7 @@ one after another (one runtime per run, for all its games) and checkpoints after
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from lavaloop.atomic import write_json
 from lavaloop.deploy.dreaming.agent import DreamConfig, DreamingAgent
 from lavaloop.deploy.dreaming.drive import calibrate_drive
 from lavaloop.deploy.dreaming.emulator import EmulatedChip
+from lavaloop.deploy.dreaming.network import Topology
 from lavaloop.deploy.dreaming.paired import PairedAgent
 from lavaloop.deploy.dreaming.reference import ReferenceAgent
 from lavaloop.deploy.results import versions
@@ -115,14 +117,26 @@ def curve(returns: np.ndarray) -> dict:
             "final_sd": float(final.std()), "start_mean": float(mean[0])}
 
 
+def recorded_topology(cfg: DreamConfig, out: str | Path) -> Topology | None:
+    """The calibrated topology of a run directory made with the same coding level, if any."""
+    f = Path(out) / "config.json"
+    if not f.is_file():
+        return None
+    try:
+        old = json.loads(f.read_text())
+        return Topology(**old["topology"]) if old.get("coding_level") == cfg.coding_level else None
+    except (ValueError, KeyError, TypeError):
+        return None          # RunDir reports a broken config.json
+
+
 def run(cfg: DreamConfig, out: str | Path, backend: str = "emulator", checkpoint_every: int = 50,
         progress: bool = True) -> dict:
     """Run (or resume) the protocol in `out`; writes and returns out/results.json's record."""
     if backend not in BACKENDS:
         raise LavaloopError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     cfg.setups()                      # profile and chip limits, before anything is written
-    if cfg.coding_level is not None:  # deterministic: a resumed run finds the same weights
-        cfg = dataclasses.replace(cfg, topology=calibrate_drive(cfg, cfg.coding_level))
+    if cfg.coding_level is not None:  # a resumed run keeps the weights it recorded
+        cfg = dataclasses.replace(cfg, topology=recorded_topology(cfg, out) or calibrate_drive(cfg, cfg.coding_level))
     rundir = RunDir(out, {"backend": backend, **cfg.to_dict()})
     data = rundir.open()
     if backend == "emulator":
