@@ -119,7 +119,9 @@ class HybridCell(nn.Module):
     def __init__(self, cell: nn.Module, chip: ChipMembrane | None, frozen_gate: torch.Tensor | None = None):
         super().__init__()
         self.cell, self.chip, self.frozen_gate = cell, chip, frozen_gate
-        self.spike_counts: list[np.ndarray] = []
+        self.currents: list[np.ndarray] = []         # per env step: the membranes' input current
+        self.gates: list[np.ndarray] = []            # and a GRSN's forget gate
+        self.spike_counts: list[np.ndarray] = []     # and, on a chip, the window's spike counts
 
     def zero_state(self, batch: int):
         if self.chip is not None:
@@ -133,8 +135,10 @@ class HybridCell(nn.Module):
                 f = self.frozen_gate.expand_as(f)
             current = f * state[0] + (1 - f) * c
             host, membrane = (current,), state[1:]
+            self.gates.append(f[0].numpy())
         else:
             current, host, membrane = self.cell.w(x[0]), (), state
+        self.currents.append(current[0].numpy())
         if self.chip is not None:
             counts = self.chip.window(current[0].double().numpy())
             self.spike_counts.append(counts)
@@ -149,25 +153,10 @@ class HybridCell(nn.Module):
 def membrane_currents(net: RecurrentNet, spec: EnvSpec, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """The float policy's membrane input currents (steps, hidden) over greedy episodes, and
     its GRSN forget gates (steps, hidden; empty for a LIF cell)."""
-    currents, gates = [], []
-
-    def hook(module, args, out):
-        x, state = args
-        if isinstance(module, GRSNCell):
-            f, c = module.gates(x)
-            h = state[0]
-            for t in range(x.shape[0]):
-                h = f[t] * h + (1 - f[t]) * c[t]
-                currents.append(h[0].numpy()), gates.append(f[t, 0].numpy())
-        else:
-            currents.append(module.w(x)[0, 0].numpy())
-
-    handle = net.rnn.register_forward_hook(hook)
-    try:
-        episode_returns(net, spec, seeds)
-    finally:
-        handle.remove()
-    return np.array(currents), np.array(gates)
+    host = copy.deepcopy(net)
+    host.rnn = HybridCell(host.rnn, None)        # the membranes on the host: the float policy itself
+    episode_returns(host, spec, seeds)
+    return np.array(host.rnn.currents), np.array(host.rnn.gates)
 
 
 @torch.no_grad()
