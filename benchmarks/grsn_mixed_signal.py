@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from lavaloop import rollout
 from lavaloop.atomic import atomic_path, write_json
-from lavaloop.deploy.mixed_signal_grsn import STEPS_PER_ENV_STEP, HybridPolicy
+from lavaloop.conversion.models.grsn import CHIP_WINDOW
+from lavaloop.deploy.mixed_signal_grsn import HybridPolicy
 from lavaloop.deploy.results import versions
 from lavaloop.envs import make_env
 from lavaloop.trainers.recurrent import episode_returns
@@ -69,7 +70,7 @@ def random_mean_return(spec) -> float:
 
 
 def study(profile: str, instances: int) -> dict:
-    out = {"profile": profile, "steps_per_env_step": STEPS_PER_ENV_STEP, "test_seeds": TEST_SEEDS,
+    out = {"profile": profile, "steps_per_env_step": CHIP_WINDOW, "test_seeds": TEST_SEEDS,
            "policies": {}, "versions": versions()}
     todo = [(name, mode, sigma) for name in POLICIES for mode in ("current", "spikes") for sigma in SIGMAS]
     bar = tqdm(total=len(todo), desc="grsn on mixed-signal")

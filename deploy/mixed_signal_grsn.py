@@ -57,7 +57,6 @@ from lavaloop.profiles import MixedSignalProfile, load_profile
 from lavaloop.trainers.recurrent import Actor, episode_returns
 
 INPUT_MODES = ("host", "current", "spikes")
-STEPS_PER_ENV_STEP = CHIP_WINDOW      # chip steps (dt each) per env step: 14 ms at 1 ms, tau_mem ~ 20 ms
 CURRENT_PERCENTILE = 99.9
 
 
@@ -84,7 +83,7 @@ class ChipMembrane:
     """One chip instance's membrane layer, stepped one env step (one window) at a time."""
 
     def __init__(self, n: int, tau: float, profile: MixedSignalProfile, i_max: float, input_mode: str,
-                 seed: int | None, sigma: float, steps: int = STEPS_PER_ENV_STEP):
+                 seed: int | None, sigma: float, steps: int = CHIP_WINDOW):
         if input_mode not in INPUT_MODES:
             raise ProfileError(f"input mode {input_mode!r}: expected one of {', '.join(INPUT_MODES)}")
         self.profile = membrane_profile(profile, tau, steps)
