@@ -139,9 +139,11 @@ def cmd_export(args) -> None:
 
 def cmd_dream(args) -> None:
     config = given(args, "runs", "games", "profile", "mismatch_sigma", "mismatch_seed", "seed", "protocol",
-                   "coding_level")
+                   "coding_level", "dreams")
     if args.no_dream:
         config["dream"] = False
+    if args.model_per_action:
+        config["rules"] = {"model_per_action": True}
     rec = lavaloop.dream(args.env, args.out, args.backend, checkpoint_every=args.checkpoint_every,
                          progress=not args.no_progress, **config)
     c = rec["curve"]
@@ -332,6 +334,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, help="run r uses seed + r (>= 0, default 0)")
     d.add_argument("--coding-level", type=float, help="set the populations' weights so that this share of "
                    "neurons spikes per window, e.g. 0.1 (calibrated on two games; default: the fixed weights)")
+    d.add_argument("--dreams", type=int, help="dreams after each real game >= 1 (default 1)")
+    d.add_argument("--model-per-action", action="store_true", default=False, help="the world model's "
+                   "readouts: one per action, selected by the transition's action (docs/dreaming.md)")
     d.add_argument("--backend", default="emulator", choices=["emulator", "lava"])
     d.add_argument("--out", default=None, help="run directory (resumed if it exists); default "
                    "runs/pong_<condition>_<backend>")

@@ -166,8 +166,9 @@ def dream(env: str = "pong", out: str | Path | None = None, backend: str = "emul
     at_least("checkpoint_every", checkpoint_every, 1)
     cfg = dream_config(config)
     prefix = "" if cfg.protocol == "ours" else f"{cfg.protocol}_"
-    coding = "" if cfg.coding_level is None else f"_coding{cfg.coding_level:g}"
-    out = out or f"runs/{env}_{prefix}{'dream' if cfg.dream else 'nodream'}{coding}_{backend}"
+    suffix = ("" if cfg.coding_level is None else f"_coding{cfg.coding_level:g}") + (
+        f"_dreams{cfg.dreams}" if cfg.dreams != 1 else "") + ("_peraction" if cfg.rules.model_per_action else "")
+    out = out or f"runs/{env}_{prefix}{'dream' if cfg.dream else 'nodream'}{suffix}_{backend}"
     return run_protocol(cfg, out, backend, checkpoint_every, progress=progress)
 
 

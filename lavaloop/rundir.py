@@ -21,10 +21,13 @@ class RunDir:
     ----------
     path: the directory (created on `open`).
     config: the run's configuration, JSON-able; a directory holding another is refused.
+    defaults: what an option absent from a stored configuration was (the option's default,
+        which is what the code did before it existed), nested like `config`; an option
+        absent from it counts as None.
     """
 
-    def __init__(self, path: str | Path, config: dict):
-        self.path, self.config = Path(path), config
+    def __init__(self, path: str | Path, config: dict, defaults: dict | None = None):
+        self.path, self.config, self.defaults = Path(path), config, defaults or {}
 
     def open(self) -> dict | None:
         """Create the directory, or check it holds the same configuration; the last checkpoint or None
@@ -36,8 +39,8 @@ class RunDir:
             except ValueError as exc:
                 raise RunDirError(f"{cfg_file} is not valid JSON ({exc})") from exc
             new = json.loads(json.dumps(self.config))
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            if diff:     # an option added since the run started, at its default (None), is no difference
+            diff = differences(old, new, self.defaults)
+            if diff:
                 raise RunDirError(f"{self.path} holds a run with a different configuration (differs in: "
                                   f"{', '.join(diff)}); use another --out or the same options")
         else:
@@ -54,3 +57,17 @@ class RunDir:
         """Replace the checkpoint: named arrays plus a JSON-able `meta` dict."""
         with atomic_path(self.path / "checkpoint.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+
+
+def differences(old: dict, new: dict, defaults: dict) -> list[str]:
+    """The (dotted) keys whose values differ between two configurations; a key absent from one
+    side counts as its value in `defaults` (None if absent there too)."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        d = defaults.get(k)
+        a, b = old.get(k, d), new.get(k, d)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{k}.{sub}" for sub in differences(a, b, d if isinstance(d, dict) else {})]
+        elif a != b:
+            out.append(k)
+    return out

@@ -13,6 +13,7 @@ from lavaloop.deploy.dreaming.agent import REFERENCE, DreamConfig, dream_config
 from lavaloop.deploy.dreaming.emulator import EmulatedChip
 from lavaloop.deploy.dreaming.network import Topology, draw_network
 from lavaloop.deploy.dreaming.protocol import make_agent
+from lavaloop.deploy.dreaming.readouts import ReadoutRules, WorldModel
 from lavaloop.deploy.dreaming.reference import ReferenceAgent
 from lavaloop.errors import LavaloopError, ProfileError
 from lavaloop.processes.dynamics import lif_step, regular_spikes, restart_generators
@@ -21,7 +22,8 @@ from lavaloop.profiles import PROFILES, MixedSignalProfile, load_profile
 from lavaloop.rundir import RunDir, RunDirError
 
 SHORT = dict(agent_steps=12, dream_steps=4, silent_games=1)
-PROTOCOLS = {"ours": {}, "reference": {"protocol": "reference"}, "paired": {"paired_windows": True}}
+PROTOCOLS = {"ours": {}, "reference": {"protocol": "reference"}, "paired": {"paired_windows": True},
+             "per_action": {"paired_windows": True, "dreams": 2, "rules": {"model_per_action": True}}}
 
 
 def play(cfg: DreamConfig, chip, first_run=0, runs=None, games=None):
@@ -244,6 +246,42 @@ def test_paired_windows_show_games_and_dreams_alike():
     chip.close()
 
 
+def test_per_action_world_model_learns_what_each_action_does():
+    """A transition whose state change depends only on the action (the paddle): one readout per
+    action learns it, one shared readout cannot (the features do not show the action); a
+    readout whose action never occurs is never changed."""
+    rng = np.random.default_rng(0)
+    models = {per: WorldModel(ReadoutRules(model_per_action=per), runs=1, n=20) for per in (False, True)}
+    errors = {per: [] for per in models}
+    for step in range(4000):
+        counts = rng.poisson(2.0, (1, 20))
+        actions = rng.integers(0, 2, 1)                     # action 2 never occurs
+        delta = np.zeros((1, 4))
+        delta[:, 2] = 6.0 * actions - 3.0                   # up or down by 3
+        for per, model in models.items():
+            pred, reward_pred = model.predict(counts, actions)
+            if step >= 3500:
+                errors[per].append(abs(pred[0, 2] - delta[0, 2]))
+            model.learn(pred, reward_pred, delta, np.zeros(1), actions)
+    assert np.mean(errors[True]) < 0.5 < 2.0 < np.mean(errors[False])
+    assert not models[True].W_s[:, 2].any() and models[True].W_s[:, :2].any()
+
+
+def test_several_dreams_per_game():
+    """`dreams` dreams after a game, each its own policy update, or (without the second Adam
+    step) one update for all of them with the next game."""
+    for second, updates in ((True, 1 + 3), (False, 1)):
+        cfg = dream_config({"runs": 1, "games": 1, "dreams": 3, "second_adam_step": second, **SHORT})
+        chip = CountingChip(1, cfg.topology.hidden)
+        agent = make_agent(cfg, chip)
+        agent.play(0)
+        agent.dream(0)
+        assert chip.k == 1 + SHORT["agent_steps"] + 3 * 2 * SHORT["dream_steps"]
+        assert agent.policy.adam.t == updates
+    with pytest.raises(LavaloopError, match="dreams"):
+        dream_config({"dreams": 0})
+
+
 def test_protocol_settings():
     ref = dream_config({"protocol": "reference", "topology": {"hidden": 256}})
     assert (ref.window, ref.silent_games, ref.generators, ref.clip_dreams) == (18, 51, "restart", False)
@@ -270,6 +308,7 @@ def test_dream_cli_bad_input(tmp_path):
                          "unknown dreaming environment")
     assert_clean_failure(lavaloop("dream", "pong", "--protocol", "authors", "--out", tmp_path / "e"), "lavaloop",
                          "unknown protocol 'authors'")
+    assert_clean_failure(lavaloop("dream", "pong", "--dreams", 0, "--out", tmp_path / "f"), "lavaloop", "dreams")
     bad = tmp_path / "chip.json"
     d = PROFILES["dynapse1"].to_dict()
     del d["tau_mem_ms"]

@@ -8,6 +8,7 @@ from lavaloop.deploy.dreaming import protocol
 from lavaloop.deploy.dreaming.agent import DreamConfig
 from lavaloop.deploy.dreaming.drive import calibrate_drive, coding_levels
 from lavaloop.deploy.dreaming.network import Topology
+from lavaloop.deploy.dreaming.readouts import ReadoutRules
 from lavaloop.errors import LavaloopError
 from lavaloop.rundir import RunDirError
 
@@ -36,17 +37,20 @@ def test_a_run_records_the_calibrated_weights(tmp_path):
 
 
 def test_a_run_started_before_an_option_existed_resumes(tmp_path):
-    """A run directory whose config.json lacks an option added since (at its default, None)
-    resumes; a real difference is still refused."""
+    """A run directory whose config.json lacks options added since (top-level or nested) resumes
+    when they are at their defaults; a real difference is still refused, named."""
     cfg = DreamConfig(runs=1, games=1, dream=False, **SMALL)
     first = protocol.run(cfg, tmp_path / "run", progress=False)
     cfg_file = tmp_path / "run" / "config.json"
     old = json.loads(cfg_file.read_text())
-    del old["coding_level"]
+    del old["coding_level"], old["dreams"], old["rules"]["model_per_action"]     # options added since
     cfg_file.write_text(json.dumps(old))
     assert protocol.run(cfg, tmp_path / "run", progress=False)["returns"] == first["returns"]
     with pytest.raises(RunDirError, match="differs in: games"):
         protocol.run(dataclasses.replace(cfg, games=2), tmp_path / "run", progress=False)
+    with pytest.raises(RunDirError, match=r"differs in: rules\.model_per_action\)"):
+        protocol.run(dataclasses.replace(cfg, rules=ReadoutRules(model_per_action=True)), tmp_path / "run",
+                     progress=False)
 
 
 def test_coding_level_input_is_checked():

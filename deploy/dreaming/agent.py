@@ -63,6 +63,7 @@ class DreamConfig:
     noop_steps: int = 18
     agent_steps: int = 100
     dream_steps: int = 50
+    dreams: int = 1                          # dreams after each real game, each dream_steps long
     silent_games: int = 50                   # rewards count x0 for the policy in these first games
     sticky: float = 0.25
     place_rate: float = 7000.0
@@ -88,7 +89,7 @@ class DreamConfig:
             raise LavaloopError("two_upload_counts needs protocol 'reference' (ours has one upload per step)")
         if self.protocol == "reference" and self.paired_windows:
             raise LavaloopError("paired_windows is our protocol's (the reference protocol has its own uploads)")
-        for name in ("runs", "games", "window", "agent_steps"):
+        for name in ("runs", "games", "window", "agent_steps", "dreams"):
             at_least(name, getattr(self, name), 1)
         for name in ("mismatch_seed", "seed", "noop_steps", "dream_steps", "silent_games"):
             at_least(name, getattr(self, name), 0)
@@ -187,8 +188,8 @@ class DreamingAgent:
             reward, new_state = info[:, 4], info[:, :4]
             total += reward
             self.policy.reward(weight * reward)
-            delta_pred, reward_pred = self.model.predict(model)
-            self.model.learn(delta_pred, reward_pred, new_state - state, reward)
+            delta_pred, reward_pred = self.model.predict(model, actions)
+            self.model.learn(delta_pred, reward_pred, new_state - state, reward, actions)
             state = new_state
             if k + 1 < cfg.agent_steps:
                 actions = self.policy.act(agent)
@@ -196,10 +197,16 @@ class DreamingAgent:
         return total
 
     def dream(self, game: int) -> None:
-        """One dream from a real reset state, ending in one policy update."""
+        """`cfg.dreams` dreams after real game `game`, each ending in a policy update (without
+        `second_adam_step`: their gradients add up and join the next game's)."""
+        for k in range(self.cfg.dreams):
+            self.dream_once(game, keep_gradient=k > 0 and not self.cfg.second_adam_step)
+
+    def dream_once(self, game: int, keep_gradient: bool = False) -> None:
+        """One dream from a real reset state; `keep_gradient`: add to the policy gradient so far."""
         cfg, R = self.cfg, self.runs
         weight = 0.0 if game < cfg.silent_games else 1.0
-        self.policy.start_episode()
+        self.policy.start_episode(keep_gradient=keep_gradient)
         self.model.start_episode()
         self.chip.expect(2 * cfg.dream_steps)
         agent, info = self.dream_agent_counts([command(RESET)] * R)
@@ -208,7 +215,7 @@ class DreamingAgent:
         for j in range(cfg.dream_steps):
             shown = self.view(state)
             model = self.dream_model_counts(self.dream_model_window(shown, actions))
-            delta_pred, reward_pred = self.model.predict(model)
+            delta_pred, reward_pred = self.model.predict(model, actions)
             self.policy.reward(weight * reward_pred)
             state = self.dreamed(state + delta_pred)
             if j + 1 < cfg.dream_steps:

@@ -42,12 +42,12 @@ class PairedAgent(DreamingAgent):
         total = np.zeros(R)
         for k in range(cfg.agent_steps):
             _, model, _ = self._window(self.dream_model_window(state, actions))
-            delta_pred, reward_pred = self.model.predict(model)
+            delta_pred, reward_pred = self.model.predict(model, actions)
             agent, _, info = self._window([command(STEP_AGENT, a) for a in actions])
             reward, new_state = info[:, 4], info[:, :4]
             total += reward
             self.policy.reward(weight * reward)
-            self.model.learn(delta_pred, reward_pred, new_state - state, reward)
+            self.model.learn(delta_pred, reward_pred, new_state - state, reward, actions)
             state = new_state
             if k + 1 < cfg.agent_steps:
                 actions = self.policy.act(agent)

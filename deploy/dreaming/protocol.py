@@ -137,7 +137,7 @@ def run(cfg: DreamConfig, out: str | Path, backend: str = "emulator", checkpoint
     cfg.setups()                      # profile and chip limits, before anything is written
     if cfg.coding_level is not None:  # a resumed run keeps the weights it recorded
         cfg = dataclasses.replace(cfg, topology=recorded_topology(cfg, out) or calibrate_drive(cfg, cfg.coding_level))
-    rundir = RunDir(out, {"backend": backend, **cfg.to_dict()})
+    rundir = RunDir(out, {"backend": backend, **cfg.to_dict()}, defaults=DreamConfig().to_dict())
     data = rundir.open()
     if backend == "emulator":
         returns, timing = run_emulator(cfg, rundir, data, checkpoint_every, progress)

@@ -29,6 +29,7 @@ class ReadoutRules:
     adam_eps: float = 1e-8
     lr_drop: float = 1.0              # every Adam's step size x lr_drop every lr_drop_every steps
     lr_drop_every: int = 10_000
+    model_per_action: bool = False    # the world model's readouts: one set per action (see WorldModel)
 
     def adam(self, shape, lr: float) -> Adam:
         return Adam(shape, lr, eps=self.adam_eps, drop=self.lr_drop, drop_every=self.lr_drop_every)
@@ -100,12 +101,20 @@ class Policy:
 
 
 class WorldModel:
-    """Predicts the change of the 4 state bytes and the reward trace from the model population."""
+    """Predicts the change of the 4 state bytes and the reward trace from the model population.
+
+    With `rules.model_per_action` it has one state and one reward readout per action, and the
+    transition's action selects the one that predicts and learns: a linear readout of the
+    population's features times the one-hot action, which the host that chose the action can
+    compute. Its predictions then depend on the action by construction, where one shared
+    readout sees the action only through the few synapses an action channel has on the chip.
+    """
 
     def __init__(self, rules: ReadoutRules, runs: int, n: int):
         self.rules = rules
         self.filter = Filter(rules.filter_decay, rules.model_filter_gain, runs, n)
-        self.W_s, self.W_r = np.zeros((runs, 4, n)), np.zeros((runs, 1, n))
+        heads = (3,) if rules.model_per_action else ()
+        self.W_s, self.W_r = np.zeros((runs, *heads, 4, n)), np.zeros((runs, *heads, 1, n))
         self.adam_s = rules.adam(self.W_s.shape, rules.lr_state)
         self.adam_r = rules.adam(self.W_r.shape, rules.lr_reward)
         self.r_trace = np.zeros(runs)
@@ -114,19 +123,38 @@ class WorldModel:
         self.filter.reset()
         self.r_trace[:] = 0.0
 
-    def predict(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(delta state (R, 4), reward (R,)) for the transition the model population was shown."""
-        s = self.filter.update(counts)
-        return linear(self.W_s, s), linear(self.W_r, s)[:, 0]
+    def _head(self, w: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """The readout (R, k, N) of each run's action (the shared one without per-action readouts)."""
+        return w[np.arange(len(w)), actions] if self.rules.model_per_action else w
 
-    def learn(self, delta_pred, reward_pred, delta: np.ndarray, reward: np.ndarray) -> None:
-        """One delta-rule step toward the observed change and reward trace."""
+    def _full(self, grad: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """A gradient (R, k, N) of the actions' readouts as one of all readouts (zero for the others)."""
+        if not self.rules.model_per_action:
+            return grad
+        full = np.zeros((len(grad), 3, *grad.shape[1:]))
+        full[np.arange(len(grad)), actions] = grad
+        return full
+
+    def predict(self, counts: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(delta state (R, 4), reward (R,)) for the transition the model population was shown.
+
+        Parameters
+        ----------
+        counts: the model population's spike counts (R, N) of the window.
+        actions: the transition's action per run (R,).
+        """
+        s = self.filter.update(counts)
+        return linear(self._head(self.W_s, actions), s), linear(self._head(self.W_r, actions), s)[:, 0]
+
+    def learn(self, delta_pred, reward_pred, delta: np.ndarray, reward: np.ndarray, actions: np.ndarray) -> None:
+        """One delta-rule step toward the observed change and reward trace of the transition
+        last predicted (`predict` with the same actions)."""
         r = self.rules
         delta = np.where(np.abs(delta) > r.max_delta, 0.0, delta)
         self.r_trace = r.reward_decay * self.r_trace + reward
         s = self.filter.s[:, None, :]
-        self.W_s += self.adam_s.step((delta - delta_pred)[:, :, None] * s)
-        self.W_r += self.adam_r.step((self.r_trace - reward_pred)[:, None, None] * s)
+        self.W_s += self.adam_s.step(self._full((delta - delta_pred)[:, :, None] * s, actions))
+        self.W_r += self.adam_r.step(self._full((self.r_trace - reward_pred)[:, None, None] * s, actions))
 
     def state(self) -> dict:
         return {"model.W_s": self.W_s, "model.W_r": self.W_r,

@@ -66,14 +66,14 @@ class ReferenceAgent(DreamingAgent):
             if cfg.model_windows:
                 shown = [command(SHOW, 0, s, s, a) for s, a in zip(state, actions)]
                 model_counts, _ = self._upload(shown, "model")
-                delta_pred, reward_pred = self.model.predict(model_counts)
+                delta_pred, reward_pred = self.model.predict(model_counts, actions)
             last = k + 1 == steps
             counts, info = self._upload([command(STEP_SHARED, a) for a in actions], None if last else "agent")
             reward, new_state = info[:, 4], info[:, :4]
             total += reward
             self.policy.reward(weight * reward)
             if cfg.model_windows:
-                self.model.learn(delta_pred, reward_pred, new_state - state, reward)
+                self.model.learn(delta_pred, reward_pred, new_state - state, reward, actions)
             state = new_state
             if not last:
                 actions = self.policy.act(counts)
