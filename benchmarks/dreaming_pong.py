@@ -48,6 +48,11 @@ CONDITIONS = {
     # populations driven to a coding level of 0.1 (deploy.dreaming.drive)
     "paired_coding_dream": {"paired_windows": True, "coding_level": 0.1},
     "paired_coding_no_dream": {"paired_windows": True, "coding_level": 0.1, "dream": False},
+    # beyond the paper: the world model's readouts per action, so that a dream's predictions depend
+    # on the dreamed actions (its no-dreaming control is paired_coding_no_dream: without dreams the
+    # world model does not touch the policy)
+    "paired_coding_dream_per_action": {"paired_windows": True, "coding_level": 0.1,
+                                       "rules": {"model_per_action": True}},
     # full runs on Lava (our protocol, run 0 of the emulator's conditions: the curves must be equal)
     "lava_dream": {"backend": "lava", "runs": 1},
     "lava_no_dream": {"backend": "lava", "runs": 1, "dream": False},
@@ -55,7 +60,9 @@ CONDITIONS = {
 PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("paper_dream", "paper_no_dream"),
          ("reference_dream", "paper_dream"), ("reference_no_dream", "paper_no_dream")] + [
     (name, "reference_dream") for name in CONDITIONS if name.startswith("reference_dream_")] + [
-    ("reference_no_dream_two_uploads", "reference_no_dream"), ("paired_coding_dream", "paired_coding_no_dream")]
+    ("reference_no_dream_two_uploads", "reference_no_dream"), ("paired_coding_dream", "paired_coding_no_dream"),
+    ("paired_coding_dream_per_action", "paired_coding_no_dream"),
+    ("paired_coding_dream_per_action", "paired_coding_dream")]
 
 
 def summarize(per_run: np.ndarray, games: np.ndarray) -> dict:
@@ -131,7 +138,8 @@ def plot(res: dict, path: Path) -> None:
               "reference_no_dream": ("reference protocol, no dreaming", "C3", "--"),
               "dream": ("our protocol, dreaming", "C0", "-"), "no_dream": ("our protocol, no dreaming", "C0", "--"),
               "paired_coding_dream": ("ours fixed (paired, coding 0.1), dreaming", "C2", "-"),
-              "paired_coding_no_dream": ("ours fixed (paired, coding 0.1), no dreaming", "C2", "--")}
+              "paired_coding_no_dream": ("ours fixed (paired, coding 0.1), no dreaming", "C2", "--"),
+              "paired_coding_dream_per_action": ("ours fixed, dreaming, world model per action", "C4", "-")}
     for name, (label, color, ls) in styles.items():
         if name in c and "mean" in c[name]:
             g, m, s = (np.array(c[name][k]) for k in ("games", "mean", "sd"))

@@ -20,14 +20,23 @@ class Adam:
     def lr(self) -> float:
         return self.lr0 * self.drop ** (self.t // self.drop_every)
 
-    def step(self, grad: np.ndarray) -> np.ndarray:
-        """The parameter change for gradient `grad` (to be added: ascent)."""
+    def step(self, grad: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+        """The parameter change for gradient `grad` (to be added: ascent).
+
+        `where` (boolean, broadcast to grad's shape): only these entries take part in the step;
+        the others keep their moments and do not move ("lazy" Adam, as for sparse gradients).
+        """
         self.t += 1
-        self.m = self.b1 * self.m + (1 - self.b1) * grad
-        self.v = self.b2 * self.v + (1 - self.b2) * grad * grad
+        m = self.b1 * self.m + (1 - self.b1) * grad
+        v = self.b2 * self.v + (1 - self.b2) * grad * grad
+        if where is not None:
+            where = np.broadcast_to(where, grad.shape)
+            m, v = np.where(where, m, self.m), np.where(where, v, self.v)
+        self.m, self.v = m, v
         m_hat = self.m / (1 - self.b1 ** self.t)
         v_hat = self.v / (1 - self.b2 ** self.t)
-        return self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+        change = self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+        return change if where is None else np.where(where, change, 0.0)
 
     def state(self, prefix: str) -> dict:
         return {f"{prefix}.m": self.m, f"{prefix}.v": self.v, f"{prefix}.t": np.array(self.t)}

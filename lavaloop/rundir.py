@@ -27,7 +27,8 @@ class RunDir:
     """
 
     def __init__(self, path: str | Path, config: dict, defaults: dict | None = None):
-        self.path, self.config, self.defaults = Path(path), config, defaults or {}
+        self.path, self.config = Path(path), config
+        self.defaults = json.loads(json.dumps(defaults or {}))     # compared as stored: lists, not tuples
 
     def open(self) -> dict | None:
         """Create the directory, or check it holds the same configuration; the last checkpoint or None

@@ -172,8 +172,9 @@ def test_resume_continues_exactly(tmp_path, name):
     cfg_file.write_text(json.dumps({**json.loads(cfg_file.read_text()), "games": 6}))
     resumed = protocol.run(cfg, tmp_path / "part", checkpoint_every=2, progress=False)
     assert resumed["returns"] == whole["returns"]
+    awake = {k: v for k, v in PROTOCOLS[name].items() if k != "dreams"}
     with pytest.raises(RunDirError, match="differs in: dream"):
-        protocol.run(dream_config({"runs": 2, "games": 6, **PROTOCOLS[name], "dream": False, **SHORT}),
+        protocol.run(dream_config({"runs": 2, "games": 6, **awake, "dream": False, **SHORT}),
                      tmp_path / "part", progress=False)
     other = "ours" if name == "reference" else "reference"
     with pytest.raises(RunDirError, match="differs in: .*protocol"):
@@ -265,21 +266,57 @@ def test_per_action_world_model_learns_what_each_action_does():
             model.learn(pred, reward_pred, delta, np.zeros(1), actions)
     assert np.mean(errors[True]) < 0.5 < 2.0 < np.mean(errors[False])
     assert not models[True].W_s[:, 2].any() and models[True].W_s[:, :2].any()
+    before = models[True].W_s.copy()          # a step of action 0's readout leaves action 1's alone
+    pred, reward_pred = models[True].predict(counts, np.array([0]))
+    models[True].learn(pred, reward_pred, delta + 1.0, np.ones(1), np.array([0]))
+    assert np.array_equal(models[True].W_s[:, 1], before[:, 1]) and not np.array_equal(models[True].W_s[:, 0],
+                                                                                         before[:, 0])
 
 
-def test_several_dreams_per_game():
+@pytest.mark.parametrize("second, keeps, updates", [(True, [False] * 3, 1 + 3), (False, [False, True, True], 1)])
+def test_several_dreams_per_game(monkeypatch, second, keeps, updates):
     """`dreams` dreams after a game, each its own policy update, or (without the second Adam
-    step) one update for all of them with the next game."""
-    for second, updates in ((True, 1 + 3), (False, 1)):
-        cfg = dream_config({"runs": 1, "games": 1, "dreams": 3, "second_adam_step": second, **SHORT})
-        chip = CountingChip(1, cfg.topology.hidden)
-        agent = make_agent(cfg, chip)
-        agent.play(0)
-        agent.dream(0)
-        assert chip.k == 1 + SHORT["agent_steps"] + 3 * 2 * SHORT["dream_steps"]
-        assert agent.policy.adam.t == updates
+    step) their gradients added up, joining the next game's update."""
+    cfg = dream_config({"runs": 1, "games": 1, "dreams": 3, "second_adam_step": second, **SHORT})
+    chip = CountingChip(1, cfg.topology.hidden)
+    agent = make_agent(cfg, chip)
+    kept, dream_once = [], agent.dream_once
+    monkeypatch.setattr(agent, "dream_once", lambda g, keep_gradient: (kept.append(keep_gradient),
+                                                                       dream_once(g, keep_gradient)))
+    agent.play(0)
+    agent.dream(0)
+    assert kept == keeps
+    assert chip.k == 1 + SHORT["agent_steps"] + 3 * 2 * SHORT["dream_steps"]
+    assert agent.policy.adam.t == updates
     with pytest.raises(LavaloopError, match="dreams"):
         dream_config({"dreams": 0})
+    with pytest.raises(LavaloopError, match="needs dreaming on"):
+        dream_config({"dreams": 2, "dream": False})
+
+
+@pytest.mark.parametrize("name", PROTOCOLS)
+def test_the_world_model_learns_the_action_its_window_showed(name):
+    """Every prediction (real or dreamed) is made with the action that the world model's last
+    window showed it: the action its per-action readout is selected by."""
+    cfg = dream_config({"runs": 2, "games": 1, **PROTOCOLS[name], **SHORT})
+    chip = EmulatedChip(cfg.setups())
+    shown, window = [], chip.window
+
+    def recorded(cmds):
+        out = window(cmds)
+        shown.append([g.views[8] for g in chip.games])      # the action this window showed the model
+        return out
+
+    chip.window = recorded
+    agent = make_agent(cfg, chip)
+    pairs, predict = [], agent.model.predict
+    agent.model.predict = lambda counts, actions: (pairs.append((shown[-1], list(actions))),
+                                                   predict(counts, actions))[1]
+    agent.play(0)
+    agent.dream(0)
+    chip.close()
+    assert len(pairs) == SHORT["agent_steps"] + cfg.dreams * SHORT["dream_steps"]
+    assert all(seen == acted for seen, acted in pairs), pairs
 
 
 def test_protocol_settings():

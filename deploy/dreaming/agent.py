@@ -89,9 +89,11 @@ class DreamConfig:
             raise LavaloopError("two_upload_counts needs protocol 'reference' (ours has one upload per step)")
         if self.protocol == "reference" and self.paired_windows:
             raise LavaloopError("paired_windows is our protocol's (the reference protocol has its own uploads)")
-        for name in ("runs", "games", "window", "agent_steps", "dreams"):
+        for name in ("runs", "games", "window", "agent_steps", "dream_steps", "dreams"):
             at_least(name, getattr(self, name), 1)
-        for name in ("mismatch_seed", "seed", "noop_steps", "dream_steps", "silent_games"):
+        if self.dreams != 1 and not self.dream:
+            raise LavaloopError("dreams (per game) needs dreaming on")
+        for name in ("mismatch_seed", "seed", "noop_steps", "silent_games"):
             at_least(name, getattr(self, name), 0)
         at_least("mismatch_sigma", self.mismatch_sigma, 0.0)
         within("sticky-action probability", self.sticky, 0, 1)

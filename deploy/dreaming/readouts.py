@@ -104,7 +104,8 @@ class WorldModel:
     """Predicts the change of the 4 state bytes and the reward trace from the model population.
 
     With `rules.model_per_action` it has one state and one reward readout per action, and the
-    transition's action selects the one that predicts and learns: a linear readout of the
+    transition's action selects the one that predicts and learns (the others keep their Adam
+    moments and do not move): a linear readout of the
     population's features times the one-hot action, which the host that chose the action can
     compute. Its predictions then depend on the action by construction, where one shared
     readout sees the action only through the few synapses an action channel has on the chip.
@@ -127,13 +128,15 @@ class WorldModel:
         """The readout (R, k, N) of each run's action (the shared one without per-action readouts)."""
         return w[np.arange(len(w)), actions] if self.rules.model_per_action else w
 
-    def _full(self, grad: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        """A gradient (R, k, N) of the actions' readouts as one of all readouts (zero for the others)."""
+    def _step(self, adam, grad: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """The change of all readouts for the gradient (R, k, N) of the actions' readouts: only
+        those move (lazy Adam: the others keep their moments)."""
         if not self.rules.model_per_action:
-            return grad
+            return adam.step(grad)
         full = np.zeros((len(grad), 3, *grad.shape[1:]))
         full[np.arange(len(grad)), actions] = grad
-        return full
+        selected = (np.arange(3) == actions[:, None])[:, :, None, None]
+        return adam.step(full, where=selected)
 
     def predict(self, counts: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(delta state (R, 4), reward (R,)) for the transition the model population was shown.
@@ -153,8 +156,8 @@ class WorldModel:
         delta = np.where(np.abs(delta) > r.max_delta, 0.0, delta)
         self.r_trace = r.reward_decay * self.r_trace + reward
         s = self.filter.s[:, None, :]
-        self.W_s += self.adam_s.step(self._full((delta - delta_pred)[:, :, None] * s, actions))
-        self.W_r += self.adam_r.step(self._full((self.r_trace - reward_pred)[:, None, None] * s, actions))
+        self.W_s += self._step(self.adam_s, (delta - delta_pred)[:, :, None] * s, actions)
+        self.W_r += self._step(self.adam_r, (self.r_trace - reward_pred)[:, None, None] * s, actions)
 
     def state(self) -> dict:
         return {"model.W_s": self.W_s, "model.W_r": self.W_r,
