@@ -75,7 +75,7 @@ def measure(coding_level: float | None, runs: int, games: int) -> dict:
 
     cfg = dream_config({"paired_windows": True, "dream": False, "runs": runs, "games": games})
     if coding_level is not None:
-        cfg = dataclasses.replace(cfg, topology=calibrate_drive(cfg, coding_level))
+        cfg = calibrate_drive(cfg, coding_level)
     chip = EmulatedChip(cfg.setups())
     try:
         agent = make_agent(cfg, chip)
@@ -90,7 +90,8 @@ def measure(coding_level: float | None, runs: int, games: int) -> dict:
     finally:
         chip.close()
     out = {"coding_level": coding_level, "weight": cfg.topology.weight,
-           "model_weight_ratio": cfg.topology.model_weight_ratio,
+           "model_weight_ratio": cfg.topology.model_weight_ratio, "filter_gain": cfg.rules.filter_gain,
+           "model_filter_gain": cfg.rules.model_filter_gain,
            "final_return": float(np.mean(returns[-scored:])), "transitions": len(tee.record["shared"]) * runs}
     for name in READOUTS:
         r2 = r_squared(tee.record[name])

@@ -12,28 +12,35 @@ from lavaloop.deploy.dreaming.readouts import ReadoutRules
 from lavaloop.errors import LavaloopError
 from lavaloop.rundir import RunDirError
 
-SMALL = dict(agent_steps=12, dream_steps=4, topology=Topology(hidden=32))
+SMALL = dict(agent_steps=12, dream_steps=4, topology=Topology(hidden=128))
 
 
 def test_calibrated_weights_reach_the_coding_level():
     cfg = DreamConfig(runs=1, paired_windows=True, **SMALL)
     fixed = coding_levels(cfg)
     assert fixed["agent"]["coding_level"] < 0.02 and fixed["agent"]["never_fire"] > 0.5   # under-driven at 0.03
-    topo = calibrate_drive(cfg, 0.1)
-    assert topo.weight > cfg.topology.weight and topo.hidden == 32
-    levels = coding_levels(dataclasses.replace(cfg, topology=topo))
-    for population in ("agent", "model"):
-        assert abs(levels[population]["coding_level"] - 0.1) < 0.02, levels
+    cal = calibrate_drive(cfg, 0.1)
+    assert cal.topology.weight > cfg.topology.weight and cal.topology.hidden == 128
+    levels = coding_levels(dataclasses.replace(cfg, topology=cal.topology, dream=False))   # as calibrated
+    tuned = coding_levels(dataclasses.replace(cfg, paired_windows=False, dream=False))   # where the rules were tuned
+    for population, gain in (("agent", "filter_gain"), ("model", "model_filter_gain")):
+        assert abs(levels[population]["coding_level"] - 0.1) < 0.03, levels    # noisy: the games change too
+        # the filtered features keep their size: gain x spikes per window as where the rules were tuned
+        before = getattr(cfg.rules, gain) * tuned[population]["spikes_per_window"]
+        after = getattr(cal.rules, gain) * levels[population]["spikes_per_window"]
+        assert getattr(cal.rules, gain) < getattr(cfg.rules, gain) and after == pytest.approx(before, rel=0.01)
 
 
 def test_a_run_records_the_calibrated_weights(tmp_path):
     cfg = DreamConfig(runs=1, games=1, dream=False, coding_level=0.1, **SMALL)
     rec = protocol.run(cfg, tmp_path / "run", progress=False)
-    topo = rec["config"]["topology"]
+    topo, rules = rec["config"]["topology"], rec["config"]["rules"]
     assert topo["weight"] != cfg.topology.weight and topo["model_weight_ratio"] != 1.0
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["topology"] == topo
-    again = protocol.run(cfg, tmp_path / "run", progress=False)      # resumes: the same weights
-    assert again["config"]["topology"] == topo
+    assert rules["filter_gain"] != cfg.rules.filter_gain
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (stored["topology"], stored["rules"]) == (topo, rules)
+    again = protocol.run(cfg, tmp_path / "run", progress=False)      # resumes: the same weights and gains
+    assert (again["config"]["topology"], again["config"]["rules"]) == (topo, rules)
 
 
 def test_a_run_started_before_an_option_existed_resumes(tmp_path):

@@ -11,7 +11,13 @@ level is 0.002 and 98 % of its neurons never fire in two games (dynapse1, sigma 
 
 `calibrate_drive` finds the agent cores' weight, then the world model's ratio to it, for
 which each population's coding level is the target (bisection on a log scale; the level
-rises with the weight).
+rises with the weight). A stronger drive means more spikes per window, and the host's
+readouts see them through their filters' gains: the readouts' learning rates were tuned on
+our one-window protocol at the pilot weight (`TUNED`), so the gains are scaled to give the
+filtered features the same mean size (spikes per window) there. Without it the policy's
+logits start ~10x larger and every Adam step moves them ~10x further: at coding level 0.1
+with the pilot's gains, all 10 runs of either condition fell to -2.0 (never scoring) by
+game 250-350.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ CALIBRATION_GAMES = 2
 WEIGHT_RANGE = (0.005, 1.0)     # agent weight, threshold units
 RATIO_RANGE = (0.1, 10.0)       # world model weight / agent weight
 ITERATIONS = 10
+TUNED = {"paired_windows": False, "coding_level": None}   # with the default topology's weights
 
 
 class RecordingChip(EmulatedChip):
@@ -47,9 +54,9 @@ class RecordingChip(EmulatedChip):
 
 
 def coding_levels(cfg, games: int = CALIBRATION_GAMES, runs: int = CALIBRATION_RUNS) -> dict:
-    """Per population ("agent", "model"): the coding level and the share of neurons that never
-    spiked, over `games` games (with their dreams, if the configuration dreams) of its first
-    `runs` runs."""
+    """Per population ("agent", "model"): the coding level, the share of neurons that never
+    spiked and the mean spikes per window in which it is shown a state, over `games` games
+    (with their dreams, if the configuration dreams) of its first `runs` runs."""
     from lavaloop.deploy.dreaming.protocol import make_agent  # protocol imports this module
 
     cfg = dataclasses.replace(cfg, runs=min(runs, cfg.runs), games=games)
@@ -66,10 +73,12 @@ def coding_levels(cfg, games: int = CALIBRATION_GAMES, runs: int = CALIBRATION_R
     hidden = counts.shape[-1] // 2
     out = {}
     for i, name in enumerate(("agent", "model")):
+        spikes = np.array(chip.counts)[..., i * hidden:(i + 1) * hidden].sum(-1)[shown[..., i]]
         active = counts[..., i * hidden:(i + 1) * hidden]
         level = active.mean(-1)[shown[..., i]]
         out[name] = {"coding_level": float(level.mean()) if level.size else 0.0,
-                     "never_fire": float((~active.any(0)).mean())}
+                     "never_fire": float((~active.any(0)).mean()),
+                     "spikes_per_window": float(spikes.mean()) if spikes.size else 0.0}
     return out
 
 
@@ -84,27 +93,47 @@ def _bisect(level_of, target: float, lo: float, hi: float, iterations: int, what
     return float(np.sqrt(lo * hi))
 
 
-def calibrate_drive(cfg, target: float, iterations: int = ITERATIONS) -> Topology:
-    """The configuration's topology with the agent cores' weight and the world model's weight
-    ratio set so that each population's coding level in real games (no dreams: a condition
-    and its no-dreaming control get the same weights) is `target` (see the module
-    docstring). LavaloopError if the weight range cannot reach it.
+def calibrate_drive(cfg, target: float, iterations: int = ITERATIONS):
+    """The configuration with the agent cores' weight and the world model's weight ratio set so
+    that each population's coding level in real games (no dreams: a condition and its
+    no-dreaming control get the same weights) is `target`, and the readouts' filter gains
+    scaled to keep their features' mean size (see the module docstring). LavaloopError if
+    the weight range cannot reach the target.
 
     Parameters
     ----------
-    cfg: the DreamConfig to calibrate for (its protocol, windows, profile and seeds are used).
+    cfg: the DreamConfig to calibrate (its protocol, windows, profile and seeds are used).
     target: coding level, in (0, 1).
     iterations: bisection steps per weight.
+
+    Returns
+    -------
+    DreamConfig: `cfg` with its topology's weight and model_weight_ratio and its rules'
+    filter_gain and model_filter_gain set.
     """
     real = dataclasses.replace(cfg, dream=False)      # the same weights with and without dreaming
 
-    def level(topology: Topology, population: str) -> float:
-        return coding_levels(dataclasses.replace(real, topology=topology))[population]["coding_level"]
+    def levels(topology: Topology) -> dict:
+        return coding_levels(dataclasses.replace(real, topology=topology))
 
     topo = cfg.topology
-    weight = _bisect(lambda w: level(dataclasses.replace(topo, weight=w), "agent"), target, *WEIGHT_RANGE,
-                     iterations, "agent population")
+    weight = _bisect(lambda w: levels(dataclasses.replace(topo, weight=w))["agent"]["coding_level"], target,
+                     *WEIGHT_RANGE, iterations, "agent population")
     topo = dataclasses.replace(topo, weight=round(weight, 5))
-    ratio = _bisect(lambda r: level(dataclasses.replace(topo, model_weight_ratio=r), "model"), target,
-                    *RATIO_RANGE, iterations, "world model")
-    return dataclasses.replace(topo, model_weight_ratio=round(ratio, 4))
+    ratio = _bisect(lambda r: levels(dataclasses.replace(topo, model_weight_ratio=r))["model"]["coding_level"],
+                    target, *RATIO_RANGE, iterations, "world model")
+    topo = dataclasses.replace(topo, model_weight_ratio=round(ratio, 4))
+    default = Topology()
+    tuned = coding_levels(dataclasses.replace(real, **TUNED, topology=dataclasses.replace(
+        topo, weight=default.weight, model_weight_ratio=default.model_weight_ratio)))
+    now = levels(topo)
+
+    def scaled(gain: float, population: str) -> float:
+        if not tuned[population]["spikes_per_window"]:
+            raise LavaloopError(f"the {population} population is silent at the pilot weight: no feature size "
+                                "to keep (a larger population or another chip instance)")
+        return float(f"{gain * tuned[population]['spikes_per_window'] / now[population]['spikes_per_window']:.4g}")
+
+    rules = dataclasses.replace(cfg.rules, filter_gain=scaled(cfg.rules.filter_gain, "agent"),
+                                model_filter_gain=scaled(cfg.rules.model_filter_gain, "model"))
+    return dataclasses.replace(cfg, topology=topo, rules=rules)

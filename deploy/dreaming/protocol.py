@@ -117,14 +117,18 @@ def curve(returns: np.ndarray) -> dict:
             "final_sd": float(final.std()), "start_mean": float(mean[0])}
 
 
-def recorded_topology(cfg: DreamConfig, out: str | Path) -> Topology | None:
-    """The calibrated topology of a run directory made with the same coding level, if any."""
+def recorded_drive(cfg: DreamConfig, out: str | Path) -> DreamConfig | None:
+    """The configuration with the calibrated weights and filter gains that a run directory made
+    with the same coding level recorded, if any."""
     f = Path(out) / "config.json"
     if not f.is_file():
         return None
     try:
         old = json.loads(f.read_text())
-        return Topology(**old["topology"]) if old.get("coding_level") == cfg.coding_level else None
+        if old.get("coding_level") != cfg.coding_level:
+            return None
+        rules = dataclasses.replace(cfg.rules, **{k: old["rules"][k] for k in ("filter_gain", "model_filter_gain")})
+        return dataclasses.replace(cfg, topology=Topology(**old["topology"]), rules=rules)
     except (ValueError, KeyError, TypeError):
         return None          # RunDir reports a broken config.json
 
@@ -135,8 +139,8 @@ def run(cfg: DreamConfig, out: str | Path, backend: str = "emulator", checkpoint
     if backend not in BACKENDS:
         raise LavaloopError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     cfg.setups()                      # profile and chip limits, before anything is written
-    if cfg.coding_level is not None:  # a resumed run keeps the weights it recorded
-        cfg = dataclasses.replace(cfg, topology=recorded_topology(cfg, out) or calibrate_drive(cfg, cfg.coding_level))
+    if cfg.coding_level is not None:  # a resumed run keeps the weights and gains it recorded
+        cfg = recorded_drive(cfg, out) or calibrate_drive(cfg, cfg.coding_level)
     rundir = RunDir(out, {"backend": backend, **cfg.to_dict()}, defaults=DreamConfig().to_dict())
     data = rundir.open()
     if backend == "emulator":
