@@ -1,0 +1,117 @@
+"""What limits the CartPole DQN's agreement on a DYNAP-SE chip: the topology, the weight levels,
+or the chip's dynamics? Float ceilings of the mapped network's constraints, one at a time.
+
+    python -m benchmarks.mixed_signal_ceiling          # results/mixed_signal_ceiling.json (~5 min)
+
+The nominal chip agrees with the source on 0.87 of held-out observations after training
+through it (`convert --profile dynapse2 --fan-in prune --distill`; docs/mixed_signal.md).
+Here the same distillation (advantage MSE + 0.1 x cross-entropy at temperature 0.1, Adam
+1e-3, `conversion.distill.distill_step`) trains float networks that keep one constraint
+each, from the source's weights, on 20k calibration observations; agreement on 4k held-out
+source observations (seeds as the converter's):
+
+* full: 4-256-256-2 (no constraint);
+* prune: each layer-2 neuron keeps its 63 largest inputs (the chip's fan-in 64 with the bias);
+* narrow: 63 layer-1 neurons (those with the largest |W1| x outgoing |W2|): a structured
+  pruning with which every neuron's fan-in fits;
+* + 4-bit levels: weights are integer multiples 0..15 of one base per layer and sign
+  (straight-through), as `dynapse2`'s 4-bit codes with a core's currents (the chip's per-core
+  bases and bit currents are finer than this: an upper bound on what levels cost).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from lavaloop.atomic import write_json  # noqa: E402
+from lavaloop.conversion.distill import DistillConfig, distill_step, straight_through  # noqa: E402
+from lavaloop.conversion.loaders import load_checkpoint  # noqa: E402
+from lavaloop.conversion.mismatch_training import advantages  # noqa: E402
+from lavaloop.conversion.models.qnet import FeedForwardQ  # noqa: E402
+from lavaloop.conversion.normalize import collect_observations  # noqa: E402
+from lavaloop.envs import EnvSpec  # noqa: E402
+
+OUT = Path("results/mixed_signal_ceiling.json")
+FAN_IN = 63          # the chip's 64 synapses, one of them for the bias generator
+LEVELS = 15          # 4-bit codes
+
+
+def four_bit(w: torch.Tensor) -> torch.Tensor:
+    """w on 16 levels per sign (one base each: the largest magnitude / 15), straight-through."""
+    pos, neg = w.clamp(min=0), (-w).clamp(min=0)
+    bp, bn = pos.max().detach() / LEVELS, neg.max().detach() / LEVELS
+    q = torch.round(pos / bp).clamp(0, LEVELS) * bp - torch.round(neg / bn).clamp(0, LEVELS) * bn
+    return straight_through(w, q)
+
+
+class Constrained(nn.Module):
+    """The source MLP (two hidden layers) with the kept layer-1 neurons, a layer-2 input mask and
+    optionally 4-bit levels on the two chip layers (the readout is the host's)."""
+
+    def __init__(self, source: FeedForwardQ, keep: torch.Tensor, mask: torch.Tensor | None, levels: bool):
+        super().__init__()
+        (w1, b1), (w2, b2), (w3, b3) = [(m.weight.detach(), m.bias.detach()) for m in source.network
+                                        if isinstance(m, nn.Linear)]
+        self.w1, self.b1 = nn.Parameter(w1[keep].clone()), nn.Parameter(b1[keep].clone())
+        self.w2, self.b2 = nn.Parameter(w2[:, keep].clone()), nn.Parameter(b2.clone())
+        self.w3, self.b3 = nn.Parameter(w3.clone()), nn.Parameter(b3.clone())
+        self.mask = torch.ones_like(self.w2) if mask is None else mask[:, keep]
+        self.levels = levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w1, w2 = self.w1, self.w2 * self.mask
+        if self.levels:
+            w1, w2 = four_bit(w1), four_bit(w2)
+        h = torch.relu(x @ w1.T + self.b1)
+        return torch.relu(h @ w2.T + self.b2) @ self.w3.T + self.b3
+
+
+def agreement(model: nn.Module, x: torch.Tensor, greedy: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((model(x).argmax(1) == greedy).float().mean())
+
+
+def main(steps: int = 4000) -> None:
+    t0 = time.time()
+    torch.manual_seed(0)
+    source = FeedForwardQ.from_layers(load_checkpoint("checkpoints/cartpole_dqn.pt").layers)
+    spec = EnvSpec("CartPole-v1")
+    obs = collect_observations(source, spec, 20_000, 0, 0.0)
+    held = collect_observations(source, spec, 4000, 100_000, 0.0)
+    target, units = advantages(source, obs)
+    target = torch.as_tensor(target, dtype=torch.float32)
+    x, xh = torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(held, dtype=torch.float32)
+    greedy_h = torch.as_tensor(advantages(source, held, units)[0].argmax(1))
+    w1, w2 = (m.weight.detach() for m in source.network if isinstance(m, nn.Linear) and m.out_features > 2)
+    everything = torch.arange(w1.shape[0])
+    top = torch.topk(w2.abs(), FAN_IN, dim=1).indices
+    prune = torch.zeros_like(w2).scatter_(1, top, 1.0)
+    narrow = torch.topk(w2.abs().sum(0) * w1.norm(dim=1), FAN_IN).indices
+    cfg = DistillConfig(steps=steps, lr=1e-3, ce_weight=0.1, temperature=0.1, target="advantage")
+    rows = {}
+    for name, keep, mask, levels in (("full", everything, None, False), ("prune", everything, prune, False),
+                                     ("narrow", narrow, None, False), ("prune, 4-bit levels", everything, prune, True),
+                                     ("narrow, 4-bit levels", narrow, None, True)):
+        model = Constrained(source, keep, mask, levels)
+        before = agreement(model, xh, greedy_h)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(steps):
+            idx = torch.randint(len(x), (cfg.batch,), generator=gen)
+            distill_step(model, opt, x[idx], target[idx], target[idx].argmax(1), cfg, advantage=True)
+        rows[name] = {"heldout_before": before, "heldout_after": agreement(model, xh, greedy_h),
+                      "layer1_neurons": len(keep), "layer2_fan_in": int(model.mask.sum(1).max()), "levels": levels}
+        print(f"{name:22s} held-out agreement {before:.3f} -> {rows[name]['heldout_after']:.3f}", flush=True)
+    write_json(OUT, {"benchmark": "float ceilings of the CartPole DQN's dynapse2 mapping constraints",
+                     "settings": f"{steps} distillation steps, 20k calibration / 4k held-out source observations",
+                     "rows": rows, "wall_s": round(time.time() - t0, 1)})
+
+
+if __name__ == "__main__":
+    main()
