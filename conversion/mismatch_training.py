@@ -7,11 +7,15 @@ the chip layers and the readout together: the model is the mixed-signal network 
 layer's LIF neurons stepped through the decision window of T steps, on a chip instance drawn
 afresh for every minibatch (`conversion.mixed_signal.draw_instance` at sigma
 `distill_mismatch`; 0: the nominal chip only; seeds from TRAINING_INSTANCES on, so
-evaluation instances below it are unseen). The forward pass is the simulation; the backward
-pass is the rate model's (straight-through): a neuron's activation is its count / (T * RATE)
-forward and clip(z, 0, 1) backward, z its pre-activation in activation units computed from
-the instance's weights, gain, threshold and synaptic decay and from the measured input
-rates. Weights go through the profile's levels with the mapping's shared currents (the code
+evaluation instances below it are unseen). The forward pass is the simulation
+(`dynamics.mapped_layer_step`); the backward pass is backpropagation through time along the
+same LIF recurrence with a surrogate spike derivative (the derivative of
+sigmoid(SURROGATE_STEEPNESS (v - vth) / vth)), the resets and refractory periods taken
+from the simulation; a neuron's activation is its count / (T * RATE). An earlier version
+used the rate model's gradient (clip of the steady-state pre-activation) instead: on the
+nominal chip and 1,000 steps, it lowered the held-out agreement from 0.774 to 0.751 where BPTT
+raises it to 0.913.
+Weights go through the profile's levels with the mapping's shared currents (the code
 of a weight is fixed per minibatch; its instance value is the sum of the code's mismatched
 bit currents; straight-through). This is noise-injection training as used for analog
 hardware, with the chip's own noise model. The host readout is trained with the chip.
@@ -49,6 +53,8 @@ from lavaloop.processes.dynamics import encode_input, generator_increments, mapp
 
 CONFIG = {"target": "advantage", "ce_weight": 0.1, "temperature": 0.1, "lr": 1e-3}
 TRAINING_INSTANCES = 1_000_000   # training's chip instances start at this seed: lower ones are unseen
+SURROGATE_STEEPNESS = 5.0        # slope of the surrogate spike function at threshold, per threshold
+LEVEL_STEP = 0.01                # a chip layer's learning rate, in its weight levels (mean base current)
 
 
 def generator_trains(art: MixedSignalArtifact, obs: np.ndarray) -> np.ndarray:
@@ -83,7 +89,6 @@ class ChipModel(torch.nn.Module):
         scale = art.timesteps * RATE / 2.0 ** shift         # readout per activation unit
         self.readout_w = torch.nn.Parameter(torch.tensor(art.mapped.readout_weight * scale, dtype=torch.float32))
         self.readout_b = torch.nn.Parameter(torch.tensor(art.mapped.readout_bias / 2.0 ** shift, dtype=torch.float32))
-        self.u0, self.slope = art.manifest["mapping"]["u0"], art.manifest["mapping"]["slope"]
         self.sample(None, 0.0)
 
     def sample(self, seed: int | None, sigma: float) -> None:
@@ -120,27 +125,25 @@ class ChipModel(torch.nn.Module):
         self.readout_b.copy_(torch.as_tensor(b, dtype=torch.float32))
 
     def features(self, trains: np.ndarray) -> torch.Tensor:
-        """The last chip layer's activations (B, n) (count / (T * RATE); straight-through) from
-        the generators' trains (T, B, 2 n_obs). The spikes are the chip's own: every layer is
-        stepped with `dynamics.mapped_layer_step` on the instance's parameters, as the emulator
-        does; the gradient is the rate model's."""
-        batch = trains.shape[1]
-        rates = torch.as_tensor(trains.mean(0), dtype=torch.float32)
-        x_act = None
+        """The last chip layer's activations (B, n) (count / (T * RATE)) from the generators'
+        trains (T, B, 2 n_obs). The spikes are the chip's own: every layer is stepped with
+        `dynamics.mapped_layer_step` on the instance's parameters, as the emulator does; the
+        gradient flows back through `surrogate_spikes`."""
+        spikes = torch.as_tensor(trains, dtype=torch.float32)
         for i, p in enumerate(self.instance):
             conn = self.instance_weights(i)
             layer = {**p, "conn": conn}
             n = conn.shape[1]
-            state = {"i_syn": np.zeros((batch, n)), "v": np.zeros((batch, n)), "refr": np.zeros((batch, n), np.int64)}
-            trains = np.stack([mapped_layer_step(state, frame, layer) for frame in trains])
+            state = {"i_syn": np.zeros((trains.shape[1], n)), "v": np.zeros((trains.shape[1], n)),
+                     "refr": np.zeros((trains.shape[1], n), np.int64)}
+            out, refractory = [], []
+            for frame in trains:
+                refractory.append(state["refr"] > 0)
+                out.append(mapped_layer_step(state, frame, layer))
+            trains = np.stack(out)
             w = straight_through(self.weights[i] * self.masks[i], torch.tensor(conn.T, dtype=torch.float32))
-            a_syn, gain, vth = (torch.as_tensor(np.asarray(p[k], np.float64), dtype=torch.float32)
-                                for k in ("a_syn", "gain", "vth"))
-            u = (torch.cat([rates, torch.ones(batch, 1)], -1) @ w.T) * gain / ((1 - a_syn) * vth)
-            z = torch.clamp((u - self.u0) / self.slope, 0.0, 1.0)
-            x_act = straight_through(z, torch.as_tensor(trains.mean(0) / RATE, dtype=torch.float32))
-            rates = x_act * RATE
-        return x_act
+            spikes = surrogate_spikes(spikes, w, p, trains, np.stack(refractory))
+        return spikes.mean(0) / RATE
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray) -> np.ndarray:
@@ -157,6 +160,41 @@ class ChipModel(torch.nn.Module):
         mapping = {**manifest["mapping"], "readout_shift": shift}
         mapped = replace(self.art.mapped, layers=layers, readout_weight=w_ro, readout_bias=b_ro, report=mapping)
         return MixedSignalArtifact({**manifest, "mapping": mapping}, mapped, self.art.source)
+
+
+def surrogate_spikes(spikes_in: torch.Tensor, w: torch.Tensor, p: dict, spikes: np.ndarray,
+                     refractory: np.ndarray) -> torch.Tensor:
+    """A layer's spikes (T, B, n) with a gradient: the simulated `spikes` (0/1) forward, and
+    backward the derivative of `lif_step`'s recurrence, stepped on `spikes_in` (T, B, n_in)
+    through the weights `w` (n, n_in + 1; the bias generator last) with the instance's
+    parameters `p`, each spike replaced by sigmoid(SURROGATE_STEEPNESS (v - vth) / vth).
+    Resets and `refractory` (T, B, n: the neuron was refractory) come from the simulation and
+    carry no gradient."""
+    a_syn, a_mem, b_mem, gain, vth = (torch.as_tensor(np.asarray(p[k], np.float64), dtype=torch.float32)
+                                      for k in ("a_syn", "a_mem", "b_mem", "gain", "vth"))
+    drive = torch.cat([spikes_in, torch.ones(*spikes_in.shape[:2], 1)], -1) @ w.T * gain
+    fired = torch.as_tensor(spikes, dtype=torch.float32)
+    held = torch.as_tensor(refractory)
+    i_syn = v = torch.zeros(drive.shape[1:])
+    out = []
+    for t in range(len(drive)):
+        i_syn = a_syn * i_syn + drive[t]
+        v = torch.where(held[t], 0.0, a_mem * v + b_mem * i_syn)
+        out.append(straight_through(torch.sigmoid(SURROGATE_STEEPNESS * (v - vth) / vth), fired[t]))
+        v = v * (1.0 - fired[t])
+    return torch.stack(out)
+
+
+def chip_optimizer(model: ChipModel, readout_lr: float, level_step: float = LEVEL_STEP) -> torch.optim.Adam:
+    """Adam over the model's parameters: every chip layer's weights at a learning rate of
+    `level_step` of its mean base current (a weight changes code only when it moves by one
+    level, so one global rate is too slow for one layer and too fast for another), the
+    readout at `readout_lr`. The default, 0.01 level per step, is about the global 1e-3 the
+    training used before; on the nominal chip (1,000 steps, held-out agreement) 0.03 and 0.1
+    fit the training observations closer but reached 0.906 and 0.858, against 0.913."""
+    groups = [{"params": [w], "lr": level_step * float(layer.currents[..., 0].mean())}
+              for w, layer in zip(model.weights, model.layers)]
+    return torch.optim.Adam([*groups, {"params": [model.readout_w, model.readout_b], "lr": readout_lr}])
 
 
 @torch.no_grad()
@@ -216,7 +254,7 @@ def train_through_chip(art: MixedSignalArtifact, source: FeedForwardQ, obs: np.n
     torch.manual_seed(cfg.seed)
     model = ChipModel(art)
     before = chip_agreement(model, source, heldout)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = chip_optimizer(model, cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     x_all = np.asarray(obs)
     units = advantages(source, x_all)[1]

@@ -110,6 +110,27 @@ def test_the_training_model_is_the_chip(mapped):
         assert np.array_equal(model.q_values(x).argmax(1), emu.argmax(1))
 
 
+def test_the_chip_weights_learn_through_the_surrogate_gradient(mapped):
+    """With the readout frozen, a few steps on the chip layers' weights alone (BPTT through the
+    LIF recurrence, a tenth of a weight level per step) lower the distillation loss of a minibatch."""
+    import torch
+
+    from lavaloop.conversion.distill import DistillConfig, distill_step
+    from lavaloop.conversion.loaders import load_checkpoint
+    from lavaloop.conversion.mismatch_training import CONFIG, ChipModel, advantages, chip_optimizer, generator_trains
+
+    art = mapped[1]["prune"]
+    x = np.random.default_rng(0).normal(size=(64, 4)) * np.array([0.5, 0.5, 0.05, 0.5])
+    target = torch.as_tensor(advantages(load_checkpoint(CARTPOLE).to_torch(), x)[0], dtype=torch.float32)
+    torch.manual_seed(0)
+    model = ChipModel(art)
+    opt = chip_optimizer(model, readout_lr=0.0, level_step=0.1)
+    cfg, trains = DistillConfig(model="spikes", **CONFIG), generator_trains(art, x)
+    losses = [sum(distill_step(model, opt, trains, target, target.argmax(1), cfg, advantage=True).values())
+              for _ in range(12)]
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
 @pytest.mark.parametrize("convert_args, run_args, needle", [
     (["--profile", "dynapse2", "--readout", "spike_count"], None, "readout do not apply to a mixed-signal profile"),
     (["--fan-in", "prune"], None, "apply to mixed-signal profiles"),
