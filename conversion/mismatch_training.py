@@ -129,13 +129,12 @@ class ChipModel(torch.nn.Module):
         trains (T, B, 2 n_obs). The spikes are the chip's own: every layer is stepped with
         `dynamics.mapped_layer_step` on the instance's parameters, as the emulator does; the
         gradient flows back through `surrogate_spikes`."""
-        spikes = torch.as_tensor(trains, dtype=torch.float32)
+        spikes, batch = torch.as_tensor(trains, dtype=torch.float32), trains.shape[1]
         for i, p in enumerate(self.instance):
             conn = self.instance_weights(i)
             layer = {**p, "conn": conn}
             n = conn.shape[1]
-            state = {"i_syn": np.zeros((trains.shape[1], n)), "v": np.zeros((trains.shape[1], n)),
-                     "refr": np.zeros((trains.shape[1], n), np.int64)}
+            state = {"i_syn": np.zeros((batch, n)), "v": np.zeros((batch, n)), "refr": np.zeros((batch, n), np.int64)}
             out, refractory = [], []
             for frame in trains:
                 refractory.append(state["refr"] > 0)
