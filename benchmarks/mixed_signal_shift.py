@@ -70,11 +70,12 @@ def main() -> None:
     art = lavaloop.load_artifact(args.artifact)
     res = {"artifact": args.artifact.name, "mismatch_training": art.manifest.get("mismatch_training", {}).get("sigma"),
            **shift_report(ChipModel(art), source_network(art), art.env_spec, args.steps, args.seed)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, res)
     for k in ("chip_states", "source_states"):
         r = res[k]
         print(f"{k:14s} agreement {r['agreement']:.3f}  median gap {r['median_gap']:.3f}  by gap quartile "
-              + " ".join(f"{a:.3f}" for a in r["agreement_by_gap_quartile"] if a is not None))
+              + " ".join("-" if a is None else f"{a:.3f}" for a in r["agreement_by_gap_quartile"]))
 
 
 if __name__ == "__main__":

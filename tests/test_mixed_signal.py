@@ -112,7 +112,7 @@ def test_the_training_model_is_the_chip(mapped):
 
 def test_the_chip_weights_learn_through_the_surrogate_gradient(mapped):
     """With the readout frozen, a few steps on the chip layers' weights alone (BPTT through the
-    LIF recurrence, a tenth of a weight level per step) lower the distillation loss of a minibatch."""
+    LIF recurrence, 0.12 weight level per step) lower the distillation loss of a minibatch."""
     import torch
 
     from lavaloop.conversion.distill import DistillConfig, distill_step
@@ -124,11 +124,14 @@ def test_the_chip_weights_learn_through_the_surrogate_gradient(mapped):
     target = torch.as_tensor(advantages(load_checkpoint(CARTPOLE).to_torch(), x)[0], dtype=torch.float32)
     torch.manual_seed(0)
     model = ChipModel(art)
-    opt = chip_optimizer(model, readout_lr=0.0, level_step=0.1)
+    opt = chip_optimizer(model, readout_lr=0.0, level_step=0.12)
     cfg, trains = DistillConfig(model="spikes", **CONFIG), generator_trains(art, x)
-    losses = [sum(distill_step(model, opt, trains, target, target.argmax(1), cfg, advantage=True).values())
-              for _ in range(12)]
+    losses = []
+    for _ in range(12):
+        loss = distill_step(model, opt, trains, target, target.argmax(1), cfg, advantage=True)
+        losses.append(loss["mse"] + cfg.ce_weight * loss["cross_entropy"])
     assert losses[-1] < 0.7 * losses[0], losses
+    assert model.weights[0].grad.abs().sum() > 0      # through layer 2's input spikes into layer 1
 
 
 @pytest.mark.parametrize("convert_args, run_args, needle", [
