@@ -80,6 +80,7 @@ def distill_layers(q: FeedForwardQ, normed: list, layers: list, obs: np.ndarray,
     rounding). chip: the sigma-delta model's `in_scale` and `shift` (see `distill.ChipForward`).
     """
     cfg = DistillConfig(steps=opts.distill_steps, seed=opts.calib_seed, model=model,
+                        dagger_rounds=opts.distill_dagger_rounds, dagger_steps=opts.distill_dagger_steps,
                         **(SD_DISTILL if model == "sigma-delta" else {}))
     seed = opts.calib_seed + 100_000
     heldout = collect_observations(q, spec, cfg.heldout_steps, seed, opts.calib_epsilon)

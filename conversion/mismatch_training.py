@@ -244,12 +244,13 @@ def train_through_chip(art: MixedSignalArtifact, source: FeedForwardQ, obs: np.n
     obs: calibration observations. spec: the environment (DAgger rounds).
     heldout: held-out source observations for the report.
     opts: `distill_steps` (Adam steps), `distill_mismatch` (sigma sampled; None: the
-        profile's), `calib_seed`, `calib_epsilon`.
+        profile's), `distill_dagger_rounds` / `_steps`, `calib_seed`, `calib_epsilon`.
     progress: show a progress bar.
     """
     t0 = time.time()
     sigma = art.profile.mismatch_sigma if opts.distill_mismatch is None else opts.distill_mismatch
-    cfg = DistillConfig(steps=opts.distill_steps, seed=opts.calib_seed, model="spikes", **CONFIG)
+    cfg = DistillConfig(steps=opts.distill_steps, seed=opts.calib_seed, model="spikes",
+                        dagger_rounds=opts.distill_dagger_rounds, dagger_steps=opts.distill_dagger_steps, **CONFIG)
     torch.manual_seed(cfg.seed)
     model = ChipModel(art)
     before = chip_agreement(model, source, heldout)

@@ -69,7 +69,8 @@ def cmd_convert(args) -> None:
     opts = given(args, "coding", "delta_threshold", "message_shift", "equalize", "percentile", "normalization",
                  "timesteps", "timesteps_target", "readout", "profile", "calib_steps", "calib_seed", "calib_episodes",
                  "epsilon", "v_init", "sticky",
-                 "max_episode_steps", "distill", "distill_steps", "distill_model", "fan_in", "distill_mismatch")
+                 "max_episode_steps", "distill", "distill_steps", "distill_model", "fan_in", "distill_mismatch",
+                 "distill_dagger_rounds", "distill_dagger_steps")
     opts.update(env_params(args))
     art = lavaloop.convert(args.checkpoint, args.env, **opts)
     art.save(args.output)
@@ -233,6 +234,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--distill-mismatch", type=float, metavar="SIGMA",
                    help="DQN on a mixed-signal profile, with --distill: device mismatch sampled while training "
                         "through the chip (default: the profile's; 0: the nominal chip only)")
+    c.add_argument("--distill-dagger-rounds", type=int, metavar="N",
+                   help="DQN, with --distill: rounds >= 0 in which the network being trained plays and its "
+                        "observations, labelled by the source, join the training data (default 2)")
+    c.add_argument("--distill-dagger-steps", type=int, metavar="STEPS",
+                   help="DQN, with --distill: env steps per DAgger round >= 1 (default 2000)")
     c.set_defaults(func=cmd_convert)
 
     i = sub.add_parser("info", help="describe an artifact")

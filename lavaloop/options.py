@@ -106,6 +106,9 @@ class ConvertOptions:
     distill_mismatch: mixed-signal profiles with distill only: the device mismatch sigma
         (>= 0) sampled while training through the chip (None: the profile's; 0: the nominal
         chip only); lavaloop.conversion.mismatch_training.
+    distill_dagger_rounds: with distill: times (>= 0) the network being trained plays
+        `distill_dagger_steps` (>= 1) env steps whose observations, labelled by the source,
+        join the training data (DAgger; the conversion rate is measured on its own states).
     """
 
     coding: str = "rate"
@@ -131,6 +134,8 @@ class ConvertOptions:
     distill_model: str = "spikes"
     fan_in: str = "split"
     distill_mismatch: float | None = None
+    distill_dagger_rounds: int = 2
+    distill_dagger_steps: int = 2000
 
     def __post_init__(self):
         flag("distill", self.distill)
@@ -173,8 +178,11 @@ class ConvertOptions:
             raise LavaloopError(f"message_shift must be <= 24, got {self.message_shift}")
         if self.distill and self.v_init != "half":
             raise LavaloopError("distillation models neurons that start at half threshold: use v_init 'half'")
-        if not self.distill and (self.distill_steps != 3000 or self.distill_model != "spikes"):
-            raise LavaloopError("distill_steps and distill_model apply only with distill")
+        at_least("distill_dagger_rounds", self.distill_dagger_rounds, 0)
+        at_least("distill_dagger_steps", self.distill_dagger_steps, 1)
+        if not self.distill and (self.distill_steps != 3000 or self.distill_model != "spikes"
+                                 or self.distill_dagger_rounds != 2 or self.distill_dagger_steps != 2000):
+            raise LavaloopError("distill_steps, distill_model and distill_dagger_* apply only with distill")
 
 
 @dataclass

@@ -76,6 +76,9 @@ def test_convert_bad_input(bad_files, name, env, needle):
     (["--profile", "dynapse1", "--v-init", "zero"], "v_init do not apply to a mixed-signal profile"),
     (["--profile", "nosuchchip"], "unknown chip profile"),
     (["--distill-steps", "50"], "apply only with distill"),
+    (["--distill-dagger-rounds", "4"], "apply only with distill"),
+    (["--distill", "--distill-dagger-rounds", "-1"], "distill_dagger_rounds must be >= 0"),
+    (["--distill", "--distill-dagger-steps", "0"], "distill_dagger_steps must be >= 1"),
     (["--distill", "--v-init", "zero"], "half threshold"),
 ])
 def test_convert_bad_numbers(bad_files, args, needle):

@@ -105,3 +105,14 @@ def test_a_distillation_that_ends_worse_keeps_the_converted_network(cartpole_che
     assert d["kept"] == "converted" and d["own_agreement_after"] < d["own_agreement_before"]
     for a, b in zip(art.layers, plain.layers):
         assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
+
+
+def test_the_dagger_share_is_a_conversion_option(cartpole_checkpoint):
+    """`distill_dagger_rounds` x `distill_dagger_steps` observations of the network's own
+    episodes join the calibration observations (0 rounds: none)."""
+    opts = dict(calib_steps=400, coding="sigma-delta", distill=True, distill_steps=4)
+    for rounds, steps in ((3, 150), (0, 2000)):
+        art = lavaloop.convert(cartpole_checkpoint, "CartPole-v1", distill_dagger_rounds=rounds,
+                               distill_dagger_steps=steps, **opts)
+        d = art.manifest["distillation"]
+        assert d["dagger_rounds"] == rounds and d["observations"] == 400 + rounds * steps
