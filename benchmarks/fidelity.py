@@ -41,14 +41,18 @@ NETWORKS = {
     "pong": {"checkpoint": "pong_dqn.pt", "env": "ALE/Pong-v5", "episodes": 10},
 }
 RATE_T = (8, 16, 32, 64, 128)
+SPLIT_BITS = 4   # "sigma-delta+split": two 8-bit synapses per connection, 12-bit weights
+SPLIT_NETWORKS = ("acrobot", "sb3_cartpole")   # the bundled CartPole's first layer overflows 24-bit states with them
 
 
 def cells(network: str) -> list[tuple[str, int | None]]:
     """(coding, T) of every cell measured for a network."""
     if network == "pong":   # rate coding on Pong: results/pong_sweep.json (T up to 500, 7.6 core-hours)
         return [("sigma-delta", None), ("sigma-delta+distill", None), ("rate", 256)]
+    split = [("sigma-delta+split", None)] if network in SPLIT_NETWORKS else []
     return ([("rate", t) for t in RATE_T] + [("rate+distill", t) for t in (8, 32)]
-            + [("sigma-delta", None), ("sigma-delta+distill", None)] + [("spikingjelly", t) for t in RATE_T])
+            + [("sigma-delta", None), ("sigma-delta+distill", None)] + split
+            + [("spikingjelly", t) for t in RATE_T])
 
 
 def measure(network: str, coding: str, timesteps: int | None) -> dict:
@@ -60,6 +64,8 @@ def measure(network: str, coding: str, timesteps: int | None) -> dict:
     if coding == "spikingjelly":
         return {"network": network, "coding": coding, "timesteps": timesteps, **peer(ckpt, env, timesteps, episodes)}
     options = {"coding": "sigma-delta"} if coding.startswith("sigma-delta") else {"timesteps": timesteps}
+    if coding.endswith("+split"):
+        options["weight_split_bits"] = SPLIT_BITS
     if coding.endswith("+distill"):
         options["distill"] = True
         if coding.startswith("rate"):
@@ -148,7 +154,8 @@ def plot(record: dict, path: Path) -> None:
 
     nets = list(dict.fromkeys(c["network"] for c in record["cells"]))
     fig, axes = plt.subplots(2, len(nets), figsize=(4.2 * len(nets), 7), squeeze=False)
-    style = {"rate": "o-", "rate+distill": "s--", "spikingjelly": "^:", "sigma-delta": "*", "sigma-delta+distill": "P"}
+    style = {"rate": "o-", "rate+distill": "s--", "spikingjelly": "^:", "sigma-delta": "*", "sigma-delta+distill": "P",
+             "sigma-delta+split": "X"}
     for col, net in enumerate(nets):
         for row, key in enumerate(("steps_per_decision", "synops_per_decision")):
             ax = axes[row][col]

@@ -40,7 +40,9 @@ def variant(params: dict) -> tuple[str, bool, float | None]:
     if not params.get("distill"):
         return f"{params['fan_in']}, readout fitted{per_chip}", False, None
     sigma = params["distill_mismatch"]
-    return f"{params['fan_in']}, trained at sigma {sigma}{per_chip}", sigma > 0, sigma
+    rounds, steps = params.get("distill_dagger_rounds", 2), params.get("distill_dagger_steps", 2000)
+    dagger = "" if (rounds, steps) == (2, 2000) else f", DAgger {rounds} x {steps}"
+    return f"{params['fan_in']}, trained at sigma {sigma}{dagger}{per_chip}", sigma > 0, sigma
 
 
 def records(sweep: dict, network: str) -> list[dict]:
@@ -52,6 +54,8 @@ def records(sweep: dict, network: str) -> list[dict]:
         out.append({
             "network": network, "profile": p["profile"], "variant": name, "fan_in": p["fan_in"],
             "mismatch_aware": aware, "training_sigma": train_sigma,
+            "dagger": [p.get("distill_dagger_rounds", 2), p.get("distill_dagger_steps", 2000)] if p.get("distill")
+            else None,
             "readout_per_chip": bool(p.get("calibrate_readout")), "sigma": p["mismatch_sigma"],
             "instances": m["agreement"]["n"],
             "agreement_median": m["agreement"]["median"], "agreement_p05": m["agreement"]["p05"],

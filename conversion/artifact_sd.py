@@ -22,7 +22,7 @@ from lavaloop.artifact import COMMON_KEYS
 from lavaloop.conversion.artifact_dqn import ConvertedDQN
 from lavaloop.conversion.network import ConvLayer, Layer
 from lavaloop.conversion.quantize import forward
-from lavaloop.conversion.sigma_delta import SDLayer
+from lavaloop.conversion.sigma_delta import SDLayer, split_rule
 from lavaloop.errors import ArtifactError
 from lavaloop.fixedpoint import int_max
 
@@ -37,6 +37,11 @@ class SDArtifact(ConvertedDQN):
     source: list[Layer]
 
     @property
+    def split_bits(self) -> int:
+        """Low weight bits carried by a second synapse per connection (0: one synapse)."""
+        return int(self.manifest.get("weight_split_bits", 0))
+
+    @property
     def window(self) -> int:
         """Lava steps per decision: one per layer, plus the readout's synaptic delay."""
         return len(self.layers) + 1
@@ -46,7 +51,7 @@ class SDArtifact(ConvertedDQN):
         out = []
         for i, q in enumerate(self.layers):
             p = {"name": q.name, "weight": q.weight, "weight_exp": 0, "bias": q.per_neuron(q.bias), "vth": q.vth,
-                 "msg_shift": q.msg_shift,
+                 "msg_shift": q.msg_shift, "split_bits": self.split_bits,
                  "max_input": self.max_message(i)}
             if q.is_conv:
                 p["stride"], p["in_shape"] = q.stride, q.in_shape
@@ -93,7 +98,10 @@ class SDArtifact(ConvertedDQN):
         if not self.layers or len(self.layers) != len(self.source):
             raise ArtifactError(f"{what}: {len(self.layers)} layers but {len(self.source)} source layers")
         n_in = int(np.prod(m["obs_shape"]))
-        mant_max = int_max(prof.weight_bits)
+        if not 0 <= self.split_bits <= prof.weight_bits - 1:
+            raise ArtifactError(f"{what}: weight_split_bits {self.split_bits} is not in 0..{prof.weight_bits - 1}")
+        bits = split_rule(prof, self.split_bits).weight_bits
+        mant_max = int_max(bits)
         for i, (q, s) in enumerate(zip(self.layers, self.source)):
             if (q.weight.shape != s.weight.shape or q.in_size != n_in or q.bias.shape != (q.weight.shape[0],)
                     or q.is_conv != isinstance(s, ConvLayer) or (q.is_conv and q.weight.shape[1] != q.in_shape[0])):
@@ -101,7 +109,7 @@ class SDArtifact(ConvertedDQN):
                                     f"(weight {q.weight.shape}, bias {q.bias.shape}, expected {n_in} inputs)")
             if np.abs(q.weight.astype(np.int64)).max() > mant_max:
                 raise ArtifactError(f"{what}: layer {i} weights exceed profile {prof.name!r}'s "
-                                    f"{prof.weight_bits}-bit mantissa")
+                                    f"{bits}-bit mantissa{' (split)' if self.split_bits else ''}")
             if q.vth < 0 or q.state_scale <= 0 or q.in_scale <= 0 or not 0 <= q.msg_shift < 32:
                 raise ArtifactError(f"{what}: layer {i} needs a threshold >= 0, positive scales and a "
                                     "message shift in 0..31")
@@ -109,7 +117,7 @@ class SDArtifact(ConvertedDQN):
         if self.layers[-1].is_conv or n_in != m["n_actions"] or len(m["action_map"]) != m["n_actions"]:
             raise ArtifactError(f"{what}: output layer has {n_in} neurons for {m['n_actions']} actions")
         fan_in = max(int(np.prod(q.weight.shape[1:])) for q in self.layers)
-        if prof.weight_bits > 16 or max(prof.input_bits, prof.message_bits) > 24 or fan_in >= 1 << 13:
+        if bits > 16 or max(prof.input_bits, prof.message_bits) > 24 or fan_in >= 1 << 13:
             raise ArtifactError(f"{what}: profile {prof.name!r} / fan-in {fan_in} exceed the exact arithmetic "
                                 "range (weights <= 16 bits, messages <= 24 bits, fan-in < 8192)")
 
@@ -118,6 +126,9 @@ class SDArtifact(ConvertedDQN):
         lines = [f"coding     sigma-delta (graded spikes, {self.profile.message_bits}-bit messages), "
                  f"{self.window} Lava steps per decision, threshold {m['threshold']} (normalized units), "
                  f"input payload obs*2^{m['input_scale_bits']}, delta-encoded, epsilon {m['epsilon']}",
+                 *([f"synapses   two {self.profile.weight_bits}-bit synapses per connection, the low one carrying "
+                    f"{self.split_bits} bits: {self.profile.weight_bits + self.split_bits}-bit weights"]
+                   if self.split_bits else []),
                  f"ceiling    the network with a held input agrees with the source on "
                  f"{100 * m['held_input_agreement']:.1f}% of calibration observations"]
         n = m["normalization"]

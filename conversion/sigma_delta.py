@@ -13,11 +13,17 @@ activation uses the message width but its top MSG_HEADROOM_BITS bits, and the st
 stay well inside 24 bits. Biases and thresholds are multiples of 2**msg_shift state
 units (whole message units), as Lava's SigmaDelta states them. Bias correction (as for the
 rate-coded kind) then removes the mean rounding error per neuron.
+
+Split weights (`weight_split_bits` k > 0): every connection is two synapses of the
+profile's width into the same neuron, w = hi * 2**k + lo with hi = w >> k (weight exponent
+k) and lo = w & (2**k - 1) (exponent 0), which Loihi 2 sums exactly in the neuron's input;
+the layer's weights then have weight_bits + k bits (`split_rule`), for twice the synaptic
+memory and the synaptic operations of both synapses (`processes.dynamics.rate.Synapse`).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -61,6 +67,12 @@ class SDLayer(LayerShape):
     def effective(self) -> tuple[np.ndarray, np.ndarray]:
         """The real-valued weights and biases (normalized units) this layer implements."""
         return self.weight * (self.in_scale / self.state_scale), self.bias / self.state_scale
+
+
+def split_rule(profile: ChipProfile, split_bits: int) -> ChipProfile:
+    """The quantization rule of weights split over two synapses with `split_bits` low bits in
+    the second (see the module docstring): the profile with a (weight_bits + split_bits)-bit mantissa."""
+    return replace(profile, weight_bits=profile.weight_bits + split_bits) if split_bits else profile
 
 
 def state_scales(weights: list[np.ndarray], in_scale: float, profile: ChipProfile,

@@ -66,11 +66,10 @@ def describe(art) -> list[str]:
 
 def cmd_convert(args) -> None:
     check_writable(args.output)
-    opts = given(args, "coding", "delta_threshold", "message_shift", "equalize", "percentile", "normalization",
-                 "timesteps", "timesteps_target", "readout", "profile", "calib_steps", "calib_seed", "calib_episodes",
-                 "epsilon", "v_init", "sticky",
-                 "max_episode_steps", "distill", "distill_steps", "distill_model", "fan_in", "distill_mismatch",
-                 "distill_dagger_rounds", "distill_dagger_steps")
+    opts = given(args, "coding", "delta_threshold", "message_shift", "equalize", "weight_split_bits", "percentile",
+                 "normalization", "timesteps", "timesteps_target", "readout", "profile", "calib_steps", "calib_seed",
+                 "calib_episodes", "epsilon", "v_init", "sticky", "max_episode_steps", "distill", "distill_steps",
+                 "distill_model", "fan_in", "distill_mismatch", "distill_dagger_rounds", "distill_dagger_steps")
     opts.update(env_params(args))
     art = lavaloop.convert(args.checkpoint, args.env, **opts)
     art.save(args.output)
@@ -199,6 +198,9 @@ def parser() -> argparse.ArgumentParser:
                    "many normalized units (default 0: every change)")
     c.add_argument("--message-shift", type=int, help="DQN, sigma-delta: one message shift for every hidden layer "
                    "(6: what lava-dl netx builds, for `export --format netx`; default: per layer)")
+    c.add_argument("--weight-split-bits", type=int, metavar="K",
+                   help="DQN, sigma-delta: K in 0..7; K > 0 makes every connection two 8-bit synapses, the low "
+                        "one carrying K more weight bits (twice the synapses; default 0)")
     c.add_argument("--no-equalize", dest="equalize", action="store_const", const=False,
                    help="DQN, sigma-delta: plain max-normalization, without equalizing the weight ranges of "
                    "consecutive layers")

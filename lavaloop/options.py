@@ -17,6 +17,7 @@ BACKENDS = ("lava", "emulator")
 DISTILL_MODELS = ("spikes", "staircase")
 CODINGS = ("rate", "sigma-delta")
 FAN_IN_MODES = ("split", "prune")
+MAX_SPLIT_BITS = 7                      # the low synapse holds them in its 8-bit mantissa
 LAYOUTS = ("per-agent", "shared")       # GRSN teams on Lava
 RATE_ONLY = {"percentile": 99.9, "normalization": "layer", "timesteps": 32, "readout": "robust", "v_init": "half",
              "distill_model": "spikes"}
@@ -78,6 +79,10 @@ class ConvertOptions:
     message_shift: sigma-delta only: shift every hidden layer's messages by this many bits, in
         0..24 (6: what lava-dl netx builds, needed for `export --format netx`); None: each
         layer's own, which keeps every layer's weights at full precision.
+    weight_split_bits: sigma-delta only: k in 0..7. With k > 0 every connection is two 8-bit
+        synapses into the same neuron, the high one with weight exponent k, the low one
+        carrying the weight's k low bits: (8 + k)-bit weights for twice the synapses
+        (lavaloop.conversion.sigma_delta); 0: one synapse per connection.
     percentile: normalization percentile of the activations (100 = max-norm), in (0, 100].
     normalization: "layer" (one lambda per layer, the paper's) or "channel" (per conv channel).
     timesteps: SNN steps per decision (T), >= 1, or "auto": the smallest power of two whose
@@ -113,6 +118,7 @@ class ConvertOptions:
 
     coding: str = "rate"
     delta_threshold: float = 0.0
+    weight_split_bits: int = 0
     message_shift: int | None = None
     equalize: bool = True
     percentile: float = 99.9
@@ -171,8 +177,12 @@ class ConvertOptions:
             given = [k for k, v in RATE_ONLY.items() if getattr(self, k) != v]
             if given:
                 raise LavaloopError(f"{', '.join(given)} apply to rate coding only, not sigma-delta")
-        elif self.delta_threshold != 0.0 or self.message_shift is not None or not self.equalize:
-            raise LavaloopError("delta_threshold, message_shift and equalize apply to sigma-delta coding only")
+        elif (self.delta_threshold != 0.0 or self.message_shift is not None or not self.equalize
+              or self.weight_split_bits != 0):
+            raise LavaloopError("delta_threshold, message_shift, equalize and weight_split_bits apply to "
+                                "sigma-delta coding only")
+        number("weight_split_bits", self.weight_split_bits, integer=True)
+        within("weight_split_bits", self.weight_split_bits, 0, MAX_SPLIT_BITS)
         at_least("message_shift", self.message_shift, 0)
         if self.message_shift is not None and self.message_shift > 24:
             raise LavaloopError(f"message_shift must be <= 24, got {self.message_shift}")

@@ -99,6 +99,8 @@ def test_an_unchanged_observation_costs_nothing(sd_cartpole):
     (["--coding", "sigma-delta", "--timesteps", "8"], "timesteps apply to rate coding only"),
     (["--delta-threshold", "0.1"], "apply to sigma-delta coding only"),
     (["--no-equalize"], "apply to sigma-delta coding only"),
+    (["--weight-split-bits", "4"], "apply to sigma-delta coding only"),
+    (["--coding", "sigma-delta", "--weight-split-bits", "8"], "weight_split_bits must be in [0, 7]"),
     (["--coding", "sigma-delta", "--profile", "NARROW"], "cannot carry"),
 ])
 def test_bad_sigma_delta_options_fail_in_one_line(tmp_path, args, needle):
@@ -156,3 +158,32 @@ def test_distillation_through_the_sigma_delta_rule_lifts_agreement():
     d = art.manifest["distillation"]
     assert d["config"]["model"] == "sigma-delta"
     assert d["heldout_agreement_after"] > d["heldout_agreement_before"] + 0.05
+
+
+def test_split_weights_are_exact_on_lava_and_cost_both_synapses(tmp_path):
+    """Two synapses per connection (`weight_split_bits` 4): 12-bit weights, Lava == emulator
+    bit for bit, each connection's synaptic operations counted per nonzero synapse, the
+    split kept through a save and load, and refused by the netx export."""
+    import lavaloop
+    from lavaloop.deploy.export import export
+    from lavaloop.errors import LavaloopError
+    from lavaloop.processes.dynamics import Synapse
+
+    acrobot = CARTPOLE.parent / "acrobot_dqn.pt"
+    plain = lavaloop.convert(acrobot, "Acrobot-v1", coding="sigma-delta", calib_steps=1000)
+    art = lavaloop.convert(acrobot, "Acrobot-v1", coding="sigma-delta", calib_steps=1000, weight_split_bits=4)
+    assert max(np.abs(l.weight).max() for l in art.layers) == 2047
+    assert art.manifest["held_input_agreement"] > plain.manifest["held_input_agreement"]
+    w = art.layers[1].weight.astype(np.int64)
+    both = ((w >> 4) != 0).sum(axis=0) + ((w & 15) != 0).sum(axis=0)
+    assert np.array_equal(Synapse.from_params(art.layer_params()[1]).fanout, both)
+    short = with_manifest(art, env={**art.manifest["env"], "max_episode_steps": 30})
+    lava = run(short, RunSettings(episodes=2, epsilon=0.2, backend="lava"), progress=False)
+    emu = run(short, RunSettings(episodes=2, epsilon=0.2, backend="emulator"), progress=False)
+    for a, b in zip(lava.log.greedy + lava.log.actions, emu.log.greedy + emu.log.actions):
+        assert np.array_equal(a, b)
+    assert lava.log.synops == emu.log.synops and lava.synops > 0
+    art.save(tmp_path / "split.h5")
+    assert lavaloop.load_artifact(tmp_path / "split.h5").split_bits == 4
+    with pytest.raises(LavaloopError, match="two: convert without --weight-split-bits"):
+        export(art, tmp_path / "split.net", "netx")

@@ -9,12 +9,23 @@ from lavaloop.fixedpoint import int_max
 from lavaloop.processes.dynamics.fixed import conv2d, dense, exact_float, exact_int, shift
 
 
-def conv_fanout(nonzero: np.ndarray, in_shape: tuple[int, int, int], stride: int) -> np.ndarray:
-    """Outgoing synapses of every input of a valid strided convolution; nonzero (O, C, kh, kw) bool."""
-    _, _, kh, kw = nonzero.shape
+def synapse_count(weight: np.ndarray, split_bits: int = 0) -> np.ndarray:
+    """Synapses per connection: 1 where the weight is nonzero; with `split_bits` k, the
+    connection's two synapses w >> k and w & (2**k - 1), each counted where nonzero
+    (lavaloop.conversion.sigma_delta, split weights)."""
+    w = np.asarray(weight, np.int64)
+    if not split_bits:
+        return (w != 0).astype(np.int64)
+    return (w >> split_bits != 0).astype(np.int64) + (w & ((1 << split_bits) - 1) != 0)
+
+
+def conv_fanout(synapses: np.ndarray, in_shape: tuple[int, int, int], stride: int) -> np.ndarray:
+    """Outgoing synapses of every input of a valid strided convolution; synapses (O, C, kh, kw):
+    per weight (`synapse_count`)."""
+    _, _, kh, kw = synapses.shape
     c, h, w = in_shape
     ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
-    per_tap = nonzero.sum(axis=0)                             # (C, kh, kw): output channels per tap
+    per_tap = synapses.sum(axis=0)                            # (C, kh, kw): output channels per tap
     fanout = np.zeros(in_shape, np.int64)
     for ky in range(kh):
         for kx in range(kw):
@@ -89,7 +100,7 @@ class Synapse:
     """
 
     def __init__(self, weight: np.ndarray, exp: int, max_input: int, stride: int | None = None,
-                 in_shape: tuple[int, int, int] | None = None):
+                 in_shape: tuple[int, int, int] | None = None, split_bits: int = 0):
         self.exp, self.stride, self.in_shape = exp, stride, in_shape
         self.conv = weight.ndim == 4
         self.spikes = max_input == 1
@@ -98,8 +109,8 @@ class Synapse:
             self.weight = np.ascontiguousarray(wt, exact_int(weight))
         else:
             self.weight = weight.astype(exact_float(weight, max_input))
-        nonzero = weight != 0
-        self.fanout = conv_fanout(nonzero, in_shape, stride) if self.conv else nonzero.sum(axis=0)
+        count = synapse_count(weight, split_bits)
+        self.fanout = conv_fanout(count, in_shape, stride) if self.conv else count.sum(axis=0)
         if self.conv:
             _, h, w = in_shape
             kh, kw = weight.shape[2:]
@@ -111,7 +122,8 @@ class Synapse:
     @classmethod
     def from_params(cls, p: dict) -> Synapse:
         """From an IFStack layer dict (see processes.if_layers.process.IFStack)."""
-        return cls(p["weight"], p["weight_exp"], p["max_input"], p.get("stride"), p.get("in_shape"))
+        return cls(p["weight"], p["weight_exp"], p["max_input"], p.get("stride"), p.get("in_shape"),
+                   p.get("split_bits", 0))
 
     def current(self, x: np.ndarray) -> np.ndarray:
         if self.spikes:
