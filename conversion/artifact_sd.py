@@ -4,7 +4,8 @@ Datasets, below the frame of `lavaloop.artifact`:
 
     /layer/{i}/            type="dense", shape=[n_out], weight (int mantissa, (out, in), no exponent), bias
                            or type="conv", shape=[O, Ho, Wo], weight ((O, C, kh, kw)), bias (per channel),
-                           stride, inShape=[C, H, W] (valid padding); bias in state units
+                           stride, inShape=[C, H, W] (valid padding); bias in state units;
+                           splitBits (if > 0: weight bits carried by a second synapse per connection)
     /layer/{i}/neuron/     type="SDNN" (hidden; ReLU) or "SIGMA" (output), vth (state units), msgShift (bits),
                            stateScale, inScale (see lavaloop.conversion.sigma_delta)
     /source/{i}/           the float source network, for fidelity
@@ -22,7 +23,7 @@ from lavaloop.artifact import COMMON_KEYS
 from lavaloop.conversion.artifact_dqn import ConvertedDQN
 from lavaloop.conversion.network import ConvLayer, Layer
 from lavaloop.conversion.quantize import forward
-from lavaloop.conversion.sigma_delta import SDLayer, split_rule
+from lavaloop.conversion.sigma_delta import SDLayer
 from lavaloop.errors import ArtifactError
 from lavaloop.fixedpoint import int_max
 
@@ -37,11 +38,6 @@ class SDArtifact(ConvertedDQN):
     source: list[Layer]
 
     @property
-    def split_bits(self) -> int:
-        """Low weight bits carried by a second synapse per connection (0: one synapse)."""
-        return int(self.manifest.get("weight_split_bits", 0))
-
-    @property
     def window(self) -> int:
         """Lava steps per decision: one per layer, plus the readout's synaptic delay."""
         return len(self.layers) + 1
@@ -51,7 +47,7 @@ class SDArtifact(ConvertedDQN):
         out = []
         for i, q in enumerate(self.layers):
             p = {"name": q.name, "weight": q.weight, "weight_exp": 0, "bias": q.per_neuron(q.bias), "vth": q.vth,
-                 "msg_shift": q.msg_shift, "split_bits": self.split_bits,
+                 "msg_shift": q.msg_shift, "split_bits": q.split_bits,
                  "max_input": self.max_message(i)}
             if q.is_conv:
                 p["stride"], p["in_shape"] = q.stride, q.in_shape
@@ -69,6 +65,8 @@ class SDArtifact(ConvertedDQN):
             g = f.create_group(f"layer/{i}")
             g["type"] = "conv" if q.is_conv else "dense"
             g["weight"], g["bias"], g["shape"] = q.weight, q.bias, list(q.out_shape)
+            if q.split_bits:
+                g["splitBits"] = q.split_bits
             if q.is_conv:
                 g["stride"], g["inShape"] = q.stride, list(q.in_shape)
             g.attrs["name"] = q.name
@@ -89,7 +87,8 @@ class SDArtifact(ConvertedDQN):
             conv = (int(g["stride"][()]), tuple(int(v) for v in g["inShape"][()])) if kind == "conv" else (None, None)
             layers.append(SDLayer(g.attrs["name"], g["weight"][()], g["bias"][()].astype(np.int64),
                                   int(g["neuron/vth"][()]), float(g["neuron/stateScale"][()]),
-                                  float(g["neuron/inScale"][()]), int(g["neuron/msgShift"][()]), *conv))
+                                  float(g["neuron/inScale"][()]), int(g["neuron/msgShift"][()]), *conv,
+                                  int(g["splitBits"][()]) if "splitBits" in g else 0))
         return cls(manifest, layers, cls._read_source(f))
 
     def validate(self, what: str = "artifact") -> None:
@@ -98,18 +97,18 @@ class SDArtifact(ConvertedDQN):
         if not self.layers or len(self.layers) != len(self.source):
             raise ArtifactError(f"{what}: {len(self.layers)} layers but {len(self.source)} source layers")
         n_in = int(np.prod(m["obs_shape"]))
-        if not 0 <= self.split_bits <= prof.weight_bits - 1:
-            raise ArtifactError(f"{what}: weight_split_bits {self.split_bits} is not in 0..{prof.weight_bits - 1}")
-        bits = split_rule(prof, self.split_bits).weight_bits
-        mant_max = int_max(bits)
         for i, (q, s) in enumerate(zip(self.layers, self.source)):
             if (q.weight.shape != s.weight.shape or q.in_size != n_in or q.bias.shape != (q.weight.shape[0],)
                     or q.is_conv != isinstance(s, ConvLayer) or (q.is_conv and q.weight.shape[1] != q.in_shape[0])):
                 raise ArtifactError(f"{what}: layer {i} has inconsistent shapes "
                                     f"(weight {q.weight.shape}, bias {q.bias.shape}, expected {n_in} inputs)")
-            if np.abs(q.weight.astype(np.int64)).max() > mant_max:
-                raise ArtifactError(f"{what}: layer {i} weights exceed profile {prof.name!r}'s "
-                                    f"{bits}-bit mantissa{' (split)' if self.split_bits else ''}")
+            if not 0 <= q.split_bits < prof.weight_bits:
+                raise ArtifactError(f"{what}: layer {i} splits {q.split_bits} weight bits (0..{prof.weight_bits - 1})")
+            bits = prof.weight_bits + q.split_bits
+            if np.abs(q.weight.astype(np.int64)).max() > int_max(bits):
+                split = f" and {q.split_bits} split bits" if q.split_bits else ""
+                raise ArtifactError(f"{what}: layer {i} weights exceed {bits} bits (profile {prof.name!r}'s "
+                                    f"{prof.weight_bits}-bit mantissa{split})")
             if q.vth < 0 or q.state_scale <= 0 or q.in_scale <= 0 or not 0 <= q.msg_shift < 32:
                 raise ArtifactError(f"{what}: layer {i} needs a threshold >= 0, positive scales and a "
                                     "message shift in 0..31")
@@ -117,6 +116,7 @@ class SDArtifact(ConvertedDQN):
         if self.layers[-1].is_conv or n_in != m["n_actions"] or len(m["action_map"]) != m["n_actions"]:
             raise ArtifactError(f"{what}: output layer has {n_in} neurons for {m['n_actions']} actions")
         fan_in = max(int(np.prod(q.weight.shape[1:])) for q in self.layers)
+        bits = prof.weight_bits + max(q.split_bits for q in self.layers)
         if bits > 16 or max(prof.input_bits, prof.message_bits) > 24 or fan_in >= 1 << 13:
             raise ArtifactError(f"{what}: profile {prof.name!r} / fan-in {fan_in} exceed the exact arithmetic "
                                 "range (weights <= 16 bits, messages <= 24 bits, fan-in < 8192)")
@@ -127,8 +127,8 @@ class SDArtifact(ConvertedDQN):
                  f"{self.window} Lava steps per decision, threshold {m['threshold']} (normalized units), "
                  f"input payload obs*2^{m['input_scale_bits']}, delta-encoded, epsilon {m['epsilon']}",
                  *([f"synapses   two {self.profile.weight_bits}-bit synapses per connection, the low one carrying "
-                    f"{self.split_bits} bits: {self.profile.weight_bits + self.split_bits}-bit weights"]
-                   if self.split_bits else []),
+                    f"{[q.split_bits for q in self.layers]} bits per layer (--weight-split-bits "
+                    f"{m.get('weight_split_bits', 0)})"] if any(q.split_bits for q in self.layers) else []),
                  f"ceiling    the network with a held input agrees with the source on "
                  f"{100 * m['held_input_agreement']:.1f}% of calibration observations"]
         n = m["normalization"]

@@ -22,7 +22,7 @@ from lavaloop.conversion.models.qnet import FeedForwardQ
 from lavaloop.conversion.network import ConvLayer, SourceNetwork
 from lavaloop.conversion.normalize import channel_peaks, collect_observations, equalize, layer_scales, normalize
 from lavaloop.conversion.quantize import input_scale_bits, quantization_report, quantize, rate_limit
-from lavaloop.conversion.sigma_delta import quantize_sd, sd_report, split_rule
+from lavaloop.conversion.sigma_delta import quantize_sd, sd_report, split_bits_per_layer
 from lavaloop.envs import EnvSpec, is_atari, make_env
 from lavaloop.errors import ProfileError, ShapeMismatchError
 from lavaloop.options import ConvertOptions, from_kwargs
@@ -223,7 +223,6 @@ def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, pr
     EQUALIZE_SWEEPS, whose network agrees with the source on the most calibration decisions;
     the fewest on a tie), quantize to graded spikes (conversion.sigma_delta)."""
     isb, shift = common["input_scale_bits"], opts.message_shift
-    rule = split_rule(profile, opts.weight_split_bits)
     plain = layer_scales(q, obs, 100.0)
     if opts.equalize:   # every hidden channel's largest activation, in units of its layer's lambda
         peaks = [p / s for p, s in zip(channel_peaks(q, obs, net.layers), plain[:-1])]
@@ -231,16 +230,18 @@ def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, pr
     for sweeps in range(EQUALIZE_SWEEPS + 1 if opts.equalize else 1):
         scales = equalize(net.layers, plain, peaks, sweeps) if sweeps else plain
         normed = normalize(net.layers, scales)
-        layers = quantize_sd(normed, rule, isb, opts.delta_threshold, obs, shift=shift)
+        split = split_bits_per_layer(normed, profile, isb, opts.weight_split_bits, shift)
+        layers = quantize_sd(normed, profile, isb, opts.delta_threshold, obs, shift=shift, split_bits=split)
         ceiling = ceiling_agreement(q, functools.partial(held_input_values, layers), obs)
-        candidates.append((ceiling, -sweeps, scales, normed, layers))
-    ceiling, sweeps, scales, normed, layers = max(candidates, key=lambda c: c[:2])
+        candidates.append((ceiling, -sweeps, scales, normed, layers, split))
+    ceiling, sweeps, scales, normed, layers, split = max(candidates, key=lambda c: c[:2])
     distilled = None
     if opts.distill:
         normed, layers, distilled = distill_layers(
             q, normed, layers, obs, spec, opts, scales[-1], model="sigma-delta", timesteps=1,
-            per_neuron=[False] * len(normed), profile=rule, in_scale=2.0 ** isb, shift=shift,
-            requantize=lambda tuned: quantize_sd(tuned, rule, isb, opts.delta_threshold, shift=shift))
+            per_neuron=[False] * len(normed), profile=profile, in_scale=2.0 ** isb, shift=shift, split_bits=split,
+            requantize=lambda tuned: quantize_sd(tuned, profile, isb, opts.delta_threshold, shift=shift,
+                                                 split_bits=split))
     manifest = {
         **common, "threshold": opts.delta_threshold, "message_shift": shift,
         "weight_split_bits": opts.weight_split_bits,

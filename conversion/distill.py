@@ -152,15 +152,18 @@ class ChipForward(nn.Module):
     layers: normalized float layers (DenseLayer / ConvLayer), ReLU between.
     profile: the quantization rule. per_neuron: one flag per layer (as `quantize` decides).
     timesteps: T. model: "spikes", "staircase" or "sigma-delta" (see `chip_forward`).
-    in_scale, shift: sigma-delta only: the input payload's units per observation unit, and the
-        message shift (see `sigma_delta.state_scales`).
+    in_scale, shift, split_bits: sigma-delta only: the input payload's units per observation
+        unit, the message shift and the split synapses' extra weight bits per layer (see
+        `sigma_delta.state_scales`).
     """
 
     def __init__(self, layers: list[Layer], profile: ChipProfile, per_neuron: list[bool], timesteps: int,
-                 model: str = "spikes", in_scale: float = 1.0, shift: int | None = None):
+                 model: str = "spikes", in_scale: float = 1.0, shift: int | None = None,
+                 split_bits: list[int] | None = None):
         super().__init__()
         self.layers, self.profile, self.per_neuron = layers, profile, per_neuron
         self.timesteps, self.model, self.in_scale, self.shift = timesteps, model, in_scale, shift
+        self.split_bits = split_bits
         self.weights = nn.ParameterList([nn.Parameter(torch.tensor(np.asarray(l.weight), dtype=torch.float32))
                                          for l in layers])
         self.biases = nn.ParameterList([nn.Parameter(torch.tensor(np.asarray(l.bias), dtype=torch.float32))
@@ -171,7 +174,7 @@ class ChipForward(nn.Module):
         w, b = self.weights[i], self.biases[i]
         if self.model == "sigma-delta":
             m, s, shift = state_scales([p.detach().numpy() for p in self.weights], self.in_scale, self.profile,
-                                          self.shift)[i]
+                                       self.shift, self.split_bits)[i]
             unit = 2.0 ** shift / s
             return (straight_through(w, torch.round(w * (s / m)) * (m / s)),
                     straight_through(b, torch.round(b / unit) * unit))
@@ -255,7 +258,7 @@ def distill_step(model: nn.Module, opt: torch.optim.Optimizer, x, target: torch.
 def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per_neuron: list[bool],
             obs: np.ndarray, spec: EnvSpec, timesteps: int, out_scale: float, epsilon: float,
             cfg: DistillConfig = DistillConfig(), progress: bool = True, in_scale: float = 1.0,
-            shift: int | None = None) -> tuple[list[Layer], dict]:
+            shift: int | None = None, split_bits: list[int] | None = None) -> tuple[list[Layer], dict]:
     """Fine-tune normalized layers through the chip's arithmetic at T = `timesteps`.
 
     Parameters
@@ -266,7 +269,7 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
     timesteps: the deployed T. out_scale: the output layer's lambda (its outputs are Q / lambda).
     epsilon: exploration while the network plays its DAgger episodes.
     cfg: the settings. progress: show a progress bar.
-    in_scale, shift: sigma-delta only (see `ChipForward`).
+    in_scale, shift, split_bits: sigma-delta only (see `ChipForward`).
 
     Returns (trained float layers, report: steps, observations, final losses, seconds). With
     target "advantage" the output layer comes back rescaled to units of the source's
@@ -279,7 +282,7 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
     if cfg.target == "advantage":   # the output layer in units of the advantages' RMS (argmax is scale-free)
         out, k = layers[-1], out_scale / units
         layers = [*layers[:-1], replace(out, weight=out.weight * k, bias=out.bias * k)]
-    model = ChipForward(layers, profile, per_neuron, timesteps, cfg.model, in_scale, shift)
+    model = ChipForward(layers, profile, per_neuron, timesteps, cfg.model, in_scale, shift, split_bits)
     opt = torch.optim.Adam([{"params": [w, b], "lr": cfg.lr * relative_step(w, b)}
                             for w, b in zip(model.weights, model.biases)])
     schedule = torch.optim.lr_scheduler.LambdaLR(

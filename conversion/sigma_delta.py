@@ -14,16 +14,18 @@ stay well inside 24 bits. Biases and thresholds are multiples of 2**msg_shift st
 units (whole message units), as Lava's SigmaDelta states them. Bias correction (as for the
 rate-coded kind) then removes the mean rounding error per neuron.
 
-Split weights (`weight_split_bits` k > 0): every connection is two synapses of the
-profile's width into the same neuron, w = hi * 2**k + lo with hi = w >> k (weight exponent
-k) and lo = w & (2**k - 1) (exponent 0), which Loihi 2 sums exactly in the neuron's input;
-the layer's weights then have weight_bits + k bits (`split_rule`), for twice the synaptic
-memory and the synaptic operations of both synapses (`processes.dynamics.rate.Synapse`).
+Split weights (`weight_split_bits` K > 0): every connection of a layer is two synapses of
+the profile's width into the same neuron, w = hi * 2**k + lo with hi = w >> k (weight
+exponent k) and lo = w & (2**k - 1) (exponent 0), which Loihi 2 sums exactly in the
+neuron's input: weight_bits + k bits, for twice the synaptic memory and the synaptic
+operations of both synapses (`processes.dynamics.rate.Synapse`). The state scale grows
+with the weight range, so each layer takes the largest k <= K whose bias still fits the
+state width (`split_bits_per_layer`).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,6 +49,7 @@ class SDLayer(LayerShape):
     state_scale: state units per normalized unit (S_l). in_scale: message units per
         normalized unit of the input (m_{l-1}).
     msg_shift: state -> message bits (hidden layers; 0 for the output layer, which sends nothing).
+    split_bits: low weight bits carried by a second synapse per connection (0: one synapse).
     """
 
     name: str
@@ -58,6 +61,7 @@ class SDLayer(LayerShape):
     msg_shift: int
     stride: int | None = None
     in_shape: tuple[int, int, int] | None = None
+    split_bits: int = 0
 
     @property
     def msg_scale(self) -> float:
@@ -69,26 +73,21 @@ class SDLayer(LayerShape):
         return self.weight * (self.in_scale / self.state_scale), self.bias / self.state_scale
 
 
-def split_rule(profile: ChipProfile, split_bits: int) -> ChipProfile:
-    """The quantization rule of weights split over two synapses with `split_bits` low bits in
-    the second (see the module docstring): the profile with a (weight_bits + split_bits)-bit mantissa."""
-    return replace(profile, weight_bits=profile.weight_bits + split_bits) if split_bits else profile
-
-
 def state_scales(weights: list[np.ndarray], in_scale: float, profile: ChipProfile,
-                 shift: int | None = None) -> list[tuple[float, float, int]]:
+                 shift: int | None = None, split_bits: list[int] | None = None) -> list[tuple[float, float, int]]:
     """(m_{l-1}, S_l, msg_shift_l) of every layer for normalized weights (activations peak at 1
     on calibration data); see the module docstring. With `shift`, every hidden layer shifts
     messages by that many bits (6: what lava-dl netx builds) and a layer whose full-range
-    weights would overflow the message target uses fewer weight levels instead."""
-    mant_max, target = int_max(profile.weight_bits), 2.0 ** (profile.message_bits - MSG_HEADROOM_BITS)
+    weights would overflow the message target uses fewer weight levels instead. `split_bits`:
+    per layer, the extra weight bits of split synapses (None: none)."""
+    target = 2.0 ** (profile.message_bits - MSG_HEADROOM_BITS)
     if target < MIN_MSG_LEVELS:
         raise ProfileError(f"profile {profile.name!r}: {profile.message_bits}-bit graded spikes cannot carry the "
                            f"activations ({target:.0f} levels below the largest with {MSG_HEADROOM_BITS} bits of "
                            f"headroom; need {MIN_MSG_LEVELS}); use a profile with wider messages")
     out, m = [], float(in_scale)
     for i, w in enumerate(weights):
-        s = mant_max * m / (float(np.abs(w).max()) or 1.0)
+        s = int_max(profile.weight_bits + (split_bits[i] if split_bits else 0)) * m / (float(np.abs(w).max()) or 1.0)
         hidden = i < len(weights) - 1
         if not hidden:
             k = 0
@@ -106,8 +105,23 @@ def _multiple(x: np.ndarray, shift: int) -> np.ndarray:
     return (np.rint(np.asarray(x, np.float64) / 2 ** shift) * 2 ** shift).astype(np.int64)
 
 
+def split_bits_per_layer(layers: list[Layer], profile: ChipProfile, input_scale_bits: int, split_bits: int,
+                         shift: int | None = None) -> list[int]:
+    """Per layer, the largest k <= `split_bits` whose bias fits the profile's state width
+    (earlier layers first: a layer's k sets the units of the next one's input)."""
+    bits, state_max = [split_bits] * len(layers), int_max(profile.state_bits)
+    for i, l in enumerate(layers):
+        while bits[i] > 0:
+            _, s, k = state_scales([x.weight for x in layers], 2.0 ** input_scale_bits, profile, shift, bits)[i]
+            if np.abs(_multiple(l.bias * s, k)).max(initial=0) <= state_max:
+                break
+            bits[i] -= 1
+    return bits
+
+
 def quantize_sd(layers: list[Layer], profile: ChipProfile, input_scale_bits: int, threshold: float,
-                calib_obs: np.ndarray | None = None, max_obs: int = 2_000, shift: int | None = None) -> list[SDLayer]:
+                calib_obs: np.ndarray | None = None, max_obs: int = 2_000, shift: int | None = None,
+                split_bits: list[int] | None = None) -> list[SDLayer]:
     """Sigma-delta layers of max-normalized float layers (activations peak at 1 on calibration data).
 
     Parameters
@@ -117,18 +131,20 @@ def quantize_sd(layers: list[Layer], profile: ChipProfile, input_scale_bits: int
     threshold: send threshold in normalized units (0: every change is sent).
     calib_obs: calibration observations for bias correction (None: no correction).
     shift: one message shift for every hidden layer (None: per layer; see `state_scales`).
+    split_bits: per layer, the extra weight bits of split synapses (`split_bits_per_layer`; None: none).
     """
-    scales = state_scales([l.weight for l in layers], 2.0 ** input_scale_bits, profile, shift)
+    split_bits = split_bits or [0] * len(layers)
+    scales = state_scales([l.weight for l in layers], 2.0 ** input_scale_bits, profile, shift, split_bits)
     state_max = int_max(profile.state_bits)
     out = []
-    for l, (m, s, shift) in zip(layers, scales):
+    for l, (m, s, shift), k in zip(layers, scales, split_bits):
         weight = np.rint(np.asarray(l.weight, np.float64) * (s / m)).astype(np.int16)
         bias = _multiple(l.bias * s, shift)
         if np.abs(bias).max(initial=0) > state_max:
             raise ProfileError(f"layer {l.name!r}: bias does not fit {profile.name}'s {profile.state_bits}-bit state")
         conv = isinstance(l, ConvLayer)
         out.append(SDLayer(l.name, weight, bias, int(_multiple(threshold * s, shift)), s, m, shift,
-                           l.stride if conv else None, tuple(l.in_shape) if conv else None))
+                           l.stride if conv else None, tuple(l.in_shape) if conv else None, k))
     if calib_obs is not None:
         _correct_biases(layers, out, calib_obs[::max(1, len(calib_obs) // max_obs)])
     return out
@@ -152,6 +168,7 @@ def sd_report(q: SDLayer, ref: Layer) -> dict:
     """Quantization error of one layer and how much of the mantissa range it uses."""
     w, b = q.effective()
     levels = int(np.abs(q.weight.astype(np.int64)).max(initial=0))
-    return {"layer": q.name, "weight_levels": levels, "weight_bits_used": math.ceil(math.log2(levels + 1)) + 1,
+    return {"layer": q.name, "weight_levels": levels, "split_bits": q.split_bits,
+            "weight_bits_used": math.ceil(math.log2(levels + 1)) + 1,
             "state_scale": q.state_scale, "msg_scale": q.msg_scale, "msg_shift": q.msg_shift, "vth": q.vth,
             "weight_rel_rms_error": rel_rms(w, ref.weight), "bias_rel_rms_error": rel_rms(b, ref.bias)}

@@ -94,7 +94,7 @@ def export_netx(art, path: Path) -> dict:
     if any(q.is_conv for q in art.layers):
         raise LavaloopError("netx export takes dense sigma-delta networks only, for now (netx's convolutions "
                             "are channels-last and not checked against ours)")
-    if art.split_bits:
+    if any(q.split_bits for q in art.layers):
         raise LavaloopError("netx builds one 8-bit synapse per connection; this artifact splits its weights over "
                             "two: convert without --weight-split-bits to export it to netx")
     shifts = [q.msg_shift for q in art.layers[:-1]]

@@ -184,6 +184,8 @@ def test_split_weights_are_exact_on_lava_and_cost_both_synapses(tmp_path):
         assert np.array_equal(a, b)
     assert lava.log.synops == emu.log.synops and lava.synops > 0
     art.save(tmp_path / "split.h5")
-    assert lavaloop.load_artifact(tmp_path / "split.h5").split_bits == 4
+    assert [q.split_bits for q in lavaloop.load_artifact(tmp_path / "split.h5").layers] == [4, 4, 4]
     with pytest.raises(LavaloopError, match="two: convert without --weight-split-bits"):
         export(art, tmp_path / "split.net", "netx")
+    small = lavaloop.convert(CARTPOLE, "CartPole-v1", coding="sigma-delta", calib_steps=500, weight_split_bits=4)
+    assert [q.split_bits for q in small.layers] == [3, 4, 4]     # more would overflow the first layer's states
