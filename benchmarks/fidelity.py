@@ -42,16 +42,14 @@ NETWORKS = {
 }
 RATE_T = (8, 16, 32, 64, 128)
 SPLIT_BITS = 4   # "sigma-delta+split": two 8-bit synapses per connection, 12-bit weights
-SPLIT_NETWORKS = ("acrobot", "sb3_cartpole")   # the bundled CartPole's first layer overflows 24-bit states with them
 
 
 def cells(network: str) -> list[tuple[str, int | None]]:
     """(coding, T) of every cell measured for a network."""
     if network == "pong":   # rate coding on Pong: results/pong_sweep.json (T up to 500, 7.6 core-hours)
         return [("sigma-delta", None), ("sigma-delta+distill", None), ("rate", 256)]
-    split = [("sigma-delta+split", None)] if network in SPLIT_NETWORKS else []
     return ([("rate", t) for t in RATE_T] + [("rate+distill", t) for t in (8, 32)]
-            + [("sigma-delta", None), ("sigma-delta+distill", None)] + split
+            + [("sigma-delta", None), ("sigma-delta+distill", None), ("sigma-delta+split", None)]
             + [("spikingjelly", t) for t in RATE_T])
 
 
