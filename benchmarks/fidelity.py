@@ -47,7 +47,7 @@ SPLIT_BITS = 4   # "sigma-delta+split": two 8-bit synapses per connection, 12-bi
 def cells(network: str) -> list[tuple[str, int | None]]:
     """(coding, T) of every cell measured for a network."""
     if network == "pong":   # rate coding on Pong: results/pong_sweep.json (T up to 500, 7.6 core-hours)
-        return [("sigma-delta", None), ("sigma-delta+distill", None), ("rate", 256)]
+        return [("sigma-delta", None), ("sigma-delta+distill", None), ("sigma-delta+split", None), ("rate", 256)]
     return ([("rate", t) for t in RATE_T] + [("rate+distill", t) for t in (8, 32)]
             + [("sigma-delta", None), ("sigma-delta+distill", None), ("sigma-delta+split", None)]
             + [("spikingjelly", t) for t in RATE_T])

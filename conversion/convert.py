@@ -14,7 +14,7 @@ from lavaloop.conversion.artifact_if import IFArtifact
 from lavaloop.conversion.artifact_ms import MixedSignalArtifact
 from lavaloop.conversion.artifact_sd import SDArtifact, held_input_values
 from lavaloop.conversion.auto_timesteps import choose_timesteps
-from lavaloop.conversion.distill import DistillConfig, distill, own_agreement
+from lavaloop.conversion.distill import HELDOUT_SEED_OFFSET, DistillConfig, distill, own_agreement
 from lavaloop.conversion.distill import agreement as distill_agreement
 from lavaloop.conversion.loaders import load_checkpoint
 from lavaloop.conversion.mixed_signal import INPUT_BITS, check_mappable, map_network
@@ -82,7 +82,7 @@ def distill_layers(q: FeedForwardQ, normed: list, layers: list, obs: np.ndarray,
     cfg = DistillConfig(steps=opts.distill_steps, seed=opts.calib_seed, model=model,
                         dagger_rounds=opts.distill_dagger_rounds, dagger_steps=opts.distill_dagger_steps,
                         **(SD_DISTILL if model == "sigma-delta" else {}))
-    seed = opts.calib_seed + 100_000
+    seed = opts.calib_seed + HELDOUT_SEED_OFFSET
     heldout = collect_observations(q, spec, cfg.heldout_steps, seed, opts.calib_epsilon)
     before = distill_agreement(q, layers, heldout, timesteps, model)
     start = [replace(l, bias=np.asarray(ql.effective()[1], np.float64)) for l, ql in zip(normed, layers)]
@@ -180,7 +180,7 @@ def convert_rate(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, profile: 
     }
     art = IFArtifact(manifest, layers, net.layers)
     if timesteps == "auto":
-        heldout = collect_observations(q, spec, min(2_000, opts.calib_steps), opts.calib_seed + 100_000,
+        heldout = collect_observations(q, spec, min(2_000, opts.calib_steps), opts.calib_seed + HELDOUT_SEED_OFFSET,
                                        opts.calib_epsilon)
         auto = choose_timesteps(art, q, heldout, opts.timesteps_target)
         art.manifest.update(timesteps=auto["chosen"], timesteps_auto=auto)
@@ -230,7 +230,7 @@ def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, pr
     for sweeps in range(EQUALIZE_SWEEPS + 1 if opts.equalize else 1):
         scales = equalize(net.layers, plain, peaks, sweeps) if sweeps else plain
         normed = normalize(net.layers, scales)
-        split = split_bits_per_layer(normed, profile, isb, opts.weight_split_bits, shift)
+        split = split_bits_per_layer(normed, profile, isb, opts.weight_split_bits, obs, shift)
         layers = quantize_sd(normed, profile, isb, opts.delta_threshold, obs, shift=shift, split_bits=split)
         ceiling = ceiling_agreement(q, functools.partial(held_input_values, layers), obs)
         candidates.append((ceiling, -sweeps, scales, normed, layers, split))

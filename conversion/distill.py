@@ -82,6 +82,16 @@ class DistillConfig:
     model: str = "spikes"
 
 
+HELDOUT_SEED_OFFSET = 100_000   # held-out source episodes: calib_seed + 100,000 + k (own checks: + 100,001 + k)
+
+
+def dagger_seed(seed: int, r: int) -> int:
+    """The first episode seed of DAgger round r >= 1: seed + 10,000 r, skipping the block at
+    seed + HELDOUT_SEED_OFFSET that the held-out episodes use."""
+    block = r + (r >= HELDOUT_SEED_OFFSET // 10_000)
+    return seed + 10_000 * block
+
+
 def straight_through(x: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
     """`rounded` in the forward pass, the gradient of `x` in the backward pass."""
     return x + (rounded - x).detach()
@@ -295,7 +305,7 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
     try:
         for r, steps in enumerate(rounds):
             if r > 0:   # DAgger: where the network goes when it acts, labelled by the source
-                seed = cfg.seed + 10_000 * r
+                seed = dagger_seed(cfg.seed, r)
                 visited = collect_observations(model, spec, cfg.dagger_steps, seed, epsilon)
                 x_all = np.concatenate([x_all, visited.astype(x_all.dtype)])
             x = torch.as_tensor(x_all, dtype=torch.float32)

@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from lavaloop.conversion.artifact_ms import MixedSignalArtifact
-from lavaloop.conversion.distill import DistillConfig, distill_step, straight_through
+from lavaloop.conversion.distill import HELDOUT_SEED_OFFSET, DistillConfig, dagger_seed, distill_step, straight_through
 from lavaloop.conversion.mixed_signal import (
                                                ONE,
                                                RATE,
@@ -216,7 +216,7 @@ def advantages(source: FeedForwardQ, obs: np.ndarray, units: float | None = None
 
 def heldout_observations(source: FeedForwardQ, spec: EnvSpec, opts: ConvertOptions, steps: int = 2000) -> np.ndarray:
     """Observations of held-out source episodes (the seed after the calibration's)."""
-    return collect_observations(source, spec, steps, opts.calib_seed + 100_000, opts.calib_epsilon)
+    return collect_observations(source, spec, steps, opts.calib_seed + HELDOUT_SEED_OFFSET, opts.calib_epsilon)
 
 
 def calibrate_readout(art: MixedSignalArtifact, source: FeedForwardQ, obs: np.ndarray, heldout: np.ndarray
@@ -265,7 +265,7 @@ def train_through_chip(art: MixedSignalArtifact, source: FeedForwardQ, obs: np.n
         for r, steps in enumerate(rounds):
             if r > 0:   # DAgger: where the nominal chip goes when it acts, labelled by the source
                 model.sample(None, 0.0)
-                visited = collect_observations(model, spec, cfg.dagger_steps, cfg.seed + 10_000 * r,
+                visited = collect_observations(model, spec, cfg.dagger_steps, dagger_seed(cfg.seed, r),
                                                opts.calib_epsilon)
                 x_all = np.concatenate([x_all, visited.astype(x_all.dtype)])
             target = torch.as_tensor(advantages(source, x_all, units)[0], dtype=torch.float32)

@@ -15,12 +15,12 @@ units (whole message units), as Lava's SigmaDelta states them. Bias correction (
 rate-coded kind) then removes the mean rounding error per neuron.
 
 Split weights (`weight_split_bits` K > 0): every connection of a layer is two synapses of
-the profile's width into the same neuron, w = hi * 2**k + lo with hi = w >> k (weight
-exponent k) and lo = w & (2**k - 1) (exponent 0), which Loihi 2 sums exactly in the
-neuron's input: weight_bits + k bits, for twice the synaptic memory and the synaptic
-operations of both synapses (`processes.dynamics.rate.Synapse`). The state scale grows
-with the weight range, so each layer takes the largest k <= K whose bias still fits the
-state width (`split_bits_per_layer`).
+the profile's width into the same neuron, w = hi * 2**k + lo with hi = sign(w) (|w| >> k)
+(weight exponent k) and lo = w - hi * 2**k (exponent 0, |lo| < 2**k), which Loihi 2 sums
+exactly in the neuron's input: weight_bits + k bits, for twice the synaptic memory and the
+synaptic operations of both synapses (`processes.dynamics.rate.synapse_count`). The state
+scale grows with the weight range, so each layer takes the largest k <= K whose states on
+the calibration data stay within half the state width (`split_bits_per_layer`).
 """
 from __future__ import annotations
 
@@ -105,15 +105,31 @@ def _multiple(x: np.ndarray, shift: int) -> np.ndarray:
     return (np.rint(np.asarray(x, np.float64) / 2 ** shift) * 2 ** shift).astype(np.int64)
 
 
-def split_bits_per_layer(layers: list[Layer], profile: ChipProfile, input_scale_bits: int, split_bits: int,
-                         shift: int | None = None) -> list[int]:
-    """Per layer, the largest k <= `split_bits` whose bias fits the profile's state width
-    (earlier layers first: a layer's k sets the units of the next one's input)."""
-    bits, state_max = [split_bits] * len(layers), int_max(profile.state_bits)
+def state_peaks(layers: list[Layer], obs: np.ndarray) -> list[float]:
+    """Per layer, the largest |state| in normalized units on `obs` with the input held: of
+    sigma (W x), of sigma + bias, and of the bias alone."""
+    x, out = np.asarray(obs, np.float64).reshape(len(obs), -1), []
     for i, l in enumerate(layers):
+        wx = forward(l, l.weight, np.zeros_like(l.bias), x)
+        pre = wx + np.repeat(l.bias, wx.shape[1] // len(l.bias))
+        out.append(float(max(np.abs(wx).max(), np.abs(pre).max(), np.abs(l.bias).max(initial=0))))
+        x = np.maximum(pre, 0.0) if i < len(layers) - 1 else pre
+    return out
+
+
+def split_bits_per_layer(layers: list[Layer], profile: ChipProfile, input_scale_bits: int, split_bits: int,
+                         obs: np.ndarray, shift: int | None = None) -> list[int]:
+    """Per layer, the largest k <= `split_bits` whose states on the calibration observations
+    `obs` (`state_peaks`) stay within half the profile's state width (earlier layers first: a
+    layer's k sets the units of the next one's input)."""
+    if split_bits > profile.weight_bits - 1 or profile.weight_bits + split_bits > 16:
+        raise ProfileError(f"profile {profile.name!r}: {split_bits} split bits need a low synapse of more than "
+                           f"{profile.weight_bits - 1} bits or weights over 16 bits")
+    peaks, bits = state_peaks(layers, obs), [split_bits] * len(layers)
+    for i in range(len(layers)):
         while bits[i] > 0:
-            _, s, k = state_scales([x.weight for x in layers], 2.0 ** input_scale_bits, profile, shift, bits)[i]
-            if np.abs(_multiple(l.bias * s, k)).max(initial=0) <= state_max:
+            _, s, _ = state_scales([x.weight for x in layers], 2.0 ** input_scale_bits, profile, shift, bits)[i]
+            if 2 * s * peaks[i] <= int_max(profile.state_bits):
                 break
             bits[i] -= 1
     return bits

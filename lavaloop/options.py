@@ -188,6 +188,9 @@ class ConvertOptions:
             raise LavaloopError(f"message_shift must be <= 24, got {self.message_shift}")
         if self.distill and self.v_init != "half":
             raise LavaloopError("distillation models neurons that start at half threshold: use v_init 'half'")
+        for name in ("weight_split_bits", "distill_dagger_rounds", "distill_dagger_steps"):
+            if getattr(self, name) is None:
+                raise LavaloopError(f"{name} must be an integer, got None")
         at_least("distill_dagger_rounds", self.distill_dagger_rounds, 0)
         at_least("distill_dagger_steps", self.distill_dagger_steps, 1)
         if not self.distill and (self.distill_steps != 3000 or self.distill_model != "spikes"

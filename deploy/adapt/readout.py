@@ -47,7 +47,7 @@ class Readout:
     x_scale: feature counts per normalized unit (T for spike counts; the message scale of
         the last hidden layer for sigma-delta).
     offset: per output neuron, a constant in the values (the rate code's v_init / (T vth)).
-    weight_bits, state_bits: the profile's widths.
+    weight_bits, state_bits: the widths (weights: the profile's plus the layer's split bits).
     out_scale: source Q-values per normalized unit.
     chip: what the output layer's configuration becomes for the run (`with_readout`):
         {"weight_exp": e} (rate-coded) or {"state_scale": s} (sigma-delta).
@@ -73,7 +73,7 @@ class Readout:
             state_scale = q.state_scale / 2 ** headroom_bits
             n = len(q.bias)
             return cls(np.full(n, q.in_scale / state_scale), np.full(n, 1 / state_scale), q.in_scale, np.zeros(n),
-                       prof.weight_bits, prof.state_bits, out_scale, {"state_scale": state_scale})
+                       prof.weight_bits + q.split_bits, prof.state_bits, out_scale, {"state_scale": state_scale})
         exp = min(q.weight_exp + headroom_bits, prof.weight_exp_max)
         vth = q.vth.astype(np.float64)
         return cls(2.0 ** exp / vth, 1 / vth, float(timesteps), q.v_init / (timesteps * vth), prof.weight_bits,

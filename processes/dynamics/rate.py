@@ -11,12 +11,13 @@ from lavaloop.processes.dynamics.fixed import conv2d, dense, exact_float, exact_
 
 def synapse_count(weight: np.ndarray, split_bits: int = 0) -> np.ndarray:
     """Synapses per connection: 1 where the weight is nonzero; with `split_bits` k, the
-    connection's two synapses w >> k and w & (2**k - 1), each counted where nonzero
-    (lavaloop.conversion.sigma_delta, split weights)."""
+    connection's two synapses hi = sign(w) (|w| >> k) and lo = w - hi 2**k, each counted
+    where nonzero (lavaloop.conversion.sigma_delta, split weights)."""
     w = np.asarray(weight, np.int64)
     if not split_bits:
         return (w != 0).astype(np.int64)
-    return (w >> split_bits != 0).astype(np.int64) + (w & ((1 << split_bits) - 1) != 0)
+    hi = np.sign(w) * (np.abs(w) >> split_bits)
+    return (hi != 0).astype(np.int64) + (w - (hi << split_bits) != 0)
 
 
 def conv_fanout(synapses: np.ndarray, in_shape: tuple[int, int, int], stride: int) -> np.ndarray:
