@@ -77,7 +77,8 @@ def distill_layers(q: FeedForwardQ, normed: list, layers: list, obs: np.ndarray,
     converted network is kept (report "kept": "converted"), so distillation never makes the
     artifact worse by that measure.
     requantize(float layers) -> integer layers, without bias correction (the training saw the
-    rounding). chip: the sigma-delta model's `in_scale` and `shift` (see `distill.ChipForward`).
+    rounding). chip: the sigma-delta model's `in_scale`, `shift` and `split_bits` (see
+    `distill.ChipForward`).
     """
     cfg = DistillConfig(steps=opts.distill_steps, seed=opts.calib_seed, model=model,
                         dagger_rounds=opts.distill_dagger_rounds, dagger_steps=opts.distill_dagger_steps,

@@ -18,7 +18,7 @@ Split weights (`weight_split_bits` K > 0): every connection of a layer is two sy
 the profile's width into the same neuron, w = hi * 2**k + lo with hi = sign(w) (|w| >> k)
 (weight exponent k) and lo = w - hi * 2**k (exponent 0, |lo| < 2**k), which Loihi 2 sums
 exactly in the neuron's input: weight_bits + k bits, for twice the synaptic memory and the
-synaptic operations of both synapses (`processes.dynamics.rate.synapse_count`). The state
+synaptic operations of both synapses (`processes.dynamics.synapse_count`). The state
 scale grows with the weight range, so each layer takes the largest k <= K whose states on
 the calibration data stay within half the state width (`split_bits_per_layer`).
 """

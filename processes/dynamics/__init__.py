@@ -28,18 +28,27 @@ from lavaloop.processes.dynamics.grsn import (
                                                stage_ops,
 )
 from lavaloop.processes.dynamics.mixed_signal import (
-                                                       fanout,
-                                                       generator_increments,
-                                                       lif_step,
-                                                       mapped_layer_step,
-                                                       on_grid,
-                                                       place_cell_increments,
-                                                       population_window,
-                                                       regular_spikes,
-                                                       restart_generators,
-                                                       synaptic_drive,
+                                               fanout,
+                                               generator_increments,
+                                               lif_step,
+                                               mapped_layer_step,
+                                               on_grid,
+                                               place_cell_increments,
+                                               population_window,
+                                               regular_spikes,
+                                               restart_generators,
+                                               synaptic_drive,
 )
-from lavaloop.processes.dynamics.rate import Synapse, conv_fanout, conv_reach, if_step, if_steps, readout, rewired
+from lavaloop.processes.dynamics.rate import (
+                                               Synapse,
+                                               conv_fanout,
+                                               conv_reach,
+                                               if_step,
+                                               if_steps,
+                                               readout,
+                                               rewired,
+                                               synapse_count,
+)
 from lavaloop.processes.dynamics.sigma_delta import delta_encode, sigma_delta_step, sigma_readout
 
 __all__ = ["Synapse", "continuous_action", "conv2d", "conv_fanout", "conv_reach", "delta_encode", "dense",
@@ -49,4 +58,4 @@ __all__ = ["Synapse", "continuous_action", "conv2d", "conv_fanout", "conv_reach"
            "place_cell_increments", "population_window", "prepare_stage", "readout", "rewired", "regular_spikes",
            "restart_generators", "run_stage",
            "saturate", "shift", "sigma_delta_step", "sigma_readout", "sigmoid_lookup", "stage_ops",
-           "synaptic_drive"]
+           "synapse_count", "synaptic_drive"]

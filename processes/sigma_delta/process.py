@@ -26,8 +26,9 @@ class SigmaDeltaStack(AbstractProcess):
     ----------
     layers: one dict per layer with `weight` (int mantissa: (out, in), or (O, C, kh, kw) for a
         valid convolution with `stride` and `in_shape`), per-neuron `bias` and a `vth` (state
-        units), `msg_shift` (state -> message bits), `weight_exp` 0 and `max_input` (the
-        largest input message magnitude).
+        units), `msg_shift` (state -> message bits), `weight_exp` 0, `max_input` (the
+        largest input message magnitude) and `split_bits` (synapses per connection:
+        lavaloop.processes.dynamics.synapse_count).
     window: Lava steps per decision.
     plastic: the output layer (dense) is a readout a host trains: its weights and bias are the
         Vars `w_out`, `b_out`, taken at each restart (an episode's start), and `f_out` sends
