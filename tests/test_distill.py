@@ -116,3 +116,12 @@ def test_the_dagger_share_is_a_conversion_option(cartpole_checkpoint):
                                distill_dagger_steps=steps, **opts)
         d = art.manifest["distillation"]
         assert d["dagger_rounds"] == rounds and d["observations"] == 400 + rounds * steps
+
+
+def test_dagger_rounds_never_play_the_heldout_episodes():
+    """Round r plays from seed + 10,000 r, skipping the held-out block at seed + 100,000."""
+    from lavaloop.conversion.distill import HELDOUT_SEED_OFFSET, dagger_seed
+
+    seeds = [dagger_seed(5, r) for r in range(1, 30)]
+    assert seeds[:9] == [5 + 10_000 * r for r in range(1, 10)] and len(set(seeds)) == len(seeds)
+    assert all(abs(s - (5 + HELDOUT_SEED_OFFSET)) >= 10_000 for s in seeds)

@@ -166,6 +166,7 @@ def test_split_weights_are_exact_on_lava_and_cost_both_synapses(tmp_path):
     for bit, each connection's synaptic operations counted per nonzero synapse, the split
     kept through a save and load, and refused by the netx export."""
     import lavaloop
+    from lavaloop.deploy.adapt.readout import Readout
     from lavaloop.deploy.export import export
     from lavaloop.errors import LavaloopError
     from lavaloop.processes.dynamics import Synapse
@@ -202,3 +203,6 @@ def test_split_weights_are_exact_on_lava_and_cost_both_synapses(tmp_path):
     assert [q.split_bits for q in lavaloop.load_artifact(tmp_path / "split.h5").layers] == split
     with pytest.raises(LavaloopError, match="two: convert without --weight-split-bits"):
         export(art, tmp_path / "split.net", "netx")
+    readout = Readout.of(art)      # a host training the readout keeps its width
+    m, _ = readout.quantize(*art.layers[-1].effective())
+    assert readout.weight_bits == 8 + split[-1] and np.array_equal(m, art.layers[-1].weight)
