@@ -122,6 +122,8 @@ def split_bits_per_layer(layers: list[Layer], profile: ChipProfile, input_scale_
     """Per layer, the largest k <= `split_bits` whose states on the calibration observations
     `obs` (`state_peaks`) stay within half the profile's state width (earlier layers first: a
     layer's k sets the units of the next one's input)."""
+    if not split_bits:
+        return [0] * len(layers)
     if split_bits > profile.weight_bits - 1 or profile.weight_bits + split_bits > 16:
         raise ProfileError(f"profile {profile.name!r}: {split_bits} split bits need a low synapse of more than "
                            f"{profile.weight_bits - 1} bits or weights over 16 bits")
