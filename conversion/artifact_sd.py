@@ -102,6 +102,8 @@ class SDArtifact(ConvertedDQN):
                     or q.is_conv != isinstance(s, ConvLayer) or (q.is_conv and q.weight.shape[1] != q.in_shape[0])):
                 raise ArtifactError(f"{what}: layer {i} has inconsistent shapes "
                                     f"(weight {q.weight.shape}, bias {q.bias.shape}, expected {n_in} inputs)")
+            if not np.issubdtype(q.weight.dtype, np.integer):
+                raise ArtifactError(f"{what}: layer {i} weights are {q.weight.dtype}, not integer mantissas")
             if not 0 <= q.split_bits < prof.weight_bits:
                 raise ArtifactError(f"{what}: layer {i} splits {q.split_bits} weight bits (0..{prof.weight_bits - 1})")
             bits = prof.weight_bits + q.split_bits

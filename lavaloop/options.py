@@ -79,10 +79,11 @@ class ConvertOptions:
     message_shift: sigma-delta only: shift every hidden layer's messages by this many bits, in
         0..24 (6: what lava-dl netx builds, needed for `export --format netx`); None: each
         layer's own, which keeps every layer's weights at full precision.
-    weight_split_bits: sigma-delta only: k in 0..7. With k > 0 every connection is two 8-bit
-        synapses into the same neuron, the high one with weight exponent k, the low one
-        carrying the weight's k low bits: (8 + k)-bit weights for twice the synapses
-        (lavaloop.conversion.sigma_delta); 0: one synapse per connection.
+    weight_split_bits: sigma-delta only: K in 0..7. With K > 0 every connection of a layer is
+        two 8-bit synapses into the same neuron, the high one with weight exponent k, the low
+        one carrying the weight's k low bits: (8 + k)-bit weights for twice the synapses, k
+        the largest <= K whose states fit the state width (lavaloop.conversion.sigma_delta);
+        0: one synapse per connection.
     percentile: normalization percentile of the activations (100 = max-norm), in (0, 100].
     normalization: "layer" (one lambda per layer, the paper's) or "channel" (per conv channel).
     timesteps: SNN steps per decision (T), >= 1, or "auto": the smallest power of two whose
