@@ -41,7 +41,7 @@ NETWORKS = {
     "pong": {"checkpoint": "pong_dqn.pt", "env": "ALE/Pong-v5", "episodes": 10},
 }
 RATE_T = (8, 16, 32, 64, 128)
-SPLIT_BITS = 4   # "sigma-delta+split": two 8-bit synapses per connection, 12-bit weights
+SPLIT_BITS = 4   # "sigma-delta+split": two 8-bit synapses per connection, up to 12-bit weights per layer
 
 
 def cells(network: str) -> list[tuple[str, int | None]]:

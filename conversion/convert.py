@@ -19,10 +19,10 @@ from lavaloop.conversion.distill import agreement as distill_agreement
 from lavaloop.conversion.loaders import load_checkpoint
 from lavaloop.conversion.mixed_signal import INPUT_BITS, check_mappable, map_network
 from lavaloop.conversion.models.qnet import FeedForwardQ
-from lavaloop.conversion.network import ConvLayer, SourceNetwork
+from lavaloop.conversion.network import ConvLayer, Layer, SourceNetwork
 from lavaloop.conversion.normalize import channel_peaks, collect_observations, equalize, layer_scales, normalize
 from lavaloop.conversion.quantize import input_scale_bits, quantization_report, quantize, rate_limit
-from lavaloop.conversion.sigma_delta import quantize_sd, sd_report, split_bits_per_layer
+from lavaloop.conversion.sigma_delta import SDLayer, quantize_sd, sd_report, split_bits_per_layer
 from lavaloop.envs import EnvSpec, is_atari, make_env
 from lavaloop.errors import ProfileError, ShapeMismatchError
 from lavaloop.options import ConvertOptions, from_kwargs
@@ -237,12 +237,16 @@ def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, pr
         candidates.append((ceiling, -sweeps, scales, normed, layers, split))
     ceiling, sweeps, scales, normed, layers, split = max(candidates, key=lambda c: c[:2])
     distilled = None
+
+    def requantize(tuned: list[Layer]) -> list[SDLayer]:   # training may have grown the states: k can only fall
+        fits = split_bits_per_layer(tuned, profile, isb, split, obs, shift)
+        return quantize_sd(tuned, profile, isb, opts.delta_threshold, shift=shift, split_bits=fits)
+
     if opts.distill:
         normed, layers, distilled = distill_layers(
             q, normed, layers, obs, spec, opts, scales[-1], model="sigma-delta", timesteps=1,
             per_neuron=[False] * len(normed), profile=profile, in_scale=2.0 ** isb, shift=shift, split_bits=split,
-            requantize=lambda tuned: quantize_sd(tuned, profile, isb, opts.delta_threshold, shift=shift,
-                                                 split_bits=split))
+            requantize=requantize)
     manifest = {
         **common, "threshold": opts.delta_threshold, "message_shift": shift,
         "weight_split_bits": opts.weight_split_bits,

@@ -20,7 +20,8 @@ the profile's width into the same neuron, w = hi * 2**k + lo with hi = sign(w) (
 exactly in the neuron's input: weight_bits + k bits, for twice the synaptic memory and the
 synaptic operations of both synapses (`processes.dynamics.synapse_count`). The state
 scale grows with the weight range, so each layer takes the largest k <= K whose states on
-the calibration data stay within half the state width (`split_bits_per_layer`).
+the calibration data stay within half the state width (`split_bits_per_layer`; the step
+between two observations receives up to twice a peak).
 """
 from __future__ import annotations
 
@@ -105,29 +106,33 @@ def _multiple(x: np.ndarray, shift: int) -> np.ndarray:
     return (np.rint(np.asarray(x, np.float64) / 2 ** shift) * 2 ** shift).astype(np.int64)
 
 
-def state_peaks(layers: list[Layer], obs: np.ndarray) -> list[float]:
+def state_peaks(layers: list[Layer], obs: np.ndarray, chunk: int = 256) -> list[float]:
     """Per layer, the largest |state| in normalized units on `obs` with the input held: of
     sigma (W x), of sigma + bias, and of the bias alone."""
-    x, out = np.asarray(obs, np.float64).reshape(len(obs), -1), []
-    for i, l in enumerate(layers):
-        wx = forward(l, l.weight, np.zeros_like(l.bias), x)
-        pre = wx + np.repeat(l.bias, wx.shape[1] // len(l.bias))
-        out.append(float(max(np.abs(wx).max(), np.abs(pre).max(), np.abs(l.bias).max(initial=0))))
-        x = np.maximum(pre, 0.0) if i < len(layers) - 1 else pre
-    return out
+    peaks = [float(np.abs(l.bias).max(initial=0)) for l in layers]
+    for start in range(0, len(obs), chunk):
+        x = np.asarray(obs[start:start + chunk], np.float64).reshape(-1, int(np.prod(obs.shape[1:])))
+        for i, l in enumerate(layers):
+            wx = forward(l, l.weight, np.zeros_like(l.bias), x)
+            pre = wx + np.repeat(l.bias, wx.shape[1] // len(l.bias))
+            peaks[i] = max(peaks[i], float(np.abs(wx).max()), float(np.abs(pre).max()))
+            x = np.maximum(pre, 0.0) if i < len(layers) - 1 else pre
+    return peaks
 
 
-def split_bits_per_layer(layers: list[Layer], profile: ChipProfile, input_scale_bits: int, split_bits: int,
-                         obs: np.ndarray, shift: int | None = None) -> list[int]:
-    """Per layer, the largest k <= `split_bits` whose states on the calibration observations
-    `obs` (`state_peaks`) stay within half the profile's state width (earlier layers first: a
+def split_bits_per_layer(layers: list[Layer], profile: ChipProfile, input_scale_bits: int,
+                         split_bits: int | list[int], obs: np.ndarray, shift: int | None = None) -> list[int]:
+    """Per layer, the largest k <= `split_bits` (one cap, or one per layer) whose states on the calibration observations
+    `obs` (`state_peaks`) stay within half the profile's state width: the step between two
+    observations receives W (x_new - x_old), up to twice a peak (earlier layers first: a
     layer's k sets the units of the next one's input)."""
-    if not split_bits:
-        return [0] * len(layers)
-    if split_bits > profile.weight_bits - 1 or profile.weight_bits + split_bits > 16:
-        raise ProfileError(f"profile {profile.name!r}: {split_bits} split bits need a low synapse of more than "
+    bits = list(split_bits) if isinstance(split_bits, list) else [split_bits] * len(layers)
+    if not any(bits):
+        return bits
+    if max(bits) > profile.weight_bits - 1 or profile.weight_bits + max(bits) > 16:
+        raise ProfileError(f"profile {profile.name!r}: {max(bits)} split bits need a low synapse of more than "
                            f"{profile.weight_bits - 1} bits or weights over 16 bits")
-    peaks, bits = state_peaks(layers, obs), [split_bits] * len(layers)
+    peaks = state_peaks(layers, obs)
     for i in range(len(layers)):
         while bits[i] > 0:
             _, s, _ = state_scales([x.weight for x in layers], 2.0 ** input_scale_bits, profile, shift, bits)[i]

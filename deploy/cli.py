@@ -200,7 +200,8 @@ def parser() -> argparse.ArgumentParser:
                    "(6: what lava-dl netx builds, for `export --format netx`; default: per layer)")
     c.add_argument("--weight-split-bits", type=int, metavar="K",
                    help="DQN, sigma-delta: K in 0..7; K > 0 makes every connection two 8-bit synapses, the low "
-                        "one carrying K more weight bits (twice the synapses; default 0)")
+                        "one carrying up to K more weight bits, as many per layer as its 24-bit states allow "
+                        "(twice the synapses; default 0)")
     c.add_argument("--no-equalize", dest="equalize", action="store_const", const=False,
                    help="DQN, sigma-delta: plain max-normalization, without equalizing the weight ranges of "
                    "consecutive layers")

@@ -203,6 +203,9 @@ def test_split_weights_are_exact_on_lava_and_cost_both_synapses(tmp_path):
     assert [q.split_bits for q in lavaloop.load_artifact(tmp_path / "split.h5").layers] == split
     with pytest.raises(LavaloopError, match="two: convert without --weight-split-bits"):
         export(art, tmp_path / "split.net", "netx")
+    tuned = lavaloop.convert(acrobot, "Acrobot-v1", coding="sigma-delta", calib_steps=1000, weight_split_bits=4,
+                             distill=True, distill_steps=2, distill_dagger_rounds=0)
+    assert all(0 <= t <= s for t, s in zip([q.split_bits for q in tuned.layers], split))   # k never rises
     readout = Readout.of(art)      # a host training the readout keeps its width
     m, _ = readout.quantize(*art.layers[-1].effective())
     assert readout.weight_bits == 8 + split[-1] and np.array_equal(m, art.layers[-1].weight)
