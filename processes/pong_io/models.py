@@ -14,7 +14,7 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from lavaloop.processes.envio.process import encode_error
-from lavaloop.processes.pong_io.game import HOLD, RamGame
+from lavaloop.processes.pong_io.game import HOLD, INFO_LEN, RamGame
 from lavaloop.processes.pong_io.process import PongIO
 
 
@@ -24,7 +24,8 @@ from lavaloop.processes.pong_io.process import PongIO
 class PyPongIOModel(PyLoihiProcessModel):
     cmd_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     views_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
-    info_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    counts_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    host_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     error: np.ndarray = LavaPyType(np.ndarray, np.int32)
 
     def __init__(self, proc_params):
@@ -52,7 +53,8 @@ class PyPongIOModel(PyLoihiProcessModel):
                 self.fail(exc)
         if self.failed:
             self.views_out.send(np.zeros(self.views_out.shape))
-            self.info_out.send(np.r_[np.zeros(self.info_out.shape[0] - 1), 1.0])
+            info = np.r_[np.zeros(INFO_LEN - 1), 1.0]
         else:
             self.views_out.send(self.game.shown(cmd[0] != HOLD))
-            self.info_out.send(self.game.info(reward) if cmd[0] != HOLD else np.zeros(self.info_out.shape))
+            info = self.game.info(reward) if cmd[0] != HOLD else np.zeros(INFO_LEN)
+        self.host_out.send(np.r_[self.counts_in.recv(), info])   # the chip answers within the step

@@ -16,18 +16,27 @@ from lavaloop.processes.pong_io.game import COMMAND_LEN, INFO_LEN, VIEW_LEN
 
 
 class PongIO(AbstractProcess):
-    """Receives a command per step on `cmd_in` (see game.RamGame), sends what the place cells
-    show on `views_out` every step, and [state, reward, error flag] on `info_out` on the step of
-    each command (zeros on HOLD steps; the error flag on every step once failed). An exception
-    raised by the game is stored in `error` (ASCII codes) and flagged, never raised into the
-    runtime.
+    """Receives a command per step on `cmd_in` (see game.RamGame) and sends what the place cells
+    show on `views_out`; receives the chip's spike counts of the same step on `counts_in` and
+    sends the host one message per step on `host_out`: [counts, state, reward, error flag]
+    (state and reward are zeros on HOLD steps; the error flag is set on every step once
+    failed). One message per step instead of one per source spares the runtime a process. An
+    exception raised by the game is stored in `error` (ASCII codes) and flagged, never raised
+    into the runtime.
+
+    Parameters
+    ----------
+    env_fn: makes the game's env. env_seed: its seed. ram_index: the RAM bytes of the state.
+    action_map: command action -> env action. noop_steps: no-ops after each reset.
+    n_counts: neurons whose counts the chip sends.
     """
 
     def __init__(self, *, env_fn: Callable, env_seed: int, ram_index: Sequence[int],
-                 action_map: Sequence[int], noop_steps: int, name: str = "pong_io"):
+                 action_map: Sequence[int], noop_steps: int, n_counts: int, name: str = "pong_io"):
         super().__init__(env_fn=env_fn, env_seed=env_seed, ram_index=list(ram_index),
                          action_map=list(action_map), noop_steps=noop_steps, name=name)
         self.cmd_in = InPort(shape=(COMMAND_LEN,))
         self.views_out = OutPort(shape=(VIEW_LEN,))
-        self.info_out = OutPort(shape=(INFO_LEN,))
+        self.counts_in = InPort(shape=(n_counts,))
+        self.host_out = OutPort(shape=(n_counts + INFO_LEN,))
         self.error = Var(shape=(ERROR_LEN,), init=0)
