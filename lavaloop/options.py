@@ -53,11 +53,14 @@ def one_of(name: str, value, choices) -> None:
 
 
 def from_kwargs(cls, options: dict, what: str):
-    """cls(**options), with unknown names reported in one line."""
+    """cls(**options), with unknown names, and None where a field's type has no None, reported in one line."""
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(options) - names)
     if unknown:
         raise LavaloopError(f"{what} takes no option {', '.join(unknown)} (options: {', '.join(sorted(names))})")
+    for f in fields(cls):   # the checks below skip None, which stands for "unset" where it is allowed
+        if f.name in options and options[f.name] is None and "None" not in str(f.type):
+            raise LavaloopError(f"{what}: {f.name} needs a value, got None")
     return cls(**options)
 
 
@@ -189,9 +192,6 @@ class ConvertOptions:
             raise LavaloopError(f"message_shift must be <= 24, got {self.message_shift}")
         if self.distill and self.v_init != "half":
             raise LavaloopError("distillation models neurons that start at half threshold: use v_init 'half'")
-        for name in ("weight_split_bits", "distill_dagger_rounds", "distill_dagger_steps"):
-            if getattr(self, name) is None:
-                raise LavaloopError(f"{name} must be an integer, got None")
         at_least("distill_dagger_rounds", self.distill_dagger_rounds, 0)
         at_least("distill_dagger_steps", self.distill_dagger_steps, 1)
         if not self.distill and (self.distill_steps != 3000 or self.distill_model != "spikes"

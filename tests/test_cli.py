@@ -12,7 +12,16 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import LAVALOOP, ROOT, assert_clean_failure, lavaloop_cli, leftover_processes, read_json, with_manifest
+from conftest import (
+    CARTPOLE,
+    LAVALOOP,
+    ROOT,
+    assert_clean_failure,
+    lavaloop_cli,
+    leftover_processes,
+    read_json,
+    with_manifest,
+)
 from lavaloop.deploy import cli
 
 
@@ -133,6 +142,23 @@ def test_options_refuse_wrong_types():
         with pytest.raises(LavaloopError, match=f"{next(iter(bad))} must be True or False"):
             cls(**bad)
 
+
+
+def test_options_refuse_none_where_it_means_nothing(tmp_path):
+    """None is "unset" only where a field's type allows it: elsewhere one line, in every entry point."""
+    import lavaloop
+    from lavaloop.errors import LavaloopError
+    from lavaloop.options import ConvertOptions, RunSettings, from_kwargs
+
+    for cls, name in ((ConvertOptions, "calib_steps"), (ConvertOptions, "weight_split_bits"),
+                      (ConvertOptions, "distill_dagger_rounds"), (RunSettings, "episodes")):
+        with pytest.raises(LavaloopError, match=f"{name} needs a value, got None"):
+            from_kwargs(cls, {name: None}, "test")
+    assert from_kwargs(RunSettings, {"epsilon": None}, "test").epsilon is None
+    with pytest.raises(LavaloopError, match="percentile needs a value"):
+        lavaloop.convert(CARTPOLE, "CartPole-v1", percentile=None)
+    with pytest.raises(LavaloopError, match="games needs a value"):
+        lavaloop.dream("pong", tmp_path / "run", games=None)
 
 def test_saved_files_get_the_usual_permissions(cartpole_artifact):
     path, _ = cartpole_artifact
