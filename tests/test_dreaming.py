@@ -203,8 +203,10 @@ class CountingChip:
     def expect(self, windows):
         pass
 
-    def window(self, commands):
+    def send(self, commands):
         self.k += 1
+
+    def receive(self):
         info = np.zeros((self.shape[0], 6))
         info[:, :4] = self.k
         return np.full(self.shape, self.k, np.int64), info
@@ -230,13 +232,12 @@ def test_paired_windows_show_games_and_dreams_alike():
     in real games and in dreams."""
     cfg = dream_config({"runs": 1, "games": 1, "paired_windows": True, **SHORT})
     chip = EmulatedChip(cfg.setups())
-    views, window = [], chip.window
-    def shown(cmds):
-        out = window(cmds)
+    views, receive = [], chip.receive
+    def shown():
         views.append(chip.games[0].views.copy())     # what the window showed
-        return out
+        return receive()
 
-    chip.window = shown
+    chip.receive = shown
     agent = make_agent(cfg, chip)
     for phase in (agent.play, agent.dream):
         views.clear()
@@ -300,14 +301,13 @@ def test_the_world_model_learns_the_action_its_window_showed(name):
     window showed it: the action its per-action readout is selected by."""
     cfg = dream_config({"runs": 2, "games": 1, **PROTOCOLS[name], **SHORT})
     chip = EmulatedChip(cfg.setups())
-    shown, window = [], chip.window
+    shown, receive = [], chip.receive
 
-    def recorded(cmds):
-        out = window(cmds)
+    def recorded():
         shown.append([g.views[8] for g in chip.games])      # the action this window showed the model
-        return out
+        return receive()
 
-    chip.window = recorded
+    chip.receive = recorded
     agent = make_agent(cfg, chip)
     pairs, predict = [], agent.model.predict
     agent.model.predict = lambda counts, actions: (pairs.append((shown[-1], list(actions))),
