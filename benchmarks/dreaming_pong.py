@@ -10,8 +10,9 @@ directory. Collecting reads every finished condition and writes results/dreaming
 .png: per condition final_mean, final_sd (over runs, of the mean return over the last 50
 games), games_to_minus_half (first game at which the run-mean reaches -0.5; null if never),
 the curve; the released curves summarized the same way; two-sided Mann-Whitney U p-values
-between the compared conditions (the paper's test, on the per-run final values). Conditions
-whose run directory is missing keep their entry from the previous results file.
+between the compared conditions (the paper's test, on the per-run final values); the mismatch
+sweep of our protocol with dreaming (sigma 0, 0.1, 0.2, 0.3). Conditions whose run directory
+is missing keep their entry from the previous results file.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ RUNS = Path("runs/dreaming_pong")
 OUT = Path("results/dreaming_pong")
 PAPER = Path(__file__).resolve().parents[1].parent / "shared/reference/dreaming_paper_curves.csv"
 REF = {"protocol": "reference"}
+SWEEP_SIGMAS = (0.0, 0.1, 0.2, 0.3)
 # condition -> lavaloop.dream options (10 runs x 2000 games by default)
 CONDITIONS = {
     "dream": {},
@@ -53,6 +55,8 @@ CONDITIONS = {
     # world model does not touch the policy)
     "paired_coding_dream_per_action": {"paired_windows": True, "coding_level": 0.1,
                                        "rules": {"model_per_action": True}},
+    # the mismatch sweep of our protocol with dreaming (sigma 0.2 is "dream"), chip instance 0
+    **{f"dream_sigma_{sigma}": {"mismatch_sigma": sigma} for sigma in SWEEP_SIGMAS if sigma != 0.2},
     # full runs on Lava (our protocol, run 0 of the emulator's conditions: the curves must be equal)
     "lava_dream": {"backend": "lava", "runs": 1},
     "lava_no_dream": {"backend": "lava", "runs": 1, "dream": False},
@@ -122,7 +126,23 @@ def collect(runs: Path, previous: dict) -> dict:
                         "value: mean return over the last 50 games, every 50 games",
             "conditions": conditions, "pending": [c for c in CONDITIONS if c not in conditions],
             "mann_whitney_p": p, "lava_full_run_seconds": lava, "lava_curve_equals_emulator_run_0": same,
-            "mismatch_sweep": previous.get("mismatch_sweep")}
+            "mismatch_sweep": mismatch_sweep(conditions, previous.get("mismatch_sweep") or [])}
+
+
+def mismatch_sweep(conditions: dict, previous: list[dict]) -> list[dict]:
+    """Per sigma of SWEEP_SIGMAS, our protocol with dreaming: its finished condition, else the
+    previous results file's entry (an earlier version's, with fewer runs)."""
+    old = {e["mismatch_sigma"]: e for e in previous}
+    out = []
+    for sigma in SWEEP_SIGMAS:
+        rec = conditions.get("dream" if sigma == 0.2 else f"dream_sigma_{sigma}")
+        if rec is None:
+            if sigma in old:
+                out.append(old[sigma])
+            continue
+        out.append({"mismatch_sigma": sigma, "runs": rec["runs"], "final_mean": rec["final_mean"],
+                    "final_sd": rec["final_sd"], "first_game_mean_ge_-0.5": rec["games_to_minus_half"]})
+    return out
 
 
 def plot(res: dict, path: Path) -> None:
