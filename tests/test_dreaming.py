@@ -203,10 +203,8 @@ class CountingChip:
     def expect(self, windows):
         pass
 
-    def send(self, commands):
+    def window(self, commands):
         self.k += 1
-
-    def receive(self):
         info = np.zeros((self.shape[0], 6))
         info[:, :4] = self.k
         return np.full(self.shape, self.k, np.int64), info
@@ -232,12 +230,13 @@ def test_paired_windows_show_games_and_dreams_alike():
     in real games and in dreams."""
     cfg = dream_config({"runs": 1, "games": 1, "paired_windows": True, **SHORT})
     chip = EmulatedChip(cfg.setups())
-    views, receive = [], chip.receive
-    def shown():
+    views, window = [], chip.window
+    def shown(cmds):
+        out = window(cmds)
         views.append(chip.games[0].views.copy())     # what the window showed
-        return receive()
+        return out
 
-    chip.receive = shown
+    chip.window = shown
     agent = make_agent(cfg, chip)
     for phase in (agent.play, agent.dream):
         views.clear()
@@ -301,13 +300,14 @@ def test_the_world_model_learns_the_action_its_window_showed(name):
     window showed it: the action its per-action readout is selected by."""
     cfg = dream_config({"runs": 2, "games": 1, **PROTOCOLS[name], **SHORT})
     chip = EmulatedChip(cfg.setups())
-    shown, receive = [], chip.receive
+    shown, window = [], chip.window
 
-    def recorded():
+    def recorded(cmds):
+        out = window(cmds)
         shown.append([g.views[8] for g in chip.games])      # the action this window showed the model
-        return receive()
+        return out
 
-    chip.receive = recorded
+    chip.window = recorded
     agent = make_agent(cfg, chip)
     pairs, predict = [], agent.model.predict
     agent.model.predict = lambda counts, actions: (pairs.append((shown[-1], list(actions))),

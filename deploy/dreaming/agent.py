@@ -171,12 +171,7 @@ class DreamingAgent:
 
     def _window(self, cmds: list[np.ndarray]):
         """(agent counts, world-model counts, info) of one window."""
-        self.chip.send(np.stack(cmds))
-        return self._received()
-
-    def _received(self):
-        """(agent counts, world-model counts, info) of the window sent last."""
-        counts, info = self.chip.receive()
+        counts, info = self.chip.window(np.stack(cmds))
         return counts[:, :self.h], counts[:, self.h:], info
 
     def play(self, game: int) -> np.ndarray:
@@ -190,19 +185,16 @@ class DreamingAgent:
         state = info[:, :4]
         actions = self.policy.act(agent)
         total = np.zeros(R)
-        self.chip.send(np.stack([command(STEP, a) for a in actions]))
         for k in range(cfg.agent_steps):
-            agent, model, info = self._received()
+            agent, model, info = self._window([command(STEP, a) for a in actions])
             reward, new_state = info[:, 4], info[:, :4]
             total += reward
             self.policy.reward(weight * reward)
-            taken = actions
-            if k + 1 < cfg.agent_steps:   # the chip runs the next window while the world model learns
-                actions = self.policy.act(agent)
-                self.chip.send(np.stack([command(STEP, a) for a in actions]))
-            delta_pred, reward_pred = self.model.predict(model, taken)
-            self.model.learn(delta_pred, reward_pred, new_state - state, reward, taken)
+            delta_pred, reward_pred = self.model.predict(model, actions)
+            self.model.learn(delta_pred, reward_pred, new_state - state, reward, actions)
             state = new_state
+            if k + 1 < cfg.agent_steps:
+                actions = self.policy.act(agent)
         self.policy.update()
         return total
 

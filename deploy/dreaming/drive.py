@@ -45,8 +45,8 @@ class RecordingChip(EmulatedChip):
         super().__init__(setups)
         self.counts, self.shown = [], []
 
-    def receive(self):
-        counts, info = super().receive()
+    def window(self, commands: np.ndarray):
+        counts, info = super().window(commands)
         inc = place_cell_increments(np.stack([g.views for g in self.games]), self.table, self.action_increment)
         self.counts.append(counts)
         self.shown.append(np.stack([inc[:, :N_PLACE].any(-1), inc[:, N_PLACE:2 * N_PLACE].any(-1)], -1))

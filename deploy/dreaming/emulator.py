@@ -33,21 +33,13 @@ class EmulatedChip:
     def expect(self, windows: int) -> None:
         """Lava needs to know how many windows come next; the emulator does not."""
 
-    def send(self, commands: np.ndarray) -> None:
-        """Apply one command per run; the window runs at `receive`."""
-        self.rewards = [game.apply(cmd) for game, cmd in zip(self.games, commands)]
-
-    def receive(self) -> tuple[np.ndarray, np.ndarray]:
-        """Run the window of the commands sent; (spike counts (R, N), info (R, INFO_LEN))."""
+    def window(self, commands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Apply one command per run, run one window; (spike counts (R, N), info (R, INFO_LEN))."""
+        rewards = [game.apply(cmd) for game, cmd in zip(self.games, commands)]
         inc = place_cell_increments(np.stack([g.views for g in self.games]), self.table, self.action_increment)
         self.phase, counts = population_window(self.state, self.phase, inc, self.params, self.window_steps, self.one,
                                                self.restart, self.noise_step if self.noise_sigma > 0 else None)
-        return counts, np.stack([g.info(r) for g, r in zip(self.games, self.rewards)])
-
-    def window(self, commands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`send` then `receive`."""
-        self.send(commands)
-        return self.receive()
+        return counts, np.stack([g.info(r) for g, r in zip(self.games, rewards)])
 
     def noise_step(self) -> np.ndarray:
         """Membrane noise of one chip step, per run from its own generator (as each Lava chip draws it)."""

@@ -63,14 +63,10 @@ class LavaChip:
         self.runtime.run_async(windows)
         self.windows_left = windows
 
-    def send(self, commands: np.ndarray) -> None:
-        """The next window's command (one run: commands[0]); it runs while the host goes on."""
+    def window(self, commands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.windows_left <= 0:
-            raise RuntimeError("LavaChip.send called outside an expected run")
+            raise RuntimeError("LavaChip.window called outside an expected run")
         self.injector.send(np.asarray(commands[0], np.float64))
-
-    def receive(self) -> tuple[np.ndarray, np.ndarray]:
-        """The window's (spike counts (1, N), info (1, INFO_LEN))."""
         msg = self._receive()
         counts, info = msg[:-INFO_LEN], msg[-INFO_LEN:]
         self.windows_left -= 1
@@ -79,11 +75,6 @@ class LavaChip:
         if info[-1] > 0:
             raise LavaRuntimeError(f"the game failed inside the Lava runtime: {self._error()}")
         return np.rint(counts).astype(np.int64)[None], info[None]
-
-    def window(self, commands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`send` then `receive`."""
-        self.send(commands)
-        return self.receive()
 
     def _receive(self) -> np.ndarray:
         """One window's message; never waits forever on a dead runtime."""
