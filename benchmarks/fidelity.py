@@ -89,6 +89,7 @@ def measure(network: str, coding: str, timesteps: int | None) -> dict:
                                  ("steps", "heldout_agreement_before", "heldout_agreement_after",
                                   "own_agreement_before", "own_agreement_after", "kept")}}
                if coding.endswith("+distill") else {}),
+            **({"split_bits": [q.split_bits for q in art.layers]} if coding.endswith("+split") else {}),
             **({"note": "2 episodes capped at 300 steps: a synaptic-ops reference, not a full-game score"}
                if network == "pong" and coding == "rate" else {})}
 
