@@ -5,7 +5,9 @@ error (a `LavaloopError`) either way.
 """
 from __future__ import annotations
 
+import functools
 import numbers
+import typing
 from dataclasses import dataclass, fields
 
 from lavaloop.errors import LavaloopError
@@ -52,15 +54,30 @@ def one_of(name: str, value, choices) -> None:
         raise LavaloopError(f"unknown {name} {value!r} (choose from {', '.join(choices)})")
 
 
+@functools.cache
+def takes_none(cls) -> frozenset[str]:
+    """The fields of dataclass `cls` whose type admits None (X | None, Optional[X], Any)."""
+    hints = typing.get_type_hints(cls)
+    return frozenset(f.name for f in fields(cls)
+                     if hints[f.name] is typing.Any or type(None) in typing.get_args(hints[f.name]))
+
+
+def refuse_none(what: str, values: dict, cls) -> None:
+    """One line for a None where `cls`'s field type has no None. The range checks skip None,
+    which stands for "unset" where the type allows it, so this check comes first."""
+    allowed = takes_none(cls)
+    for name, value in values.items():
+        if value is None and name not in allowed:
+            raise LavaloopError(f"{what}{name} needs a value, got None")
+
+
 def from_kwargs(cls, options: dict, what: str):
     """cls(**options), with unknown names, and None where a field's type has no None, reported in one line."""
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(options) - names)
     if unknown:
         raise LavaloopError(f"{what} takes no option {', '.join(unknown)} (options: {', '.join(sorted(names))})")
-    for f in fields(cls):   # the checks below skip None, which stands for "unset" where it is allowed
-        if f.name in options and options[f.name] is None and "None" not in str(f.type):
-            raise LavaloopError(f"{what}: {f.name} needs a value, got None")
+    refuse_none(f"{what}: ", options, cls)
     return cls(**options)
 
 
@@ -148,6 +165,7 @@ class ConvertOptions:
     distill_dagger_steps: int = 2000
 
     def __post_init__(self):
+        refuse_none("", vars(self), type(self))
         flag("distill", self.distill)
         flag("equalize", self.equalize)
         one_of("fan-in mode", self.fan_in, FAN_IN_MODES)
@@ -215,6 +233,7 @@ class GRSNConvertOptions:
     calib_seed: int = 0
 
     def __post_init__(self):
+        refuse_none("", vars(self), type(self))
         at_least("calib_episodes", self.calib_episodes, 1)
         at_least("calib_seed", self.calib_seed, 0)
 
@@ -260,6 +279,7 @@ class RunSettings:
     layout: str | None = None
 
     def __post_init__(self):
+        refuse_none("", vars(self), type(self))
         flag("per_layer_processes", self.per_layer_processes)
         flag("calibrate_readout", self.calibrate_readout)
         at_least("episodes", self.episodes, 1)

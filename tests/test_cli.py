@@ -143,7 +143,6 @@ def test_options_refuse_wrong_types():
             cls(**bad)
 
 
-
 def test_options_refuse_none_where_it_means_nothing(tmp_path):
     """None is "unset" only where a field's type allows it: elsewhere one line, in every entry point."""
     import lavaloop
@@ -154,11 +153,16 @@ def test_options_refuse_none_where_it_means_nothing(tmp_path):
                       (ConvertOptions, "distill_dagger_rounds"), (RunSettings, "episodes")):
         with pytest.raises(LavaloopError, match=f"{name} needs a value, got None"):
             from_kwargs(cls, {name: None}, "test")
+        with pytest.raises(LavaloopError, match=f"{name} needs a value, got None"):
+            cls(**{name: None})
     assert from_kwargs(RunSettings, {"epsilon": None}, "test").epsilon is None
     with pytest.raises(LavaloopError, match="percentile needs a value"):
         lavaloop.convert(CARTPOLE, "CartPole-v1", percentile=None)
     with pytest.raises(LavaloopError, match="games needs a value"):
         lavaloop.dream("pong", tmp_path / "run", games=None)
+    with pytest.raises(LavaloopError, match="rules must be a dict"):
+        lavaloop.dream("pong", tmp_path / "run", rules=None)
+
 
 def test_saved_files_get_the_usual_permissions(cartpole_artifact):
     path, _ = cartpole_artifact

@@ -10,7 +10,7 @@ authors' protocol ("reference") is `lavaloop.deploy.dreaming.reference`.
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 
 import numpy as np
 
@@ -153,6 +153,8 @@ def dream_config(options: dict) -> DreamConfig:
     for key in ("topology", "rules"):
         given = options.get(key, {})
         if not isinstance(given, dict):
+            if not is_dataclass(given):
+                raise LavaloopError(f"dream: {key} must be a dict or a {key} dataclass, got {given!r}")
             given = asdict(given)
         merged[key] = {**preset.get(key, {}), **given}
     return from_kwargs(DreamConfig, merged, "dream")
