@@ -130,17 +130,19 @@ def collect(runs: Path, previous: dict) -> dict:
 
 
 def mismatch_sweep(conditions: dict, previous: list[dict]) -> list[dict]:
-    """Per sigma of SWEEP_SIGMAS, our protocol with dreaming: its finished condition, else the
-    previous results file's entry (an earlier version's, with fewer runs)."""
+    """Per sigma of SWEEP_SIGMAS, our protocol with dreaming: its finished condition (the entry
+    names it in "condition"), else the previous results file's entry (without "condition": an
+    earlier version's, with fewer runs)."""
     old = {e["mismatch_sigma"]: e for e in previous}
     out = []
     for sigma in SWEEP_SIGMAS:
-        rec = conditions.get("dream" if sigma == 0.2 else f"dream_sigma_{sigma}")
+        name = "dream" if sigma == 0.2 else f"dream_sigma_{sigma}"
+        rec = conditions.get(name)
         if rec is None:
             if sigma in old:
                 out.append(old[sigma])
             continue
-        out.append({"mismatch_sigma": sigma, "runs": rec["runs"], "final_mean": rec["final_mean"],
+        out.append({"mismatch_sigma": sigma, "condition": name, "runs": rec["runs"], "final_mean": rec["final_mean"],
                     "final_sd": rec["final_sd"], "first_game_mean_ge_-0.5": rec["games_to_minus_half"]})
     return out
 
