@@ -50,8 +50,9 @@ class DistillConfig:
 
     Parameters
     ----------
-    steps: Adam steps in all. batch: observations per step. lr: Adam's learning rate for a layer
-        whose largest parameter is 1 or more (smaller layers: in proportion, `relative_step`).
+    steps: Adam steps in all. batch: observations per step. lr: Adam's learning rate for a tensor
+        whose largest entry is 1 or more (smaller tensors, weights and biases apart: in
+        proportion, `relative_step`).
     anneal: lower the rate to 0 over the steps on a cosine. The sigma-delta model needs it (at
         a constant rate its rounded weights keep flipping and the agreement wanders by a few
         points); rate coding through spike trains learns less with it (docs/conversion.md).
@@ -244,11 +245,25 @@ def own_agreement(source: FeedForwardQ, layers: list[QuantizedLayer], spec: EnvS
     return agreement(source, layers, visited, timesteps, model)
 
 
-def relative_step(w: torch.Tensor, b: torch.Tensor) -> float:
-    """A layer's learning-rate factor: its largest parameter magnitude, capped at 1. Adam moves
-    every parameter by about lr per step whatever its size, and normalized layers differ by
-    orders of magnitude (the Nature DQN's first layer, fed raw pixels, has weights near 1e-3)."""
-    return min(1.0, max(float(w.detach().abs().max()), float(b.detach().abs().max())))
+def relative_step(p: torch.Tensor, fallback: float = 1.0) -> float:
+    """A tensor's learning-rate factor: its largest magnitude, capped at 1 (`fallback` if it is
+    all zeros). Adam moves every parameter by about lr per step whatever its size, and the
+    normalized tensors differ by orders of magnitude: the Nature DQN's first layer, fed raw
+    pixels, has weights near 1e-3 but biases near 0.2. A factor shared by a layer's weights
+    and biases (the larger) moved those weights by ~20 % of their median size in 200 steps
+    even at lr 1e-6, and the distillation diverged (docs/conversion.md)."""
+    top = float(p.detach().abs().max()) if p.numel() else 0.0
+    return min(1.0, top) if top > 0 else fallback
+
+
+def step_groups(weights: list[torch.Tensor], biases: list[torch.Tensor], lr: float) -> list[dict]:
+    """Adam parameter groups: every weight and bias tensor at lr x its own `relative_step` (an
+    all-zero bias takes its layer's weight factor)."""
+    groups = []
+    for w, b in zip(weights, biases):
+        k = relative_step(w)
+        groups += [{"params": [w], "lr": lr * k}, {"params": [b], "lr": lr * relative_step(b, k)}]
+    return groups
 
 
 def distill_step(model: nn.Module, opt: torch.optim.Optimizer, x, target: torch.Tensor, greedy: torch.Tensor,
@@ -293,8 +308,7 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
         out, k = layers[-1], out_scale / units
         layers = [*layers[:-1], replace(out, weight=out.weight * k, bias=out.bias * k)]
     model = ChipForward(layers, profile, per_neuron, timesteps, cfg.model, in_scale, shift, split_bits)
-    opt = torch.optim.Adam([{"params": [w, b], "lr": cfg.lr * relative_step(w, b)}
-                            for w, b in zip(model.weights, model.biases)])
+    opt = torch.optim.Adam(step_groups(model.weights, model.biases, cfg.lr))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: 0.5 * (1.0 + np.cos(np.pi * k / cfg.steps)) if cfg.anneal else 1.0)
     gen = torch.Generator().manual_seed(cfg.seed)

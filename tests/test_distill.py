@@ -125,3 +125,29 @@ def test_dagger_rounds_never_play_the_heldout_episodes():
     seeds = [dagger_seed(5, r) for r in range(1, 30)]
     assert seeds[:9] == [5 + 10_000 * r for r in range(1, 10)] and len(set(seeds)) == len(seeds)
     assert all(abs(s - (5 + HELDOUT_SEED_OFFSET)) >= 10_000 for s in seeds)
+
+
+def test_every_tensor_steps_in_proportion_to_its_own_size():
+    """Weights and biases of different scales (the Nature DQN's first layer: weights ~1e-3,
+    biases ~0.2) each move by a similar fraction of their size: a layer-wide rate set by the
+    biases would move those weights by ~2 % of their size per Adam step."""
+    from lavaloop.conversion.distill import step_groups
+
+    rng = np.random.default_rng(3)
+    layers = [DenseLayer("a", rng.normal(0, 1e-3, (16, 4)), rng.normal(0, 0.2, 16)),
+              DenseLayer("b", rng.normal(0, 0.3, (3, 16)), np.zeros(3))]
+    model = ChipForward(layers, PROFILES["loihi2"], [True, False], 16, model="staircase")
+    groups = step_groups(model.weights, model.biases, 1e-4)
+    assert [g["params"][0] is p for g, p in zip(groups, [model.weights[0], model.biases[0],
+                                                         model.weights[1], model.biases[1]])] == [True] * 4
+    assert groups[3]["lr"] == groups[2]["lr"]          # an all-zero bias takes its layer's weight rate
+    before = [p.detach().clone() for p in (model.weights[0], model.biases[0])]
+    opt = torch.optim.Adam(groups)
+    x = torch.as_tensor(rng.normal(0, 100, (64, 4)), dtype=torch.float32)   # raw-pixel-sized inputs
+    for _ in range(20):
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        opt.step()
+    for p, p0 in zip((model.weights[0], model.biases[0]), before):
+        moved = float((p.detach() - p0).abs().max() / p0.abs().max())
+        assert 1e-4 < moved < 5e-3
