@@ -140,7 +140,8 @@ def test_every_tensor_steps_in_proportion_to_its_own_size():
     groups = step_groups(model.weights, model.biases, 1e-4)
     assert [g["params"][0] is p for g, p in zip(groups, [model.weights[0], model.biases[0],
                                                          model.weights[1], model.biases[1]])] == [True] * 4
-    assert groups[3]["lr"] == groups[2]["lr"]          # an all-zero bias takes its layer's weight rate
+    assert groups[1]["lr"] > 100 * groups[0]["lr"]      # biases far larger than the weights: their own rate
+    assert groups[3]["lr"] == groups[2]["lr"]           # smaller biases (here zero): the weights' rate
     before = [p.detach().clone() for p in (model.weights[0], model.biases[0])]
     opt = torch.optim.Adam(groups)
     x = torch.as_tensor(rng.normal(0, 100, (64, 4)), dtype=torch.float32)   # raw-pixel-sized inputs
