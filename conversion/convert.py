@@ -82,13 +82,13 @@ def distill_layers(q: FeedForwardQ, normed: list, layers: list, obs: np.ndarray,
     """
     cfg = DistillConfig(steps=opts.distill_steps, seed=opts.calib_seed, model=model,
                         dagger_rounds=opts.distill_dagger_rounds, dagger_steps=opts.distill_dagger_steps,
-                        **(SD_DISTILL if model == "sigma-delta" else {}))
+                        feature_weight=opts.distill_feature_weight, **(SD_DISTILL if model == "sigma-delta" else {}))
     seed = opts.calib_seed + HELDOUT_SEED_OFFSET
     heldout = collect_observations(q, spec, cfg.heldout_steps, seed, opts.calib_epsilon)
     before = distill_agreement(q, layers, heldout, timesteps, model)
     start = [replace(l, bias=np.asarray(ql.effective()[1], np.float64)) for l, ql in zip(normed, layers)]
     tuned, report = distill(q, start, profile, per_neuron, obs, spec, timesteps, float(out_scale),
-                            opts.calib_epsilon, cfg, **chip)
+                            opts.calib_epsilon, cfg, teacher=normed, **chip)
     tuned_q = requantize(tuned)
     after = distill_agreement(q, tuned_q, heldout, timesteps, model)
     own_before, own_after = (own_agreement(q, ql, spec, cfg.heldout_steps, seed + 1, opts.calib_epsilon, timesteps,
