@@ -191,7 +191,7 @@ def convert_rate(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, profile: 
 def check_mixed_signal_options(opts: ConvertOptions) -> None:
     """Options a mixed-signal mapping does not take, refused in one line."""
     fixed_point = {"coding": "rate", "readout": "robust", "v_init": "half", "normalization": "layer",
-                   "distill_model": "spikes"}
+                   "distill_model": "spikes", "distill_feature_weight": 0.0}
     given = [k for k, v in fixed_point.items() if getattr(opts, k) != v]
     if given or opts.timesteps == "auto":
         raise ProfileError(f"{', '.join(given) or 'timesteps auto'} do not apply to a mixed-signal profile "
