@@ -82,13 +82,13 @@ def distill_layers(q: FeedForwardQ, normed: list, layers: list, obs: np.ndarray,
     """
     cfg = DistillConfig(steps=opts.distill_steps, seed=opts.calib_seed, model=model,
                         dagger_rounds=opts.distill_dagger_rounds, dagger_steps=opts.distill_dagger_steps,
-                        feature_weight=opts.distill_feature_weight, **(SD_DISTILL if model == "sigma-delta" else {}))
+                        **(SD_DISTILL if model == "sigma-delta" else {}))
     seed = opts.calib_seed + HELDOUT_SEED_OFFSET
     heldout = collect_observations(q, spec, cfg.heldout_steps, seed, opts.calib_epsilon)
     before = distill_agreement(q, layers, heldout, timesteps, model)
     start = [replace(l, bias=np.asarray(ql.effective()[1], np.float64)) for l, ql in zip(normed, layers)]
     tuned, report = distill(q, start, profile, per_neuron, obs, spec, timesteps, float(out_scale),
-                            opts.calib_epsilon, cfg, teacher=normed, **chip)
+                            opts.calib_epsilon, cfg, **chip)
     tuned_q = requantize(tuned)
     after = distill_agreement(q, tuned_q, heldout, timesteps, model)
     own_before, own_after = (own_agreement(q, ql, spec, cfg.heldout_steps, seed + 1, opts.calib_epsilon, timesteps,
@@ -191,7 +191,7 @@ def convert_rate(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, profile: 
 def check_mixed_signal_options(opts: ConvertOptions) -> None:
     """Options a mixed-signal mapping does not take, refused in one line."""
     fixed_point = {"coding": "rate", "readout": "robust", "v_init": "half", "normalization": "layer",
-                   "distill_model": "spikes", "distill_feature_weight": 0.0}
+                   "distill_model": "spikes"}
     given = [k for k, v in fixed_point.items() if getattr(opts, k) != v]
     if given or opts.timesteps == "auto":
         raise ProfileError(f"{', '.join(given) or 'timesteps auto'} do not apply to a mixed-signal profile "

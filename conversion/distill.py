@@ -58,9 +58,6 @@ class DistillConfig:
         points); rate coding through spike trains learns less with it (docs/conversion.md).
     ce_weight: weight of the cross-entropy on the source's greedy action (against the MSE).
     temperature: of that cross-entropy, in the target's units.
-    feature_weight: weight of a term that keeps every hidden layer's rates near the float
-        network's activations (clipped to [0, 1] for rate coding), in normalized units: a
-        target per hidden unit rather than per action (0: off).
     target: "q" (the normalized Q-values, Q / lambda, about 1 at the top; the output layer in
         those units) or "advantage" (Q minus its mean over actions, in units of its RMS on
         the calibration data, the output layer rescaled to match; see the module docstring).
@@ -79,7 +76,6 @@ class DistillConfig:
     ce_weight: float = 0.01
     temperature: float = 0.02
     target: str = "q"
-    feature_weight: float = 0.0
     dagger_rounds: int = 2
     dagger_steps: int = 2000
     heldout_steps: int = 2000
@@ -129,7 +125,7 @@ def if_trains(layer: Layer, w: torch.Tensor, b: torch.Tensor, inputs: torch.Tens
 
 
 def chip_forward(layers: list[Layer], params: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor,
-                 timesteps: int, model: str, hidden: list | None = None) -> torch.Tensor:
+                 timesteps: int, model: str) -> torch.Tensor:
     """Output values of the rate-coded network with weights `params` (threshold units).
 
     Every hidden rate is what the deployed layer emits in T steps: with model "spikes", the
@@ -137,7 +133,7 @@ def chip_forward(layers: list[Layer], params: list[tuple[torch.Tensor, torch.Ten
     floor(T clip(r, 0, 1) + 1/2) / T of the rate r computed from the layer below's rates
     (`quantize.rate_limit(timesteps=T)`). Either way the gradient is the clipped rate's
     (straight-through), and the output is linear in the last hidden layer's rates, as the
-    robust readout. `hidden`, if given, receives every hidden layer's rates (or ReLUs).
+    robust readout.
     """
     trains, last = None, len(layers) - 1
     for i, (layer, (w, b)) in enumerate(zip(layers, params)):
@@ -146,8 +142,6 @@ def chip_forward(layers: list[Layer], params: list[tuple[torch.Tensor, torch.Ten
             return z
         if model == "sigma-delta":
             x = torch.relu(z)
-            if hidden is not None:
-                hidden.append(x)
             continue
         r = torch.clamp(z, 0.0, 1.0)
         if model == "spikes":
@@ -158,8 +152,6 @@ def chip_forward(layers: list[Layer], params: list[tuple[torch.Tensor, torch.Ten
         else:
             rate = torch.floor(r * timesteps + 0.5) / timesteps
         x = straight_through(r, rate)
-        if hidden is not None:
-            hidden.append(x)
     return x
 
 
@@ -204,9 +196,9 @@ class ChipForward(nn.Module):
         wq = torch.round(w * (s / 2.0 ** exp).reshape(shape)) * 2.0 ** exp / vth.reshape(shape)
         return straight_through(w, wq), straight_through(b, torch.round(b * s) / vth)
 
-    def forward(self, x: torch.Tensor, hidden: list | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = [self.quantized(i) for i in range(len(self.layers))]
-        return chip_forward(self.layers, params, x, self.timesteps, self.model, hidden)
+        return chip_forward(self.layers, params, x, self.timesteps, self.model)
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray) -> np.ndarray:
@@ -273,45 +265,24 @@ def step_groups(weights: list[torch.Tensor], biases: list[torch.Tensor], lr: flo
     return groups
 
 
-def teacher_features(teacher: list[Layer], x: torch.Tensor, clip: bool) -> list[torch.Tensor]:
-    """The float network's hidden activations (ReLU; clipped to the rates' [0, 1] with `clip`)
-    on a batch: the targets of the feature term."""
-    out = []
-    for layer in teacher[:-1]:
-        x = torch.relu(synapses(layer, torch.as_tensor(layer.weight, dtype=torch.float32),
-                                torch.as_tensor(layer.bias, dtype=torch.float32), x))
-        out.append(torch.clamp(x, max=1.0) if clip else x)
-    return out
-
-
 def distill_step(model: nn.Module, opt: torch.optim.Optimizer, x, target: torch.Tensor, greedy: torch.Tensor,
-                 cfg: DistillConfig, advantage: bool, features: list[torch.Tensor] | None = None) -> dict:
+                 cfg: DistillConfig, advantage: bool) -> dict:
     """One optimizer step of the distillation loss on a minibatch: the mean squared error to
     `target` (of the outputs minus their mean over actions with `advantage`) plus
-    cfg.ce_weight x the cross-entropy on `greedy` at cfg.temperature, plus with `features`
-    cfg.feature_weight x the mean over hidden layers of their squared error to those targets.
-    Returns the losses."""
-    hidden = [] if features is not None else None
-    out = model(x, hidden) if hidden is not None else model(x)
+    cfg.ce_weight x the cross-entropy on `greedy` at cfg.temperature. Returns both losses."""
+    out = model(x)
     mse = F.mse_loss(out - out.mean(1, keepdim=True) if advantage else out, target)
     ce = F.cross_entropy(out / cfg.temperature, greedy)
-    loss = mse + cfg.ce_weight * ce
-    losses = {"mse": float(mse), "cross_entropy": float(ce)}
-    if features is not None:
-        feat = sum(F.mse_loss(h, f) for h, f in zip(hidden, features)) / len(features)
-        loss = loss + cfg.feature_weight * feat
-        losses["features"] = float(feat)
     opt.zero_grad()
-    loss.backward()
+    (mse + cfg.ce_weight * ce).backward()
     opt.step()
-    return losses
+    return {"mse": float(mse), "cross_entropy": float(ce)}
 
 
 def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per_neuron: list[bool],
             obs: np.ndarray, spec: EnvSpec, timesteps: int, out_scale: float, epsilon: float,
             cfg: DistillConfig = DistillConfig(), progress: bool = True, in_scale: float = 1.0,
-            shift: int | None = None, split_bits: list[int] | None = None,
-            teacher: list[Layer] | None = None) -> tuple[list[Layer], dict]:
+            shift: int | None = None, split_bits: list[int] | None = None) -> tuple[list[Layer], dict]:
     """Fine-tune normalized layers through the chip's arithmetic at T = `timesteps`.
 
     Parameters
@@ -323,8 +294,6 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
     epsilon: exploration while the network plays its DAgger episodes.
     cfg: the settings. progress: show a progress bar.
     in_scale, shift, split_bits: sigma-delta only (see `ChipForward`).
-    teacher: the normalized float layers whose hidden activations the feature term matches
-        (needed when cfg.feature_weight > 0).
 
     Returns (trained float layers, report: steps, observations, final losses, seconds). With
     target "advantage" the output layer comes back rescaled to units of the source's
@@ -360,11 +329,7 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
             greedy = target.argmax(1)
             for _ in steps:
                 idx = torch.randint(len(x), (min(cfg.batch, len(x)),), generator=gen)
-                features = None
-                if cfg.feature_weight > 0:
-                    with torch.no_grad():
-                        features = teacher_features(teacher, x[idx], clip=cfg.model != "sigma-delta")
-                losses = distill_step(model, opt, x[idx], target[idx], greedy[idx], cfg, advantage, features)
+                losses = distill_step(model, opt, x[idx], target[idx], greedy[idx], cfg, advantage)
                 schedule.step()
                 bar.update(1)
     finally:

@@ -69,8 +69,7 @@ def cmd_convert(args) -> None:
     opts = given(args, "coding", "delta_threshold", "message_shift", "equalize", "weight_split_bits", "percentile",
                  "normalization", "timesteps", "timesteps_target", "readout", "profile", "calib_steps", "calib_seed",
                  "calib_episodes", "epsilon", "v_init", "sticky", "max_episode_steps", "distill", "distill_steps",
-                 "distill_model", "fan_in", "distill_mismatch", "distill_dagger_rounds", "distill_dagger_steps",
-                 "distill_feature_weight")
+                 "distill_model", "fan_in", "distill_mismatch", "distill_dagger_rounds", "distill_dagger_steps")
     opts.update(env_params(args))
     art = lavaloop.convert(args.checkpoint, args.env, **opts)
     art.save(args.output)
@@ -243,9 +242,6 @@ def parser() -> argparse.ArgumentParser:
                         "observations, labelled by the source, join the training data (default 2)")
     c.add_argument("--distill-dagger-steps", type=int, metavar="STEPS",
                    help="DQN, with --distill: env steps per DAgger round >= 1 (default 2000)")
-    c.add_argument("--distill-feature-weight", type=float, metavar="W",
-                   help="DQN, with --distill: weight >= 0 of a term keeping every hidden layer near the float "
-                        "network's activations (default 0: off)")
     c.set_defaults(func=cmd_convert)
 
     i = sub.add_parser("info", help="describe an artifact")

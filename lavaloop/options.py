@@ -135,8 +135,6 @@ class ConvertOptions:
     distill_dagger_rounds: with distill: times (>= 0) the network being trained plays
         `distill_dagger_steps` (>= 1) env steps whose observations, labelled by the source,
         join the training data (DAgger; the conversion rate is measured on its own states).
-    distill_feature_weight: with distill: weight (>= 0) of a term that keeps every hidden
-        layer near the float network's activations (`DistillConfig.feature_weight`; 0: off).
     """
 
     coding: str = "rate"
@@ -165,7 +163,6 @@ class ConvertOptions:
     distill_mismatch: float | None = None
     distill_dagger_rounds: int = 2
     distill_dagger_steps: int = 2000
-    distill_feature_weight: float = 0.0
 
     def __post_init__(self):
         refuse_none("", vars(self), type(self))
@@ -195,7 +192,6 @@ class ConvertOptions:
         within("sticky-action probability", self.sticky, 0, 1)
         at_least("max_episode_steps", self.max_episode_steps, 1)
         at_least("distill_steps", self.distill_steps, 1)
-        at_least("distill_feature_weight", self.distill_feature_weight, 0.0)
         one_of("distill model", self.distill_model, DISTILL_MODELS)
         one_of("coding", self.coding, CODINGS)
         at_least("delta_threshold", self.delta_threshold, 0.0)
@@ -217,10 +213,8 @@ class ConvertOptions:
         at_least("distill_dagger_rounds", self.distill_dagger_rounds, 0)
         at_least("distill_dagger_steps", self.distill_dagger_steps, 1)
         if not self.distill and (self.distill_steps != 3000 or self.distill_model != "spikes"
-                                 or self.distill_dagger_rounds != 2 or self.distill_dagger_steps != 2000
-                                 or self.distill_feature_weight != 0.0):
-            raise LavaloopError("distill_steps, distill_model, distill_dagger_* and distill_feature_weight apply "
-                                "only with distill")
+                                 or self.distill_dagger_rounds != 2 or self.distill_dagger_steps != 2000):
+            raise LavaloopError("distill_steps, distill_model and distill_dagger_* apply only with distill")
 
 
 @dataclass

@@ -88,8 +88,6 @@ def test_convert_bad_input(bad_files, name, env, needle):
     (["--distill-dagger-rounds", "4"], "apply only with distill"),
     (["--distill", "--distill-dagger-rounds", "-1"], "distill_dagger_rounds must be >= 0"),
     (["--distill", "--distill-dagger-steps", "0"], "distill_dagger_steps must be >= 1"),
-    (["--distill-feature-weight", "1"], "apply only with distill"),
-    (["--distill", "--distill-feature-weight", "-1"], "distill_feature_weight must be >= 0"),
     (["--distill", "--v-init", "zero"], "half threshold"),
 ])
 def test_convert_bad_numbers(bad_files, args, needle):

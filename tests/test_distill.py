@@ -152,30 +152,3 @@ def test_every_tensor_steps_in_proportion_to_its_own_size():
     for p, p0 in zip((model.weights[0], model.biases[0]), before):
         moved = float((p.detach() - p0).abs().max() / p0.abs().max())
         assert 1e-4 < moved < 5e-3
-
-
-def test_the_feature_term_holds_hidden_layers_to_the_float_network():
-    """With feature_weight > 0 the step also fits every hidden layer's rates to the float
-    network's clipped activations (`teacher_features`): pulled towards other outputs, the
-    network keeps its hidden layers closer to the teacher's than without the term."""
-    from lavaloop.conversion.distill import DistillConfig, distill_step, step_groups, teacher_features
-
-    teacher, other = random_layers(0), random_layers(5)
-    x = torch.as_tensor(np.random.default_rng(4).normal(0, 1, (256, 4)), dtype=torch.float32)
-    target = torch.as_tensor(ChipForward(other, PROFILES["loihi2"], [True, True, False], 8, "staircase")
-                             .q_values(x.numpy()), dtype=torch.float32)
-    features = teacher_features(teacher, x, clip=True)
-    assert [f.shape[1] for f in features] == [16, 16] and float(features[0].max()) <= 1.0
-    drift = {}
-    for weight in (0.0, 10.0):
-        model = ChipForward(teacher, PROFILES["loihi2"], [True, True, False], 8, model="staircase")
-        opt = torch.optim.Adam(step_groups(model.weights, model.biases, 3e-3))
-        cfg = DistillConfig(feature_weight=weight)
-        for _ in range(150):
-            losses = distill_step(model, opt, x, target, target.argmax(1), cfg, False, features)
-        hidden = []
-        with torch.no_grad():
-            model(x, hidden)
-        drift[weight] = float(sum(torch.mean((h - f) ** 2) for h, f in zip(hidden, features)))
-        assert "features" in losses
-    assert drift[10.0] < 0.5 * drift[0.0]
