@@ -51,8 +51,7 @@ class DistillConfig:
     Parameters
     ----------
     steps: Adam steps in all. batch: observations per step. lr: Adam's learning rate for a tensor
-        whose largest entry is 1 or more (smaller tensors, weights and biases apart: in
-        proportion, `relative_step`).
+        whose largest entry is 1 or more (smaller ones: in proportion, `step_groups`).
     anneal: lower the rate to 0 over the steps on a cosine. The sigma-delta model needs it (at
         a constant rate its rounded weights keep flipping and the agreement wanders by a few
         points); rate coding through spike trains learns less with it (docs/conversion.md).
@@ -257,7 +256,7 @@ def step_groups(weights: list[torch.Tensor], biases: list[torch.Tensor], lr: flo
     the larger of theirs and the weights' (a bias moves at least as far as one weight's
     contribution at unit input). One rate per layer set by the larger of the two moved the
     Nature DQN's first-layer weights (median 2e-4, biases up to 0.2) by ~20 % of their size
-    in 200 steps even at lr 1e-6, and the distillation diverged (docs/conversion.md)."""
+    in 200 steps even at lr 1e-6 (docs/conversion.md, "Why distillation fails on the Nature DQN")."""
     groups = []
     for w, b in zip(weights, biases):
         k = relative_step(w) or 1.0
