@@ -248,7 +248,7 @@ def relative_step(p: torch.Tensor) -> float:
     """A tensor's learning-rate factor: its largest magnitude, capped at 1. Adam moves every
     parameter by about lr per step whatever its size, and the normalized tensors differ by
     orders of magnitude (the Nature DQN's first layer, fed raw pixels, has weights near 1e-3)."""
-    return min(1.0, float(p.detach().abs().max())) if p.numel() else 0.0
+    return min(1.0, float(p.detach().abs().max()))
 
 
 def step_groups(weights: list[torch.Tensor], biases: list[torch.Tensor], lr: float) -> list[dict]:
