@@ -156,8 +156,8 @@ def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact | 
 def convert_rate(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, profile: ChipProfile, spec: EnvSpec,
                  opts: ConvertOptions, common: dict) -> IFArtifact:
     """The rate-coded IF network (Tan et al.): normalize, quantize, optionally distill."""
-    channels = ([l.weight.shape[0] if isinstance(l, ConvLayer) else None for l in net.layers]
-                if opts.normalization == "channel" else None)
+    channels = None if opts.normalization == "layer" else [   # outputs per lambda of each layer
+        l.weight.shape[0] if opts.normalization == "neuron" or isinstance(l, ConvLayer) else None for l in net.layers]
     scales = layer_scales(q, obs, opts.percentile, channels)
     normed = normalize(net.layers, scales)
     layers = quantize(normed, profile, obs, opts.v_init)

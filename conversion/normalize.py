@@ -8,8 +8,11 @@ almost all activations fit below the firing threshold 1.
 "layer" normalization (the paper's) has one lambda per layer. "channel" normalization
 (Kim et al. 2020, Spiking-YOLO) gives every output channel of a convolution its own, so
 that weak channels use the whole rate range instead of a few spikes per window; dense
-layers keep one lambda (per-neuron percentiles of rarely active neurons, from few samples,
-clip more than they gain), and so does the output layer (its readouts must compare).
+layers keep one lambda, and so does the output layer (its readouts must compare). "neuron"
+normalization gives every dense hidden neuron its own lambda too: alone it gains little
+(per-neuron percentiles of rarely active neurons come from few samples), but it is the
+better start for distillation, which then has every neuron's full range of spike counts to
+fit (docs/conversion.md).
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ import lavaloop  # noqa: E402
 from lavaloop.atomic import check_writable, write_json  # noqa: E402
 from lavaloop.envs import parse_env_param  # noqa: E402
 from lavaloop.errors import LavaloopError  # noqa: E402
-from lavaloop.options import LAYOUTS  # noqa: E402
+from lavaloop.options import LAYOUTS, NORMALIZATIONS  # noqa: E402
 from lavaloop.runtime import signals_as_interrupts  # noqa: E402
 
 GIVEN = argparse.SUPPRESS   # options left out are not passed on: the kind's defaults apply
@@ -206,8 +206,9 @@ def parser() -> argparse.ArgumentParser:
                    help="DQN, sigma-delta: plain max-normalization, without equalizing the weight ranges of "
                    "consecutive layers")
     c.add_argument("--percentile", type=float, help="DQN: normalization percentile in (0, 100] (default 99.9)")
-    c.add_argument("--normalization", choices=["layer", "channel"],
-                   help="DQN: one lambda per layer (default, the paper's) or per convolution channel")
+    c.add_argument("--normalization", choices=NORMALIZATIONS,
+                   help="DQN: one lambda per layer (default, the paper's), per convolution channel, or per "
+                        "convolution channel and dense hidden neuron (neuron; best with --distill)")
     c.add_argument("--timesteps", type=timesteps_arg, help="DQN: SNN steps per decision T >= 1, or auto: the "
                    "smallest power of two reaching --timesteps-target agreement on held-out episodes (default 32)")
     c.add_argument("--timesteps-target", type=float, help="DQN, --timesteps auto: agreement to reach (default 0.99)")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from lavaloop.errors import LavaloopError
 
 READOUTS = ("robust", "spike_count")
-NORMALIZATIONS = ("layer", "channel")
+NORMALIZATIONS = ("layer", "channel", "neuron")
 V_INITS = ("half", "zero")
 BACKENDS = ("lava", "emulator")
 DISTILL_MODELS = ("spikes", "staircase")
@@ -105,7 +105,8 @@ class ConvertOptions:
         the largest <= K whose states fit the state width (lavaloop.conversion.sigma_delta);
         0: one synapse per connection.
     percentile: normalization percentile of the activations (100 = max-norm), in (0, 100].
-    normalization: "layer" (one lambda per layer, the paper's) or "channel" (per conv channel).
+    normalization: "layer" (one lambda per layer, the paper's), "channel" (per conv channel) or
+        "neuron" (per conv channel and per dense hidden neuron; with `distill`, docs/conversion.md).
     timesteps: SNN steps per decision (T), >= 1, or "auto": the smallest power of two whose
         agreement with the source on held-out episodes reaches `timesteps_target`
         (lavaloop.conversion.auto_timesteps).

@@ -186,9 +186,23 @@ def test_channel_normalization_rescales_every_channel():
         np.testing.assert_allclose(y * per_output, x, rtol=1e-9, atol=1e-9)
 
 
+def test_neuron_normalization_gives_every_hidden_neuron_its_own_lambda():
+    """"neuron": one lambda per dense hidden neuron, the percentile of its own positive
+    outputs (the layer's lambda lies among them), one for the output layer as "layer" has."""
+    layer = convert(CARTPOLE, "CartPole-v1", calib_steps=600)
+    neuron = convert(CARTPOLE, "CartPole-v1", calib_steps=600, normalization="neuron")
+    lam_l, lam_n = layer.manifest["normalization"]["scales"], neuron.manifest["normalization"]["scales"]
+    assert [len(s) if isinstance(s, list) else None for s in lam_n] == [256, 256, None]
+    assert lam_n[-1] == lam_l[-1]
+    for per_neuron, per_layer in zip(lam_n[:-1], lam_l[:-1]):
+        assert min(per_neuron) < per_layer <= max(per_neuron)
+    assert neuron.manifest["normalization"]["mode"] == "neuron"
+    assert neuron.manifest["rate_limit_agreement"] >= 0.9
+
+
 def test_unknown_normalization_is_refused(cartpole_checkpoint):
     with pytest.raises(LavaloopError, match="unknown normalization"):
-        convert(cartpole_checkpoint, "CartPole-v1", normalization="neuron")
+        convert(cartpole_checkpoint, "CartPole-v1", normalization="batch")
 
 
 def test_timesteps_auto_picks_the_first_power_of_two_that_reaches_the_target():
