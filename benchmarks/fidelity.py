@@ -45,6 +45,9 @@ SPLIT_BITS = 4   # "sigma-delta+split(+distill)": two 8-bit synapses per connect
 # "sigma-delta+split+distill": a longer distillation with more DAgger data (docs/conversion.md: on the SB3
 # network 3,000 steps and 2 x 2,000 DAgger steps give 0.980, this 0.992)
 LONG_DISTILL = {"distill_steps": 24_000, "distill_dagger_rounds": 8, "distill_dagger_steps": 5_000}
+# "rate+distill(+long)" on the MLPs: one lambda per hidden neuron, the start distillation fits best
+# (docs/conversion.md: at T = 32 0.909 / 0.951 / 0.945 with one lambda per layer)
+RATE_DISTILL_NORMALIZATION = "neuron"
 
 
 def cells(network: str) -> list[tuple[str, int | None]]:
@@ -52,7 +55,7 @@ def cells(network: str) -> list[tuple[str, int | None]]:
     if network == "pong":   # rate coding on Pong: results/pong_sweep.json (T up to 500, 7.6 core-hours)
         return [("sigma-delta", None), ("sigma-delta+distill", None), ("sigma-delta+split", None), ("rate", 256),
                 ("rate+distill", 64)]
-    return ([("rate", t) for t in RATE_T] + [("rate+distill", t) for t in (8, 32)]
+    return ([("rate", t) for t in RATE_T] + [("rate+distill", t) for t in (8, 32)] + [("rate+distill+long", 32)]
             + [("sigma-delta", None), ("sigma-delta+distill", None), ("sigma-delta+split", None),
                ("sigma-delta+split+distill", None)]
             + [("spikingjelly", t) for t in RATE_T])
@@ -69,14 +72,15 @@ def measure(network: str, coding: str, timesteps: int | None) -> dict:
     options = {"coding": "sigma-delta"} if coding.startswith("sigma-delta") else {"timesteps": timesteps}
     if "+split" in coding:
         options["weight_split_bits"] = SPLIT_BITS
-    if coding == "sigma-delta+split+distill":
+    if coding in ("sigma-delta+split+distill", "rate+distill+long"):
         options.update(LONG_DISTILL)
-    if coding.endswith("+distill"):
+    distilled = "+distill" in coding
+    if distilled:
         options["distill"] = True
         if coding.startswith("rate"):
             options["distill_model"] = "spikes" if timesteps <= 32 else "staircase"
-            if network == "pong":   # channel-wise: 0.918 at T = 64 without it (results/pong_sweep_channel.json)
-                options["normalization"] = "channel"
+            # Pong: channel-wise, 0.918 at T = 64 without distillation (results/pong_sweep_channel.json)
+            options["normalization"] = "channel" if network == "pong" else RATE_DISTILL_NORMALIZATION
     if network == "pong" and coding == "rate":
         options.update(percentile=99.99, max_episode_steps=300)
         episodes = 2
@@ -98,7 +102,8 @@ def measure(network: str, coding: str, timesteps: int | None) -> dict:
                                  ("steps", "dagger_rounds", "observations", "heldout_agreement_before",
                                   "heldout_agreement_after",
                                   "own_agreement_before", "own_agreement_after", "kept")}}
-               if coding.endswith("+distill") else {}),
+               if distilled else {}),
+            **({"normalization": options["normalization"]} if "normalization" in options else {}),
             **({"split_bits": [q.split_bits for q in art.layers]} if "+split" in coding else {}),
             **({"note": "2 episodes capped at 300 steps: a synaptic-ops reference, not a full-game score"}
                if network == "pong" and coding == "rate" else {})}
@@ -163,8 +168,8 @@ def plot(record: dict, path: Path) -> None:
 
     nets = list(dict.fromkeys(c["network"] for c in record["cells"]))
     fig, axes = plt.subplots(2, len(nets), figsize=(4.2 * len(nets), 7), squeeze=False)
-    style = {"rate": "o-", "rate+distill": "s--", "spikingjelly": "^:", "sigma-delta": "*", "sigma-delta+distill": "P",
-             "sigma-delta+split": "X", "sigma-delta+split+distill": "D"}
+    style = {"rate": "o-", "rate+distill": "s--", "rate+distill+long": "s", "spikingjelly": "^:", "sigma-delta": "*",
+             "sigma-delta+distill": "P", "sigma-delta+split": "X", "sigma-delta+split+distill": "D"}
     for col, net in enumerate(nets):
         for row, key in enumerate(("steps_per_decision", "synops_per_decision")):
             ax = axes[row][col]
