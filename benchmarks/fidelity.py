@@ -4,8 +4,9 @@ with SpikingJelly's ann2snn as the peer on the same networks, seeds and T.
     python -m benchmarks.fidelity [--networks cartpole acrobot sb3_cartpole pong] [--out results]
 
 Writes results/fidelity.json (one record per network x coding x T; resumable: cells already
-in the file are kept) and results/fidelity.png. Per cell: conversion rate (agreement with
-the source's greedy action on the visited observations), returns and normalized score
+in the file are kept, so delete a cell whose settings changed to measure it again) and
+results/fidelity.png. Per cell: conversion rate (agreement with the source's greedy action
+on the visited observations), returns and normalized score
 against the source on the same seeds, Lava steps per decision, spikes (rate) or graded
 messages (sigma-delta) and synaptic operations per decision, energy per decision, and the
 conversion's wall time. All runs on the bit-exact emulator, greedy (epsilon 0) for classic

@@ -156,7 +156,7 @@ def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact | 
 def convert_rate(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, profile: ChipProfile, spec: EnvSpec,
                  opts: ConvertOptions, common: dict) -> IFArtifact:
     """The rate-coded IF network (Tan et al.): normalize, quantize, optionally distill."""
-    channels = None if opts.normalization == "layer" else [   # outputs per lambda of each layer
+    channels = None if opts.normalization == "layer" else [   # lambdas per layer (None: one)
         l.weight.shape[0] if opts.normalization == "neuron" or isinstance(l, ConvLayer) else None for l in net.layers]
     scales = layer_scales(q, obs, opts.percentile, channels)
     normed = normalize(net.layers, scales)

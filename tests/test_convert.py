@@ -166,8 +166,8 @@ def test_rate_limit_is_what_long_windows_approach(cartpole_artifact):
 
 
 def test_channel_normalization_rescales_every_channel():
-    """normalize() with per-channel lambdas: each conv channel's outputs come out in its own
-    units, and the next layer undoes them (conv -> conv -> dense -> dense)."""
+    """normalize() with per-channel lambdas: each conv channel's (and dense hidden neuron's)
+    outputs come out in its own units, and the next layer undoes them (conv -> conv -> dense -> dense)."""
     from lavaloop.conversion.network import ConvLayer
     from lavaloop.conversion.quantize import forward
 
@@ -176,7 +176,7 @@ def test_channel_normalization_rescales_every_channel():
               ConvLayer("c2", rng.normal(size=(3, 4, 2, 2)), rng.normal(size=3), 2, (4, 4, 4)),
               DenseLayer("d1", rng.normal(size=(5, 12)), rng.normal(size=5)),
               DenseLayer("out", rng.normal(size=(2, 5)), rng.normal(size=2))]
-    scales = [rng.uniform(0.5, 2, 4).tolist(), rng.uniform(0.5, 2, 3).tolist(), 1.7, 0.9]
+    scales = [rng.uniform(0.5, 2, 4).tolist(), rng.uniform(0.5, 2, 3).tolist(), rng.uniform(0.5, 2, 5).tolist(), 0.9]
     x = y = rng.normal(size=(16, 72))
     for i, (src, nrm, lam) in enumerate(zip(layers, normalize(layers, scales), scales)):
         x, y = forward(src, src.weight, src.bias, x), forward(nrm, nrm.weight, nrm.bias, y)
