@@ -146,7 +146,7 @@ def test_a_dying_process_model_does_not_hang(monkeypatch):
     def crash(self):
         raise ZeroDivisionError("model bug")
 
-    monkeypatch.setattr(models.PyPopulationChipModel, "run_spk", crash)
+    monkeypatch.setattr(models.PyPopulationChipModel, "window", crash)
     monkeypatch.setattr(lava_chip, "HANG_TIMEOUT_S", 5.0)
     cfg = DreamConfig(runs=1, games=1, **SHORT)
     chip = lava_chip.LavaChip(cfg.setups()[0])

@@ -5,18 +5,37 @@ These run in float64 with per-neuron constants drawn beforehand (mismatch, decay
 so every step is elementwise +, * and comparisons (bit-identical for any batch shape) plus
 one product of 0/1 spikes with synaptic weights that is exact in any summation order:
 integer multiplicities (the dreaming agent), or weights on the grid of `on_grid` (mapped
-networks), whose sums need fewer than float64's 53 bits.
+networks), whose sums need fewer than float64's 53 bits. The neuron update (`_lif_rows`)
+and the generators (`_generator_rows`) are compiled with numba (no fast-math: the same
+IEEE operations as numpy's); a whole upload window (`population_window`) runs in one call.
 """
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def _generator_rows(phase, increment, one, spikes):
+    """`regular_spikes` on (rows, channels) int64 arrays, phase and spikes updated in place."""
+    for r in range(phase.shape[0]):
+        for c in range(phase.shape[1]):
+            x = phase[r, c] + increment[r, c]
+            spikes[r, c] = 1 if x >= one else 0
+            phase[r, c] = x - one if x >= one else x
 
 
 def regular_spikes(phase: np.ndarray, increment: np.ndarray, one: int) -> tuple[np.ndarray, np.ndarray]:
-    """Regular spike generators (integer phase accumulators): phase += increment; spike on reaching `one`."""
-    phase = phase + increment
-    s = (phase >= one).astype(np.int64)
-    return phase - s * one, s
+    """Regular spike generators (integer phase accumulators): phase += increment; spike on reaching `one`.
+
+    phase, increment (..., channels) int. Returns (new phase, 0/1 spikes), both int64.
+    """
+    phase, increment = np.broadcast_arrays(np.asarray(phase, np.int64), np.asarray(increment, np.int64))
+    shape = phase.shape
+    new = np.array(phase, np.int64).reshape(-1, shape[-1] if shape else 1)
+    spikes = np.empty_like(new)
+    _generator_rows(new, np.ascontiguousarray(increment).reshape(new.shape), one, spikes)
+    return new.reshape(shape), spikes.reshape(shape)
 
 
 def synaptic_drive(spikes_in: np.ndarray, conn: np.ndarray) -> np.ndarray:
@@ -47,6 +66,44 @@ def on_grid(w: np.ndarray) -> np.ndarray:
     return np.rint(np.asarray(w, np.float64) * 2.0 ** GRID_BITS) / 2.0 ** GRID_BITS
 
 
+NEURON_CONSTANTS = ("gain", "a_syn", "a_mem", "b_mem", "vth")
+
+
+@njit(cache=True, nogil=True)
+def _lif_rows(i_syn, v, refr, drive, noise, gain, a_syn, a_mem, b_mem, vth, refractory, spikes):
+    """`lif_step`'s neuron update on (rows, n) arrays, in place; noise has 0 rows for none, and
+    each constant 1 row (shared) or one per row."""
+    for r in range(i_syn.shape[0]):
+        g, a, am, bm, th = (gain[r % gain.shape[0]], a_syn[r % a_syn.shape[0]], a_mem[r % a_mem.shape[0]],
+                            b_mem[r % b_mem.shape[0]], vth[r % vth.shape[0]])
+        for j in range(i_syn.shape[1]):
+            i = a[j] * i_syn[r, j] + g[j] * drive[r, j]
+            x = am[j] * v[r, j] + bm[j] * i
+            if noise.shape[0]:
+                x = x + noise[r, j]
+            if refr[r, j] > 0:
+                x = 0.0
+            i_syn[r, j] = i
+            if x >= th[j]:
+                spikes[r, j], v[r, j], refr[r, j] = 1, 0.0, refractory
+            else:
+                spikes[r, j], v[r, j], refr[r, j] = 0, x, max(refr[r, j] - 1, 0)
+
+
+def _rows(x, shape: tuple) -> np.ndarray:
+    """x broadcast to `shape` (..., n), as (rows, n) float64 (a view where it can be)."""
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(x, np.float64), shape)).reshape(-1, shape[-1])
+
+
+def _constants(p: dict, shape: tuple) -> list[np.ndarray]:
+    """The neuron constants of `p` as (1 or rows, n): shared rows stay one row."""
+    out = []
+    for key in NEURON_CONSTANTS:
+        x = np.asarray(p[key], np.float64)
+        out.append(x.reshape(1, -1) if x.ndim == 1 else _rows(x, shape))
+    return out
+
+
 def lif_step(state: dict, spikes_in: np.ndarray, p: dict, noise: np.ndarray | None = None) -> np.ndarray:
     """One step of leaky integrate-and-fire neurons with exponential (DPI-like) synapses.
 
@@ -54,18 +111,17 @@ def lif_step(state: dict, spikes_in: np.ndarray, p: dict, noise: np.ndarray | No
                                                            or weights on the grid of `on_grid`
     v     <- a_mem * v + (1 - a_mem) * i_syn (+ noise)     held at 0 while refractory
     spike when v >= vth; then v <- 0 for `refractory` steps.
-    `state` (i_syn, v float64; refr int64) is updated in place; returns the 0/1 spikes.
+    `state` (i_syn, v float64; refr int64; (..., n)) gets new arrays; returns the 0/1 spikes.
     """
-    state["i_syn"] = p["a_syn"] * state["i_syn"] + p["gain"] * synaptic_drive(spikes_in, p["conn"])
-    v = p["a_mem"] * state["v"] + p["b_mem"] * state["i_syn"]
-    if noise is not None:
-        v = v + noise
-    refractory = state["refr"] > 0
-    v = np.where(refractory, 0.0, v)
-    s = (v >= p["vth"]).astype(np.int64)
-    state["v"] = np.where(s == 1, 0.0, v)
-    state["refr"] = np.where(s == 1, p["refractory"], np.maximum(state["refr"] - 1, 0))
-    return s
+    drive = synaptic_drive(spikes_in, p["conn"])
+    shape = np.broadcast_shapes(np.shape(state["v"]), drive.shape)
+    i_syn, v = (_rows(state[k], shape).copy() for k in ("i_syn", "v"))
+    refr = np.array(np.broadcast_to(state["refr"], shape), np.int64).reshape(-1, shape[-1])
+    noise_rows = np.zeros((0, shape[-1])) if noise is None else _rows(noise, shape)
+    spikes = np.empty(refr.shape, np.int64)
+    _lif_rows(i_syn, v, refr, _rows(drive, shape), noise_rows, *_constants(p, shape), int(p["refractory"]), spikes)
+    state["i_syn"], state["v"], state["refr"] = i_syn.reshape(shape), v.reshape(shape), refr.reshape(shape)
+    return spikes.reshape(shape)
 
 
 def generator_increments(payload: np.ndarray, gain: np.ndarray, one: int) -> np.ndarray:
@@ -123,13 +179,44 @@ def population_window(state: dict, phase: np.ndarray, increment: np.ndarray, p: 
     generators (`regular_spikes`, restarted first if `restart`) driving the LIF populations
     (`lif_step`; `state` updated in place).
 
-    phase, increment (..., channels) int64; noise: a function giving one step's membrane noise,
-    or None. Returns (phase, spike counts of the window (..., neurons)).
+    phase, increment (..., channels) int64; state (..., neurons); p["conn"] (channels, neurons)
+    or (..., channels, neurons); noise: a function giving one step's membrane noise, or None
+    (all the window's draws are taken first, in step order). Returns (phase, spike counts of
+    the window (..., neurons)).
     """
-    if restart:
-        phase = restart_generators(increment, one)
-    counts = np.zeros(np.shape(state["refr"]), np.int64)
-    for _ in range(steps):
-        phase, s_in = regular_spikes(phase, increment, one)
-        counts += lif_step(state, s_in, p, None if noise is None else noise())
-    return phase, counts
+    shape = np.shape(state["v"])
+    n, rows = shape[-1], int(np.prod(shape[:-1], dtype=np.int64))
+    phase = np.array(restart_generators(increment, one) if restart else phase, np.int64).reshape(rows, -1)
+    increment = np.ascontiguousarray(np.broadcast_to(increment, (*shape[:-1], phase.shape[1])), np.int64)
+    conn = np.asarray(p["conn"], np.float64)
+    conn = conn.reshape(-1, *conn.shape[-2:])
+    i_syn, v = _rows(state["i_syn"], shape).copy(), _rows(state["v"], shape).copy()
+    refr = np.array(state["refr"], np.int64).reshape(rows, n)
+    draws = (np.zeros((steps, 0, n)) if noise is None
+             else np.stack([_rows(noise(), shape) for _ in range(steps)]))
+    counts = np.zeros((rows, n), np.int64)
+    _population_rows(phase, increment.reshape(rows, -1), conn, one, steps, i_syn, v, refr, draws,
+                     *_constants(p, shape), int(p["refractory"]), counts)
+    state["i_syn"], state["v"], state["refr"] = i_syn.reshape(shape), v.reshape(shape), refr.reshape(shape)
+    return phase.reshape(*shape[:-1], -1), counts.reshape(shape)
+
+
+@njit(cache=True, nogil=True)
+def _population_rows(phase, increment, conn, one, steps, i_syn, v, refr, draws, gain, a_syn, a_mem, b_mem, vth,
+                     refractory, counts):
+    """`population_window` on (rows, .) arrays, in place; conn (1 or rows, channels, n)."""
+    rows, n = i_syn.shape
+    s_in = np.empty(phase.shape, np.int64)
+    drive = np.empty((rows, n))
+    spikes = np.empty((rows, n), np.int64)
+    for t in range(steps):
+        _generator_rows(phase, increment, one, s_in)
+        drive[:] = 0.0
+        for r in range(rows):
+            c = conn[r % conn.shape[0]]
+            for k in range(s_in.shape[1]):
+                if s_in[r, k]:
+                    for j in range(n):
+                        drive[r, j] += c[k, j]
+        _lif_rows(i_syn, v, refr, drive, draws[t], gain, a_syn, a_mem, b_mem, vth, refractory, spikes)
+        counts += spikes

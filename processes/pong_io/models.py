@@ -1,4 +1,4 @@
-"""ProcessModel of PongIO."""
+"""ProcessModel of PongIO (async: every window waits for its messages, see process.py)."""
 from __future__ import annotations
 
 import lavaloop.processes.lava_import  # noqa: F401  (must precede Lava, see there)
@@ -7,21 +7,21 @@ import lavaloop.processes.lava_import  # noqa: F401  (must precede Lava, see the
 
 import numpy as np
 from lava.magma.core.decorator import implements, requires, tag
-from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.model import PyAsyncProcessModel
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort
 from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
-from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+from lava.magma.core.sync.protocols.async_protocol import AsyncProtocol
 
 from lavaloop.processes.envio.process import encode_error
 from lavaloop.processes.pong_io.game import HOLD, INFO_LEN, RamGame
 from lavaloop.processes.pong_io.process import PongIO
 
 
-@implements(proc=PongIO, protocol=LoihiProtocol)
+@implements(proc=PongIO, protocol=AsyncProtocol)
 @requires(CPU)
 @tag("fixed_pt")
-class PyPongIOModel(PyLoihiProcessModel):
+class PyPongIOModel(PyAsyncProcessModel):
     cmd_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     views_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     counts_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
@@ -38,7 +38,11 @@ class PyPongIOModel(PyLoihiProcessModel):
         self.error[: len(msg)] = msg
         self.failed = True
 
-    def run_spk(self):
+    def run_async(self):
+        for _ in range(self.num_steps):
+            self.window()
+
+    def window(self):
         cmd = np.rint(self.cmd_in.recv()).astype(np.int64)
         reward = 0.0
         if not self.failed:

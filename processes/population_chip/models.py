@@ -7,20 +7,20 @@ import lavaloop.processes.lava_import  # noqa: F401  (must precede Lava, see the
 
 import numpy as np
 from lava.magma.core.decorator import implements, requires, tag
-from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.model import PyAsyncProcessModel
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort
 from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
-from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+from lava.magma.core.sync.protocols.async_protocol import AsyncProtocol
 
 from lavaloop.processes.dynamics import place_cell_increments, population_window
 from lavaloop.processes.population_chip.process import PopulationChip
 
 
-@implements(proc=PopulationChip, protocol=LoihiProtocol)
+@implements(proc=PopulationChip, protocol=AsyncProtocol)
 @requires(CPU)
 @tag("fixed_pt")
-class PyPopulationChipModel(PyLoihiProcessModel):
+class PyPopulationChipModel(PyAsyncProcessModel):
     views_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     counts_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     table: np.ndarray = LavaPyType(np.ndarray, np.int64)
@@ -42,7 +42,11 @@ class PyPopulationChipModel(PyLoihiProcessModel):
     def noise(self) -> np.ndarray:
         return self.proc_params["noise_sigma"] * self.rng.standard_normal(self.v.shape[0])
 
-    def run_spk(self):
+    def run_async(self):
+        for _ in range(self.num_steps):
+            self.window()
+
+    def window(self):
         pp = self.proc_params
         views = np.rint(self.views_in.recv()).astype(np.int64)
         inc = place_cell_increments(views, self.table, pp["action_increment"])
