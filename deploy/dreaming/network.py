@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lavaloop.deploy.dreaming import portable
 from lavaloop.deploy.dreaming.pong import CELLS_PER_VAR, N_VARS
 from lavaloop.errors import ProfileError
 from lavaloop.profiles import MixedSignalProfile
@@ -102,11 +103,11 @@ def draw_network(topo: Topology, profile: MixedSignalProfile, seed: int, mismatc
     rng = np.random.default_rng(mismatch_seed)
     n = 2 * topo.hidden
     f_th, f_mem, f_syn, f_w = (np.maximum(1 + sigma * rng.standard_normal(n), MIN_FACTOR) for _ in range(4))
-    a_mem = np.exp(-profile.dt_ms / (profile.tau_mem_ms * f_mem))
+    a_mem = portable.exp(-profile.dt_ms / (profile.tau_mem_ms * f_mem))
     params = {
         "conn": conn.astype(np.float64),
         "gain": np.repeat([topo.weight, topo.weight * topo.model_weight_ratio], topo.hidden) * f_w,
-        "a_syn": np.exp(-profile.dt_ms / (profile.tau_syn_ms * f_syn)),
+        "a_syn": portable.exp(-profile.dt_ms / (profile.tau_syn_ms * f_syn)),
         "a_mem": a_mem,
         "b_mem": 1.0 - a_mem,
         "vth": f_th,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from lavaloop.deploy.dreaming import portable
 from lavaloop.processes.pong_io.game import SILENT
 
 RAM_INDEX = (49, 54, 21, 51)               # ball_x, ball_y, cpu_paddle_y, player_paddle_y
@@ -37,7 +38,7 @@ def place_cell_rates(rate_scale: float = 7000.0, sigma: float = 20.0, spacing: f
     """
     x = np.arange(-VIEW_MARGIN, 256 + VIEW_MARGIN, dtype=np.float64)[:, None]
     mu = spacing * np.arange(CELLS_PER_VAR) + offset
-    return rate_scale * np.exp(-0.5 * ((x - mu) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+    return rate_scale * portable.exp(-0.5 * ((x - mu) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
 
 
 def increments(rates_hz: np.ndarray, dt_ms: float) -> np.ndarray:

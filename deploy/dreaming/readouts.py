@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lavaloop.adam import Adam
+from lavaloop.deploy.dreaming import portable
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Policy:
         """Sample one action per run and extend the eligibility trace."""
         s = self.filter.update(counts)
         logits = np.clip(linear(self.J, s), -self.rules.logit_clip, self.rules.logit_clip)
-        p = np.exp(logits - logits.max(1, keepdims=True))
+        p = portable.exp(logits - logits.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)
         u = np.array([rng.random() for rng in self.rngs])
         actions = np.minimum((np.cumsum(p, 1) <= u[:, None]).sum(1), 2)
