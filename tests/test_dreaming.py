@@ -385,3 +385,15 @@ def test_sigterm_leaves_a_resumable_run_directory(tmp_path):
                                  if k != "backend"})
     data = RunDir(out, {"backend": "emulator", **cfg.to_dict()}).open()
     assert 1 <= data["meta"]["games_done"] < 500
+
+
+def test_exp_is_the_c_librarys_on_every_cpu():
+    """The dreaming code's exp is math.exp bit for bit (numpy's AVX-512 exp differs from it in
+    the last bit on some inputs, which changed whole curves: docs/dreaming.md)."""
+    import math
+
+    from lavaloop.deploy.dreaming import portable
+
+    x = np.linspace(-60.0, 5.0, 20_001)
+    assert np.array_equal(portable.exp(x), np.array([math.exp(v) for v in x]))
+    assert portable.exp(np.zeros((2, 3))).shape == (2, 3)
