@@ -60,7 +60,9 @@ CONDITIONS = {
     # full runs on Lava (our protocol, run 0 of the emulator's conditions: the curves must be equal)
     "lava_dream": {"backend": "lava", "runs": 1},
     "lava_no_dream": {"backend": "lava", "runs": 1, "dream": False},
+    "lava_reference_dream": {**REF, "backend": "lava", "runs": 1},
 }
+LAVA_RUNS = ("dream", "no_dream", "reference_dream")   # lava_<name> is run 0 of condition <name> on Lava
 PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("paper_dream", "paper_no_dream"),
          ("reference_dream", "paper_dream"), ("reference_no_dream", "paper_no_dream")] + [
     (name, "reference_dream") for name in CONDITIONS if name.startswith("reference_dream_")] + [
@@ -118,9 +120,9 @@ def collect(runs: Path, previous: dict) -> dict:
     conditions.update(paper_conditions())
     p = {f"{a} vs {b}": mann_whitney(conditions[a]["finals"], conditions[b]["finals"])
          for a, b in PAIRS if a in conditions and b in conditions}
-    lava = {c: (conditions.get(f"lava_{c}") or {}).get("wall_s") for c in ("dream", "no_dream")}
+    lava = {c: (conditions.get(f"lava_{c}") or {}).get("wall_s") for c in LAVA_RUNS}
     same = {c: conditions[f"lava_{c}"]["per_run"][0] == conditions[c]["per_run"][0]
-            for c in ("dream", "no_dream") if f"lava_{c}" in conditions and c in conditions}
+            for c in LAVA_RUNS if f"lava_{c}" in conditions and c in conditions}
     return {"benchmark": "neuromorphic dreaming, Pong from RAM (PAPERS.md section 3)",
             "settings": "10 runs x 2000 games, dynapse1, mismatch sigma 0.2, chip instance 0, seeds 0-9; "
                         "value: mean return over the last 50 games, every 50 games",

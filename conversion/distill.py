@@ -61,9 +61,6 @@ class DistillConfig:
         those units) or "advantage" (Q minus its mean over actions, in units of its RMS on
         the calibration data, the output layer rescaled to match; see the module docstring).
     dagger_rounds: times the network plays `dagger_steps` env steps to add observations.
-    select: keep the snapshot that agrees most with the source on its own states: each DAgger
-        round's fresh observations score the network that played them, and one more round
-        of play scores the last (ties go to the later snapshot).
     heldout_steps: env steps of held-out source episodes for the before/after report.
     seed: minibatch order and DAgger episodes.
     model: "spikes" (train through simulated spike trains: the closest to the chip, T times
@@ -80,7 +77,6 @@ class DistillConfig:
     target: str = "q"
     dagger_rounds: int = 2
     dagger_steps: int = 2000
-    select: bool = False
     heldout_steps: int = 2000
     seed: int = 0
     model: str = "spikes"
@@ -298,8 +294,7 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
     cfg: the settings. progress: show a progress bar.
     in_scale, shift, split_bits: sigma-delta only (see `ChipForward`).
 
-    Returns (trained float layers, report: steps, observations, final losses, seconds; with
-    cfg.select the snapshots' own-state agreements and the round kept). With
+    Returns (trained float layers, report: steps, observations, final losses, seconds). With
     target "advantage" the output layer comes back rescaled to units of the source's
     advantage RMS; decisions do not depend on that scale, nor does the quantization.
     """
@@ -318,20 +313,13 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
     x_all = np.asarray(obs)
     rounds = np.array_split(np.arange(cfg.steps), cfg.dagger_rounds + 1)
     bar = tqdm(total=cfg.steps, desc="distillation", leave=False, disable=None if progress else True)
-    losses, snapshots = {}, []
-
-    def play(r: int) -> np.ndarray:
-        """Round r's observations from the network as it is; with cfg.select, they score it first."""
-        visited = collect_observations(model, spec, cfg.dagger_steps, dagger_seed(cfg.seed, r), epsilon)
-        if cfg.select:
-            same = model.q_values(visited).argmax(1) == source.q_values(visited).argmax(1)
-            snapshots.append((float(same.mean()), r - 1, model.float_layers()))
-        return visited
-
+    losses = {}
     try:
         for r, steps in enumerate(rounds):
             if r > 0:   # DAgger: where the network goes when it acts, labelled by the source
-                x_all = np.concatenate([x_all, play(r).astype(x_all.dtype)])
+                seed = dagger_seed(cfg.seed, r)
+                visited = collect_observations(model, spec, cfg.dagger_steps, seed, epsilon)
+                x_all = np.concatenate([x_all, visited.astype(x_all.dtype)])
             x = torch.as_tensor(x_all, dtype=torch.float32)
             q_all = source.q_values(x_all)
             advantage = cfg.target == "advantage"
@@ -343,15 +331,9 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
                 losses = distill_step(model, opt, x[idx], target[idx], greedy[idx], cfg, advantage)
                 schedule.step()
                 bar.update(1)
-        if cfg.select:
-            play(len(rounds))
     finally:
         bar.close()
     report = {"steps": cfg.steps, "observations": len(x_all), "calibration_observations": len(obs),
               "dagger_rounds": cfg.dagger_rounds, "final_loss": losses, "config": cfg.__dict__,
               "seconds": round(time.time() - t0, 2)}
-    if not cfg.select:
-        return model.float_layers(), report
-    score, kept, layers = max(snapshots, key=lambda s: s[:2])
-    report.update(snapshot_agreement=[round(s[0], 4) for s in snapshots], snapshot_kept=kept)
-    return layers, report
+    return model.float_layers(), report
