@@ -90,9 +90,12 @@ def _lif_rows(i_syn, v, refr, drive, noise, gain, a_syn, a_mem, b_mem, vth, refr
                 spikes[r, j], v[r, j], refr[r, j] = 0, x, max(refr[r, j] - 1, 0)
 
 
-def _rows(x, shape: tuple) -> np.ndarray:
-    """x broadcast to `shape` (..., n), as (rows, n) float64 (a view where it can be)."""
-    return np.ascontiguousarray(np.broadcast_to(np.asarray(x, np.float64), shape)).reshape(-1, shape[-1])
+def _rows(x, shape: tuple, dtype=np.float64, copy: bool = False) -> np.ndarray:
+    """x broadcast to `shape` (..., n), as C-ordered (rows, n) (a view where it can be, unless `copy`)."""
+    x = np.asarray(x, dtype)
+    if x.shape != shape:
+        x = np.broadcast_to(x, shape)
+    return (np.array(x, order="C") if copy else np.ascontiguousarray(x)).reshape(-1, shape[-1])
 
 
 def _constants(p: dict, shape: tuple) -> list[np.ndarray]:
@@ -114,9 +117,11 @@ def lif_step(state: dict, spikes_in: np.ndarray, p: dict, noise: np.ndarray | No
     `state` (i_syn, v float64; refr int64; (..., n)) gets new arrays; returns the 0/1 spikes.
     """
     drive = synaptic_drive(spikes_in, p["conn"])
-    shape = np.broadcast_shapes(np.shape(state["v"]), drive.shape)
-    i_syn, v = (_rows(state[k], shape).copy() for k in ("i_syn", "v"))
-    refr = np.array(np.broadcast_to(state["refr"], shape), np.int64).reshape(-1, shape[-1])
+    shape = np.shape(state["v"])
+    if shape != drive.shape:
+        shape = np.broadcast_shapes(shape, drive.shape)
+    i_syn, v = _rows(state["i_syn"], shape, copy=True), _rows(state["v"], shape, copy=True)
+    refr = _rows(state["refr"], shape, np.int64, copy=True)
     noise_rows = np.zeros((0, shape[-1])) if noise is None else _rows(noise, shape)
     spikes = np.empty(refr.shape, np.int64)
     _lif_rows(i_syn, v, refr, _rows(drive, shape), noise_rows, *_constants(p, shape), int(p["refractory"]), spikes)
@@ -190,8 +195,8 @@ def population_window(state: dict, phase: np.ndarray, increment: np.ndarray, p: 
     increment = np.ascontiguousarray(np.broadcast_to(increment, (*shape[:-1], phase.shape[1])), np.int64)
     conn = np.asarray(p["conn"], np.float64)
     conn = conn.reshape(-1, *conn.shape[-2:])
-    i_syn, v = _rows(state["i_syn"], shape).copy(), _rows(state["v"], shape).copy()
-    refr = np.array(state["refr"], np.int64).reshape(rows, n)
+    i_syn, v = _rows(state["i_syn"], shape, copy=True), _rows(state["v"], shape, copy=True)
+    refr = _rows(state["refr"], shape, np.int64, copy=True)
     draws = (np.zeros((steps, 0, n)) if noise is None
              else np.stack([_rows(noise(), shape) for _ in range(steps)]))
     counts = np.zeros((rows, n), np.int64)
