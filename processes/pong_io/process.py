@@ -9,7 +9,6 @@ import queue
 from collections.abc import Callable, Sequence
 
 import numpy as np
-
 from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
