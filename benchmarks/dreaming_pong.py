@@ -57,7 +57,7 @@ CONDITIONS = {
                                        "rules": {"model_per_action": True}},
     # the mismatch sweep of our protocol with dreaming (sigma 0.2 is "dream"), chip instance 0
     **{f"dream_sigma_{sigma}": {"mismatch_sigma": sigma} for sigma in SWEEP_SIGMAS if sigma != 0.2},
-    # full runs on Lava (our protocol, run 0 of the emulator's conditions: the curves must be equal)
+    # full runs on Lava: run 0 of a condition (the curves must equal the emulator's: LAVA_RUNS)
     "lava_dream": {"backend": "lava", "runs": 1},
     "lava_no_dream": {"backend": "lava", "runs": 1, "dream": False},
     "lava_reference_dream": {**REF, "backend": "lava", "runs": 1},
@@ -66,7 +66,8 @@ CONDITIONS = {
     "reference_dream_run_0": {**REF, "runs": 1},
 }
 REF_RUN_0 = "reference_dream_run_0"
-LAVA_RUNS = ("dream", "no_dream", "reference_dream")   # lava_<name> is run 0 of condition <name> on Lava
+# lava_<name> is run 0 of condition <name> on Lava, compared with <name>_run_0 where it exists, else <name>
+LAVA_RUNS = ("dream", "no_dream", "reference_dream")
 PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("paper_dream", "paper_no_dream"),
          ("reference_dream", "paper_dream"), ("reference_no_dream", "paper_no_dream")] + [
     (name, "reference_dream") for name in CONDITIONS if name.startswith("reference_dream_") and name != REF_RUN_0] + [
@@ -125,14 +126,15 @@ def collect(runs: Path, previous: dict) -> dict:
     p = {f"{a} vs {b}": mann_whitney(conditions[a]["finals"], conditions[b]["finals"])
          for a, b in PAIRS if a in conditions and b in conditions}
     lava = {c: (conditions.get(f"lava_{c}") or {}).get("wall_s") for c in LAVA_RUNS}
-    emulated = {c: conditions.get(f"{c}_run_0") or conditions.get(c) for c in LAVA_RUNS}
-    same = {c: conditions[f"lava_{c}"]["per_run"][0] == emulated[c]["per_run"][0]
-            for c in LAVA_RUNS if f"lava_{c}" in conditions and emulated[c]}
+    target = {c: f"{c}_run_0" if f"{c}_run_0" in conditions else c for c in LAVA_RUNS}
+    same = {c: conditions[f"lava_{c}"]["per_run"][0] == conditions[target[c]]["per_run"][0]
+            for c in LAVA_RUNS if f"lava_{c}" in conditions and target[c] in conditions}
     return {"benchmark": "neuromorphic dreaming, Pong from RAM (PAPERS.md section 3)",
             "settings": "10 runs x 2000 games, dynapse1, mismatch sigma 0.2, chip instance 0, seeds 0-9; "
                         "value: mean return over the last 50 games, every 50 games",
             "conditions": conditions, "pending": [c for c in CONDITIONS if c not in conditions],
             "mann_whitney_p": p, "lava_full_run_seconds": lava, "lava_curve_equals_emulator_run_0": same,
+            "lava_compared_with": {c: target[c] for c in same},
             "mismatch_sweep": mismatch_sweep(conditions, previous.get("mismatch_sweep") or [])}
 
 

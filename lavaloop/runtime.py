@@ -156,7 +156,7 @@ class LavaRuntime:
             raise failure[0]
 
     def run_async(self, num_steps: int) -> None:
-        """Start a non-blocking run of `num_steps` (the host feeds it, e.g. through Injectors)."""
+        """Start a non-blocking run of `num_steps` (the host feeds it, e.g. through external pipes)."""
         from lava.magma.core.run_conditions import RunSteps
 
         self.proc.run(condition=RunSteps(num_steps=num_steps, blocking=False), run_cfg=self.cfg)

@@ -89,3 +89,56 @@ def test_if_steps_equals_repeated_if_step():
     held = np.zeros((2, 5), np.int64)
     assert np.array_equal(D.if_steps(held, currents[0], vth, 10, steps=12),
                           D.if_steps(np.zeros((2, 5), np.int64), np.repeat(currents[:1], 12, axis=0), vth, 10))
+
+
+def _lif_reference(state, spikes_in, p, noise=None):
+    """lif_step's equations in plain numpy (the formulas of its docstring, one array op each)."""
+    state["i_syn"] = p["a_syn"] * state["i_syn"] + p["gain"] * (np.asarray(spikes_in, np.float64) @ p["conn"])
+    v = p["a_mem"] * state["v"] + p["b_mem"] * state["i_syn"]
+    v = np.where(state["refr"] > 0, 0.0, v if noise is None else v + noise)
+    s = (v >= p["vth"]).astype(np.int64)
+    state["v"] = np.where(s == 1, 0.0, v)
+    state["refr"] = np.where(s == 1, p["refractory"], np.maximum(state["refr"] - 1, 0))
+    return s
+
+
+@pytest.mark.parametrize("batch, shared", [((), True), ((5,), True), ((5,), False), ((2, 3), True)])
+def test_compiled_lif_neurons_equal_the_numpy_equations_bit_for_bit(batch, shared):
+    """lif_step, regular_spikes and population_window (numba) give the same bits as the
+    equations in numpy, for single neurons, batches, and shared or per-row constants."""
+    rng = np.random.default_rng(len(batch) + shared)
+    c, n, one = 12, 40, 1000
+    cshape = (n,) if shared else (*batch, n)
+    p = {"conn": rng.integers(0, 4, (c, n)) * 1.0, "gain": rng.uniform(0.5, 2, cshape),
+         "a_syn": rng.uniform(0.5, 0.99, cshape), "a_mem": rng.uniform(0.5, 0.99, cshape),
+         "b_mem": rng.uniform(0.05, 0.5, cshape), "vth": rng.uniform(0.5, 3, cshape), "refractory": 2}
+    fresh = {"i_syn": np.zeros((*batch, n)), "v": np.zeros((*batch, n)), "refr": np.zeros((*batch, n), np.int64)}
+    ours, ref = dict(fresh), dict(fresh)
+    inc = rng.integers(0, 600, (*batch, c))
+    phase_ours = phase_ref = rng.integers(0, one, (*batch, c))
+    for _ in range(20):
+        noise = 0.2 * rng.standard_normal((10, *batch, n))
+        counts_ref = np.zeros((*batch, n), np.int64)
+        phase_ours, counts = D.population_window(ours, phase_ours, inc, p, 10, one, noise=iter(noise).__next__)
+        for t in range(10):
+            phase_ref = phase_ref + inc
+            s_in = (phase_ref >= one).astype(np.int64)
+            phase_ref = phase_ref - s_in * one
+            counts_ref += _lif_reference(ref, s_in, p, noise[t])
+        assert np.array_equal(phase_ours, phase_ref) and np.array_equal(counts, counts_ref)
+        for key in fresh:
+            assert np.array_equal(ours[key], ref[key])
+        s_in = (rng.random((*batch, c)) < 0.4).astype(np.int64)     # and one step through lif_step
+        assert np.array_equal(D.lif_step(ours, s_in, p), _lif_reference(ref, s_in, p))
+    assert counts_ref.sum() > 0
+    ph, s = D.regular_spikes(phase_ref, inc, one)
+    assert np.array_equal(s, (phase_ref + inc >= one).astype(np.int64))
+    assert np.array_equal(ph, phase_ref + inc - s * one)
+
+
+def test_population_window_refuses_a_connection_of_the_wrong_shape():
+    state = {"i_syn": np.zeros(4), "v": np.zeros(4), "refr": np.zeros(4, np.int64)}
+    p = {"conn": np.ones((3, 5)), "gain": np.ones(4), "a_syn": np.ones(4), "a_mem": np.ones(4), "b_mem": np.ones(4),
+         "vth": np.ones(4), "refractory": 1}
+    with pytest.raises(ValueError, match="does not connect"):
+        D.population_window(state, np.zeros(3, np.int64), np.ones(3, np.int64), p, 2, 10)

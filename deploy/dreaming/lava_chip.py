@@ -89,8 +89,10 @@ class LavaChip:
         return decode_error(self.io.error.get()) or "unknown error"
 
     def close(self, interrupted: bool = False) -> None:
-        """Stop the runtime; after an interrupt, end its processes without the stop handshake."""
-        if interrupted:
+        """Stop the runtime; after an interrupt, or in the middle of a run (its processes wait
+        for the host's next command and would not hear a stop), end its processes without the
+        stop handshake."""
+        if interrupted or self.windows_left > 0:
             self.runtime.kill()
         else:
             self.runtime.stop()

@@ -1,6 +1,7 @@
 """The integer arithmetic of every neuron and synapse: one source of truth.
 
-Lava ProcessModels call these functions in `run_spk`; the fast emulators call the very
+Lava ProcessModels call these functions in their step (`run_spk`, or `run_async` for the
+asynchronous dreaming chip); the fast emulators call the very
 same functions on batches, so they are bit-exact with Lava by construction. States and
 currents are int64; spike inputs are summed in the narrowest exact integer type, graded
 inputs in an exact float product; a leading batch dimension is allowed everywhere. The hot

@@ -103,7 +103,7 @@ def _constants(p: dict, shape: tuple) -> list[np.ndarray]:
     out = []
     for key in NEURON_CONSTANTS:
         x = np.asarray(p[key], np.float64)
-        out.append(x.reshape(1, -1) if x.ndim == 1 else _rows(x, shape))
+        out.append(x.reshape(1, -1) if x.ndim <= 1 and x.size == shape[-1] else _rows(x, shape))
     return out
 
 
@@ -115,6 +115,8 @@ def lif_step(state: dict, spikes_in: np.ndarray, p: dict, noise: np.ndarray | No
     v     <- a_mem * v + (1 - a_mem) * i_syn (+ noise)     held at 0 while refractory
     spike when v >= vth; then v <- 0 for `refractory` steps.
     `state` (i_syn, v float64; refr int64; (..., n)) gets new arrays; returns the 0/1 spikes.
+    The batch shape is that of state["v"] and the drive broadcast together; constants and
+    noise broadcast to it.
     """
     drive = synaptic_drive(spikes_in, p["conn"])
     shape = np.shape(state["v"])
@@ -182,7 +184,7 @@ def population_window(state: dict, phase: np.ndarray, increment: np.ndarray, p: 
                       restart: bool = False, noise=None) -> tuple[np.ndarray, np.ndarray]:
     """One upload window of the dreaming agent's chip: `steps` steps (dt each) of the input
     generators (`regular_spikes`, restarted first if `restart`) driving the LIF populations
-    (`lif_step`; `state` updated in place).
+    (`lif_step`; `state` gets new arrays).
 
     phase, increment (..., channels) int64; state (..., neurons); p["conn"] (channels, neurons)
     or (..., channels, neurons); noise: a function giving one step's membrane noise, or None
@@ -191,16 +193,20 @@ def population_window(state: dict, phase: np.ndarray, increment: np.ndarray, p: 
     """
     shape = np.shape(state["v"])
     n, rows = shape[-1], int(np.prod(shape[:-1], dtype=np.int64))
-    phase = np.array(restart_generators(increment, one) if restart else phase, np.int64).reshape(rows, -1)
-    increment = np.ascontiguousarray(np.broadcast_to(increment, (*shape[:-1], phase.shape[1])), np.int64)
+    channels = np.shape(increment)[-1]
+    phase = _rows(restart_generators(increment, one) if restart else phase, (*shape[:-1], channels), np.int64,
+                  copy=True)
+    increment = _rows(increment, (*shape[:-1], channels), np.int64)
     conn = np.asarray(p["conn"], np.float64)
     conn = conn.reshape(-1, *conn.shape[-2:])
+    if conn.shape[1:] != (channels, n) or conn.shape[0] not in (1, rows):
+        raise ValueError(f"conn {np.shape(p['conn'])} does not connect {channels} generators to neurons {shape}")
     i_syn, v = _rows(state["i_syn"], shape, copy=True), _rows(state["v"], shape, copy=True)
     refr = _rows(state["refr"], shape, np.int64, copy=True)
-    draws = (np.zeros((steps, 0, n)) if noise is None
+    draws = (np.zeros((steps, 0, n)) if noise is None or steps == 0
              else np.stack([_rows(noise(), shape) for _ in range(steps)]))
     counts = np.zeros((rows, n), np.int64)
-    _population_rows(phase, increment.reshape(rows, -1), conn, one, steps, i_syn, v, refr, draws,
+    _population_rows(phase, increment, conn, one, steps, i_syn, v, refr, draws,
                      *_constants(p, shape), int(p["refractory"]), counts)
     state["i_syn"], state["v"], state["refr"] = i_syn.reshape(shape), v.reshape(shape), refr.reshape(shape)
     return phase.reshape(*shape[:-1], -1), counts.reshape(shape)

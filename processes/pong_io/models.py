@@ -1,4 +1,4 @@
-"""ProcessModel of PongIO (async: every window waits for its messages, see process.py)."""
+"""ProcessModel of PongIO (async: every window waits for its messages; see deploy/dreaming/lava_chip.py)."""
 from __future__ import annotations
 
 import lavaloop.processes.lava_import  # noqa: F401  (must precede Lava, see there)

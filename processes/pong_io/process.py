@@ -48,7 +48,7 @@ class PongIO(AbstractProcess):
 
     def send(self, command: np.ndarray) -> None:
         """Hand the running graph one step's command (blocks while the pipe is full)."""
-        self.cmd_in.external_pipe_csp_send_port.send(np.asarray(command))
+        self.cmd_in.external_pipe_csp_send_port.send(np.rint(command).astype(np.int32))
 
     def wait_message(self, timeout: float) -> bool:
         """Whether a step's message for the host arrives within `timeout` seconds (not taken)."""
