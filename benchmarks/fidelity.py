@@ -106,6 +106,8 @@ def measure(network: str, coding: str, timesteps: int | None) -> dict:
                if distilled else {}),
             **({"normalization": options["normalization"]} if "normalization" in options else {}),
             **({"split_bits": [q.split_bits for q in art.layers]} if "+split" in coding else {}),
+            **({"readout_centred": art.manifest["normalization"]["readout_centred"]}
+               if coding.startswith("sigma-delta") else {}),
             **({"note": "2 episodes capped at 300 steps: a synaptic-ops reference, not a full-game score"}
                if network == "pong" and coding == "rate" else {})}
 

@@ -138,6 +138,11 @@ class SDArtifact(ConvertedDQN):
             tried = ", ".join(f"{100 * c:.1f}%" for c in n["equalization_ceilings"])
             lines.append(f"equalized  {n['equalization_sweeps']} sweep(s) of cross-layer equalization "
                          f"(0, 1, ... sweeps: {tried} of calibration decisions)")
+        if "readout_ceilings" in n:
+            c = n["readout_ceilings"]
+            lines.append(f"readout    {'centred (advantages)' if n['readout_centred'] else 'Q-values'}: "
+                         + ", ".join(f"{k.replace('_', '-')} {100 * v:.1f}%" for k, v in c.items())
+                         + " of calibration decisions at best")
         lines += self.distillation_line("the fixed-point network")
         lines += self.adaptation_line()
         for q, r in zip(self.layers, m["quantization"]):

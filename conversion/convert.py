@@ -20,7 +20,14 @@ from lavaloop.conversion.loaders import load_checkpoint
 from lavaloop.conversion.mixed_signal import INPUT_BITS, check_mappable, map_network
 from lavaloop.conversion.models.qnet import FeedForwardQ
 from lavaloop.conversion.network import ConvLayer, Layer, SourceNetwork
-from lavaloop.conversion.normalize import channel_peaks, collect_observations, equalize, layer_scales, normalize
+from lavaloop.conversion.normalize import (
+    centre_readout,
+    channel_peaks,
+    collect_observations,
+    equalize,
+    layer_scales,
+    normalize,
+)
 from lavaloop.conversion.quantize import input_scale_bits, quantization_report, quantize, rate_limit
 from lavaloop.conversion.sigma_delta import SDLayer, quantize_sd, sd_report, split_bits_per_layer
 from lavaloop.envs import EnvSpec, is_atari, make_env
@@ -220,22 +227,32 @@ def convert_mixed_signal(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, p
 
 def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, profile: ChipProfile,
                         spec: EnvSpec, opts: ConvertOptions, common: dict) -> SDArtifact:
-    """The sigma-delta network: max-normalize, equalize (the number of sweeps, 0 to
-    EQUALIZE_SWEEPS, whose network agrees with the source on the most calibration decisions;
-    the fewest on a tie), quantize to graded spikes (conversion.sigma_delta)."""
+    """The sigma-delta network: max-normalize, equalize, quantize to graded spikes
+    (conversion.sigma_delta). Of the candidates, 0 to EQUALIZE_SWEEPS sweeps of equalization,
+    each with the readout as trained and centred (`normalize.centre_readout`), it keeps the one
+    whose network agrees with the source on the most calibration decisions (on a tie: the
+    readout as trained, then the fewest sweeps)."""
     isb, shift = common["input_scale_bits"], opts.message_shift
     plain = layer_scales(q, obs, 100.0)
     if opts.equalize:   # every hidden channel's largest activation, in units of its layer's lambda
         peaks = [p / s for p, s in zip(channel_peaks(q, obs, net.layers), plain[:-1])]
     candidates = []
-    for sweeps in range(EQUALIZE_SWEEPS + 1 if opts.equalize else 1):
-        scales = equalize(net.layers, plain, peaks, sweeps) if sweeps else plain
-        normed = normalize(net.layers, scales)
-        split = split_bits_per_layer(normed, profile, isb, opts.weight_split_bits, obs, shift)
-        layers = quantize_sd(normed, profile, isb, opts.delta_threshold, obs, shift=shift, split_bits=split)
-        ceiling = ceiling_agreement(q, functools.partial(held_input_values, layers), obs)
-        candidates.append((ceiling, -sweeps, scales, normed, layers, split))
-    ceiling, sweeps, scales, normed, layers, split = max(candidates, key=lambda c: c[:2])
+    for centred in (False, True) if opts.centre_readout else (False,):
+        source = centre_readout(net.layers) if centred else net.layers
+        if centred:   # the hidden layers' lambdas stay; the readout's: the largest advantage
+            plain = plain[:-1] + layer_scales(FeedForwardQ.from_layers(source), obs, 100.0)[-1:]
+        for sweeps in range(EQUALIZE_SWEEPS + 1 if opts.equalize else 1):
+            scales = equalize(source, plain, peaks, sweeps) if sweeps else plain
+            normed = normalize(source, scales)
+            split = split_bits_per_layer(normed, profile, isb, opts.weight_split_bits, obs, shift)
+            layers = quantize_sd(normed, profile, isb, opts.delta_threshold, obs, shift=shift, split_bits=split)
+            ceiling = ceiling_agreement(q, functools.partial(held_input_values, layers), obs)
+            candidates.append({"ceiling": ceiling, "centred": centred, "sweeps": sweeps, "source": source,
+                               "scales": scales, "normed": normed, "layers": layers, "split": split})
+    best = max(candidates, key=lambda c: (c["ceiling"], not c["centred"], -c["sweeps"]))
+    tried = {c: [d["ceiling"] for d in candidates if d["centred"] == c] for c in (False, True)}
+    ceiling, sweeps, scales, normed, layers, split = (best[k] for k in ("ceiling", "sweeps", "scales", "normed",
+                                                                           "layers", "split"))
     distilled = None
 
     def requantize(tuned: list[Layer]) -> list[SDLayer]:   # training may have grown the states: k can only fall
@@ -250,8 +267,11 @@ def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, pr
     manifest = {
         **common, "threshold": opts.delta_threshold, "message_shift": shift,
         "weight_split_bits": opts.weight_split_bits,
-        "normalization": {"mode": "equalized" if sweeps else "layer", "equalization_sweeps": -sweeps,
-                          "equalization_ceilings": [c[0] for c in candidates], "percentile": 100.0,
+        "normalization": {"mode": "equalized" if sweeps else "layer", "equalization_sweeps": sweeps,
+                          "equalization_ceilings": tried[best["centred"]], "readout_centred": best["centred"],
+                          "readout_ceilings": {name: max(tried[c]) for name, c in
+                                               (("q_values", False), ("centred", True)) if tried[c]},
+                          "percentile": 100.0,
                           "scales": scales, "calib_steps": opts.calib_steps, "calib_seed": opts.calib_seed,
                           "calib_epsilon": opts.calib_epsilon},
         "quantization": [sd_report(ql, l) for ql, l in zip(layers, normed)],
@@ -259,4 +279,4 @@ def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, pr
                                  if distilled else ceiling),
         "distillation": distilled,
     }
-    return SDArtifact(manifest, layers, net.layers)
+    return SDArtifact(manifest, layers, best["source"])

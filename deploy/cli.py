@@ -66,10 +66,11 @@ def describe(art) -> list[str]:
 
 def cmd_convert(args) -> None:
     check_writable(args.output)
-    opts = given(args, "coding", "delta_threshold", "message_shift", "equalize", "weight_split_bits", "percentile",
-                 "normalization", "timesteps", "timesteps_target", "readout", "profile", "calib_steps", "calib_seed",
-                 "calib_episodes", "epsilon", "v_init", "sticky", "max_episode_steps", "distill", "distill_steps",
-                 "distill_model", "fan_in", "distill_mismatch", "distill_dagger_rounds", "distill_dagger_steps")
+    opts = given(args, "coding", "delta_threshold", "message_shift", "equalize", "centre_readout", "weight_split_bits",
+                 "percentile", "normalization", "timesteps", "timesteps_target", "readout", "profile", "calib_steps",
+                 "calib_seed", "calib_episodes", "epsilon", "v_init", "sticky", "max_episode_steps", "distill",
+                 "distill_steps", "distill_model", "fan_in", "distill_mismatch", "distill_dagger_rounds",
+                 "distill_dagger_steps")
     opts.update(env_params(args))
     art = lavaloop.convert(args.checkpoint, args.env, **opts)
     art.save(args.output)
@@ -205,6 +206,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--no-equalize", dest="equalize", action="store_const", const=False,
                    help="DQN, sigma-delta: plain max-normalization, without equalizing the weight ranges of "
                    "consecutive layers")
+    c.add_argument("--no-centre-readout", dest="centre_readout", action="store_const", const=False,
+                   help="DQN, sigma-delta: keep the Q-value readout; by default the readout less its mean over "
+                        "actions (same decisions) is tried too and kept where it agrees on more calibration decisions")
     c.add_argument("--percentile", type=float, help="DQN: normalization percentile in (0, 100] (default 99.9)")
     c.add_argument("--normalization", choices=NORMALIZATIONS,
                    help="DQN: one lambda per layer (default, the paper's), per convolution channel, or per "

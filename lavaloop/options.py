@@ -96,6 +96,10 @@ class ConvertOptions:
     equalize: sigma-delta only: express hidden channels in units that equalize the weight
         ranges of consecutive layers before quantizing (`normalize.equalize`; one layer-wide
         weight scale then wastes fewer levels); off: plain max-normalization.
+    centre_readout: sigma-delta only: also try the output layer less its mean over actions
+        (`normalize.centre_readout`: the same decisions, advantages instead of Q-values) and
+        keep whichever network agrees with the source on more calibration decisions; off:
+        the Q-value readout.
     message_shift: sigma-delta only: shift every hidden layer's messages by this many bits, in
         0..24 (6: what lava-dl netx builds, needed for `export --format netx`); None: each
         layer's own, which keeps every layer's weights at full precision.
@@ -143,6 +147,7 @@ class ConvertOptions:
     weight_split_bits: int = 0
     message_shift: int | None = None
     equalize: bool = True
+    centre_readout: bool = True
     percentile: float = 99.9
     normalization: str = "layer"
     timesteps: int | str = 32
@@ -169,6 +174,7 @@ class ConvertOptions:
         refuse_none("", vars(self), type(self))
         flag("distill", self.distill)
         flag("equalize", self.equalize)
+        flag("centre_readout", self.centre_readout)
         one_of("fan-in mode", self.fan_in, FAN_IN_MODES)
         at_least("distill_mismatch", self.distill_mismatch, 0.0)
         if self.distill_mismatch is not None and not self.distill:
@@ -201,9 +207,9 @@ class ConvertOptions:
             if given:
                 raise LavaloopError(f"{', '.join(given)} apply to rate coding only, not sigma-delta")
         elif (self.delta_threshold != 0.0 or self.message_shift is not None or not self.equalize
-              or self.weight_split_bits != 0):
-            raise LavaloopError("delta_threshold, message_shift, equalize and weight_split_bits apply to "
-                                "sigma-delta coding only")
+              or self.weight_split_bits != 0 or not self.centre_readout):
+            raise LavaloopError("delta_threshold, message_shift, equalize, centre_readout and weight_split_bits "
+                                "apply to sigma-delta coding only")
         number("weight_split_bits", self.weight_split_bits, integer=True)
         within("weight_split_bits", self.weight_split_bits, 0, MAX_SPLIT_BITS)
         at_least("message_shift", self.message_shift, 0)
