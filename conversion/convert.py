@@ -38,6 +38,7 @@ from lavaloop.profiles import ChipProfile, MixedSignalProfile, load_profile
 ATARI_EPISODE_STEPS = 18_000   # the paper's evaluation cap, in agent steps
 ATARI_EPSILON = 0.05           # the paper's evaluation epsilon
 EQUALIZE_SWEEPS = 3      # sigma-delta: equalization sweeps tried (docs/conversion.md measures 1-10)
+CENTRE_MARGIN = 0.005    # sigma-delta: calibration agreement a centred readout must gain (docs/conversion.md)
 SD_DISTILL = {"target": "advantage", "ce_weight": 0.3, "temperature": 0.03, "anneal": True}   # see conversion.distill
 
 
@@ -231,7 +232,7 @@ def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, pr
     (conversion.sigma_delta). Of the candidates, 0 to EQUALIZE_SWEEPS sweeps of equalization,
     each with the readout as trained and centred (`normalize.centre_readout`), it keeps the one
     whose network agrees with the source on the most calibration decisions (on a tie: the
-    readout as trained, then the fewest sweeps)."""
+    fewest sweeps), the centred readout only where it gains CENTRE_MARGIN over the Q-values."""
     isb, shift = common["input_scale_bits"], opts.message_shift
     plain = layer_scales(q, obs, 100.0)
     if opts.equalize:   # every hidden channel's largest activation, in units of its layer's lambda
@@ -249,8 +250,10 @@ def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, pr
             ceiling = ceiling_agreement(q, functools.partial(held_input_values, layers), obs)
             candidates.append({"ceiling": ceiling, "centred": centred, "sweeps": sweeps, "source": source,
                                "scales": scales, "normed": normed, "layers": layers, "split": split})
-    best = max(candidates, key=lambda c: (c["ceiling"], not c["centred"], -c["sweeps"]))
-    tried = {c: [d["ceiling"] for d in candidates if d["centred"] == c] for c in (False, True)}
+    best_of = {c: max((d for d in candidates if d["centred"] == c), key=lambda d: (d["ceiling"], -d["sweeps"]),
+                      default=None) for c in (False, True)}
+    keep_centred = best_of[True] is not None and best_of[True]["ceiling"] >= best_of[False]["ceiling"] + CENTRE_MARGIN
+    best = best_of[keep_centred]
     ceiling, sweeps, scales, normed, layers, split = (best[k] for k in ("ceiling", "sweeps", "scales", "normed",
                                                                            "layers", "split"))
     distilled = None
@@ -268,9 +271,10 @@ def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, pr
         **common, "threshold": opts.delta_threshold, "message_shift": shift,
         "weight_split_bits": opts.weight_split_bits,
         "normalization": {"mode": "equalized" if sweeps else "layer", "equalization_sweeps": sweeps,
-                          "equalization_ceilings": tried[best["centred"]], "readout_centred": best["centred"],
-                          "readout_ceilings": {name: max(tried[c]) for name, c in
-                                               (("q_values", False), ("centred", True)) if tried[c]},
+                          "equalization_ceilings": [d["ceiling"] for d in candidates if d["centred"] == keep_centred],
+                          "readout_centred": keep_centred,
+                          "readout_ceilings": {name: best_of[c]["ceiling"] for name, c in
+                                               (("q_values", False), ("centred", True)) if best_of[c]},
                           "percentile": 100.0,
                           "scales": scales, "calib_steps": opts.calib_steps, "calib_seed": opts.calib_seed,
                           "calib_epsilon": opts.calib_epsilon},

@@ -176,6 +176,7 @@ def test_bad_adapt_input_gets_one_line(cartpole_artifact, tmp_path):
     usage = cli("adapt", path, "--env-param", "length", "--out", tmp_path / "runs" / "usage")
     assert usage.returncode == 2 and "NAME=NUMBER" in usage.stderr     # argparse's own usage line
 
+    sd = lavaloop.convert(CARTPOLE, "CartPole-v1", coding="sigma-delta", calib_steps=300)
     narrow = tmp_path / "narrow.json"          # a chip whose neurons take 128 inputs
     narrow.write_text(json.dumps({**PROFILES["loihi2"].to_dict(), "name": "narrow", "fan_in": 128}))
     cases = [
@@ -186,6 +187,8 @@ def test_bad_adapt_input_gets_one_line(cartpole_artifact, tmp_path):
         (art, {"env": "Acrobot-v1"}, "Acrobot-v1"),
         (art, {"episodes": 0}, "episodes must be >= 1"),
         (art, {"solver": "sgd"}, "unknown solver 'sgd'"),
+        (with_manifest(sd, normalization={**sd.manifest["normalization"], "readout_centred": True}), {"rule": "td"},
+         "td learns Q-values, but this artifact's readout is centred"),
     ]
     for i, (artifact, kwargs, pattern) in enumerate(cases):
         with pytest.raises(lavaloop.LavaloopError, match=pattern):

@@ -99,6 +99,7 @@ def test_an_unchanged_observation_costs_nothing(sd_cartpole):
     (["--coding", "sigma-delta", "--timesteps", "8"], "timesteps apply to rate coding only"),
     (["--delta-threshold", "0.1"], "apply to sigma-delta coding only"),
     (["--no-equalize"], "apply to sigma-delta coding only"),
+    (["--no-centre-readout"], "apply to sigma-delta coding only"),
     (["--weight-split-bits", "4"], "apply to sigma-delta coding only"),
     (["--coding", "sigma-delta", "--weight-split-bits", "8"], "weight_split_bits must be in [0, 7]"),
     (["--coding", "sigma-delta", "--profile", "NARROW"], "cannot carry"),
@@ -146,6 +147,41 @@ def test_equalization_keeps_the_function_and_lifts_the_8_bit_network():
     n = arts[True].manifest["normalization"]    # the sweeps kept: the best calibration agreement
     assert n["equalization_ceilings"][0] == ceiling[False] and ceiling[True] == max(n["equalization_ceilings"])
     assert n["equalization_ceilings"][n["equalization_sweeps"]] == ceiling[True] and n["mode"] == "equalized"
+
+
+def test_centred_readout_keeps_decisions_and_is_kept_where_it_agrees_more():
+    """The readout less its mean over actions decides as the source; the conversion tries it
+    beside the Q-value readout and keeps it where it gains CENTRE_MARGIN of the calibration
+    decisions (the Acrobot DQN's three actions share a large value, and centring lifts it),
+    storing the source it used."""
+    import lavaloop
+    from lavaloop.conversion.convert import CENTRE_MARGIN
+    from lavaloop.conversion.loaders import load_checkpoint
+    from lavaloop.conversion.models.qnet import FeedForwardQ
+    from lavaloop.conversion.normalize import centre_readout, collect_observations
+    from lavaloop.deploy.kinds.dqn import source_network
+    from lavaloop.envs import EnvSpec
+
+    acrobot = CARTPOLE.parent / "acrobot_dqn.pt"
+    net = load_checkpoint(acrobot)
+    obs = collect_observations(net.to_torch(), EnvSpec.for_id("Acrobot-v1", None, None), 500, 0, 0.05)
+    centred = centre_readout(net.layers)
+    np.testing.assert_allclose(centred[-1].weight.mean(0), 0, atol=1e-6)
+    np.testing.assert_array_equal(FeedForwardQ.from_layers(centred).q_values(obs).argmax(1),
+                                  net.to_torch().q_values(obs).argmax(1))
+
+    arts = {flag: lavaloop.convert(acrobot, "Acrobot-v1", coding="sigma-delta", calib_steps=2000,
+                                   centre_readout=flag) for flag in (True, False)}
+    both, plain = (arts[f].manifest["normalization"] for f in (True, False))
+    assert set(both["readout_ceilings"]) == {"q_values", "centred"} and set(plain["readout_ceilings"]) == {"q_values"}
+    assert both["readout_ceilings"]["q_values"] == plain["readout_ceilings"]["q_values"] == \
+        arts[False].manifest["held_input_agreement"]
+    assert both["readout_centred"] and not plain["readout_centred"]
+    assert both["readout_ceilings"]["centred"] == arts[True].manifest["held_input_agreement"] >= \
+        both["readout_ceilings"]["q_values"] + CENTRE_MARGIN
+    np.testing.assert_array_equal(source_network(arts[True]).q_values(obs).argmax(1),
+                                  net.to_torch().q_values(obs).argmax(1))
+    assert "readout    centred (advantages)" in "\n".join(arts[True].describe())
 
 
 def test_distillation_through_the_sigma_delta_rule_lifts_agreement():

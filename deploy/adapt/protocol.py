@@ -36,6 +36,9 @@ def adapt(art, cfg: AdaptConfig, out: str | Path, backend: str, progress: bool =
     """
     if art.kind == "sigma-delta" and cfg.timesteps is not None:
         raise LavaloopError("timesteps apply to rate-coded artifacts only, not sigma-delta")
+    if cfg.rule == "td" and art.manifest["normalization"].get("readout_centred"):
+        raise LavaloopError("rule td learns Q-values, but this artifact's readout is centred (advantages): "
+                            "convert it with --no-centre-readout")
     timesteps = None if art.kind == "sigma-delta" else cfg.timesteps or art.timesteps
     readout = Readout.of(art, timesteps, cfg.headroom_bits)
     spec, amap = art.env_spec, art.manifest["action_map"]
