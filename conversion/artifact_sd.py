@@ -141,7 +141,7 @@ class SDArtifact(ConvertedDQN):
         if "readout_ceilings" in n:
             c = n["readout_ceilings"]
             lines.append(f"readout    {'centred (advantages)' if n['readout_centred'] else 'Q-values'}: "
-                         + ", ".join(f"{k.replace('_', '-')} {100 * v:.1f}%" for k, v in c.items())
+                         + ", ".join(f"{'Q-values' if k == 'q_values' else k} {100 * v:.1f}%" for k, v in c.items())
                          + " of calibration decisions at best")
         lines += self.distillation_line("the fixed-point network")
         lines += self.adaptation_line()
