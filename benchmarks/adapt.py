@@ -163,7 +163,8 @@ PONG_RULE = {"rule": "td", "ridge": 1.0, "headroom_bits": 1, "epsilon": 0.05}
 def drift_pong(runs: Path) -> dict:
     """The Nature DQN (trained without sticky actions), sigma-delta coded, on Pong with sticky
     actions 0.25: its return with and without them, and after `td` adaptation with them."""
-    art = lavaloop.convert(CHECKPOINTS / "pong_dqn.pt", "ALE/Pong-v5", coding="sigma-delta")
+    # td learns Q-values: the Q readout, not the centred one the conversion would keep for Pong
+    art = lavaloop.convert(CHECKPOINTS / "pong_dqn.pt", "ALE/Pong-v5", coding="sigma-delta", centre_readout=False)
     unchanged = lavaloop.run(art, **PONG_EVAL)
     before = lavaloop.run(art, sticky_actions=0.25, **PONG_EVAL)
     t0 = time.time()
