@@ -151,12 +151,11 @@ def equalize(layers: list[Layer], scales: list[float], peaks: list[np.ndarray], 
 def centre_readout(layers: list[Layer]) -> list[Layer]:
     """`layers` with the output layer's weights and biases less their mean over actions.
 
-    Every action's value then loses the same amount, V-like common part of the Q-values, so
-    the greedy action is unchanged; the readout's fixed-point levels go to the advantages,
-    on which decisions hinge (in a CartPole DQN ~1/1,000 of the Q-values), instead of the
-    value every action shares.
+    Every action's value loses the same amount (the value all actions share, a dueling DQN's
+    V), so the greedy action is unchanged, and the readout's fixed-point levels go to the
+    advantages that decide (in a CartPole DQN ~1/1,000 of the Q-values) instead of that
+    shared value.
     """
     out = layers[-1]
     return [*layers[:-1], replace(out, weight=out.weight - out.weight.mean(0, keepdims=True),
                                   bias=out.bias - out.bias.mean())]
-
