@@ -239,11 +239,12 @@ def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, pr
         peaks = [p / s for p, s in zip(channel_peaks(q, obs, net.layers), plain[:-1])]
     candidates = []
     for centred in (False, True) if opts.centre_readout else (False,):
-        source = centre_readout(net.layers) if centred else net.layers
+        source, base = net.layers, plain
         if centred:   # the hidden layers' lambdas stay; the readout's: the largest advantage
-            plain = plain[:-1] + layer_scales(FeedForwardQ.from_layers(source), obs, 100.0)[-1:]
+            source = centre_readout(net.layers)
+            base = plain[:-1] + layer_scales(FeedForwardQ.from_layers(source), obs, 100.0)[-1:]
         for sweeps in range(EQUALIZE_SWEEPS + 1 if opts.equalize else 1):
-            scales = equalize(source, plain, peaks, sweeps) if sweeps else plain
+            scales = equalize(source, base, peaks, sweeps) if sweeps else base
             normed = normalize(source, scales)
             split = split_bits_per_layer(normed, profile, isb, opts.weight_split_bits, obs, shift)
             layers = quantize_sd(normed, profile, isb, opts.delta_threshold, obs, shift=shift, split_bits=split)

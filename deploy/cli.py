@@ -208,7 +208,8 @@ def parser() -> argparse.ArgumentParser:
                    "consecutive layers")
     c.add_argument("--no-centre-readout", dest="centre_readout", action="store_const", const=False,
                    help="DQN, sigma-delta: keep the Q-value readout; by default the readout less its mean over "
-                        "actions (same decisions) is tried too and kept where it agrees on more calibration decisions")
+                        "actions (same decisions) is tried too and kept where it agrees on 0.005 more calibration "
+                        "decisions")
     c.add_argument("--percentile", type=float, help="DQN: normalization percentile in (0, 100] (default 99.9)")
     c.add_argument("--normalization", choices=NORMALIZATIONS,
                    help="DQN: one lambda per layer (default, the paper's), per convolution channel, or per "

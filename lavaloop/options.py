@@ -98,8 +98,8 @@ class ConvertOptions:
         weight scale then wastes fewer levels); off: plain max-normalization.
     centre_readout: sigma-delta only: also try the output layer less its mean over actions
         (`normalize.centre_readout`: the same decisions, advantages instead of Q-values) and
-        keep whichever network agrees with the source on more calibration decisions; off:
-        the Q-value readout.
+        keep it where it agrees with the source on at least 0.005 more calibration decisions
+        (`convert.CENTRE_MARGIN`); off: the Q-value readout.
     message_shift: sigma-delta only: shift every hidden layer's messages by this many bits, in
         0..24 (6: what lava-dl netx builds, needed for `export --format netx`); None: each
         layer's own, which keeps every layer's weights at full precision.
