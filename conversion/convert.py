@@ -17,7 +17,7 @@ from lavaloop.conversion.auto_timesteps import choose_timesteps
 from lavaloop.conversion.distill import HELDOUT_SEED_OFFSET, DistillConfig, distill, own_agreement
 from lavaloop.conversion.distill import agreement as distill_agreement
 from lavaloop.conversion.loaders import load_checkpoint
-from lavaloop.conversion.mixed_signal import INPUT_BITS, check_mappable, map_network
+from lavaloop.conversion.mixed_signal import INPUT_BITS, RATE, check_mappable, map_network
 from lavaloop.conversion.models.qnet import FeedForwardQ
 from lavaloop.conversion.network import ConvLayer, Layer, SourceNetwork
 from lavaloop.conversion.normalize import (
@@ -39,7 +39,10 @@ ATARI_EPISODE_STEPS = 18_000   # the paper's evaluation cap, in agent steps
 ATARI_EPSILON = 0.05           # the paper's evaluation epsilon
 EQUALIZE_SWEEPS = 3      # sigma-delta: equalization sweeps tried (docs/conversion.md measures 1-10)
 CENTRE_MARGIN = 0.005    # sigma-delta: calibration agreement a centred readout must gain (docs/conversion.md)
-SD_DISTILL = {"target": "advantage", "ce_weight": 0.3, "temperature": 0.03, "anneal": True}   # see conversion.distill
+# distillation objectives (conversion.distill; docs/conversion.md): Q-values, or advantages in RMS units
+# with a stronger cross-entropy and an annealed rate
+DISTILL_OBJECTIVES = {"q": {}, "advantage": {"target": "advantage", "ce_weight": 0.3, "temperature": 0.03,
+                                             "anneal": True}}
 
 
 def check_env_fits(net: SourceNetwork, env: gym.Env, env_id: str) -> tuple[list[int], int]:
@@ -80,32 +83,47 @@ def distill_layers(q: FeedForwardQ, normed: list, layers: list, obs: np.ndarray,
     that model of the network before and after, on held-out source episodes and on episodes
     the network itself plays (both held out from training).
 
-    Training starts from the converted network (its bias-corrected biases). If it ends below
-    where it started on its own episodes, where the conversion rate is measured, the
-    converted network is kept (report "kept": "converted"), so distillation never makes the
-    artifact worse by that measure.
+    Training starts from the converted network (its bias-corrected biases), once per objective
+    of `distill_objectives` (`DISTILL_OBJECTIVES`); of several, the one that decides best on its
+    own episodes is kept (report "objectives"). If that ends below where it started on its own
+    episodes, where the conversion rate is measured, the converted network is kept (report
+    "kept": "converted"), so distillation never makes the artifact worse by that measure.
     requantize(float layers) -> integer layers, without bias correction (the training saw the
     rounding). chip: the sigma-delta model's `in_scale`, `shift` and `split_bits` (see
     `distill.ChipForward`).
     """
-    cfg = DistillConfig(steps=opts.distill_steps, seed=opts.calib_seed, model=model,
-                        dagger_rounds=opts.distill_dagger_rounds, dagger_steps=opts.distill_dagger_steps,
-                        **(SD_DISTILL if model == "sigma-delta" else {}))
     seed = opts.calib_seed + HELDOUT_SEED_OFFSET
-    heldout = collect_observations(q, spec, cfg.heldout_steps, seed, opts.calib_epsilon)
+    base = DistillConfig(steps=opts.distill_steps, seed=opts.calib_seed, model=model,
+                         dagger_rounds=opts.distill_dagger_rounds, dagger_steps=opts.distill_dagger_steps)
+    heldout = collect_observations(q, spec, base.heldout_steps, seed, opts.calib_epsilon)
     before = distill_agreement(q, layers, heldout, timesteps, model)
+    own_before = own_agreement(q, layers, spec, base.heldout_steps, seed + 1, opts.calib_epsilon, timesteps, model)
     start = [replace(l, bias=np.asarray(ql.effective()[1], np.float64)) for l, ql in zip(normed, layers)]
-    tuned, report = distill(q, start, profile, per_neuron, obs, spec, timesteps, float(out_scale),
-                            opts.calib_epsilon, cfg, **chip)
-    tuned_q = requantize(tuned)
-    after = distill_agreement(q, tuned_q, heldout, timesteps, model)
-    own_before, own_after = (own_agreement(q, ql, spec, cfg.heldout_steps, seed + 1, opts.calib_epsilon, timesteps,
-                                           model) for ql in (layers, tuned_q))
-    better = own_after >= own_before
-    report.update(heldout_steps=cfg.heldout_steps, heldout_seed=seed, heldout_agreement_before=before,
-                  heldout_agreement_after=after, own_agreement_before=own_before, own_agreement_after=own_after,
-                  kept="distilled" if better else "converted")
+    tried = {}
+    for name in distill_objectives(opts, model):
+        tuned, report = distill(q, start, profile, per_neuron, obs, spec, timesteps, float(out_scale),
+                                opts.calib_epsilon, replace(base, **DISTILL_OBJECTIVES[name]), **chip)
+        tuned_q = requantize(tuned)
+        report.update(objective=name, heldout_agreement_after=distill_agreement(q, tuned_q, heldout, timesteps, model),
+                      own_agreement_after=own_agreement(q, tuned_q, spec, base.heldout_steps, seed + 1,
+                                                        opts.calib_epsilon, timesteps, model))
+        tried[name] = (tuned, tuned_q, report)
+    tuned, tuned_q, report = max(tried.values(), key=lambda t: t[2]["own_agreement_after"])   # first on a tie
+    better = report["own_agreement_after"] >= own_before
+    report.update(heldout_steps=base.heldout_steps, heldout_seed=seed, heldout_agreement_before=before,
+                  own_agreement_before=own_before, kept="distilled" if better else "converted")
+    if len(tried) > 1:
+        report["objectives"] = {name: {k: r[k] for k in ("heldout_agreement_after", "own_agreement_after", "seconds")}
+                                for name, (_, _, r) in tried.items()}
     return (tuned, tuned_q, report) if better else (normed, layers, report)
+
+
+def distill_objectives(opts: ConvertOptions, model: str) -> list[str]:
+    """The objectives `distill_layers` tries: `opts.distill_objective`, or by default "advantage"
+    for sigma-delta and both for rate coding (which fits best depends on the network,
+    docs/conversion.md)."""
+    choice = opts.distill_objective or ("advantage" if model == "sigma-delta" else "both")
+    return ["q", "advantage"] if choice == "both" else [choice]
 
 
 def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact | SDArtifact | MixedSignalArtifact:
@@ -128,8 +146,9 @@ def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact | 
     mixed = isinstance(profile, MixedSignalProfile)
     if mixed:
         check_mixed_signal_options(opts)
-    elif opts.fan_in != "split" or opts.distill_mismatch is not None:
-        raise ProfileError("fan_in and distill_mismatch apply to mixed-signal profiles (dynapse1, dynapse2) only")
+    elif opts.fan_in != "split" or opts.distill_mismatch is not None or opts.spike_rate is not None:
+        raise ProfileError("fan_in, spike_rate and distill_mismatch apply to mixed-signal profiles "
+                           "(dynapse1, dynapse2) only")
     net = load_checkpoint(checkpoint)
     if mixed:
         check_mappable(net.layers, profile)
@@ -199,7 +218,7 @@ def convert_rate(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, profile: 
 def check_mixed_signal_options(opts: ConvertOptions) -> None:
     """Options a mixed-signal mapping does not take, refused in one line."""
     fixed_point = {"coding": "rate", "readout": "robust", "v_init": "half", "normalization": "layer",
-                   "distill_model": "spikes"}
+                   "distill_model": "spikes", "distill_objective": None}
     given = [k for k, v in fixed_point.items() if getattr(opts, k) != v]
     if given or opts.timesteps == "auto":
         raise ProfileError(f"{', '.join(given) or 'timesteps auto'} do not apply to a mixed-signal profile "
@@ -213,7 +232,8 @@ def convert_mixed_signal(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, p
     mismatch (conversion.mismatch_training)."""
     scales = layer_scales(q, obs, opts.percentile)
     normed = normalize(net.layers, scales)
-    mapped = map_network(normed, obs, profile, opts.timesteps, common["input_scale_bits"], opts.fan_in)
+    mapped = map_network(normed, obs, profile, opts.timesteps, common["input_scale_bits"], opts.fan_in,
+                         RATE if opts.spike_rate is None else opts.spike_rate)
     manifest = {**common, "timesteps": opts.timesteps, "input_bits": INPUT_BITS, "mapping": mapped.report,
                 "normalization": {"mode": "layer", "percentile": opts.percentile, "scales": scales,
                                   "calib_steps": opts.calib_steps, "calib_seed": opts.calib_seed,

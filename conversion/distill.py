@@ -295,16 +295,19 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
     in_scale, shift, split_bits: sigma-delta only (see `ChipForward`).
 
     Returns (trained float layers, report: steps, observations, final losses, seconds). With
-    target "advantage" the output layer comes back rescaled to units of the source's
-    advantage RMS; decisions do not depend on that scale, nor does the quantization.
+    target "advantage" the sigma-delta model's output layer comes back in units of the source's
+    advantage RMS (decisions do not depend on that scale, nor does its quantization); the rate
+    model's in the units it came in, Q / lambda, the range its integer readout is built for
+    (at advantage scale, ~1,000x larger on CartPole, it overflows).
     """
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     q_cal = source.q_values(obs)
     units = float(np.sqrt(np.mean((q_cal - q_cal.mean(1, keepdims=True)) ** 2))) or 1.0
-    if cfg.target == "advantage":   # the output layer in units of the advantages' RMS (argmax is scale-free)
-        out, k = layers[-1], out_scale / units
-        layers = [*layers[:-1], replace(out, weight=out.weight * k, bias=out.bias * k)]
+    # with target "advantage" the output layer is trained in units of the advantages' RMS (argmax is scale-free)
+    to_units = out_scale / units if cfg.target == "advantage" else 1.0
+    out = layers[-1]
+    layers = [*layers[:-1], replace(out, weight=out.weight * to_units, bias=out.bias * to_units)]
     model = ChipForward(layers, profile, per_neuron, timesteps, cfg.model, in_scale, shift, split_bits)
     opt = torch.optim.Adam(step_groups(model.weights, model.biases, cfg.lr))
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -336,4 +339,7 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
     report = {"steps": cfg.steps, "observations": len(x_all), "calibration_observations": len(obs),
               "dagger_rounds": cfg.dagger_rounds, "final_loss": losses, "config": cfg.__dict__,
               "seconds": round(time.time() - t0, 2)}
-    return model.float_layers(), report
+    tuned = model.float_layers()
+    if cfg.model != "sigma-delta":   # back to Q / lambda units
+        tuned[-1] = replace(tuned[-1], weight=tuned[-1].weight / to_units, bias=tuned[-1].bias / to_units)
+    return tuned, report

@@ -11,7 +11,8 @@ evaluation instances below it are unseen). The forward pass is the simulation
 (`dynamics.mapped_layer_step`); the backward pass is backpropagation through time along the
 same LIF recurrence with a surrogate spike derivative (the derivative of
 sigmoid(SURROGATE_STEEPNESS (v - vth) / vth)), the resets and refractory periods taken
-from the simulation; a neuron's activation is its count / (T * RATE). An earlier version
+from the simulation; a neuron's activation is its count / (T rate), rate the mapping's spikes per
+step of activation 1. An earlier version
 used the rate model's gradient (clip of the steady-state pre-activation) instead: on the
 nominal chip and 1,000 steps, it lowered the held-out agreement from 0.774 to 0.751 where BPTT
 raises it to 0.913.
@@ -39,7 +40,6 @@ from lavaloop.conversion.artifact_ms import MixedSignalArtifact
 from lavaloop.conversion.distill import HELDOUT_SEED_OFFSET, DistillConfig, dagger_seed, distill_step, straight_through
 from lavaloop.conversion.mixed_signal import (
                                                ONE,
-                                               RATE,
                                                draw_mismatch,
                                                instance_params,
                                                integer_readout,
@@ -85,8 +85,8 @@ class ChipModel(torch.nn.Module):
         self.weights = torch.nn.ParameterList(
             [torch.nn.Parameter(torch.tensor(l.weights().T, dtype=torch.float32)) for l in self.layers])
         self.masks = [torch.tensor(l.code != 0) for l in self.layers]
-        shift = art.manifest["mapping"]["readout_shift"]
-        scale = art.timesteps * RATE / 2.0 ** shift         # readout per activation unit
+        shift, self.rate = art.manifest["mapping"]["readout_shift"], float(art.manifest["mapping"]["rate"])
+        scale = art.timesteps * self.rate / 2.0 ** shift    # readout per activation unit
         self.readout_w = torch.nn.Parameter(torch.tensor(art.mapped.readout_weight * scale, dtype=torch.float32))
         self.readout_b = torch.nn.Parameter(torch.tensor(art.mapped.readout_bias / 2.0 ** shift, dtype=torch.float32))
         self.sample(None, 0.0)
@@ -125,7 +125,7 @@ class ChipModel(torch.nn.Module):
         self.readout_b.copy_(torch.as_tensor(b, dtype=torch.float32))
 
     def features(self, trains: np.ndarray) -> torch.Tensor:
-        """The last chip layer's activations (B, n) (count / (T * RATE)) from the generators'
+        """The last chip layer's activations (B, n) (count / (T rate)) from the generators'
         trains (T, B, 2 n_obs). The spikes are the chip's own: every layer is stepped with
         `dynamics.mapped_layer_step` on the instance's parameters, as the emulator does; the
         gradient flows back through `surrogate_spikes`."""
@@ -142,7 +142,7 @@ class ChipModel(torch.nn.Module):
             trains = np.stack(out)
             w = straight_through(self.weights[i] * self.masks[i], torch.tensor(conn.T, dtype=torch.float32))
             spikes = surrogate_spikes(spikes, w, p, trains, np.stack(refractory))
-        return spikes.mean(0) / RATE
+        return spikes.mean(0) / self.rate
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray) -> np.ndarray:
@@ -154,7 +154,7 @@ class ChipModel(torch.nn.Module):
         """The artifact with the trained codes and readout (the mapping's currents)."""
         layers = [replace(l, code=self.codes(i)) for i, l in enumerate(self.layers)]
         w_ro, b_ro, shift = integer_readout(self.readout_w.detach().numpy().astype(np.float64)
-                                            / (self.art.timesteps * RATE),
+                                            / (self.art.timesteps * self.rate),
                                             self.readout_b.detach().numpy().astype(np.float64))
         mapping = {**manifest["mapping"], "readout_shift": shift}
         mapped = replace(self.art.mapped, layers=layers, readout_weight=w_ro, readout_bias=b_ro, report=mapping)

@@ -10,7 +10,7 @@ activations in [0, 1] at the calibration percentile, `conversion.normalize`):
 * **Neurons** are LIF with DPI synapses (`dynamics.lif_step`) at the profile's time step, the
   fast synapse types (AMPA, GABA_A) with `tau_syn_fast_ms`. A chip neuron has no bias of its
   own: the bias generator carries each neuron's bias plus the offset that lifts it past the
-  rheobase. Rate code: a hidden activation a is a * RATE spikes per step over a decision
+  rheobase. Rate code: a hidden activation a is a * rate spikes per step (default RATE) over a decision
   window of T steps that starts from rest; the LIF's window rate under a steady current
   (leak, refractory period and the synapse's rise included) is calibrated once per profile
   and T (`rate_curve`), so that a pre-activation z becomes the current u0 + slope * z in
@@ -44,7 +44,8 @@ from lavaloop.options import FAN_IN_MODES
 from lavaloop.processes.dynamics import lif_step, on_grid
 
 INPUT_BITS = 16      # the observation payload the board's FPGA turns into generator rates
-RATE = 0.3            # spikes per step of a hidden activation 1 (the refractory period caps it at 0.5)
+RATE = 0.3            # default spikes per step of a hidden activation 1 (the refractory period caps it at
+                      # 0.5; convert --spike-rate; 0.45 decides better on CartPole, docs/mixed_signal.md)
 ONE = 1 << 16         # generator phase of one spike (increments are in these units)
 INPUT_HEADROOM = 1.25  # input_range = this x the calibration maximum of |observation|
 READOUT_BITS = 16     # host readout weights
@@ -118,25 +119,25 @@ def refractory_steps(profile) -> int:
     return int(round(profile.refractory_ms / profile.dt_ms))
 
 
-def rate_curve(profile, timesteps: int) -> tuple[float, float]:
+def rate_curve(profile, timesteps: int, rate: float = RATE) -> tuple[float, float]:
     """(u0, slope): a pre-activation z in [0, 1] becomes the steady synaptic current
     u0 + slope * z (threshold units) for which the nominal LIF neuron, started from rest,
-    fires z * RATE * T spikes in a window of T steps, in the least-squares sense."""
+    fires z * rate * T spikes in a window of T steps, in the least-squares sense."""
     a_syn, a_mem = decays(profile)
     u = np.linspace(0.0, 30.0, 3001)
     p = {"conn": (u * (1 - a_syn))[None], "gain": 1.0, "a_syn": a_syn, "a_mem": a_mem, "b_mem": 1 - a_mem,
          "vth": 1.0, "refractory": refractory_steps(profile)}
     state = {"i_syn": np.zeros(len(u)), "v": np.zeros(len(u)), "refr": np.zeros(len(u), np.int64)}
     count = sum(lif_step(state, np.ones(1), p) for _ in range(timesteps))
-    rate = count / (timesteps * RATE)                 # in activation units
-    if rate[-1] < 1.0:
-        raise ProfileError(f"{profile.name}: its neurons cannot fire {RATE} spikes per step "
+    activation = count / (timesteps * rate)
+    if activation[-1] < 1.0:
+        raise ProfileError(f"{profile.name}: its neurons cannot fire {rate} spikes per step "
                            f"(refractory {profile.refractory_ms} ms at dt {profile.dt_ms} ms)")
     z = np.linspace(0.0, 1.0, 51)
     best = (np.inf, 0.0, 1.0)
     for u0 in np.linspace(0.0, 3.0, 61):
         for slope in np.linspace(0.5, 30.0, 119):
-            err = float(np.mean((np.interp(u0 + slope * z, u, rate) - z) ** 2))
+            err = float(np.mean((np.interp(u0 + slope * z, u, activation) - z) ** 2))
             best = min(best, (err, float(u0), float(slope)))
     return best[1], best[2]
 
@@ -330,7 +331,7 @@ def least_squares_readout(features: np.ndarray, target: np.ndarray, ridge: float
 
 
 def map_network(layers: list[Layer], obs: np.ndarray, profile, timesteps: int, input_scale_bits: int,
-                fan_in_mode: str = "split") -> MappedNetwork:
+                fan_in_mode: str = "split", rate: float = RATE) -> MappedNetwork:
     """Map normalized layers (the output layer in Q / lambda units) onto `profile`.
 
     Parameters
@@ -339,20 +340,21 @@ def map_network(layers: list[Layer], obs: np.ndarray, profile, timesteps: int, i
     profile: a MixedSignalProfile. timesteps: T, steps per decision window.
     input_scale_bits: the payload's fraction bits (EnvIO sends rint(obs * 2**bits)).
     fan_in_mode: "split" or "prune" (see the module docstring).
+    rate: spikes per step of a hidden activation 1 (recorded as the report's "rate").
     """
     in_range, chip, roles, fan_report = chip_topology(layers, obs, profile, fan_in_mode)
-    u0, slope = rate_curve(profile, timesteps)
+    u0, slope = rate_curve(profile, timesteps, rate)
     mapped, reports = [], []
     for i, (layer, role) in enumerate(zip(chip, roles)):
-        w = to_currents(layer, profile, 1.0 if i == 0 else RATE, u0, slope)
+        w = to_currents(layer, profile, 1.0 if i == 0 else rate, u0, slope)
         ql, rep = quantize_layer(layer.name, w, profile, role)
         mapped.append(ql)
         reports.append(rep)
     out = layers[-1]
-    ro_w, ro_b, shift = integer_readout(out.weight / (timesteps * RATE), out.bias)   # per spike of the last layer
+    ro_w, ro_b, shift = integer_readout(out.weight / (timesteps * rate), out.bias)   # per spike of the last layer
     neurons = sum(l.size for l in mapped)
     cores = sum(int(l.core.max()) + 1 for l in mapped)
-    report = {"fan_in": fan_report, "layers": reports, "u0": u0, "slope": slope, "rate": RATE,
+    report = {"fan_in": fan_report, "layers": reports, "u0": u0, "slope": slope, "rate": rate,
               "input_range": in_range.tolist(), "neurons": neurons, "cores": cores,
               "chips": math.ceil(cores / profile.cores_per_chip),
               "synapses": sum(r["synapses"] for r in reports), "readout_shift": shift}

@@ -69,8 +69,8 @@ def cmd_convert(args) -> None:
     opts = given(args, "coding", "delta_threshold", "message_shift", "equalize", "centre_readout", "weight_split_bits",
                  "percentile", "normalization", "timesteps", "timesteps_target", "readout", "profile", "calib_steps",
                  "calib_seed", "calib_episodes", "epsilon", "v_init", "sticky", "max_episode_steps", "distill",
-                 "distill_steps", "distill_model", "fan_in", "distill_mismatch", "distill_dagger_rounds",
-                 "distill_dagger_steps")
+                 "distill_steps", "distill_model", "distill_objective", "fan_in", "spike_rate", "distill_mismatch",
+                 "distill_dagger_rounds", "distill_dagger_steps")
     opts.update(env_params(args))
     art = lavaloop.convert(args.checkpoint, args.env, **opts)
     art.save(args.output)
@@ -237,9 +237,15 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--distill-steps", type=int, help="DQN: distillation optimizer steps >= 1 (default 3000)")
     c.add_argument("--distill-model", choices=["spikes", "staircase"],
                    help="DQN: train through simulated spike trains (default) or rounded rates (cheaper)")
+    c.add_argument("--distill-objective", choices=["q", "advantage", "both"],
+                   help="DQN, with --distill: fit the source's Q-values, its advantages, or both keeping the "
+                        "better (default: both for rate coding, advantage for sigma-delta)")
     c.add_argument("--fan-in", choices=["split", "prune"],
                    help="DQN on a mixed-signal profile: neurons with more inputs than the chip's fan-in are split "
                         "into partial sums and a relay (default) or pruned to their largest weights")
+    c.add_argument("--spike-rate", type=float, metavar="R",
+                   help="DQN on a mixed-signal profile: spikes per step of a hidden activation 1, in (0, 1] "
+                        "(default 0.3; the refractory period bounds it)")
     c.add_argument("--distill-mismatch", type=float, metavar="SIGMA",
                    help="DQN on a mixed-signal profile, with --distill: device mismatch sampled while training "
                         "through the chip (default: the profile's; 0: the nominal chip only)")

@@ -17,6 +17,7 @@ NORMALIZATIONS = ("layer", "channel", "neuron")
 V_INITS = ("half", "zero")
 BACKENDS = ("lava", "emulator")
 DISTILL_MODELS = ("spikes", "staircase")
+DISTILL_OBJECTIVES = ("q", "advantage", "both")
 CODINGS = ("rate", "sigma-delta")
 FAN_IN_MODES = ("split", "prune")
 MAX_SPLIT_BITS = 7                      # the low synapse holds them in its 8-bit mantissa
@@ -131,9 +132,16 @@ class ConvertOptions:
     distill_steps: its optimizer steps, >= 1.
     distill_model: what it trains through: "spikes" (simulated IF spike trains; closest to the
         chip, T times the work) or "staircase" (rounded rates; for large T and conv nets).
+    distill_objective: what distillation fits: "q" (the source's Q-values), "advantage" (its
+        advantages in units of their RMS, a stronger cross-entropy, an annealed rate) or "both"
+        (each, keeping the network that decides better on its own episodes; twice the time);
+        None: "both" for rate coding, "advantage" for sigma-delta (docs/conversion.md).
     fan_in: mixed-signal profiles only: a neuron with more inputs than the chip's fan-in is
         "split" into partial sums and a relay, or "prune"d to its largest weights
         (lavaloop.conversion.mixed_signal).
+    spike_rate: mixed-signal profiles only: spikes per step of a hidden activation 1, in (0, 1]
+        (None: `conversion.mixed_signal.RATE`, 0.3); the profile's refractory period bounds it
+        (dynapse2: 0.5), and a rate its neurons cannot reach is refused.
     distill_mismatch: mixed-signal profiles with distill only: the device mismatch sigma
         (>= 0) sampled while training through the chip (None: the profile's; 0: the nominal
         chip only); lavaloop.conversion.mismatch_training.
@@ -165,7 +173,9 @@ class ConvertOptions:
     distill: bool = False
     distill_steps: int = 3000
     distill_model: str = "spikes"
+    distill_objective: str | None = None
     fan_in: str = "split"
+    spike_rate: float | None = None
     distill_mismatch: float | None = None
     distill_dagger_rounds: int = 2
     distill_dagger_steps: int = 2000
@@ -176,9 +186,12 @@ class ConvertOptions:
         flag("equalize", self.equalize)
         flag("centre_readout", self.centre_readout)
         one_of("fan-in mode", self.fan_in, FAN_IN_MODES)
+        within("spike_rate", self.spike_rate, 0, 1, low_open=True)
         at_least("distill_mismatch", self.distill_mismatch, 0.0)
         if self.distill_mismatch is not None and not self.distill:
             raise LavaloopError("distill_mismatch applies only with distill")
+        if self.distill_objective is not None:
+            one_of("distill objective", self.distill_objective, DISTILL_OBJECTIVES)
         within("percentile", self.percentile, 0, 100, low_open=True)
         one_of("normalization", self.normalization, NORMALIZATIONS)
         if self.timesteps != "auto":
@@ -220,8 +233,10 @@ class ConvertOptions:
         at_least("distill_dagger_rounds", self.distill_dagger_rounds, 0)
         at_least("distill_dagger_steps", self.distill_dagger_steps, 1)
         if not self.distill and (self.distill_steps != 3000 or self.distill_model != "spikes"
+                                 or self.distill_objective is not None
                                  or self.distill_dagger_rounds != 2 or self.distill_dagger_steps != 2000):
-            raise LavaloopError("distill_steps, distill_model and distill_dagger_* apply only with distill")
+            raise LavaloopError("distill_steps, distill_model, distill_objective and distill_dagger_* apply only "
+                                "with distill")
 
 
 @dataclass

@@ -89,6 +89,7 @@ def test_convert_bad_input(bad_files, name, env, needle):
     (["--distill", "--distill-dagger-rounds", "-1"], "distill_dagger_rounds must be >= 0"),
     (["--distill", "--distill-dagger-steps", "0"], "distill_dagger_steps must be >= 1"),
     (["--distill", "--v-init", "zero"], "half threshold"),
+    (["--distill-objective", "q"], "apply only with distill"),
 ])
 def test_convert_bad_numbers(bad_files, args, needle):
     proc = lavaloop_cli("convert", bad_files / "good.pt", "--env", "CartPole-v1", "-o", bad_files / "n.h5", *args)

@@ -61,11 +61,32 @@ def test_distilled_conversion_agrees_more_and_is_reproducible(cartpole_checkpoin
     d = art.manifest["distillation"]
     assert d["observations"] == 1000 + 2 * 2000 and d["steps"] == 400
     assert d["heldout_agreement_after"] > d["heldout_agreement_before"] + 0.03
+    # rate coding fits both objectives and keeps the one that decides better on its own episodes
+    tried = d["objectives"]
+    assert set(tried) == {"q", "advantage"}
+    assert d["objective"] == max(tried, key=lambda name: tried[name]["own_agreement_after"])
+    assert d["own_agreement_after"] == tried[d["objective"]]["own_agreement_after"]
     again = lavaloop.convert(cartpole_checkpoint, "CartPole-v1", **opts)
     for a, b in zip(art.layers, again.layers):
         assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
     plain = lavaloop.convert(cartpole_checkpoint, "CartPole-v1", calib_steps=1000, timesteps=16)
     assert plain.manifest["distillation"] is None
+
+
+def test_advantage_training_hands_the_rate_readout_back_in_its_own_units():
+    """The advantage objective trains the output layer in units of the advantages' RMS; the rate
+    model's integer readout is built for Q / lambda, so the layer comes back in those units
+    (an untouched layer: unchanged; at advantage scale the readout overflowed, 0.20 agreement)."""
+    from lavaloop.conversion.distill import DistillConfig, distill
+    from lavaloop.conversion.models.qnet import FeedForwardQ
+
+    layers = random_layers()
+    x = np.random.default_rng(4).normal(0, 1, (256, 4))
+    cfg = DistillConfig(target="advantage", steps=1, lr=1e-12, dagger_rounds=0, model="staircase")
+    tuned, _ = distill(FeedForwardQ.from_layers(layers), layers, PROFILES["loihi2"], [True, True, False], x, None,
+                       16, 2.0, 0.0, cfg, progress=False)
+    np.testing.assert_allclose(tuned[-1].weight, layers[-1].weight, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(tuned[-1].bias, layers[-1].bias, rtol=1e-4, atol=1e-7)
 
 
 def test_convolutional_layers_run_through_both_models():

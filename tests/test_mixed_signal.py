@@ -48,6 +48,30 @@ def test_the_mapping_keeps_the_chips_limits(mapped):
     assert any("partial" in line for line in loaded.describe())
 
 
+def test_the_spike_rate_sets_the_hidden_counts(mapped):
+    """A hidden activation a fires about a * rate * T spikes: the mapping records the rate it was
+    built for, and a lower rate gives sparser counts (the training model reads the recorded rate)."""
+    import lavaloop
+    from lavaloop.conversion.mismatch_training import ChipModel, generator_trains
+    from lavaloop.conversion.mixed_signal import RATE
+    from lavaloop.conversion.models.qnet import FeedForwardQ
+    from lavaloop.conversion.normalize import collect_observations
+    from lavaloop.envs import EnvSpec
+
+    _, arts = mapped
+    slow = lavaloop.convert(CARTPOLE, "CartPole-v1", profile="dynapse2", calib_steps=1000, timesteps=32,
+                            fan_in="prune", spike_rate=RATE / 2)
+    assert arts["prune"].manifest["mapping"]["rate"] == RATE and slow.manifest["mapping"]["rate"] == RATE / 2
+    source = FeedForwardQ.from_layers(slow.source)
+    x = collect_observations(source, EnvSpec.for_id("CartPole-v1"), 200, 5, 0.0)
+    counts = {}
+    for name, art in (("default", arts["prune"]), ("slow", slow)):
+        model = ChipModel(art)
+        assert model.rate == art.manifest["mapping"]["rate"]
+        counts[name] = float(model.features(generator_trains(art, x)).mean()) * model.rate * 32
+    assert counts["slow"] < 0.75 * counts["default"], counts
+
+
 def test_generators_fire_at_the_rate_of_their_input():
     """ON/OFF generators: rint(payload * gain) / one spikes per step for the positive and the
     negative part; the bias generator every step."""
@@ -137,6 +161,9 @@ def test_the_chip_weights_learn_through_the_surrogate_gradient(mapped):
 @pytest.mark.parametrize("convert_args, run_args, needle", [
     (["--profile", "dynapse2", "--readout", "spike_count"], None, "readout do not apply to a mixed-signal profile"),
     (["--fan-in", "prune"], None, "apply to mixed-signal profiles"),
+    (["--spike-rate", "0.3"], None, "apply to mixed-signal profiles"),
+    (["--profile", "dynapse2", "--spike-rate", "0.8"], None, "cannot fire 0.8 spikes per step"),
+    (["--profile", "dynapse2", "--spike-rate", "0"], None, "spike_rate must be in (0, 1]"),
     (["--profile", "dynapse2", "--distill-mismatch", "0.1"], None, "distill_mismatch applies only with distill"),
     (["--profile", "EXTRA"], None, "has unknown fields: tau_leak"),
     (["--profile", "dynapse2"], ["--mismatch-sigma", "-0.1"], "mismatch_sigma must be >= 0.0"),
