@@ -51,6 +51,9 @@ class ConvertedDQN(Artifact):
                 f"{100 * d['heldout_agreement_after']:.1f}% of held-out observations"
                 + (f", {100 * d['own_agreement_before']:.1f}% -> {100 * d['own_agreement_after']:.1f}% of its own"
                    if "own_agreement_after" in d else "")
+                + "".join(f"; {name} objective {100 * r['own_agreement_after']:.1f}% of its own"
+                          + (" (the better)" if name == d["objective"] else "")
+                          for name, r in d.get("objectives", {}).items())
                 + ("; kept the converted network" if d.get("kept") == "converted" else "")]
 
     def adaptation_line(self) -> list[str]:

@@ -66,6 +66,7 @@ def test_distilled_conversion_agrees_more_and_is_reproducible(cartpole_checkpoin
     assert set(tried) == {"q", "advantage"}
     assert d["objective"] == max(tried, key=lambda name: tried[name]["own_agreement_after"])
     assert d["own_agreement_after"] == tried[d["objective"]]["own_agreement_after"]
+    assert f"{d['objective']} objective" in "\n".join(art.describe())
     again = lavaloop.convert(cartpole_checkpoint, "CartPole-v1", **opts)
     for a, b in zip(art.layers, again.layers):
         assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
