@@ -101,8 +101,8 @@ def measure(network: str, coding: str, timesteps: int | None) -> dict:
             "epsilon": res.epsilon,
             **({"distillation": {k: art.manifest["distillation"][k] for k in
                                  ("steps", "dagger_rounds", "observations", "heldout_agreement_before",
-                                  "heldout_agreement_after",
-                                  "own_agreement_before", "own_agreement_after", "kept")}}
+                                  "heldout_agreement_after", "own_agreement_before", "own_agreement_after", "kept",
+                                  "objective", "objectives") if k in art.manifest["distillation"]}}
                if distilled else {}),
             **({"normalization": options["normalization"]} if "normalization" in options else {}),
             **({"split_bits": [q.split_bits for q in art.layers]} if "+split" in coding else {}),
