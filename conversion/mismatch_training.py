@@ -11,11 +11,11 @@ evaluation instances below it are unseen). The forward pass is the simulation
 (`dynamics.mapped_layer_step`); the backward pass is backpropagation through time along the
 same LIF recurrence with a surrogate spike derivative (the derivative of
 sigmoid(SURROGATE_STEEPNESS (v - vth) / vth)), the resets and refractory periods taken
-from the simulation; a neuron's activation is its count / (T rate), rate the mapping's spikes per
-step of activation 1. An earlier version
-used the rate model's gradient (clip of the steady-state pre-activation) instead: on the
-nominal chip and 1,000 steps, it lowered the held-out agreement from 0.774 to 0.751 where BPTT
-raises it to 0.913.
+from the simulation; a neuron's activation is its count / (T rate), with the mapping's
+recorded rate (spikes per step of an activation 1). An earlier version used the rate
+model's gradient (clip of the steady-state pre-activation) instead: on the nominal chip and
+1,000 steps, it lowered the held-out agreement from 0.774 to 0.751 where BPTT raises it to
+0.913.
 Weights go through the profile's levels with the mapping's shared currents (the code
 of a weight is fixed per minibatch; its instance value is the sum of the code's mismatched
 bit currents; straight-through). This is noise-injection training as used for analog

@@ -10,11 +10,11 @@ activations in [0, 1] at the calibration percentile, `conversion.normalize`):
 * **Neurons** are LIF with DPI synapses (`dynamics.lif_step`) at the profile's time step, the
   fast synapse types (AMPA, GABA_A) with `tau_syn_fast_ms`. A chip neuron has no bias of its
   own: the bias generator carries each neuron's bias plus the offset that lifts it past the
-  rheobase. Rate code: a hidden activation a is a * rate spikes per step (default RATE) over a decision
-  window of T steps that starts from rest; the LIF's window rate under a steady current
-  (leak, refractory period and the synapse's rise included) is calibrated once per profile
-  and T (`rate_curve`), so that a pre-activation z becomes the current u0 + slope * z in
-  threshold units.
+  rheobase. Rate code: a hidden activation a is a * rate spikes per step (`--spike-rate`,
+  default RATE) over a decision window of T steps that starts from rest; the LIF's window
+  rate under a steady current (leak, refractory period and the synapse's rise included) is
+  calibrated once per profile, T and rate (`rate_curve`), so that a pre-activation z becomes
+  the current u0 + slope * z in threshold units.
 * **Weights**: a synapse holds a signed code (the sign is its type: excitatory or inhibitory)
   whose weight is made of currents its core shares per type. `dynapse2`: 4 bit-currents
   (weight = sum of the code's bits times I_b, nominally I_b = base * 2**b); `dynapse1`: one
