@@ -77,7 +77,7 @@ def test_distilled_conversion_agrees_more_and_is_reproducible(cartpole_checkpoin
 def test_advantage_training_hands_the_rate_readout_back_in_its_own_units():
     """The advantage objective trains the output layer in units of the advantages' RMS; the rate
     model's integer readout is built for Q / lambda, so the layer comes back in those units
-    (an untouched layer: unchanged; at advantage scale the readout overflowed, 0.20 agreement)."""
+    (an untouched layer: unchanged; left at advantage scale it decided on 0.20 in closed loop)."""
     from lavaloop.conversion.distill import DistillConfig, distill
     from lavaloop.conversion.models.qnet import FeedForwardQ
 
