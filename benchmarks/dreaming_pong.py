@@ -46,6 +46,9 @@ CONDITIONS = {
     "reference_dream_one_adam_step": {**REF, "second_adam_step": False},
     "reference_dream_action_connected": {**REF, "topology": {"action_input": True}},
     "reference_dream_window_10": {**REF, "window": 10},
+    # config.ini sets the policy's lr to 0.004 with the comment "0.002 (dreaming)": two Adam steps per game at
+    # half the rate move the policy as far per game as the no-dreaming condition's one step
+    "reference_dream_lr_0.002": {**REF, "rules": {"lr_policy": 0.002}},
     # our protocol fixed: every step an agent window then a world-model window, and both
     # populations driven to a coding level of 0.1 (deploy.dreaming.drive)
     "paired_coding_dream": {"paired_windows": True, "coding_level": 0.1},
