@@ -34,6 +34,7 @@ OUT = Path("results/dreaming_pong")
 PAPER = Path(__file__).resolve().parents[1].parent / "shared/reference/dreaming_paper_curves.csv"
 REF = {"protocol": "reference"}
 SWEEP_SIGMAS = (0.0, 0.1, 0.2, 0.3)
+COLLAPSE_GAMES = 500
 # condition -> lavaloop.dream options (10 runs x 2000 games by default)
 CONDITIONS = {
     "dream": {},
@@ -74,17 +75,28 @@ LAVA_RUNS = ("dream", "no_dream", "reference_dream")
 PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("paper_dream", "paper_no_dream"),
          ("reference_dream", "paper_dream"), ("reference_no_dream", "paper_no_dream")] + [
     (name, "reference_dream") for name in CONDITIONS if name.startswith("reference_dream_") and name != REF_RUN_0] + [
-    ("reference_no_dream_two_uploads", "reference_no_dream"), ("paired_coding_dream", "paired_coding_no_dream"),
+    ("reference_no_dream_two_uploads", "reference_no_dream"), ("reference_dream_one_upload", "reference_no_dream"),
+    ("reference_dream_lr_0.002", "reference_no_dream"), ("reference_dream_lr_0.002", "paper_dream"),
+    ("paired_coding_dream", "paired_coding_no_dream"),
     ("paired_coding_dream_per_action", "paired_coding_no_dream"),
     ("paired_coding_dream_per_action", "paired_coding_dream")]
+
+
+def collapsed(per_run: np.ndarray, games: np.ndarray) -> np.ndarray:
+    """Runs that stopped scoring: every curve point over the last COLLAPSE_GAMES games at <= -1.9
+    (a game has about two points, so such a run loses nearly all of them; docs/dreaming.md)."""
+    return (per_run[:, games > games[-1] - COLLAPSE_GAMES] <= -1.9).all(1)
 
 
 def summarize(per_run: np.ndarray, games: np.ndarray) -> dict:
     """Curve summary of (runs, points) mean returns over the last 50 games at `games`."""
     mean = per_run.mean(0)
     hit = np.nonzero(mean >= -0.5)[0]
+    stopped = collapsed(per_run, games)
     return {"final_mean": float(per_run[:, -1].mean()), "final_sd": float(per_run[:, -1].std()),
             "games_to_minus_half": int(games[hit[0]]) if len(hit) else None, "runs": len(per_run),
+            "collapsed_runs": int(stopped.sum()),
+            "final_mean_others": float(per_run[~stopped, -1].mean()) if (~stopped).any() else None,
             "finals": per_run[:, -1].round(4).tolist(), "games": games.tolist(), "mean": mean.round(4).tolist(),
             "sd": per_run.std(0).round(4).tolist(), "per_run": per_run.round(4).tolist()}
 
@@ -120,7 +132,9 @@ def mann_whitney(a: list[float], b: list[float]) -> float:
 
 
 def collect(runs: Path, previous: dict) -> dict:
-    conditions = dict(previous.get("conditions", {}))
+    # kept entries are summarized again, so that fields added to `summarize` since reach them too
+    conditions = {name: {**old, **summarize(np.array(old["per_run"]), np.array(old["games"]))}
+                  for name, old in previous.get("conditions", {}).items()}
     for name in CONDITIONS:
         rec = condition_record(runs / name)
         if rec is not None:
@@ -208,7 +222,7 @@ def main() -> None:
     plot(res, OUT.with_suffix(".png"))
     for name, rec in res["conditions"].items():
         print(f"{name:34s} final {rec['final_mean']:+.2f} ± {rec['final_sd']:.2f}, "
-              f"-0.5 at {rec['games_to_minus_half']}")
+              f"-0.5 at {rec['games_to_minus_half']}, stopped scoring {rec['collapsed_runs']}/{rec['runs']}")
     for pair, pv in res["mann_whitney_p"].items():
         print(f"Mann-Whitney U  {pair}: p = {pv:.3g}")
 

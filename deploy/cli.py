@@ -143,8 +143,11 @@ def cmd_dream(args) -> None:
                    "coding_level", "dreams")
     if args.no_dream:
         config["dream"] = False
-    if args.model_per_action:
-        config["rules"] = {"model_per_action": True}
+    rules = {"model_per_action": True} if args.model_per_action else {}
+    if "entropy" in args:
+        rules["entropy"] = args.entropy
+    if rules:
+        config["rules"] = rules
     rec = lavaloop.dream(args.env, args.out, args.backend, checkpoint_every=args.checkpoint_every,
                          progress=not args.no_progress, **config)
     c = rec["curve"]
@@ -358,6 +361,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--dreams", type=int, help="dreams after each real game >= 1 (default 1)")
     d.add_argument("--model-per-action", action="store_true", default=False, help="the world model's "
                    "readouts: one per action, selected by the transition's action (docs/dreaming.md)")
+    d.add_argument("--entropy", type=float, help="entropy bonus of the policy gradient >= 0 (default 0: "
+                   "plain REINFORCE; docs/dreaming.md, 'Runs that stop scoring')")
     d.add_argument("--backend", default="emulator", choices=["emulator", "lava"])
     d.add_argument("--out", default=None, help="run directory (resumed if it exists); default "
                    "runs/pong_<condition>_<backend>")

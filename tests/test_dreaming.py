@@ -13,7 +13,7 @@ from lavaloop.deploy.dreaming.agent import REFERENCE, DreamConfig, dream_config
 from lavaloop.deploy.dreaming.emulator import EmulatedChip
 from lavaloop.deploy.dreaming.network import Topology, draw_network
 from lavaloop.deploy.dreaming.protocol import make_agent
-from lavaloop.deploy.dreaming.readouts import ReadoutRules, WorldModel
+from lavaloop.deploy.dreaming.readouts import Policy, ReadoutRules, WorldModel
 from lavaloop.deploy.dreaming.reference import ReferenceAgent
 from lavaloop.errors import LavaloopError, ProfileError
 from lavaloop.processes.dynamics import lif_step, regular_spikes, restart_generators
@@ -346,6 +346,8 @@ def test_dream_cli_bad_input(tmp_path):
     assert_clean_failure(lavaloop("dream", "pong", "--protocol", "authors", "--out", tmp_path / "e"), "lavaloop",
                          "unknown protocol 'authors'")
     assert_clean_failure(lavaloop("dream", "pong", "--dreams", 0, "--out", tmp_path / "f"), "lavaloop", "dreams")
+    assert_clean_failure(lavaloop("dream", "pong", "--entropy", -0.1, "--out", tmp_path / "g"), "lavaloop",
+                         "entropy must be >= 0.0")
     bad = tmp_path / "chip.json"
     d = PROFILES["dynapse1"].to_dict()
     del d["tau_mem_ms"]
@@ -357,6 +359,43 @@ def test_dream_cli_bad_input(tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert_clean_failure(lavaloop("dream", "pong", "--runs", 1, "--games", 1, "--no-dream", "--out", run),
                          "lavaloop", "different configuration", "dream")
+
+
+def _entropy(policy, s):
+    z = (policy.J * s[:, None, :]).sum(-1)
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    return -(p * np.log(p)).sum(1)
+
+
+def test_entropy_bonus_is_the_gradient_of_the_policy_entropy():
+    """With rewards 0, a step adds beta x dH/dJ to the gradient (checked against finite
+    differences); Adam ascent along it raises a skewed policy's entropy, and a silent game adds nothing."""
+    rng = np.random.default_rng(3)
+    policy = Policy(ReadoutRules(entropy=0.5, init_std=1.0), 2, 6, [np.random.default_rng(k) for k in (0, 1)])
+    counts = rng.integers(0, 4, (2, 6)).astype(float)
+    policy.act(counts)
+    s = policy.filter.s.copy()
+    policy.reward(np.zeros(2), weight=0.0)
+    assert not policy.G.any()
+    policy.reward(np.zeros(2))
+    numeric = np.zeros_like(policy.J)
+    for idx in np.ndindex(*policy.J.shape):
+        J = policy.J.copy()
+        policy.J[idx] += 1e-6
+        up = _entropy(policy, s)[idx[0]]
+        policy.J[idx] -= 2e-6
+        numeric[idx] = (up - _entropy(policy, s)[idx[0]]) / 2e-6
+        policy.J = J
+    np.testing.assert_allclose(policy.G, 0.5 * numeric, atol=1e-6)
+    before = _entropy(policy, s)
+    for _ in range(20):
+        policy.start_episode()
+        policy.filter.s[:] = 0.0
+        policy.act(counts)
+        policy.reward(np.zeros(2))
+        policy.update()
+    assert (_entropy(policy, policy.filter.s) > before).all()
 
 
 def test_sigterm_leaves_a_resumable_run_directory(tmp_path):

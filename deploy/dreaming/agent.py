@@ -191,7 +191,7 @@ class DreamingAgent:
             agent, model, info = self._window([command(STEP, a) for a in actions])
             reward, new_state = info[:, 4], info[:, :4]
             total += reward
-            self.policy.reward(weight * reward)
+            self.policy.reward(reward, weight)
             delta_pred, reward_pred = self.model.predict(model, actions)
             self.model.learn(delta_pred, reward_pred, new_state - state, reward, actions)
             state = new_state
@@ -220,7 +220,7 @@ class DreamingAgent:
             shown = self.view(state)
             model = self.dream_model_counts(self.dream_model_window(shown, actions))
             delta_pred, reward_pred = self.model.predict(model, actions)
-            self.policy.reward(weight * reward_pred)
+            self.policy.reward(reward_pred, weight)
             state = self.dreamed(state + delta_pred)
             if j + 1 < cfg.dream_steps:
                 agent, _ = self.dream_agent_counts(self.dream_agent_window(self.view(state), shown, actions))

@@ -46,7 +46,7 @@ class PairedAgent(DreamingAgent):
             agent, _, info = self._window([command(STEP_AGENT, a) for a in actions])
             reward, new_state = info[:, 4], info[:, :4]
             total += reward
-            self.policy.reward(weight * reward)
+            self.policy.reward(reward, weight)
             self.model.learn(delta_pred, reward_pred, new_state - state, reward, actions)
             state = new_state
             if k + 1 < cfg.agent_steps:

@@ -14,9 +14,15 @@ import math
 import numpy as np
 
 _exp = np.vectorize(math.exp, otypes=[np.float64])
+_log = np.vectorize(math.log, otypes=[np.float64])
 
 
 def exp(x) -> np.ndarray:
     """Elementwise e**x in float64 through the C library (math.exp), whatever numpy's SIMD
     dispatch; like math.exp it raises OverflowError above ~709 (the dreaming code's arguments are <= 0)."""
     return _exp(np.asarray(x, np.float64))
+
+
+def log(x) -> np.ndarray:
+    """Elementwise natural logarithm in float64 through the C library (math.log); x must be > 0."""
+    return _log(np.asarray(x, np.float64))

@@ -1,6 +1,7 @@
 """Host-side readouts of the on-chip populations, batched over independent runs (leading axis R).
 
-The policy learns by REINFORCE with an eligibility trace and no baseline; the world model's
+The policy learns by REINFORCE with an eligibility trace and no baseline (optionally with an
+entropy bonus, `ReadoutRules.entropy`); the world model's
 readouts by an online delta rule. Both use Adam. All products are elementwise followed by a
 sum over the last axis, so a run computes the same bits alone or in a batch.
 """
@@ -12,6 +13,7 @@ import numpy as np
 
 from lavaloop.adam import Adam
 from lavaloop.deploy.dreaming import portable
+from lavaloop.options import at_least
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,10 @@ class ReadoutRules:
     lr_drop: float = 1.0              # every Adam's step size x lr_drop every lr_drop_every steps
     lr_drop_every: int = 10_000
     model_per_action: bool = False    # the world model's readouts: one set per action (see WorldModel)
+    entropy: float = 0.0              # entropy bonus: beta x the gradient of each step's policy entropy joins G
+
+    def __post_init__(self):
+        at_least("entropy", self.entropy, 0.0)
 
     def adam(self, shape, lr: float) -> Adam:
         return Adam(shape, lr, eps=self.adam_eps, drop=self.lr_drop, drop_every=self.lr_drop_every)
@@ -63,7 +69,7 @@ class Policy:
         self.J = np.stack([rng.normal(0.0, rules.init_std, (3, n)) for rng in rngs])
         self.filter = Filter(rules.filter_decay, rules.filter_gain, runs, n)
         self.adam = rules.adam(self.J.shape, rules.lr_policy)
-        self.e, self.G = np.zeros_like(self.J), np.zeros_like(self.J)
+        self.e, self.G, self.dH = np.zeros_like(self.J), np.zeros_like(self.J), np.zeros_like(self.J)
 
     def start_episode(self, keep_gradient: bool = False) -> None:
         """Reset the filter and the trace; `keep_gradient`: add this episode's gradient to the
@@ -77,16 +83,26 @@ class Policy:
         """Sample one action per run and extend the eligibility trace."""
         s = self.filter.update(counts)
         logits = np.clip(linear(self.J, s), -self.rules.logit_clip, self.rules.logit_clip)
-        p = portable.exp(logits - logits.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
+        z = logits - logits.max(1, keepdims=True)
+        p = portable.exp(z)
+        total = p.sum(1, keepdims=True)
+        p /= total
         u = np.array([rng.random() for rng in self.rngs])
         actions = np.minimum((np.cumsum(p, 1) <= u[:, None]).sum(1), 2)
         onehot = np.eye(3)[actions]
         self.e = self.rules.trace_decay * self.e + (onehot - p)[:, :, None] * s[:, None, :]
+        if self.rules.entropy:
+            logp = z - portable.log(total)
+            h = -(p * logp).sum(1, keepdims=True)       # dH/dlogit_a = -p_a (log p_a + H)
+            self.dH = (-p * (logp + h))[:, :, None] * s[:, None, :]
         return actions
 
-    def reward(self, r: np.ndarray) -> None:
-        self.G += r[:, None, None] * self.e
+    def reward(self, r: np.ndarray, weight: float = 1.0) -> None:
+        """The step's reward r (per run) after `act`; `weight` 0 in the silent games (no learning)."""
+        if self.rules.entropy:
+            self.G += weight * (r[:, None, None] * self.e + self.rules.entropy * self.dH)
+        else:
+            self.G += weight * r[:, None, None] * self.e
 
     def update(self) -> None:
         """Once per game (or dream): Adam ascent along the accumulated G."""

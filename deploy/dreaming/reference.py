@@ -71,7 +71,7 @@ class ReferenceAgent(DreamingAgent):
             counts, info = self._upload([command(STEP_SHARED, a) for a in actions], None if last else "agent")
             reward, new_state = info[:, 4], info[:, :4]
             total += reward
-            self.policy.reward(weight * reward)
+            self.policy.reward(reward, weight)
             if cfg.model_windows:
                 self.model.learn(delta_pred, reward_pred, new_state - state, reward, actions)
             state = new_state
