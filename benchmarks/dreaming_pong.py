@@ -50,6 +50,8 @@ CONDITIONS = {
     # config.ini sets the policy's lr to 0.004 with the comment "0.002 (dreaming)": two Adam steps per game at
     # half the rate move the policy as far per game as the no-dreaming condition's one step
     "reference_dream_lr_0.002": {**REF, "rules": {"lr_policy": 0.002}},
+    # its control: is the gain the dreams' or the smaller steps'?
+    "reference_no_dream_lr_0.002": {**REF, "dream": False, "rules": {"lr_policy": 0.002}},
     # our protocol fixed: every step an agent window then a world-model window, and both
     # populations driven to a coding level of 0.1 (deploy.dreaming.drive)
     "paired_coding_dream": {"paired_windows": True, "coding_level": 0.1},
@@ -77,6 +79,7 @@ PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("pap
     (name, "reference_dream") for name in CONDITIONS if name.startswith("reference_dream_") and name != REF_RUN_0] + [
     ("reference_no_dream_two_uploads", "reference_no_dream"), ("reference_dream_one_upload", "reference_no_dream"),
     ("reference_dream_lr_0.002", "reference_no_dream"), ("reference_dream_lr_0.002", "paper_dream"),
+    ("reference_dream_lr_0.002", "reference_no_dream_lr_0.002"), ("reference_no_dream_lr_0.002", "reference_no_dream"),
     ("paired_coding_dream", "paired_coding_no_dream"),
     ("paired_coding_dream_per_action", "paired_coding_no_dream"),
     ("paired_coding_dream_per_action", "paired_coding_dream")]
