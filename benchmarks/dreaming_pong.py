@@ -61,6 +61,11 @@ CONDITIONS = {
     # world model does not touch the policy)
     "paired_coding_dream_per_action": {"paired_windows": True, "coding_level": 0.1,
                                        "rules": {"model_per_action": True}},
+    # our protocol fixed, with an entropy bonus (0.05: a 400-game pilot on 4 runs kept every run scoring; 0.01 did
+    # not) against runs that stop scoring (docs/dreaming.md)
+    "paired_coding_dream_entropy": {"paired_windows": True, "coding_level": 0.1, "rules": {"entropy": 0.05}},
+    "paired_coding_no_dream_entropy": {"paired_windows": True, "coding_level": 0.1, "dream": False,
+                                       "rules": {"entropy": 0.05}},
     # the mismatch sweep of our protocol with dreaming (sigma 0.2 is "dream"), chip instance 0
     **{f"dream_sigma_{sigma}": {"mismatch_sigma": sigma} for sigma in SWEEP_SIGMAS if sigma != 0.2},
     # full runs on Lava: run 0 of a condition (the curves must equal the emulator's: LAVA_RUNS)
@@ -82,7 +87,9 @@ PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("pap
     ("reference_dream_lr_0.002", "reference_no_dream_lr_0.002"), ("reference_no_dream_lr_0.002", "reference_no_dream"),
     ("paired_coding_dream", "paired_coding_no_dream"),
     ("paired_coding_dream_per_action", "paired_coding_no_dream"),
-    ("paired_coding_dream_per_action", "paired_coding_dream")]
+    ("paired_coding_dream_per_action", "paired_coding_dream"),
+    ("paired_coding_dream_entropy", "paired_coding_no_dream_entropy"),
+    ("paired_coding_dream_entropy", "paired_coding_dream"), ("paired_coding_no_dream_entropy", "paired_coding_no_dream")]
 
 
 def collapsed(per_run: np.ndarray, games: np.ndarray) -> np.ndarray:
