@@ -190,22 +190,31 @@ def plot(res: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     c = res["conditions"]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
-    styles = {"paper_dream": ("released, dreaming", "k", "-"), "paper_no_dream": ("released, no dreaming", "k", "--"),
-              "reference_dream": ("reference protocol, dreaming", "C3", "-"),
-              "reference_no_dream": ("reference protocol, no dreaming", "C3", "--"),
-              "dream": ("our protocol, dreaming", "C0", "-"), "no_dream": ("our protocol, no dreaming", "C0", "--"),
-              "paired_coding_dream": ("ours fixed (paired, coding 0.1), dreaming", "C2", "-"),
-              "paired_coding_no_dream": ("ours fixed (paired, coding 0.1), no dreaming", "C2", "--"),
-              "paired_coding_dream_per_action": ("ours fixed, dreaming, world model per action", "C4", "-")}
-    for name, (label, color, ls) in styles.items():
-        if name in c and "mean" in c[name]:
-            g, m, s = (np.array(c[name][k]) for k in ("games", "mean", "sd"))
-            ax.plot(g, m, ls, color=color, label=label)
-            ax.fill_between(g, m - s, m + s, color=color, alpha=0.08)
-    ax.axhline(-0.5, color="grey", lw=0.6)
-    ax.set(xlabel="game", ylabel=f"mean return over the last {CURVE_EVERY} games", title="learning curves (mean ± SD)")
-    ax.legend(fontsize=8)
+    fig, (ax, ox, bx) = plt.subplots(1, 3, figsize=(18, 5), gridspec_kw={"width_ratios": [3, 3, 2]})
+    released = {"paper_dream": ("released, dreaming", "k", "-"), "paper_no_dream": ("released, no dreaming", "k", "--")}
+    panels = {
+        ax: ("the authors' code (reference protocol)", {
+            "reference_dream": ("reference protocol, dreaming", "C3", "-"),
+            "reference_no_dream": ("reference protocol, no dreaming", "C3", "--"),
+            "reference_dream_lr_0.002": ("reference, policy lr 0.002, dreaming", "C1", "-"),
+            "reference_no_dream_lr_0.002": ("reference, policy lr 0.002, no dreaming", "C1", "--")}),
+        ox: ("our protocol", {
+            "dream": ("ours, dreaming", "C0", "-"), "no_dream": ("ours, no dreaming", "C0", "--"),
+            "paired_coding_dream": ("ours fixed (paired, coding 0.1), dreaming", "C2", "-"),
+            "paired_coding_no_dream": ("ours fixed (paired, coding 0.1), no dreaming", "C2", "--"),
+            "paired_coding_dream_per_action": ("ours fixed, dreaming, world model per action", "C4", "-"),
+            "paired_coding_dream_entropy": ("ours fixed + entropy 0.05, dreaming", "C5", "-"),
+            "paired_coding_no_dream_entropy": ("ours fixed + entropy 0.05, no dreaming", "C5", "--")})}
+    for axis, (title, styles) in panels.items():
+        for name, (label, color, ls) in {**released, **styles}.items():
+            if name in c and "mean" in c[name]:
+                g, m, s = (np.array(c[name][k]) for k in ("games", "mean", "sd"))
+                axis.plot(g, m, ls, color=color, label=label)
+                axis.fill_between(g, m - s, m + s, color=color, alpha=0.06)
+        axis.axhline(-0.5, color="grey", lw=0.6)
+        axis.set(xlabel="game", ylabel=f"mean return over the last {CURVE_EVERY} games", ylim=(-2.1, 1.2),
+                 title=f"{title}: mean ± SD over runs")
+        axis.legend(fontsize=7, loc="lower right")
     names = [n for n in c if (n.startswith("reference") or n.startswith("paper")) and n != REF_RUN_0]
     finals = [c[n]["final_mean"] for n in names]
     bx.barh(range(len(names)), finals, xerr=[c[n]["final_sd"] for n in names], color="C3", alpha=0.6)
