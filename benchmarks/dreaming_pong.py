@@ -66,6 +66,10 @@ CONDITIONS = {
     "paired_coding_dream_entropy": {"paired_windows": True, "coding_level": 0.1, "rules": {"entropy": 0.05}},
     "paired_coding_no_dream_entropy": {"paired_windows": True, "coding_level": 0.1, "dream": False,
                                        "rules": {"entropy": 0.05}},
+    # our protocol fixed at the policy lr that kept every run of the reference protocol scoring
+    "paired_coding_dream_lr_0.002": {"paired_windows": True, "coding_level": 0.1, "rules": {"lr_policy": 0.002}},
+    "paired_coding_no_dream_lr_0.002": {"paired_windows": True, "coding_level": 0.1, "dream": False,
+                                        "rules": {"lr_policy": 0.002}},
     # the mismatch sweep of our protocol with dreaming (sigma 0.2 is "dream"), chip instance 0
     **{f"dream_sigma_{sigma}": {"mismatch_sigma": sigma} for sigma in SWEEP_SIGMAS if sigma != 0.2},
     # full runs on Lava: run 0 of a condition (the curves must equal the emulator's: LAVA_RUNS)
@@ -89,7 +93,9 @@ PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("pap
     ("paired_coding_dream_per_action", "paired_coding_no_dream"),
     ("paired_coding_dream_per_action", "paired_coding_dream"),
     ("paired_coding_dream_entropy", "paired_coding_no_dream_entropy"),
-    ("paired_coding_dream_entropy", "paired_coding_dream"), ("paired_coding_no_dream_entropy", "paired_coding_no_dream")]
+    ("paired_coding_dream_entropy", "paired_coding_dream"), ("paired_coding_no_dream_entropy", "paired_coding_no_dream"),
+    ("paired_coding_dream_lr_0.002", "paired_coding_no_dream_lr_0.002"),
+    ("paired_coding_dream_lr_0.002", "paired_coding_dream")]
 
 
 def collapsed(per_run: np.ndarray, games: np.ndarray) -> np.ndarray:
@@ -204,7 +210,9 @@ def plot(res: dict, path: Path) -> None:
             "paired_coding_no_dream": ("ours fixed (paired, coding 0.1), no dreaming", "C2", "--"),
             "paired_coding_dream_per_action": ("ours fixed, dreaming, world model per action", "C4", "-"),
             "paired_coding_dream_entropy": ("ours fixed + entropy 0.05, dreaming", "C5", "-"),
-            "paired_coding_no_dream_entropy": ("ours fixed + entropy 0.05, no dreaming", "C5", "--")})}
+            "paired_coding_no_dream_entropy": ("ours fixed + entropy 0.05, no dreaming", "C5", "--"),
+            "paired_coding_dream_lr_0.002": ("ours fixed, policy lr 0.002, dreaming", "C1", "-"),
+            "paired_coding_no_dream_lr_0.002": ("ours fixed, policy lr 0.002, no dreaming", "C1", "--")})}
     for axis, (title, styles) in panels.items():
         for name, (label, color, ls) in {**released, **styles}.items():
             if name in c and "mean" in c[name]:
