@@ -93,7 +93,8 @@ PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("pap
     ("paired_coding_dream_per_action", "paired_coding_no_dream"),
     ("paired_coding_dream_per_action", "paired_coding_dream"),
     ("paired_coding_dream_entropy", "paired_coding_no_dream_entropy"),
-    ("paired_coding_dream_entropy", "paired_coding_dream"), ("paired_coding_no_dream_entropy", "paired_coding_no_dream"),
+    ("paired_coding_dream_entropy", "paired_coding_dream"),
+    ("paired_coding_no_dream_entropy", "paired_coding_no_dream"),
     ("paired_coding_dream_lr_0.002", "paired_coding_no_dream_lr_0.002"),
     ("paired_coding_dream_lr_0.002", "paired_coding_dream")]
 
