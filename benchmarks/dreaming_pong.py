@@ -223,7 +223,7 @@ def plot(res: dict, path: Path) -> None:
         axis.axhline(-0.5, color="grey", lw=0.6)
         axis.set(xlabel="game", ylabel=f"mean return over the last {CURVE_EVERY} games", ylim=(-2.1, 1.2),
                  title=f"{title}: mean ± SD over runs")
-        axis.legend(fontsize=7, loc="lower right")
+        axis.legend(fontsize=6.5, loc="upper left")
     names = [n for n in c if (n.startswith("reference") or n.startswith("paper")) and n != REF_RUN_0]
     finals = [c[n]["final_mean"] for n in names]
     bx.barh(range(len(names)), finals, xerr=[c[n]["final_sd"] for n in names], color="C3", alpha=0.6)
