@@ -52,6 +52,9 @@ CONDITIONS = {
     "reference_dream_lr_0.002": {**REF, "rules": {"lr_policy": 0.002}},
     # its control: is the gain the dreams' or the smaller steps'?
     "reference_no_dream_lr_0.002": {**REF, "dream": False, "rules": {"lr_policy": 0.002}},
+    # ten more runs of each (seeds 10-19), pooled with the first ten in POOLED
+    "reference_dream_lr_0.002_seeds10": {**REF, "seed": 10, "rules": {"lr_policy": 0.002}},
+    "reference_no_dream_lr_0.002_seeds10": {**REF, "seed": 10, "dream": False, "rules": {"lr_policy": 0.002}},
     # our protocol fixed: every step an agent window then a world-model window, and both
     # populations driven to a coding level of 0.1 (deploy.dreaming.drive)
     "paired_coding_dream": {"paired_windows": True, "coding_level": 0.1},
@@ -81,6 +84,9 @@ CONDITIONS = {
     "reference_dream_run_0": {**REF, "runs": 1},
 }
 REF_RUN_0 = "reference_dream_run_0"
+# conditions made of the runs of several (same settings, other seeds), summarized together
+POOLED = {f"{name}_20": (name, f"{name}_seeds10")
+          for name in ("reference_dream_lr_0.002", "reference_no_dream_lr_0.002")}
 # lava_<name> is run 0 of condition <name> on Lava, compared with <name>_run_0 where it exists, else <name>
 LAVA_RUNS = ("dream", "no_dream", "reference_dream")
 PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("paper_dream", "paper_no_dream"),
@@ -96,7 +102,9 @@ PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("pap
     ("paired_coding_dream_entropy", "paired_coding_dream"),
     ("paired_coding_no_dream_entropy", "paired_coding_no_dream"),
     ("paired_coding_dream_lr_0.002", "paired_coding_no_dream_lr_0.002"),
-    ("paired_coding_dream_lr_0.002", "paired_coding_dream")]
+    ("paired_coding_dream_lr_0.002", "paired_coding_dream"),
+    ("reference_dream_lr_0.002_20", "reference_no_dream_lr_0.002_20"), ("reference_dream_lr_0.002_20", "paper_dream"),
+    ("reference_no_dream_lr_0.002_20", "paper_no_dream")]
 
 
 def collapsed(per_run: np.ndarray, games: np.ndarray) -> np.ndarray:
@@ -156,6 +164,12 @@ def collect(runs: Path, previous: dict) -> dict:
         rec = condition_record(runs / name)
         if rec is not None:
             conditions[name] = rec
+    for name, parts in POOLED.items():
+        if all(part in conditions for part in parts):
+            per_run = np.concatenate([np.array(conditions[part]["per_run"]) for part in parts])
+            first = conditions[parts[0]]
+            conditions[name] = {**summarize(per_run, np.array(first["games"])), "backend": first["backend"],
+                                "protocol": first.get("protocol"), "pooled_from": list(parts)}
     conditions.update(paper_conditions())
     p = {f"{a} vs {b}": mann_whitney(conditions[a]["finals"], conditions[b]["finals"])
          for a, b in PAIRS if a in conditions and b in conditions}
@@ -224,7 +238,8 @@ def plot(res: dict, path: Path) -> None:
         axis.set(xlabel="game", ylabel=f"mean return over the last {CURVE_EVERY} games", ylim=(-2.1, 1.2),
                  title=f"{title}: mean ± SD over runs")
         axis.legend(fontsize=6.5, loc="upper left")
-    names = [n for n in c if (n.startswith("reference") or n.startswith("paper")) and n != REF_RUN_0]
+    names = [n for n in c if (n.startswith("reference") or n.startswith("paper")) and n != REF_RUN_0
+             and not n.endswith("_seeds10")]
     finals = [c[n]["final_mean"] for n in names]
     bx.barh(range(len(names)), finals, xerr=[c[n]["final_sd"] for n in names], color="C3", alpha=0.6)
     bx.set_yticks(range(len(names)), [n.replace("reference_", "ref ") for n in names], fontsize=8)
