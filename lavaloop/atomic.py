@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,15 +26,31 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     check_writable(path)
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)   # as a plain open() would create it (mkstemp makes it 0600)
+    tmp = None
     try:
+        with _interrupts_deferred():   # a SIGTERM between creating the file and naming it would leave it
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            os.chmod(tmp, 0o666 & ~_UMASK)   # as a plain open() would create it (mkstemp makes it 0600)
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        with _interrupts_deferred():
+            if tmp is not None and os.path.exists(tmp):
+                os.remove(tmp)
+
+
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP that arrive within the block are delivered when it ends."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def check_writable(path: str | Path) -> None:
