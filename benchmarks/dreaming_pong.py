@@ -73,6 +73,12 @@ CONDITIONS = {
     "paired_coding_dream_lr_0.002": {"paired_windows": True, "coding_level": 0.1, "rules": {"lr_policy": 0.002}},
     "paired_coding_no_dream_lr_0.002": {"paired_windows": True, "coding_level": 0.1, "dream": False,
                                         "rules": {"lr_policy": 0.002}},
+    # the same pair on DYNAP-SE2 (4-bit weight codes; the drive is set from the coding level again), mismatch sigma
+    # 0.2 as on dynapse1
+    "paired_coding_dream_lr_0.002_dynapse2": {"paired_windows": True, "coding_level": 0.1, "profile": "dynapse2",
+                                              "mismatch_sigma": 0.2, "rules": {"lr_policy": 0.002}},
+    "paired_coding_no_dream_lr_0.002_dynapse2": {"paired_windows": True, "coding_level": 0.1, "profile": "dynapse2",
+                                                 "mismatch_sigma": 0.2, "dream": False, "rules": {"lr_policy": 0.002}},
     # the mismatch sweep of our protocol with dreaming (sigma 0.2 is "dream"), chip instance 0
     **{f"dream_sigma_{sigma}": {"mismatch_sigma": sigma} for sigma in SWEEP_SIGMAS if sigma != 0.2},
     # full runs on Lava: run 0 of a condition (the curves must equal the emulator's: LAVA_RUNS)
@@ -103,6 +109,8 @@ PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("pap
     ("paired_coding_no_dream_entropy", "paired_coding_no_dream"),
     ("paired_coding_dream_lr_0.002", "paired_coding_no_dream_lr_0.002"),
     ("paired_coding_dream_lr_0.002", "paired_coding_dream"),
+    ("paired_coding_dream_lr_0.002_dynapse2", "paired_coding_no_dream_lr_0.002_dynapse2"),
+    ("paired_coding_dream_lr_0.002_dynapse2", "paired_coding_dream_lr_0.002"),
     ("reference_dream_lr_0.002_20", "reference_no_dream_lr_0.002_20"), ("reference_dream_lr_0.002_20", "paper_dream"),
     ("reference_no_dream_lr_0.002_20", "paper_no_dream")]
 
