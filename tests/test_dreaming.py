@@ -64,6 +64,29 @@ def test_dynapse2_weight_levels():
         draw_network(Topology(synapses=40, max_multiplicity=20), PROFILES["dynapse2"], 0, 0)
 
 
+def test_dynapse2_weights_are_sums_of_mismatched_bit_currents_per_core():
+    """On dynapse2 a multiplicity-m connection is the 4-bit code m: the sum of its bits'
+    currents, each core's own (mismatched); the neurons' factors are those dynapse1 draws."""
+    topo = Topology()
+    d1 = draw_network(topo, PROFILES["dynapse1"], seed=0, mismatch_seed=3, mismatch_sigma=0.2)
+    d2 = draw_network(topo, PROFILES["dynapse2"], seed=0, mismatch_seed=3, mismatch_sigma=0.2)
+    m, w = d1.params["conn"], d2.params["conn"]
+    assert all(np.array_equal(d1.params[k], d2.params[k]) for k in ("gain", "vth", "a_mem", "a_syn"))
+    core = np.r_[np.arange(510) // 256, 2 + np.arange(510) // 256]
+    bit = {}        # (core, bit) -> current, read off the multiplicities 1, 2 and 4
+    for c in range(4):
+        for b, mult in enumerate((1, 2, 4)):
+            values = np.unique(w[:, core == c][m[:, core == c] == mult])
+            assert len(values) == 1                          # one current per core and bit
+            bit[c, b] = values[0]
+        three = np.unique(w[:, core == c][m[:, core == c] == 3])
+        np.testing.assert_allclose(three, bit[c, 0] + bit[c, 1], atol=1e-6)   # code 3 = bit 0 + bit 1
+    assert len({round(v, 6) for (c, b), v in bit.items() if b == 0}) == 4     # mismatched between cores
+    assert not (w[m == 0]).any()
+    nominal = draw_network(topo, PROFILES["dynapse2"], seed=0, mismatch_seed=3, mismatch_sigma=0.0)
+    assert np.array_equal(nominal.params["conn"], m)
+
+
 def test_profiles_load_by_kind(tmp_path):
     assert isinstance(load_profile("dynapse2"), MixedSignalProfile)
     f = tmp_path / "chip.json"
@@ -99,11 +122,12 @@ def test_batched_emulator_equals_single_runs():
     assert np.array_equal(state["policy.J"][1], state1["policy.J"][0])
 
 
-@pytest.mark.parametrize("name", PROTOCOLS)
+@pytest.mark.parametrize("name", [*PROTOCOLS, "dynapse2"])
 def test_emulator_is_bit_exact_with_lava(name):
     from lavaloop.deploy.dreaming.lava_chip import LavaChip
 
-    cfg = dream_config({"runs": 2, "games": 3, **PROTOCOLS[name], **SHORT})
+    cfg = dream_config({"runs": 2, "games": 3, **PROTOCOLS.get(name, {"profile": "dynapse2", "mismatch_sigma": 0.2}),
+                        **SHORT})
     setups = cfg.setups()
     emu, emu_state = play(cfg, EmulatedChip(setups))
     chip = LavaChip(setups[1])

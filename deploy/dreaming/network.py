@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lavaloop.conversion.mixed_signal import ChipLayer
 from lavaloop.deploy.dreaming import portable
 from lavaloop.deploy.dreaming.pong import CELLS_PER_VAR, N_VARS
 from lavaloop.errors import ProfileError
@@ -104,8 +105,11 @@ def draw_network(topo: Topology, profile: MixedSignalProfile, seed: int, mismatc
     n = 2 * topo.hidden
     f_th, f_mem, f_syn, f_w = (np.maximum(1 + sigma * rng.standard_normal(n), MIN_FACTOR) for _ in range(4))
     a_mem = portable.exp(-profile.dt_ms / (profile.tau_mem_ms * f_mem))
+    weights = conn.astype(np.float64)
+    if not profile.repeated_synapses:    # codes of bits: each bit's current is its core's, with its own mismatch
+        weights = code_weights(conn, topo, profile, rng, sigma)
     params = {
-        "conn": conn.astype(np.float64),
+        "conn": weights,
         "gain": np.repeat([topo.weight, topo.weight * topo.model_weight_ratio], topo.hidden) * f_w,
         "a_syn": portable.exp(-profile.dt_ms / (profile.tau_syn_ms * f_syn)),
         "a_mem": a_mem,
@@ -114,3 +118,21 @@ def draw_network(topo: Topology, profile: MixedSignalProfile, seed: int, mismatc
         "refractory": int(round(profile.refractory_ms / profile.dt_ms)),
     }
     return ChipNetwork(params=params, multiplicity=mult, hidden=topo.hidden)
+
+
+def code_weights(conn: np.ndarray, topo: Topology, profile: MixedSignalProfile, rng: np.random.Generator,
+                 sigma: float) -> np.ndarray:
+    """Synaptic weights (N_CHANNELS, 2*hidden), in units of the shared weight, on a chip whose
+    synapses hold binary codes (`dynapse2`): a connection of multiplicity m is the code m,
+    whose weight is the sum of its bits' currents, nominally 2**b; every core (each population
+    on its own cores) has its own bit-currents, each scaled by max(1 + N(0, sigma), MIN_FACTOR)
+    from `rng` (drawn after the neurons' factors). At sigma 0 the weights are the multiplicities."""
+    bits = int(profile.weight_levels - 1).bit_length()
+    per_pop = -(-topo.hidden // profile.neurons_per_core)
+    j = np.arange(2 * topo.hidden)
+    core = np.where(j < topo.hidden, j // profile.neurons_per_core,
+                    per_pop + (j - topo.hidden) // profile.neurons_per_core)
+    factors = np.maximum(1 + sigma * rng.standard_normal((2 * per_pop, bits)), MIN_FACTOR)
+    nominal = 2.0 ** np.arange(bits) * factors                    # (cores, bits)
+    currents = np.stack([nominal, nominal], axis=1)               # (cores, type, bits); all excitatory here
+    return ChipLayer("population", conn.T, core, currents).weights()
