@@ -116,7 +116,8 @@ class GainMismatch(nn.Module):
     def fit_readout(self, x: torch.Tensor, target: torch.Tensor) -> None:
         """The readout as least squares of `target` on this instance's last hidden layer."""
         w, b = least_squares_readout(self.hidden(x).numpy(), target.numpy())
-        self.layers[-1].weight.copy_(torch.as_tensor(w)); self.layers[-1].bias.copy_(torch.as_tensor(b))
+        self.layers[-1].weight.copy_(torch.as_tensor(w))
+        self.layers[-1].bias.copy_(torch.as_tensor(b))
 
 
 def over_instances(model: GainMismatch, s: float, refit: bool, x: torch.Tensor, target: torch.Tensor,
