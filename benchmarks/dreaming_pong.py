@@ -111,6 +111,7 @@ PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("pap
     ("paired_coding_dream_lr_0.002", "paired_coding_dream"),
     ("paired_coding_dream_lr_0.002_dynapse2", "paired_coding_no_dream_lr_0.002_dynapse2"),
     ("paired_coding_dream_lr_0.002_dynapse2", "paired_coding_dream_lr_0.002"),
+    ("paired_coding_no_dream_lr_0.002_dynapse2", "paired_coding_no_dream_lr_0.002"),
     ("reference_dream_lr_0.002_20", "reference_no_dream_lr_0.002_20"), ("reference_dream_lr_0.002_20", "paper_dream"),
     ("reference_no_dream_lr_0.002_20", "paper_no_dream")]
 
