@@ -26,6 +26,14 @@ instances (median, 5th percentile of the held-out agreement): the readout fitted
 nominal network, or refitted per instance on 2,000 calibration observations (least squares to
 the advantages, as `run --calibrate-readout`); before and after training through sampled
 gains at s (the distillation above; a new instance every minibatch).
+
+The spread those s stand for is measured on the chip (`chip_rate_spread`): the DQN mapped
+onto `dynapse2` (prune, T = 32, 0.45 spikes per step, untrained), every chip layer's spike
+counts for 1,000 held-out source observations on the nominal chip and on instances 0-2 at
+sigma 0.1; per neuron whose nominal count varies (SD > 0.5 spike), the least-squares slope
+from its nominal count to its count on the instance: median and SD over neurons. Untrained,
+the pruned second layer carries nothing (no neuron varies; training through the chip revives
+a few), so the slopes are the first layer's.
 """
 from __future__ import annotations
 
@@ -162,6 +170,35 @@ def gain_mismatch(source: FeedForwardQ, x: torch.Tensor, target: torch.Tensor, x
     return rows
 
 
+def chip_rate_spread(source: FeedForwardQ, held: np.ndarray, instances: int = 3, sigma: float = 0.1) -> dict:
+    """Per chip layer: how a chip instance scales each neuron's spike count (see the module docstring)."""
+    import lavaloop
+    from lavaloop.deploy.mixed_signal import MixedSignalNetwork
+    from lavaloop.processes.dynamics import encode_input
+
+    art = lavaloop.convert("checkpoints/cartpole_dqn.pt", env="CartPole-v1", profile="dynapse2", fan_in="prune",
+                           timesteps=32, calib_steps=5000, spike_rate=0.45)
+    payload = encode_input(held, 1 << int(art.manifest["input_scale_bits"]), art.manifest["input_bits"])
+    nominal = MixedSignalNetwork(art, art.instance(None)).layer_counts(payload)
+    layers = []
+    for j, counts in enumerate(nominal):
+        varies = counts.std(0) > 0.5
+        row = {"neurons": int(counts.shape[1]), "varying": int(varies.sum()), "silent": int((counts.max(0) == 0).sum()),
+               "mean_count_varying": float(counts[:, varies].mean()) if varies.any() else None,
+               "slope_median": [], "slope_sd": []}
+        for k in range(instances if varies.any() else 0):
+            other = MixedSignalNetwork(art, art.instance(k, sigma)).layer_counts(payload)[j]
+            slopes = [np.polyfit(counts[:, i], other[:, i], 1)[0] for i in np.flatnonzero(varies)]
+            row["slope_median"].append(float(np.median(slopes)))
+            row["slope_sd"].append(float(np.std(slopes)))
+        print(f"chip layer {j}: {row['varying']} of {row['neurons']} neurons vary, {row['silent']} silent; count "
+              f"slope on instances 0-{instances - 1}: median {np.round(row['slope_median'], 2)}, "
+              f"SD {np.round(row['slope_sd'], 2)}", flush=True)   # no slopes where no neuron varies
+        layers.append(row)
+    return {"profile": "dynapse2", "mismatch_sigma": sigma, "timesteps": 32, "spike_rate": 0.45, "fan_in": "prune",
+            "observations": len(held), "layers": layers}
+
+
 def agreement(model: nn.Module, x: torch.Tensor, greedy: torch.Tensor) -> float:
     with torch.no_grad():
         return float((model(x).argmax(1) == greedy).float().mean())
@@ -202,6 +239,7 @@ def main(steps: int = 4000) -> None:
                      "settings": f"{steps} distillation steps, 20k calibration / 4k held-out source observations",
                      "rows": rows,
                      "gain_mismatch": gain_mismatch(source, x, target, xh, greedy_h, cfg, steps),
+                     "chip_rate_spread": chip_rate_spread(source, held[:1000]),
                      "wall_s": round(time.time() - t0, 1)})
 
 

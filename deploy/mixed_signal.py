@@ -43,6 +43,10 @@ class MixedSignalNetwork:
 
     def counts(self, payload: np.ndarray) -> np.ndarray:
         """The last chip layer's spike counts (B, n) in the decision window of encoded observations (B, n_obs)."""
+        return self.layer_counts(payload)[-1]
+
+    def layer_counts(self, payload: np.ndarray) -> list[np.ndarray]:
+        """Every chip layer's spike counts (B, n_j) in the decision window of encoded observations (B, n_obs)."""
         inc = generator_increments(payload, self.gain, ONE)
         phase = np.full(inc.shape, ONE // 2, np.int64)
         trains = np.empty((self.timesteps, *inc.shape[:-1], inc.shape[-1] - 1), np.int64)
@@ -50,6 +54,7 @@ class MixedSignalNetwork:
             phase, s = regular_spikes(phase, inc, ONE)
             trains[k] = s[..., :-1]            # the bias generator is every layer's last input
         self.spikes[0] += int(trains.sum())
+        counts = []
         for j, (p, fan) in enumerate(zip(self.params, self.fanout)):
             self.synops[j] += int(trains.sum(axis=(0, 1)) @ fan[:-1]) + self.timesteps * len(payload) * int(fan[-1])
             n = p["conn"].shape[1]
@@ -59,8 +64,9 @@ class MixedSignalNetwork:
             for k in range(self.timesteps):
                 out[k] = mapped_layer_step(state, trains[k], p)
             self.spikes[j + 1] += int(out.sum())
+            counts.append(out.sum(axis=0))
             trains = out
-        return trains.sum(axis=0)
+        return counts
 
 
 CALIBRATION_OBSERVATIONS = 2000   # decision windows a chip instance's readout calibration records
