@@ -73,6 +73,11 @@ CONDITIONS = {
     "paired_coding_dream_lr_0.002": {"paired_windows": True, "coding_level": 0.1, "rules": {"lr_policy": 0.002}},
     "paired_coding_no_dream_lr_0.002": {"paired_windows": True, "coding_level": 0.1, "dream": False,
                                         "rules": {"lr_policy": 0.002}},
+    # ten more runs of each (seeds 10-19), pooled with the first ten in POOLED
+    "paired_coding_dream_lr_0.002_seeds10": {"paired_windows": True, "coding_level": 0.1, "seed": 10,
+                                             "rules": {"lr_policy": 0.002}},
+    "paired_coding_no_dream_lr_0.002_seeds10": {"paired_windows": True, "coding_level": 0.1, "seed": 10,
+                                                "dream": False, "rules": {"lr_policy": 0.002}},
     # the same pair on DYNAP-SE2 (4-bit weight codes; the drive is set from the coding level again), mismatch sigma
     # 0.2 as on dynapse1
     "paired_coding_dream_lr_0.002_dynapse2": {"paired_windows": True, "coding_level": 0.1, "profile": "dynapse2",
@@ -92,7 +97,8 @@ CONDITIONS = {
 REF_RUN_0 = "reference_dream_run_0"
 # conditions made of the runs of several (same settings, other seeds), summarized together
 POOLED = {f"{name}_20": (name, f"{name}_seeds10")
-          for name in ("reference_dream_lr_0.002", "reference_no_dream_lr_0.002")}
+          for name in ("reference_dream_lr_0.002", "reference_no_dream_lr_0.002", "paired_coding_dream_lr_0.002",
+                       "paired_coding_no_dream_lr_0.002")}
 # lava_<name> is run 0 of condition <name> on Lava, compared with <name>_run_0 where it exists, else <name>
 LAVA_RUNS = ("dream", "no_dream", "reference_dream")
 PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("paper_dream", "paper_no_dream"),
@@ -112,6 +118,7 @@ PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("pap
     ("paired_coding_dream_lr_0.002_dynapse2", "paired_coding_no_dream_lr_0.002_dynapse2"),
     ("paired_coding_dream_lr_0.002_dynapse2", "paired_coding_dream_lr_0.002"),
     ("paired_coding_no_dream_lr_0.002_dynapse2", "paired_coding_no_dream_lr_0.002"),
+    ("paired_coding_dream_lr_0.002_20", "paired_coding_no_dream_lr_0.002_20"),
     ("reference_dream_lr_0.002_20", "reference_no_dream_lr_0.002_20"), ("reference_dream_lr_0.002_20", "paper_dream"),
     ("reference_no_dream_lr_0.002_20", "paper_no_dream")]
 
