@@ -28,14 +28,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     tmp = None
     try:
-        with _interrupts_deferred():   # a SIGTERM between creating the file and naming it would leave it
+        with interrupts_deferred():   # a SIGTERM between creating the file and naming it would leave it
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             os.close(fd)
             os.chmod(tmp, 0o666 & ~_UMASK)   # as a plain open() would create it (mkstemp makes it 0600)
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
-        with _interrupts_deferred():
+        with interrupts_deferred():
             if tmp is not None and os.path.exists(tmp):
                 os.remove(tmp)
 
@@ -44,8 +44,9 @@ _INTERRUPTS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 @contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP that arrive within the block are delivered when it ends."""
+def interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP that arrive within the block are delivered when it ends
+    (for short blocks only, such as writing a checkpoint whole)."""
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
     try:
         yield

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lavaloop.atomic import atomic_path, write_json
+from lavaloop.atomic import atomic_path, interrupts_deferred, write_json
 from lavaloop.errors import LavaloopError
 
 
@@ -55,8 +55,10 @@ class RunDir:
         return data
 
     def save(self, arrays: dict, meta: dict) -> None:
-        """Replace the checkpoint: named arrays plus a JSON-able `meta` dict."""
-        with atomic_path(self.path / "checkpoint.npz") as tmp, open(tmp, "wb") as f:
+        """Replace the checkpoint: named arrays plus a JSON-able `meta` dict. A Ctrl-C or SIGTERM
+        during the write is delivered once the new checkpoint is in place (stopped inside
+        `np.savez`, the zip writer would be left open on a closed file)."""
+        with interrupts_deferred(), atomic_path(self.path / "checkpoint.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
 
 

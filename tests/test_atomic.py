@@ -51,3 +51,38 @@ def test_a_signal_during_the_setup_waits_for_it(tmp_path, monkeypatch):
     finally:
         signal.signal(signal.SIGTERM, old)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_signal_during_a_checkpoint_write_waits_for_the_checkpoint(tmp_path, monkeypatch):
+    """SIGTERM inside `np.savez` (where `lavaloop dream` once printed a ZipFile traceback on
+    exit) is handled once the new checkpoint is complete and in place."""
+    import numpy as np
+
+    from lavaloop import rundir
+    from lavaloop.rundir import RunDir
+
+    class Stop(Exception):
+        pass
+
+    def stop(signum, frame):
+        raise Stop
+
+    savez = np.savez
+
+    def savez_then_signal(f, **arrays):
+        os.kill(os.getpid(), signal.SIGTERM)
+        savez(f, **arrays)
+
+    run = RunDir(tmp_path / "run", {"a": 1})
+    run.open()
+    run.save({"x": np.arange(3)}, {"game": 1})
+    monkeypatch.setattr(rundir.np, "savez", savez_then_signal)
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(Stop):
+            run.save({"x": np.arange(5)}, {"game": 2})
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    monkeypatch.undo()
+    assert run.open()["meta"] == {"game": 2} and sorted(os.listdir(tmp_path / "run")) == ["checkpoint.npz",
+                                                                                          "config.json"]
