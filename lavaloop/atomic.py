@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,12 +47,22 @@ _INTERRUPTS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """Ctrl-C, SIGTERM and SIGHUP that arrive within the block are delivered when it ends
-    (for short blocks only, such as writing a checkpoint whole)."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+    (for short blocks only, such as writing a checkpoint whole). The handlers are swapped for
+    ones that take note, since a process-directed signal goes to any thread that does not
+    block it, and Python runs its handler in the main thread whatever that thread's mask; off
+    the main thread, where handlers cannot be set, nothing is deferred."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    old = {signum: signal.signal(signum, lambda signum, frame: caught.append(signum)) for signum in _INTERRUPTS}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for signum, handler in old.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
 
 
 def check_writable(path: str | Path) -> None:

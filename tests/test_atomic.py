@@ -55,7 +55,11 @@ def test_a_signal_during_the_setup_waits_for_it(tmp_path, monkeypatch):
 
 def test_a_signal_during_a_checkpoint_write_waits_for_the_checkpoint(tmp_path, monkeypatch):
     """SIGTERM inside `np.savez` (where `lavaloop dream` once printed a ZipFile traceback on
-    exit) is handled once the new checkpoint is complete and in place."""
+    exit) is handled once the new checkpoint is complete and in place, also with another thread
+    running (a process-directed signal goes to a thread that does not block it)."""
+    import threading
+    import time
+
     import numpy as np
 
     from lavaloop import rundir
@@ -71,6 +75,7 @@ def test_a_signal_during_a_checkpoint_write_waits_for_the_checkpoint(tmp_path, m
 
     def savez_then_signal(f, **arrays):
         os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)          # time for whichever thread takes the signal to take it
         savez(f, **arrays)
 
     run = RunDir(tmp_path / "run", {"a": 1})
@@ -78,11 +83,16 @@ def test_a_signal_during_a_checkpoint_write_waits_for_the_checkpoint(tmp_path, m
     run.save({"x": np.arange(3)}, {"game": 1})
     monkeypatch.setattr(rundir.np, "savez", savez_then_signal)
     old = signal.signal(signal.SIGTERM, stop)
+    done = threading.Event()
+    other = threading.Thread(target=done.wait)
+    other.start()
     try:
         with pytest.raises(Stop):
             run.save({"x": np.arange(5)}, {"game": 2})
     finally:
         signal.signal(signal.SIGTERM, old)
+        done.set()
+        other.join()
     monkeypatch.undo()
     assert run.open()["meta"] == {"game": 2} and sorted(os.listdir(tmp_path / "run")) == ["checkpoint.npz",
                                                                                           "config.json"]
