@@ -107,9 +107,11 @@ class GainMismatch(nn.Module):
 
     def sample(self, seed: int | None, s: float) -> None:
         """Gains max(1 + N(0, s), 0.05) per hidden neuron from `seed` (None or s = 0: all 1)."""
-        gen = torch.Generator().manual_seed(seed or 0)
-        self.gains = [torch.ones(l.out_features) if seed is None or s == 0 else
-                      torch.clamp(1 + s * torch.randn(l.out_features, generator=gen), min=0.05)
+        if seed is None or s == 0:
+            self.gains = [torch.ones(l.out_features) for l in self.layers[:-1]]
+            return
+        gen = torch.Generator().manual_seed(seed)
+        self.gains = [torch.clamp(1 + s * torch.randn(l.out_features, generator=gen), min=0.05)
                       for l in self.layers[:-1]]
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:

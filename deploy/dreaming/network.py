@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lavaloop.conversion.mixed_signal import ChipLayer
+from lavaloop.conversion.mixed_signal import ChipLayer, bits_of
 from lavaloop.deploy.dreaming import portable
 from lavaloop.deploy.dreaming.pong import CELLS_PER_VAR, N_VARS
 from lavaloop.errors import ProfileError
@@ -127,7 +127,7 @@ def code_weights(conn: np.ndarray, topo: Topology, profile: MixedSignalProfile, 
     whose weight is the sum of its bits' currents, nominally 2**b; every core (each population
     on its own cores) has its own bit-currents, each scaled by max(1 + N(0, sigma), MIN_FACTOR)
     from `rng` (drawn after the neurons' factors). At sigma 0 the weights are the multiplicities."""
-    bits = int(profile.weight_levels - 1).bit_length()
+    bits = bits_of(profile)
     per_pop = -(-topo.hidden // profile.neurons_per_core)
     j = np.arange(2 * topo.hidden)
     core = np.where(j < topo.hidden, j // profile.neurons_per_core,
