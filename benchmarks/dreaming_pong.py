@@ -84,6 +84,13 @@ CONDITIONS = {
                                               "mismatch_sigma": 0.2, "rules": {"lr_policy": 0.002}},
     "paired_coding_no_dream_lr_0.002_dynapse2": {"paired_windows": True, "coding_level": 0.1, "profile": "dynapse2",
                                                  "mismatch_sigma": 0.2, "dream": False, "rules": {"lr_policy": 0.002}},
+    # beyond the paper: dreamed rewards less their running mean (a baseline; 0.1: the mean of about the last ten
+    # dreams), against the steady level of the world model's reward readout, which makes a dream's policy
+    # gradient full-sized noise (docs/dreaming.md); its control is paired_coding_no_dream_lr_0.002(_20)
+    "paired_coding_dream_lr_0.002_baseline": {"paired_windows": True, "coding_level": 0.1,
+                                              "rules": {"lr_policy": 0.002, "dream_baseline": 0.1}},
+    "paired_coding_dream_lr_0.002_baseline_seeds10": {"paired_windows": True, "coding_level": 0.1, "seed": 10,
+                                                      "rules": {"lr_policy": 0.002, "dream_baseline": 0.1}},
     # the mismatch sweep of our protocol with dreaming (sigma 0.2 is "dream"), chip instance 0
     **{f"dream_sigma_{sigma}": {"mismatch_sigma": sigma} for sigma in SWEEP_SIGMAS if sigma != 0.2},
     # full runs on Lava: run 0 of a condition (the curves must equal the emulator's: LAVA_RUNS)
@@ -98,7 +105,7 @@ REF_RUN_0 = "reference_dream_run_0"
 # conditions made of the runs of several (same settings, other seeds), summarized together
 POOLED = {f"{name}_20": (name, f"{name}_seeds10")
           for name in ("reference_dream_lr_0.002", "reference_no_dream_lr_0.002", "paired_coding_dream_lr_0.002",
-                       "paired_coding_no_dream_lr_0.002")}
+                       "paired_coding_no_dream_lr_0.002", "paired_coding_dream_lr_0.002_baseline")}
 # lava_<name> is run 0 of condition <name> on Lava, compared with <name>_run_0 where it exists, else <name>
 LAVA_RUNS = ("dream", "no_dream", "reference_dream")
 PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("paper_dream", "paper_no_dream"),
@@ -119,6 +126,10 @@ PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("pap
     ("paired_coding_dream_lr_0.002_dynapse2", "paired_coding_dream_lr_0.002"),
     ("paired_coding_no_dream_lr_0.002_dynapse2", "paired_coding_no_dream_lr_0.002"),
     ("paired_coding_dream_lr_0.002_20", "paired_coding_no_dream_lr_0.002_20"),
+    ("paired_coding_dream_lr_0.002_baseline", "paired_coding_no_dream_lr_0.002"),
+    ("paired_coding_dream_lr_0.002_baseline", "paired_coding_dream_lr_0.002"),
+    ("paired_coding_dream_lr_0.002_baseline_20", "paired_coding_no_dream_lr_0.002_20"),
+    ("paired_coding_dream_lr_0.002_baseline_20", "paired_coding_dream_lr_0.002_20"),
     ("reference_dream_lr_0.002_20", "reference_no_dream_lr_0.002_20"), ("reference_dream_lr_0.002_20", "paper_dream"),
     ("reference_no_dream_lr_0.002_20", "paper_no_dream")]
 

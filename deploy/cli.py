@@ -144,8 +144,7 @@ def cmd_dream(args) -> None:
     if args.no_dream:
         config["dream"] = False
     rules = {"model_per_action": True} if args.model_per_action else {}
-    if "entropy" in args:
-        rules["entropy"] = args.entropy
+    rules.update(given(args, "entropy", "dream_baseline"))
     if rules:
         config["rules"] = rules
     rec = lavaloop.dream(args.env, args.out, args.backend, checkpoint_every=args.checkpoint_every,
@@ -363,6 +362,9 @@ def parser() -> argparse.ArgumentParser:
                    "readouts: one per action, selected by the transition's action (docs/dreaming.md)")
     d.add_argument("--entropy", type=float, help="entropy bonus of the policy gradient >= 0 (default 0: "
                    "plain REINFORCE; docs/dreaming.md, 'Runs that stop scoring')")
+    d.add_argument("--dream-baseline", type=float, help="dreamed rewards less their running mean, which moves "
+                   "this share of the way to each dream's mean, in [0, 1] (default 0: none, as the authors; "
+                   "docs/dreaming.md)")
     d.add_argument("--backend", default="emulator", choices=["emulator", "lava"])
     d.add_argument("--out", default=None, help="run directory (resumed if it exists); default "
                    "runs/pong_<condition>_<backend>")

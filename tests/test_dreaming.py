@@ -186,17 +186,20 @@ def test_a_dying_process_model_does_not_hang(monkeypatch):
     assert not stopper.is_alive(), "stopping a killed runtime waits forever (a hang at interpreter exit)"
 
 
-@pytest.mark.parametrize("name", PROTOCOLS)
+RESUMED = {**PROTOCOLS, "baseline": {"paired_windows": True, "rules": {"dream_baseline": 0.5}}}
+
+
+@pytest.mark.parametrize("name", RESUMED)
 def test_resume_continues_exactly(tmp_path, name):
-    cfg = dream_config({"runs": 2, "games": 6, **PROTOCOLS[name], **SHORT})
+    cfg = dream_config({"runs": 2, "games": 6, **RESUMED[name], **SHORT})
     whole = protocol.run(cfg, tmp_path / "whole", checkpoint_every=2, progress=False)
-    stop = dream_config({"runs": 2, "games": 4, **PROTOCOLS[name], **SHORT})      # interrupted after 4 games ...
+    stop = dream_config({"runs": 2, "games": 4, **RESUMED[name], **SHORT})      # interrupted after 4 games ...
     protocol.run(stop, tmp_path / "part", checkpoint_every=2, progress=False)
     cfg_file = tmp_path / "part" / "config.json"       # ... then resumed with the full length
     cfg_file.write_text(json.dumps({**json.loads(cfg_file.read_text()), "games": 6}))
     resumed = protocol.run(cfg, tmp_path / "part", checkpoint_every=2, progress=False)
     assert resumed["returns"] == whole["returns"]
-    awake = {k: v for k, v in PROTOCOLS[name].items() if k != "dreams"}
+    awake = {k: v for k, v in RESUMED[name].items() if k != "dreams"}
     with pytest.raises(RunDirError, match="differs in: dream"):
         protocol.run(dream_config({"runs": 2, "games": 6, **awake, "dream": False, **SHORT}),
                      tmp_path / "part", progress=False)
@@ -316,6 +319,26 @@ def test_several_dreams_per_game(monkeypatch, second, keeps, updates):
         dream_config({"dreams": 0})
     with pytest.raises(LavaloopError, match="needs dreaming on"):
         dream_config({"dreams": 2, "dream": False})
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_dream_baseline_removes_a_steady_dreamed_reward(rate):
+    """A world model that dreams the same reward every step: without a baseline each dream's
+    policy gradient is that reward times the summed eligibility trace; with one that moves all the
+    way to each dream's mean (rate 1) the first dream is unchanged and the second adds nothing."""
+    cfg = dream_config({"runs": 2, "games": 1, **SHORT, "rules": {"dream_baseline": rate}})
+    agent = make_agent(cfg, CountingChip(2, cfg.topology.hidden))
+    agent.model.predict = lambda counts, actions: (np.zeros((2, 4)), np.array([-0.3, 0.2]))
+    gradients = []
+    for game in (1, 2):
+        agent.dream_once(game)
+        gradients.append(agent.policy.G.copy())
+    assert np.abs(gradients[0]).max() > 0
+    assert (np.abs(gradients[1]).max() == 0) == (rate == 1.0)
+    if rate:
+        np.testing.assert_array_equal(agent.baseline.b, [-0.3, 0.2])
+    with pytest.raises(LavaloopError, match="dream_baseline must be in"):
+        dream_config({"rules": {"dream_baseline": 1.5}})
 
 
 @pytest.mark.parametrize("name", PROTOCOLS)

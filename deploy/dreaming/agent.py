@@ -17,7 +17,7 @@ import numpy as np
 from lavaloop.deploy.dreaming import pong
 from lavaloop.deploy.dreaming.chip import ChipSetup
 from lavaloop.deploy.dreaming.network import Topology, draw_network
-from lavaloop.deploy.dreaming.readouts import Policy, ReadoutRules, WorldModel
+from lavaloop.deploy.dreaming.readouts import DreamBaseline, Policy, ReadoutRules, WorldModel
 from lavaloop.errors import LavaloopError
 from lavaloop.options import at_least, from_kwargs, one_of, within
 from lavaloop.processes.pong_io.game import RESET, SHOW, STEP, command
@@ -170,6 +170,7 @@ class DreamingAgent:
         self.rngs = [np.random.default_rng(cfg.seed + first_run + r) for r in range(self.runs)]
         self.policy = Policy(cfg.rules, self.runs, self.h, self.rngs)
         self.model = WorldModel(cfg.rules, self.runs, self.h)
+        self.baseline = DreamBaseline(cfg.rules.dream_baseline, self.runs) if cfg.rules.dream_baseline else None
 
     def _window(self, cmds: list[np.ndarray]):
         """(agent counts, world-model counts, info) of one window."""
@@ -220,11 +221,13 @@ class DreamingAgent:
             shown = self.view(state)
             model = self.dream_model_counts(self.dream_model_window(shown, actions))
             delta_pred, reward_pred = self.model.predict(model, actions)
-            self.policy.reward(reward_pred, weight)
+            self.policy.reward(self.baseline.centre(reward_pred) if self.baseline else reward_pred, weight)
             state = self.dreamed(state + delta_pred)
             if j + 1 < cfg.dream_steps:
                 agent, _ = self.dream_agent_counts(self.dream_agent_window(self.view(state), shown, actions))
                 actions = self.policy.act(agent)
+        if self.baseline:
+            self.baseline.finish()
         if cfg.second_adam_step:
             self.policy.update()
 
@@ -263,11 +266,13 @@ class DreamingAgent:
         return self.cfg.dream and not self.cfg.second_adam_step
 
     def state(self) -> dict:
-        return {**self.policy.state(), **self.model.state()}
+        return {**self.policy.state(), **self.model.state(), **(self.baseline.state() if self.baseline else {})}
 
     def load(self, d: dict) -> None:
         self.policy.load(d)
         self.model.load(d)
+        if self.baseline:
+            self.baseline.load(d)
 
     def rng_states(self) -> list[dict]:
         return [rng.bit_generator.state for rng in self.rngs]

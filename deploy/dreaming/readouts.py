@@ -1,7 +1,8 @@
 """Host-side readouts of the on-chip populations, batched over independent runs (leading axis R).
 
 The policy learns by REINFORCE with an eligibility trace and no baseline (optionally with an
-entropy bonus, `ReadoutRules.entropy`); the world model's
+entropy bonus, `ReadoutRules.entropy`, and in dreams a running-mean baseline,
+`ReadoutRules.dream_baseline`); the world model's
 readouts by an online delta rule. Both use Adam. All products are elementwise followed by a
 sum over the last axis, so a run computes the same bits alone or in a batch.
 """
@@ -13,7 +14,7 @@ import numpy as np
 
 from lavaloop.adam import Adam
 from lavaloop.deploy.dreaming import portable
-from lavaloop.options import at_least
+from lavaloop.options import at_least, within
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,12 @@ class ReadoutRules:
     lr_drop_every: int = 10_000
     model_per_action: bool = False    # the world model's readouts: one set per action (see WorldModel)
     entropy: float = 0.0              # entropy bonus: beta x the gradient of each step's policy entropy joins G
+    dream_baseline: float = 0.0       # dreamed rewards less their running mean, which moves this share of the way
+    #                                   to each dream's mean (0: no baseline, the authors'; see DreamBaseline)
 
     def __post_init__(self):
         at_least("entropy", self.entropy, 0.0)
+        within("dream_baseline", self.dream_baseline, 0.0, 1.0)
 
     def adam(self, shape, lr: float) -> Adam:
         return Adam(shape, lr, eps=self.adam_eps, drop=self.lr_drop, drop_every=self.lr_drop_every)
@@ -115,6 +119,38 @@ class Policy:
         self.J = d["policy.J"]
         self.G = d["policy.G"] if "policy.G" in d else np.zeros_like(self.J)
         self.adam.load("policy.adam", d)
+
+
+class DreamBaseline:
+    """A running mean of the dreamed rewards per run, subtracted from them before they reach the
+    policy: the world model's reward readout predicts a steady level (a losing agent's reward
+    trace averages below 0) that, weighted by the eligibility trace of actions sampled at random,
+    is a zero-mean but full-sized policy gradient, and Adam gives it a game's step size. The mean
+    is the previous dreams' (each dream's own rewards do not shift its baseline), moving `rate`
+    of the way to each finished dream's mean; rate 0 subtracts nothing.
+    """
+
+    def __init__(self, rate: float, runs: int):
+        self.rate, self.b = rate, np.zeros(runs)
+        self.total, self.steps = np.zeros(runs), 0
+
+    def centre(self, r: np.ndarray) -> np.ndarray:
+        """A dream step's rewards (R,) less the baseline; recorded for `finish`."""
+        self.total += r
+        self.steps += 1
+        return r - self.b
+
+    def finish(self) -> None:
+        """After a dream: move the baseline toward its mean reward."""
+        if self.steps:
+            self.b += self.rate * (self.total / self.steps - self.b)
+        self.total[:], self.steps = 0.0, 0
+
+    def state(self) -> dict:
+        return {"dream.baseline": self.b}
+
+    def load(self, d: dict) -> None:
+        self.b = d["dream.baseline"]
 
 
 class WorldModel:
