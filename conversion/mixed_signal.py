@@ -362,6 +362,16 @@ def map_network(layers: list[Layer], obs: np.ndarray, profile, timesteps: int, i
                          readout_weight=ro_w, readout_bias=ro_b, report=report)
 
 
+def mismatch_factors(rng: np.random.Generator, sigma: float, shape) -> np.ndarray:
+    """Device-mismatch factors of one chip instance: max(1 + N(0, sigma), MIN_FACTOR) per entry.
+
+    Parameters
+    ----------
+    rng: the instance's generator (draws one normal per entry). sigma: relative spread. shape: of the result.
+    """
+    return np.maximum(1.0 + sigma * rng.standard_normal(shape), MIN_FACTOR)
+
+
 def draw_mismatch(layers: list[ChipLayer], seed: int | None, sigma: float) -> list[dict]:
     """Mismatch factors of one chip instance, per chip layer: per neuron "threshold", "tau_mem",
     "tau_syn", "gain" and per core, type and bit "currents", each max(1 + N(0, sigma),
@@ -370,7 +380,7 @@ def draw_mismatch(layers: list[ChipLayer], seed: int | None, sigma: float) -> li
     nominal = seed is None or sigma == 0
 
     def factors(shape):
-        return np.ones(shape) if nominal else np.maximum(1.0 + sigma * rng.standard_normal(shape), MIN_FACTOR)
+        return np.ones(shape) if nominal else mismatch_factors(rng, sigma, shape)
 
     return [{"threshold": factors(l.size), "tau_mem": factors(l.size), "tau_syn": factors(l.size),
              "gain": factors(l.size), "currents": factors(l.currents.shape)} for l in layers]

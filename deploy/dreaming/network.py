@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lavaloop.conversion.mixed_signal import ChipLayer, bits_of
+from lavaloop.conversion.mixed_signal import ChipLayer, bits_of, mismatch_factors
 from lavaloop.deploy.dreaming import portable
 from lavaloop.deploy.dreaming.pong import CELLS_PER_VAR, N_VARS
 from lavaloop.errors import ProfileError
@@ -18,7 +18,6 @@ from lavaloop.profiles import MixedSignalProfile
 
 N_PLACE = N_VARS * CELLS_PER_VAR
 N_CHANNELS = 2 * N_PLACE + 3
-MIN_FACTOR = 0.05     # mismatch factors are clipped here: no negative thresholds or gains
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ def draw_network(topo: Topology, profile: MixedSignalProfile, seed: int, mismatc
     sigma = profile.mismatch_sigma if mismatch_sigma is None else mismatch_sigma
     rng = np.random.default_rng(mismatch_seed)
     n = 2 * topo.hidden
-    f_th, f_mem, f_syn, f_w = (np.maximum(1 + sigma * rng.standard_normal(n), MIN_FACTOR) for _ in range(4))
+    f_th, f_mem, f_syn, f_w = (mismatch_factors(rng, sigma, n) for _ in range(4))
     a_mem = portable.exp(-profile.dt_ms / (profile.tau_mem_ms * f_mem))
     weights = conn.astype(np.float64)
     if not profile.repeated_synapses:    # codes of bits: each bit's current is its core's, with its own mismatch
@@ -125,14 +124,13 @@ def code_weights(conn: np.ndarray, topo: Topology, profile: MixedSignalProfile, 
     """Synaptic weights (N_CHANNELS, 2*hidden), in units of the shared weight, on a chip whose
     synapses hold binary codes (`dynapse2`): a connection of multiplicity m is the code m,
     whose weight is the sum of its bits' currents, nominally 2**b; every core (each population
-    on its own cores) has its own bit-currents, each scaled by max(1 + N(0, sigma), MIN_FACTOR)
+    on its own cores) has its own bit-currents, each scaled by `mismatch_factors`
     from `rng` (drawn after the neurons' factors). At sigma 0 the weights are the multiplicities."""
     bits = bits_of(profile)
     per_pop = -(-topo.hidden // profile.neurons_per_core)
     j = np.arange(2 * topo.hidden)
     core = np.where(j < topo.hidden, j // profile.neurons_per_core,
                     per_pop + (j - topo.hidden) // profile.neurons_per_core)
-    factors = np.maximum(1 + sigma * rng.standard_normal((2 * per_pop, bits)), MIN_FACTOR)
-    nominal = 2.0 ** np.arange(bits) * factors                    # (cores, bits)
+    nominal = 2.0 ** np.arange(bits) * mismatch_factors(rng, sigma, (2 * per_pop, bits))   # (cores, bits)
     currents = np.stack([nominal, nominal], axis=1)               # (cores, type, bits); all excitatory here
     return ChipLayer("population", conn.T, core, currents).weights()
