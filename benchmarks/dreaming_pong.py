@@ -91,6 +91,14 @@ CONDITIONS = {
                                               "rules": {"lr_policy": 0.002, "dream_baseline": 0.1}},
     "paired_coding_dream_lr_0.002_baseline_seeds10": {"paired_windows": True, "coding_level": 0.1, "seed": 10,
                                                       "rules": {"lr_policy": 0.002, "dream_baseline": 0.1}},
+    # beyond the paper: five 10-step dreams per game, each from a state the game visited (model-based RL's short
+    # rollouts branched from real states: a world model errs less over 10 steps than 50, and mid-rally states
+    # are where rewards are decided), each its own policy update, or all joining the game's one update
+    "paired_coding_dream_lr_0.002_visited": {"paired_windows": True, "coding_level": 0.1, "dream_start": "visited",
+                                             "dreams": 5, "dream_steps": 10, "rules": {"lr_policy": 0.002}},
+    "paired_coding_dream_lr_0.002_visited_one_update": {
+        "paired_windows": True, "coding_level": 0.1, "dream_start": "visited", "dreams": 5, "dream_steps": 10,
+        "second_adam_step": False, "rules": {"lr_policy": 0.002}},
     # the mismatch sweep of our protocol with dreaming (sigma 0.2 is "dream"), chip instance 0
     **{f"dream_sigma_{sigma}": {"mismatch_sigma": sigma} for sigma in SWEEP_SIGMAS if sigma != 0.2},
     # full runs on Lava: run 0 of a condition (the curves must equal the emulator's: LAVA_RUNS)
@@ -130,6 +138,10 @@ PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("pap
     ("paired_coding_dream_lr_0.002_baseline", "paired_coding_dream_lr_0.002"),
     ("paired_coding_dream_lr_0.002_baseline_20", "paired_coding_no_dream_lr_0.002_20"),
     ("paired_coding_dream_lr_0.002_baseline_20", "paired_coding_dream_lr_0.002_20"),
+    ("paired_coding_dream_lr_0.002_visited", "paired_coding_no_dream_lr_0.002"),
+    ("paired_coding_dream_lr_0.002_visited", "paired_coding_dream_lr_0.002"),
+    ("paired_coding_dream_lr_0.002_visited_one_update", "paired_coding_no_dream_lr_0.002"),
+    ("paired_coding_dream_lr_0.002_visited_one_update", "paired_coding_dream_lr_0.002_visited"),
     ("reference_dream_lr_0.002_20", "reference_no_dream_lr_0.002_20"), ("reference_dream_lr_0.002_20", "paper_dream"),
     ("reference_no_dream_lr_0.002_20", "paper_no_dream")]
 

@@ -140,7 +140,7 @@ def cmd_export(args) -> None:
 
 def cmd_dream(args) -> None:
     config = given(args, "runs", "games", "profile", "mismatch_sigma", "mismatch_seed", "seed", "protocol",
-                   "coding_level", "dreams")
+                   "coding_level", "dreams", "dream_steps", "dream_start")
     if args.no_dream:
         config["dream"] = False
     rules = {"model_per_action": True} if args.model_per_action else {}
@@ -358,6 +358,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--coding-level", type=float, help="set the populations' weights so that this share of "
                    "neurons spikes per window, e.g. 0.1 (calibrated on two games; default: the fixed weights)")
     d.add_argument("--dreams", type=int, help="dreams after each real game >= 1 (default 1)")
+    d.add_argument("--dream-steps", type=int, help="steps per dream >= 1 (default 50)")
+    d.add_argument("--dream-start", choices=["reset", "visited"], help="a dream starts from a real reset "
+                   "(default) or from a state the last real game visited (docs/dreaming.md)")
     d.add_argument("--model-per-action", action="store_true", default=False, help="the world model's "
                    "readouts: one per action, selected by the transition's action (docs/dreaming.md)")
     d.add_argument("--entropy", type=float, help="entropy bonus of the policy gradient >= 0 (default 0: "

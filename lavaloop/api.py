@@ -169,7 +169,9 @@ def dream(env: str = "pong", out: str | Path | None = None, backend: str = "emul
     suffix = ("" if cfg.coding_level is None else f"_coding{cfg.coding_level:g}") + (
         f"_dreams{cfg.dreams}" if cfg.dreams != 1 else "") + ("_peraction" if cfg.rules.model_per_action else "") + (
         f"_entropy{cfg.rules.entropy:g}" if cfg.rules.entropy else "") + (
-        f"_baseline{cfg.rules.dream_baseline:g}" if cfg.rules.dream_baseline else "")
+        f"_baseline{cfg.rules.dream_baseline:g}" if cfg.rules.dream_baseline else "") + (
+        f"_from{cfg.dream_start}" if cfg.dream_start != "reset" else "") + (
+        f"_steps{cfg.dream_steps}" if cfg.dream_steps != 50 else "")
     out = out or f"runs/{env}_{prefix}{'dream' if cfg.dream else 'nodream'}{suffix}_{backend}"
     return run_protocol(cfg, out, backend, checkpoint_every, progress=progress)
 

@@ -17,7 +17,7 @@ from lavaloop.deploy.dreaming.readouts import Policy, ReadoutRules, WorldModel
 from lavaloop.deploy.dreaming.reference import ReferenceAgent
 from lavaloop.errors import LavaloopError, ProfileError
 from lavaloop.processes.dynamics import lif_step, regular_spikes, restart_generators
-from lavaloop.processes.pong_io.game import SILENT
+from lavaloop.processes.pong_io.game import SHOW, SILENT
 from lavaloop.profiles import PROFILES, MixedSignalProfile, load_profile
 from lavaloop.rundir import RunDir, RunDirError
 
@@ -186,7 +186,8 @@ def test_a_dying_process_model_does_not_hang(monkeypatch):
     assert not stopper.is_alive(), "stopping a killed runtime waits forever (a hang at interpreter exit)"
 
 
-RESUMED = {**PROTOCOLS, "baseline": {"paired_windows": True, "rules": {"dream_baseline": 0.5}}}
+RESUMED = {**PROTOCOLS, "baseline": {"paired_windows": True, "rules": {"dream_baseline": 0.5}},
+           "visited": {"paired_windows": True, "dream_start": "visited", "dreams": 2}}
 
 
 @pytest.mark.parametrize("name", RESUMED)
@@ -199,7 +200,7 @@ def test_resume_continues_exactly(tmp_path, name):
     cfg_file.write_text(json.dumps({**json.loads(cfg_file.read_text()), "games": 6}))
     resumed = protocol.run(cfg, tmp_path / "part", checkpoint_every=2, progress=False)
     assert resumed["returns"] == whole["returns"]
-    awake = {k: v for k, v in RESUMED[name].items() if k != "dreams"}
+    awake = {k: v for k, v in RESUMED[name].items() if k not in ("dreams", "dream_start")}
     with pytest.raises(RunDirError, match="differs in: dream"):
         protocol.run(dream_config({"runs": 2, "games": 6, **awake, "dream": False, **SHORT}),
                      tmp_path / "part", progress=False)
@@ -317,8 +318,34 @@ def test_several_dreams_per_game(monkeypatch, second, keeps, updates):
     assert agent.policy.adam.t == updates
     with pytest.raises(LavaloopError, match="dreams"):
         dream_config({"dreams": 0})
-    with pytest.raises(LavaloopError, match="needs dreaming on"):
+    with pytest.raises(LavaloopError, match="need dreaming on"):
         dream_config({"dreams": 2, "dream": False})
+
+
+@pytest.mark.parametrize("name", PROTOCOLS)
+def test_dreams_start_from_visited_states(name):
+    """With dream_start "visited" every dream's first window shows both populations a state the
+    last real game visited (no reset, no action), as a reset window would show its state."""
+    cfg = dream_config({"runs": 2, "games": 1, **PROTOCOLS[name], **SHORT, "dreams": 3, "dream_start": "visited"})
+    chip = EmulatedChip(cfg.setups())
+    sent, window = [], chip.window
+    chip.window = lambda cmds: (sent.append(np.array(cmds)), window(cmds))[1]
+    agent = make_agent(cfg, chip)
+    agent.play(0)
+    played = len(sent)
+    agent.dream(0)
+    chip.close()
+    starts = sent[played::2 * SHORT["dream_steps"]]
+    assert len(starts) == 3
+    for cmds in starts:
+        assert (cmds[:, 0] == SHOW).all() and (cmds[:, 2:6] == cmds[:, 6:10]).all() and (cmds[:, 10] == -1).all()
+        for r in range(2):
+            assert any((cmds[r, 2:6] == s).all() for s in agent.visited[r]), (cmds[r], agent.visited[r])
+    assert len({tuple(c[0, 2:6]) for c in starts} | {tuple(c[1, 2:6]) for c in starts}) > 1
+    with pytest.raises(LavaloopError, match="unknown dream_start"):
+        dream_config({"dream_start": "random"})
+    with pytest.raises(LavaloopError, match="need dreaming on"):
+        dream_config({"dream_start": "visited", "dream": False})
 
 
 @pytest.mark.parametrize("rate", [0.0, 1.0])

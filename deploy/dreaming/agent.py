@@ -3,9 +3,11 @@
 Our protocol ("ours"): a game is a reset, 18 NOOPs, then `agent_steps` agent steps of one
 window each. The world model sees (state, action) one window after the agent acted on that
 state, so it learns the transition without extra windows. A dream (after each real game):
-start from a real reset state; per dream step one window lets the agent choose, one lets the
-model predict. `paired_windows` makes real steps like dream steps (`paired.PairedAgent`). The
-authors' protocol ("reference") is `lavaloop.deploy.dreaming.reference`.
+start from a real reset state (or, `dream_start="visited"`, from a state the last game
+visited, as model-based RL branches short rollouts from real states); per dream step one
+window lets the agent choose, one lets the model predict. `paired_windows` makes real steps
+like dream steps (`paired.PairedAgent`). The authors' protocol ("reference") is
+`lavaloop.deploy.dreaming.reference`.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from lavaloop.profiles import MixedSignalProfile, load_profile
 
 PROTOCOLS = ("ours", "reference")
 GENERATORS = ("regular", "restart")
+DREAM_STARTS = ("reset", "visited")
 # What the authors' released code does where ours differs (../shared/reference/dreaming_reference.md).
 REFERENCE = {
     "window": 18,                 # ~18 ms of chip time per upload (README: ~1 h / 3 h per 2000-game run)
@@ -64,6 +67,8 @@ class DreamConfig:
     agent_steps: int = 100
     dream_steps: int = 50
     dreams: int = 1                          # dreams after each real game, each dream_steps long
+    dream_start: str = "reset"               # a dream starts from a real reset, or ("visited") from a state
+    #                                          the last real game visited, drawn per dream and run
     silent_games: int = 50                   # rewards count x0 for the policy in these first games
     sticky: float = 0.25
     place_rate: float = 7000.0
@@ -85,14 +90,15 @@ class DreamConfig:
                 object.__setattr__(self, name, from_kwargs(cls, getattr(self, name), name))
         one_of("protocol", self.protocol, PROTOCOLS)
         one_of("generators", self.generators, GENERATORS)
+        one_of("dream_start", self.dream_start, DREAM_STARTS)
         if self.protocol == "ours" and self.two_upload_counts:
             raise LavaloopError("two_upload_counts needs protocol 'reference' (ours has one upload per step)")
         if self.protocol == "reference" and self.paired_windows:
             raise LavaloopError("paired_windows is our protocol's (the reference protocol has its own uploads)")
         for name in ("runs", "games", "window", "agent_steps", "dream_steps", "dreams"):
             at_least(name, getattr(self, name), 1)
-        if self.dreams != 1 and not self.dream:
-            raise LavaloopError("dreams (per game) needs dreaming on")
+        if (self.dreams != 1 or self.dream_start != "reset") and not self.dream:
+            raise LavaloopError("dreams (per game) and dream_start need dreaming on")
         for name in ("mismatch_seed", "seed", "noop_steps", "silent_games"):
             at_least(name, getattr(self, name), 0)
         at_least("mismatch_sigma", self.mismatch_sigma, 0.0)
@@ -171,6 +177,7 @@ class DreamingAgent:
         self.policy = Policy(cfg.rules, self.runs, self.h, self.rngs)
         self.model = WorldModel(cfg.rules, self.runs, self.h)
         self.baseline = DreamBaseline(cfg.rules.dream_baseline, self.runs) if cfg.rules.dream_baseline else None
+        self.visited = np.zeros((self.runs, cfg.agent_steps, 4), np.int64)   # the last game's states, per step
 
     def _window(self, cmds: list[np.ndarray]):
         """(agent counts, world-model counts, info) of one window."""
@@ -189,6 +196,7 @@ class DreamingAgent:
         actions = self.policy.act(agent)
         total = np.zeros(R)
         for k in range(cfg.agent_steps):
+            self.visited[:, k] = state
             agent, model, info = self._window([command(STEP, a) for a in actions])
             reward, new_state = info[:, 4], info[:, :4]
             total += reward
@@ -208,14 +216,20 @@ class DreamingAgent:
             self.dream_once(game, keep_gradient=k > 0 and not self.cfg.second_adam_step)
 
     def dream_once(self, game: int, keep_gradient: bool = False) -> None:
-        """One dream from a real reset state; `keep_gradient`: add to the policy gradient so far."""
+        """One dream from a real reset state (or one the last game visited, `cfg.dream_start`);
+        `keep_gradient`: add to the policy gradient so far."""
         cfg, R = self.cfg, self.runs
         weight = 0.0 if game < cfg.silent_games else 1.0
         self.policy.start_episode(keep_gradient=keep_gradient)
         self.model.start_episode()
         self.chip.expect(2 * cfg.dream_steps)
-        agent, info = self.dream_agent_counts([command(RESET)] * R)
-        state = info[:, :4].astype(np.float64)
+        if cfg.dream_start == "reset":
+            agent, info = self.dream_agent_counts([command(RESET)] * R)
+            state = info[:, :4].astype(np.float64)
+        else:   # shown as a reset shows its state: both views, no action
+            pick = np.array([rng.integers(cfg.agent_steps) for rng in self.rngs])
+            state = self.visited[np.arange(R), pick].astype(np.float64)
+            agent, _ = self.dream_agent_counts([command(SHOW, 0, v, v) for v in self.view(state)])
         actions = self.policy.act(agent)
         for j in range(cfg.dream_steps):
             shown = self.view(state)

@@ -41,6 +41,7 @@ class PairedAgent(DreamingAgent):
         actions = self.policy.act(agent)
         total = np.zeros(R)
         for k in range(cfg.agent_steps):
+            self.visited[:, k] = state
             _, model, _ = self._window(self.dream_model_window(state, actions))
             delta_pred, reward_pred = self.model.predict(model, actions)
             agent, _, info = self._window([command(STEP_AGENT, a) for a in actions])

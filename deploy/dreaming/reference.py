@@ -63,6 +63,7 @@ class ReferenceAgent(DreamingAgent):
         actions = self.policy.act(counts)
         total = np.zeros(R)
         for k in range(steps):
+            self.visited[:, k] = state
             if cfg.model_windows:
                 shown = [command(SHOW, 0, s, s, a) for s, a in zip(state, actions)]
                 model_counts, _ = self._upload(shown, "model")
