@@ -29,6 +29,9 @@ def test_calibrated_weights_reach_the_coding_level():
         before = getattr(cfg.rules, gain) * tuned[population]["spikes_per_window"]
         after = getattr(cal.rules, gain) * levels[population]["spikes_per_window"]
         assert getattr(cal.rules, gain) < getattr(cfg.rules, gain) and after == pytest.approx(before, rel=0.01)
+    # the drive is set from real games: the same whatever the dreams are
+    several = calibrate_drive(dataclasses.replace(cfg, dreams=2, dream_start="visited"), 0.1)
+    assert (several.topology, several.rules) == (cal.topology, cal.rules)
 
 
 def test_a_run_records_the_calibrated_weights(tmp_path):

@@ -111,7 +111,7 @@ def calibrate_drive(cfg, target: float, iterations: int = ITERATIONS):
     DreamConfig: `cfg` with its topology's weight and model_weight_ratio and its rules'
     filter_gain and model_filter_gain set.
     """
-    real = dataclasses.replace(cfg, dream=False)      # the same weights with and without dreaming
+    real = dataclasses.replace(cfg, dream=False, dreams=1, dream_start="reset")   # the same weights, dreams or not
 
     def levels(topology: Topology) -> dict:
         return coding_levels(dataclasses.replace(real, topology=topology))
