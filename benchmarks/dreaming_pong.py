@@ -99,6 +99,14 @@ CONDITIONS = {
     "paired_coding_dream_lr_0.002_visited_one_update": {
         "paired_windows": True, "coding_level": 0.1, "dream_start": "visited", "dreams": 5, "dream_steps": 10,
         "second_adam_step": False, "rules": {"lr_policy": 0.002}},
+    # its control: the same dreams and policy updates with the dreamed rewards x0 (what the updates alone do: an
+    # Adam step on a zero gradient still moves by its momentum), and ten more runs (seeds 10-19)
+    "paired_coding_dream_lr_0.002_visited_no_rewards": {
+        "paired_windows": True, "coding_level": 0.1, "dream_start": "visited", "dreams": 5, "dream_steps": 10,
+        "dream_rewards": False, "rules": {"lr_policy": 0.002}},
+    "paired_coding_dream_lr_0.002_visited_seeds10": {
+        "paired_windows": True, "coding_level": 0.1, "seed": 10, "dream_start": "visited", "dreams": 5,
+        "dream_steps": 10, "rules": {"lr_policy": 0.002}},
     # the mismatch sweep of our protocol with dreaming (sigma 0.2 is "dream"), chip instance 0
     **{f"dream_sigma_{sigma}": {"mismatch_sigma": sigma} for sigma in SWEEP_SIGMAS if sigma != 0.2},
     # full runs on Lava: run 0 of a condition (the curves must equal the emulator's: LAVA_RUNS)
@@ -113,7 +121,8 @@ REF_RUN_0 = "reference_dream_run_0"
 # conditions made of the runs of several (same settings, other seeds), summarized together
 POOLED = {f"{name}_20": (name, f"{name}_seeds10")
           for name in ("reference_dream_lr_0.002", "reference_no_dream_lr_0.002", "paired_coding_dream_lr_0.002",
-                       "paired_coding_no_dream_lr_0.002", "paired_coding_dream_lr_0.002_baseline")}
+                       "paired_coding_no_dream_lr_0.002", "paired_coding_dream_lr_0.002_baseline",
+                       "paired_coding_dream_lr_0.002_visited")}
 # lava_<name> is run 0 of condition <name> on Lava, compared with <name>_run_0 where it exists, else <name>
 LAVA_RUNS = ("dream", "no_dream", "reference_dream")
 PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("paper_dream", "paper_no_dream"),
@@ -142,6 +151,10 @@ PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("pap
     ("paired_coding_dream_lr_0.002_visited", "paired_coding_dream_lr_0.002"),
     ("paired_coding_dream_lr_0.002_visited_one_update", "paired_coding_no_dream_lr_0.002"),
     ("paired_coding_dream_lr_0.002_visited_one_update", "paired_coding_dream_lr_0.002_visited"),
+    ("paired_coding_dream_lr_0.002_visited_no_rewards", "paired_coding_dream_lr_0.002_visited"),
+    ("paired_coding_dream_lr_0.002_visited_no_rewards", "paired_coding_no_dream_lr_0.002"),
+    ("paired_coding_dream_lr_0.002_visited_20", "paired_coding_no_dream_lr_0.002_20"),
+    ("paired_coding_dream_lr_0.002_visited_20", "paired_coding_dream_lr_0.002_20"),
     ("reference_dream_lr_0.002_20", "reference_no_dream_lr_0.002_20"), ("reference_dream_lr_0.002_20", "paper_dream"),
     ("reference_no_dream_lr_0.002_20", "paper_no_dream")]
 

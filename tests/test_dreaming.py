@@ -348,6 +348,16 @@ def test_dreams_start_from_visited_states(name):
         dream_config({"dream_start": "visited", "dream": False})
 
 
+def test_dreams_without_rewards_keep_their_policy_updates():
+    """The ablation `dream_rewards=False`: a dream adds nothing to the policy gradient, and still
+    ends in its own Adam step."""
+    cfg = dream_config({"runs": 2, "games": 1, **SHORT, "dream_rewards": False})
+    agent = make_agent(cfg, CountingChip(2, cfg.topology.hidden))
+    agent.model.predict = lambda counts, actions: (np.zeros((2, 4)), np.array([-0.3, 0.2]))
+    agent.dream_once(5)
+    assert not agent.policy.G.any() and agent.policy.adam.t == 1
+
+
 @pytest.mark.parametrize("rate", [0.0, 1.0])
 def test_dream_baseline_removes_a_steady_dreamed_reward(rate):
     """A world model that dreams the same reward every step: without a baseline each dream's

@@ -79,6 +79,7 @@ class DreamConfig:
     protocol: str = "ours"                   # "reference": the authors' window structure (see reference.py)
     two_upload_counts: bool | None = None    # reference: counts add the other upload's window (None: iff dream)
     second_adam_step: bool = True            # a dream ends in its own policy update (else it joins the next game's)
+    dream_rewards: bool = True               # ablation (False): dreams keep their policy updates, rewards x0
     clip_dreams: bool = True                 # dreamed states stay in 0..255
     generators: str = "regular"              # "restart": the authors' spike patterns, restarted each window
     paired_windows: bool = False             # ours: an agent window, then a world-model window, per step
@@ -219,7 +220,7 @@ class DreamingAgent:
         """One dream from a real reset state (or one the last game visited, `cfg.dream_start`);
         `keep_gradient`: add to the policy gradient so far."""
         cfg, R = self.cfg, self.runs
-        weight = 0.0 if game < cfg.silent_games else 1.0
+        weight = 0.0 if game < cfg.silent_games or not cfg.dream_rewards else 1.0
         self.policy.start_episode(keep_gradient=keep_gradient)
         self.model.start_episode()
         self.chip.expect(2 * cfg.dream_steps)
