@@ -104,6 +104,9 @@ CONDITIONS = {
     "paired_coding_dream_lr_0.002_visited_no_rewards": {
         "paired_windows": True, "coding_level": 0.1, "dream_start": "visited", "dreams": 5, "dream_steps": 10,
         "dream_rewards": False, "rules": {"lr_policy": 0.002}},
+    "paired_coding_dream_lr_0.002_visited_no_rewards_seeds10": {
+        "paired_windows": True, "coding_level": 0.1, "seed": 10, "dream_start": "visited", "dreams": 5,
+        "dream_steps": 10, "dream_rewards": False, "rules": {"lr_policy": 0.002}},
     "paired_coding_dream_lr_0.002_visited_seeds10": {
         "paired_windows": True, "coding_level": 0.1, "seed": 10, "dream_start": "visited", "dreams": 5,
         "dream_steps": 10, "rules": {"lr_policy": 0.002}},
@@ -122,7 +125,7 @@ REF_RUN_0 = "reference_dream_run_0"
 POOLED = {f"{name}_20": (name, f"{name}_seeds10")
           for name in ("reference_dream_lr_0.002", "reference_no_dream_lr_0.002", "paired_coding_dream_lr_0.002",
                        "paired_coding_no_dream_lr_0.002", "paired_coding_dream_lr_0.002_baseline",
-                       "paired_coding_dream_lr_0.002_visited")}
+                       "paired_coding_dream_lr_0.002_visited", "paired_coding_dream_lr_0.002_visited_no_rewards")}
 # lava_<name> is run 0 of condition <name> on Lava, compared with <name>_run_0 where it exists, else <name>
 LAVA_RUNS = ("dream", "no_dream", "reference_dream")
 PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("paper_dream", "paper_no_dream"),
@@ -155,6 +158,8 @@ PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("pap
     ("paired_coding_dream_lr_0.002_visited_no_rewards", "paired_coding_no_dream_lr_0.002"),
     ("paired_coding_dream_lr_0.002_visited_20", "paired_coding_no_dream_lr_0.002_20"),
     ("paired_coding_dream_lr_0.002_visited_20", "paired_coding_dream_lr_0.002_20"),
+    ("paired_coding_dream_lr_0.002_visited_no_rewards_20", "paired_coding_no_dream_lr_0.002_20"),
+    ("paired_coding_dream_lr_0.002_visited_no_rewards_20", "paired_coding_dream_lr_0.002_visited_20"),
     ("reference_dream_lr_0.002_20", "reference_no_dream_lr_0.002_20"), ("reference_dream_lr_0.002_20", "paper_dream"),
     ("reference_no_dream_lr_0.002_20", "paper_no_dream")]
 
