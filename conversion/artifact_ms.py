@@ -109,7 +109,8 @@ class MixedSignalArtifact(ConvertedDQN):
         f = r["fan_in"]
         lines = [f"chip       {prof.name}: {r['neurons']} neurons on {r['cores']} cores ({r['chips']} chip"
                  f"{'s' if r['chips'] > 1 else ''} of {prof.cores_per_chip}), {r['synapses']} synapses; "
-                 f"mismatch sigma {prof.mismatch_sigma} (pick an instance with run --mismatch-seed)",
+                 f"mismatch sigma {prof.mismatch_sigma} (pick an instance with run --mismatch-seed)"
+                 + (f"; {r['replicas']} copies of the network, one readout" if r.get("replicas", 1) > 1 else ""),
                  f"coding     rate, T={m['timesteps']} steps of {prof.dt_ms} ms per decision from rest, "
                  f"activation 1 = {r['rate']} spikes/step; current = {r['u0']:.2f} + {r['slope']:.2f} z; "
                  f"ON/OFF input generators; readout on the host",

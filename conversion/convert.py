@@ -17,7 +17,7 @@ from lavaloop.conversion.auto_timesteps import choose_timesteps
 from lavaloop.conversion.distill import HELDOUT_SEED_OFFSET, DistillConfig, distill, own_agreement
 from lavaloop.conversion.distill import agreement as distill_agreement
 from lavaloop.conversion.loaders import load_checkpoint
-from lavaloop.conversion.mixed_signal import INPUT_BITS, RATE, check_mappable, map_network
+from lavaloop.conversion.mixed_signal import INPUT_BITS, RATE, check_mappable, map_network, replicate
 from lavaloop.conversion.models.qnet import FeedForwardQ
 from lavaloop.conversion.network import ConvLayer, Layer, SourceNetwork
 from lavaloop.conversion.normalize import (
@@ -146,8 +146,9 @@ def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact | 
     mixed = isinstance(profile, MixedSignalProfile)
     if mixed:
         check_mixed_signal_options(opts)
-    elif opts.fan_in != "split" or opts.distill_mismatch is not None or opts.spike_rate is not None:
-        raise ProfileError("fan_in, spike_rate and distill_mismatch apply to mixed-signal profiles "
+    elif (opts.fan_in != "split" or opts.distill_mismatch is not None or opts.spike_rate is not None
+          or opts.replicas != 1):
+        raise ProfileError("fan_in, spike_rate, replicas and distill_mismatch apply to mixed-signal profiles "
                            "(dynapse1, dynapse2) only")
     net = load_checkpoint(checkpoint)
     if mixed:
@@ -243,7 +244,12 @@ def convert_mixed_signal(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, p
 
     heldout = heldout_observations(q, spec, opts)
     art = calibrate_readout(MixedSignalArtifact(manifest, mapped, net.layers), q, obs, heldout)
-    return train_through_chip(art, q, obs, spec, heldout, opts) if opts.distill else art
+    if opts.distill:
+        art = train_through_chip(art, q, obs, spec, heldout, opts)
+    if opts.replicas == 1:
+        return art
+    copies = replicate(art.mapped, opts.replicas, profile)   # trained as one copy, deployed as several
+    return replace(art, mapped=copies, manifest={**art.manifest, "mapping": copies.report})
 
 
 def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, profile: ChipProfile,

@@ -362,6 +362,49 @@ def map_network(layers: list[Layer], obs: np.ndarray, profile, timesteps: int, i
                          readout_weight=ro_w, readout_bias=ro_b, report=report)
 
 
+def replicate(mapped: MappedNetwork, replicas: int, profile) -> MappedNetwork:
+    """`replicas` copies of the chip network, each on its own cores, read by one host readout.
+
+    Every copy of a layer holds the same codes and shared currents; a copy's neurons read the
+    same copy of the layer below (the first layer reads the shared input generators), so the
+    copies compute the same function on the nominal chip and differ by their own mismatch on
+    an instance. The readout averages them (its weights tiled and divided by `replicas`), so
+    the nominal chip decides as one copy; a readout fitted to each chip instance
+    (run --calibrate-readout) weighs the copies' differing counts, where the gain is
+    (docs/mixed_signal.md). Neurons, cores and synapses grow `replicas` times, fan-in not.
+
+    Parameters
+    ----------
+    mapped: the mapped (and trained) network. replicas: copies, >= 1. profile: for the chip count.
+    """
+    if replicas == 1:
+        return mapped
+    layers = []
+    for i, layer in enumerate(mapped.layers):
+        n, n_in = layer.size, layer.code.shape[1] - 1      # the last column is the bias generator
+        if i == 0:
+            code = np.tile(layer.code, (replicas, 1))
+        else:
+            code = np.zeros((n * replicas, n_in * replicas + 1), layer.code.dtype)
+            for r in range(replicas):
+                code[r * n:(r + 1) * n, r * n_in:(r + 1) * n_in] = layer.code[:, :-1]
+            code[:, -1] = np.tile(layer.code[:, -1], replicas)
+        cores = len(layer.currents)
+        layers.append(ChipLayer(layer.name, code, np.concatenate([layer.core + r * cores for r in range(replicas)]),
+                                np.tile(layer.currents, (replicas, 1, 1)), layer.role))
+    scale = 2.0 ** -mapped.report["readout_shift"]
+    ro_w, ro_b, shift = integer_readout(np.tile(mapped.readout_weight * scale, (1, replicas)) / replicas,
+                                        mapped.readout_bias * scale)
+    report = dict(mapped.report)
+    report["layers"] = [{**e, "neurons": e["neurons"] * replicas, "cores": e["cores"] * replicas,
+                         "synapses": e["synapses"] * replicas} for e in report["layers"]]
+    cores = sum(e["cores"] for e in report["layers"])
+    report.update(replicas=replicas, neurons=report["neurons"] * replicas, cores=cores,
+                  chips=math.ceil(cores / profile.cores_per_chip), synapses=report["synapses"] * replicas,
+                  readout_shift=shift)
+    return MappedNetwork(mapped.input_gain, layers, ro_w, ro_b, report)
+
+
 def mismatch_factors(rng: np.random.Generator, sigma: float, shape) -> np.ndarray:
     """Device-mismatch factors of one chip instance: max(1 + N(0, sigma), MIN_FACTOR) per entry.
 

@@ -69,8 +69,8 @@ def cmd_convert(args) -> None:
     opts = given(args, "coding", "delta_threshold", "message_shift", "equalize", "centre_readout", "weight_split_bits",
                  "percentile", "normalization", "timesteps", "timesteps_target", "readout", "profile", "calib_steps",
                  "calib_seed", "calib_episodes", "epsilon", "v_init", "sticky", "max_episode_steps", "distill",
-                 "distill_steps", "distill_model", "distill_objective", "fan_in", "spike_rate", "distill_mismatch",
-                 "distill_dagger_rounds", "distill_dagger_steps")
+                 "distill_steps", "distill_model", "distill_objective", "fan_in", "spike_rate", "replicas",
+                 "distill_mismatch", "distill_dagger_rounds", "distill_dagger_steps")
     opts.update(env_params(args))
     art = lavaloop.convert(args.checkpoint, args.env, **opts)
     art.save(args.output)
@@ -248,6 +248,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--spike-rate", type=float, metavar="R",
                    help="DQN on a mixed-signal profile: spikes per step of a hidden activation 1, in (0, 1] "
                         "(default 0.3; the refractory period bounds it)")
+    c.add_argument("--replicas", type=int, metavar="N",
+                   help="DQN on a mixed-signal profile: N copies of the chip network on their own cores, one host "
+                        "readout (default 1); with run --calibrate-readout they average out device mismatch")
     c.add_argument("--distill-mismatch", type=float, metavar="SIGMA",
                    help="DQN on a mixed-signal profile, with --distill: device mismatch sampled while training "
                         "through the chip (default: the profile's; 0: the nominal chip only)")

@@ -142,6 +142,9 @@ class ConvertOptions:
     spike_rate: mixed-signal profiles only: spikes per step of a hidden activation 1, in (0, 1]
         (None: `conversion.mixed_signal.RATE`, 0.3); the profile's refractory period bounds it
         (dynapse2: 0.5), and a rate its neurons cannot reach is refused.
+    replicas: mixed-signal profiles only: copies (>= 1) of the chip network on their own cores,
+        read by one host readout (`conversion.mixed_signal.replicate`; trained as one copy):
+        they average out device mismatch when the readout is fitted per chip instance.
     distill_mismatch: mixed-signal profiles with distill only: the device mismatch sigma
         (>= 0) sampled while training through the chip (None: the profile's; 0: the nominal
         chip only); lavaloop.conversion.mismatch_training.
@@ -176,6 +179,7 @@ class ConvertOptions:
     distill_objective: str | None = None
     fan_in: str = "split"
     spike_rate: float | None = None
+    replicas: int = 1
     distill_mismatch: float | None = None
     distill_dagger_rounds: int = 2
     distill_dagger_steps: int = 2000
@@ -187,6 +191,7 @@ class ConvertOptions:
         flag("centre_readout", self.centre_readout)
         one_of("fan-in mode", self.fan_in, FAN_IN_MODES)
         within("spike_rate", self.spike_rate, 0, 1, low_open=True)
+        at_least("replicas", self.replicas, 1)
         at_least("distill_mismatch", self.distill_mismatch, 0.0)
         if self.distill_mismatch is not None and not self.distill:
             raise LavaloopError("distill_mismatch applies only with distill")

@@ -2,6 +2,7 @@
 frozen per seed, Lava == emulator per instance, the training model is the chip, bad input."""
 import json
 import multiprocessing
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -158,10 +159,55 @@ def test_the_chip_weights_learn_through_the_surrogate_gradient(mapped):
     assert model.weights[0].grad.abs().sum() > 0      # through layer 2's input spikes into layer 1
 
 
+def test_copies_decide_as_one_on_the_nominal_chip_and_differ_on_an_instance(mapped, tmp_path):
+    """conversion.mixed_signal.replicate: N copies on their own cores, each reading its own copy
+    of the layer below, count exactly as one copy on the nominal chip (the readout averages
+    them: same decisions); on an instance the copies' mismatch differs, and so do their counts.
+    The copies run on Lava bit for bit as on the emulator."""
+    import lavaloop
+    from lavaloop.conversion.mixed_signal import replicate
+    from lavaloop.deploy.mixed_signal import MixedSignalNetwork
+    from lavaloop.processes.dynamics import encode_input
+
+    _, arts = mapped
+    art = arts["prune"]
+    mapped3 = replicate(art.mapped, 3, art.profile)
+    copies = replace(art, mapped=mapped3, manifest={**art.manifest, "mapping": mapped3.report})
+    r, r3 = art.manifest["mapping"], mapped3.report
+    assert (r3["neurons"], r3["cores"], r3["synapses"], r3["replicas"]) == (3 * r["neurons"], 3 * r["cores"],
+                                                                             3 * r["synapses"], 3)
+    assert max(int(l.synapses(False).max()) for l in mapped3.layers) <= art.profile.fan_in
+    x = np.random.default_rng(1).normal(size=(64, 4)) * np.array([0.5, 0.5, 0.05, 0.5])
+    payload = encode_input(x, 1 << art.manifest["input_scale_bits"], 16)
+    one, three = MixedSignalNetwork(art, art.instance()), MixedSignalNetwork(copies, copies.instance())
+    assert np.array_equal(three.counts(payload), np.tile(one.counts(payload), 3))
+    assert np.array_equal(three.decide(payload).argmax(1), one.decide(payload).argmax(1))
+    n = art.mapped.layers[-1].size
+    chip = MixedSignalNetwork(copies, copies.instance(4, 0.1)).counts(payload)
+    assert not np.array_equal(chip[:, :n], chip[:, n:2 * n])
+    converted = lavaloop.convert(CARTPOLE, "CartPole-v1", profile="dynapse2", calib_steps=1000, timesteps=32,
+                                 fan_in="prune", replicas=3)   # the conversion option makes the same copies
+    assert all(np.array_equal(a.code, b.code) for a, b in zip(converted.mapped.layers, mapped3.layers))
+    path = tmp_path / "copies.h5"
+    copies.save(path)
+    loaded = lavaloop.load_artifact(path)
+    assert loaded.manifest["mapping"]["replicas"] == 3 and "3 copies" in loaded.describe()[0]
+    short = with_manifest(loaded, env={**loaded.manifest["env"], "max_episode_steps": 8})
+    settings = dict(episodes=1, epsilon=0.2, mismatch_seed=4, mismatch_sigma=0.1)
+    lava = run(short, RunSettings(**settings, backend="lava"), progress=False)
+    emu = run(short, RunSettings(**settings, backend="emulator"), progress=False)
+    assert lava.decisions == emu.decisions == 8 and lava.log.spikes == emu.log.spikes
+    for a, b in zip(lava.log.greedy + lava.log.actions, emu.log.greedy + emu.log.actions):
+        assert np.array_equal(a, b)
+    assert not multiprocessing.active_children()
+
+
 @pytest.mark.parametrize("convert_args, run_args, needle", [
     (["--profile", "dynapse2", "--readout", "spike_count"], None, "readout do not apply to a mixed-signal profile"),
     (["--fan-in", "prune"], None, "apply to mixed-signal profiles"),
     (["--spike-rate", "0.3"], None, "apply to mixed-signal profiles"),
+    (["--replicas", "2"], None, "apply to mixed-signal profiles"),
+    (["--profile", "dynapse2", "--replicas", "0"], None, "replicas must be >= 1"),
     (["--profile", "dynapse2", "--spike-rate", "0.8"], None, "cannot fire 0.8 spikes per step"),
     (["--profile", "dynapse2", "--spike-rate", "0"], None, "spike_rate must be in (0, 1]"),
     (["--profile", "dynapse2", "--distill-mismatch", "0.1"], None, "distill_mismatch applies only with distill"),

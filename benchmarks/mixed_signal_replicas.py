@@ -1,0 +1,135 @@
+"""Copies of a mapped DQN against device mismatch (issue 19): results/mixed_signal_replicas.json + .png.
+
+    lavaloop convert checkpoints/cartpole_dqn.pt --env CartPole-v1 --profile dynapse2 --fan-in prune \
+        --distill --distill-mismatch 0 --calib-steps 5000 --spike-rate 0.45 --timesteps 32 -o cp.h5
+    python -m benchmarks.mixed_signal_replicas cp.h5 --name "cartpole T=32, rate 0.45" [--replicas 1 2 4]
+
+A trained artifact (one copy of the network) is deployed as N copies
+(`conversion.mixed_signal.replicate`: each on its own cores, one host readout) on chip
+instances 0-19 (training draws from seed 1,000,000 on: unseen) at each sigma, 3 episodes per
+instance on the emulator (bit-exact with Lava per instance, tests/test_mixed_signal.py), with
+the nominal readout (the copies averaged) and with the readout fitted to each instance
+(run --calibrate-readout). Per cell: median and 5-95 % band over instances of the agreement
+with the source and of the normalized score, and the neurons, cores, chips and synapses used.
+Results accumulate in one file keyed by --name; every instance is saved as it finishes, and a
+rerun resumes where it stopped. `python -m benchmarks.mixed_signal` adds the cells to
+results/mixed_signal.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import lavaloop  # noqa: E402
+from lavaloop.atomic import atomic_path, write_json  # noqa: E402
+from lavaloop.conversion.mixed_signal import replicate  # noqa: E402
+
+OUT = Path("results/mixed_signal_replicas")
+INSTANCES = range(20)
+EPISODES = 3
+
+
+def cell_key(replicas: int, sigma: float, per_chip: bool) -> str:
+    return f"replicas={replicas} sigma={sigma} readout={'per chip' if per_chip else 'nominal'}"
+
+
+def summarize(cell: dict) -> dict:
+    """Median and 5-95 % band of a cell's per-instance agreement and normalized score."""
+    a = np.array([r["agreement"] for r in cell["per_instance"]])
+    s = np.array([r["normalized_score"] for r in cell["per_instance"]])
+    return {**cell, "instances": len(a), "agreement_median": float(np.median(a)),
+            "agreement_p05": float(np.percentile(a, 5)), "agreement_p95": float(np.percentile(a, 95)),
+            "score_median": float(np.median(s)), "score_p05": float(np.percentile(s, 5))}
+
+
+def measure(art, name: str, replicas: int, sigma: float, per_chip: bool, res: dict, path: Path) -> None:
+    """Play one cell's instances not yet in `res`, saving the file after each."""
+    net = res["networks"].setdefault(name, {"cells": {}})
+    mapped = replicate(art.mapped, replicas, art.profile)
+    copies = replace(art, mapped=mapped, manifest={**art.manifest, "mapping": mapped.report})
+    t = art.manifest.get("mismatch_training") or {}
+    cell = net["cells"].setdefault(cell_key(replicas, sigma, per_chip), {
+        "replicas": replicas, "sigma": sigma, "readout_per_chip": per_chip, "per_instance": [],
+        "mismatch_aware": float(t.get("sigma", 0.0)) > 0, "timesteps": art.timesteps,
+        "rate": mapped.report["rate"], **{k: mapped.report[k] for k in ("neurons", "cores", "chips", "synapses")}})
+    done = {r["instance"] for r in cell["per_instance"]}
+    for k in tqdm([k for k in INSTANCES if k not in done], desc=cell_key(replicas, sigma, per_chip), leave=False):
+        r = lavaloop.run(copies, EPISODES, "emulator", epsilon=0.0, mismatch_seed=k, mismatch_sigma=sigma,
+                         calibrate_readout=per_chip, progress=False)
+        cell["per_instance"].append({"instance": k, "agreement": r.agreement, "normalized_score": r.normalized_score})
+        net["cells"][cell_key(replicas, sigma, per_chip)] = summarize(cell)
+        write_json(path, res)
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, net in res["networks"].items():
+        for per_chip, style in ((True, "-"), (False, ":")):
+            for sigma in sorted({c["sigma"] for c in net["cells"].values()}):
+                cells = sorted((c for c in net["cells"].values() if "agreement_median" in c
+                                and c["readout_per_chip"] == per_chip and c["sigma"] == sigma),
+                               key=lambda c: c["replicas"])
+                if not cells:
+                    continue
+                n = [c["replicas"] for c in cells]
+                line, = ax.plot(n, [c["agreement_median"] for c in cells], style, marker="o",
+                                label=f"{name}, sigma {sigma}, readout {'per chip' if per_chip else 'nominal'}")
+                ax.fill_between(n, [c["agreement_p05"] for c in cells], [c["agreement_p95"] for c in cells],
+                                color=line.get_color(), alpha=0.12)
+    ax.axhline(0.95, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("copies of the network on the chip")
+    ax.set_ylabel("agreement with the source (median, 5-95 %)")
+    ax.set_title("Copies against device mismatch (20 unseen chip instances)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("artifact", help="a trained mixed-signal artifact (one copy)")
+    ap.add_argument("--name", required=True, help="the network's name in the results file")
+    ap.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--sigma", type=float, nargs="+", default=[0.1])
+    ap.add_argument("--readout", choices=("per-chip", "nominal", "both"), default="both")
+    args = ap.parse_args()
+    art = lavaloop.load_artifact(args.artifact)
+    if art.kind != "mixed-signal" or art.manifest["mapping"].get("replicas", 1) != 1:
+        raise SystemExit(f"{args.artifact}: not a one-copy mixed-signal artifact")
+    path = OUT.with_suffix(".json")
+    res = json.loads(path.read_text()) if path.is_file() else {"networks": {}}
+    res["networks"].setdefault(args.name, {"cells": {}})["artifact"] = {
+        "file": Path(args.artifact).name, "source": art.manifest["source"]["file"], "profile": art.profile.name,
+        "timesteps": art.timesteps, "mapping": {k: art.manifest["mapping"][k] for k in ("rate", "fan_in")},
+        "mismatch_training": {k: v for k, v in (art.manifest.get("mismatch_training") or {}).items() if k != "config"}}
+    modes = {"per-chip": (True,), "nominal": (False,), "both": (True, False)}[args.readout]
+    for sigma in args.sigma:
+        for per_chip in modes:
+            for n in args.replicas:
+                measure(art, args.name, n, sigma, per_chip, res, path)
+                c = res["networks"][args.name]["cells"][cell_key(n, sigma, per_chip)]
+                print(f"{args.name}: {cell_key(n, sigma, per_chip)}: agreement {c['agreement_median']:.3f} "
+                      f"[{c['agreement_p05']:.3f}, {c['agreement_p95']:.3f}], score {c['score_median']:.2f}, "
+                      f"{c['neurons']} neurons, {c['cores']} cores, {c['chips']} chips", flush=True)
+    plot(res, OUT.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
