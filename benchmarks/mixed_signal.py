@@ -11,7 +11,8 @@ source and of the normalized score, `mismatch_aware` (trained through sampled mi
 the neurons, cores, chips and synapses the mapping uses. Reference rows (profile "ideal"):
 the mapped topology in the rate limit (no leak, no weight levels, no mismatch: what the
 fan-in handling alone keeps), measured on held-out source observations. And what the Pong
-Nature DQN would take (`conversion.mixed_signal.plan`): it is not mapped.
+Nature DQN would take (`conversion.mixed_signal.plan`): it is not mapped. The records of
+benchmarks.grsn_mixed_signal and benchmarks.mixed_signal_replicas join them where those have run.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.mixed_signal_replicas import INSTANCES
 from lavaloop.atomic import atomic_path, write_json
 from lavaloop.conversion.loaders import load_checkpoint
 from lavaloop.conversion.mixed_signal import chip_topology, plan
@@ -150,6 +152,28 @@ def grsn_records(path: Path) -> list[dict]:
     return out
 
 
+def replicas_records(path: Path) -> list[dict]:
+    """The copies study's cells (benchmarks.mixed_signal_replicas) in this file's schema; none if
+    it has not been run."""
+    if not path.is_file():
+        return []
+    out = []
+    for name, net in json.loads(path.read_text())["networks"].items():
+        a = net["artifact"]
+        for c in net["cells"].values():
+            if len(c["per_instance"]) < len(INSTANCES):   # unfinished
+                continue
+            per_chip = ", readout per chip" if c["readout_per_chip"] else ""
+            out.append({"network": a["source"].removesuffix(".pt"), "profile": a["profile"],
+                        "variant": f"{name}, {c['replicas']} copies{per_chip}",
+                        "fan_in": a["mapping"]["fan_in"]["mode"],
+                        "mismatch_aware": c["mismatch_aware"], "training_sigma": a["mismatch_training"].get("sigma"),
+                        "replicas": c["replicas"], "readout_per_chip": c["readout_per_chip"], "sigma": c["sigma"],
+                        **{k: c[k] for k in ("instances", "agreement_median", "agreement_p05", "agreement_p95",
+                                             "score_median", "score_p05", "neurons", "cores", "chips", "synapses")}})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results")
@@ -165,7 +189,8 @@ def main() -> None:
     pong = plan(load_checkpoint(ROOT / "checkpoints" / "pong_dqn.pt").layers, load_profile("dynapse2"))
     out = Path(args.out)
     write_json(out / "mixed_signal.json", {
-        "records": rows + grsn_records(out / "grsn_mixed_signal.json"), "pong_dqn_dynapse2_plan": pong,
+        "records": rows + grsn_records(out / "grsn_mixed_signal.json") + replicas_records(
+            out / "mixed_signal_replicas.json"), "pong_dqn_dynapse2_plan": pong,
         "grsn": "gates on the host, membranes on the chip: benchmarks.grsn_mixed_signal, docs/mixed_signal.md",
         "versions": versions()})
     plot(rows, out / "mixed_signal.png")
