@@ -11,13 +11,15 @@ instance on the emulator (bit-exact with Lava per instance, tests/test_mixed_sig
 the nominal readout (the copies averaged) and with the readout fitted to each instance
 (run --calibrate-readout). Per cell: median and 5-95 % band over instances of the agreement
 with the source and of the normalized score, and the neurons, cores, chips and synapses used.
-Results accumulate in one file keyed by --name; every instance is saved as it finishes, and a
-rerun resumes where it stopped. `python -m benchmarks.mixed_signal` adds the cells to
+Results accumulate in one file keyed by --name; every instance is saved as it finishes (under a
+file lock, so that runs of several networks can share the file), and a rerun resumes where it
+stopped. `python -m benchmarks.mixed_signal` adds the cells to
 results/mixed_signal.json.
 """
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 from dataclasses import replace
@@ -50,6 +52,17 @@ def summarize(cell: dict) -> dict:
             "score_median": float(np.median(s)), "score_p05": float(np.percentile(s, 5))}
 
 
+def save(path: Path, name: str, net: dict) -> dict:
+    """Write network `name`'s entry into the results file, holding a lock on it; returns the file's contents."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        res = json.loads(path.read_text()) if path.is_file() else {"networks": {}}
+        res["networks"][name] = net
+        write_json(path, res)
+    return res
+
+
 def measure(art, name: str, replicas: int, sigma: float, per_chip: bool, res: dict, path: Path) -> None:
     """Play one cell's instances not yet in `res`, saving the file after each."""
     net = res["networks"].setdefault(name, {"cells": {}})
@@ -66,7 +79,7 @@ def measure(art, name: str, replicas: int, sigma: float, per_chip: bool, res: di
                          calibrate_readout=per_chip, progress=False)
         cell["per_instance"].append({"instance": k, "agreement": r.agreement, "normalized_score": r.normalized_score})
         net["cells"][cell_key(replicas, sigma, per_chip)] = summarize(cell)
-        write_json(path, res)
+        save(path, name, net)
 
 
 def plot(res: dict, path: Path) -> None:
@@ -128,7 +141,7 @@ def main() -> None:
                 print(f"{args.name}: {cell_key(n, sigma, per_chip)}: agreement {c['agreement_median']:.3f} "
                       f"[{c['agreement_p05']:.3f}, {c['agreement_p95']:.3f}], score {c['score_median']:.2f}, "
                       f"{c['neurons']} neurons, {c['cores']} cores, {c['chips']} chips", flush=True)
-    plot(res, OUT.with_suffix(".png"))
+    plot(save(path, args.name, res["networks"][args.name]), OUT.with_suffix(".png"))
 
 
 if __name__ == "__main__":
