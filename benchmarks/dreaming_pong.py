@@ -107,6 +107,10 @@ CONDITIONS = {
     "paired_coding_dream_lr_0.002_visited_no_rewards_seeds10": {
         "paired_windows": True, "coding_level": 0.1, "seed": 10, "dream_start": "visited", "dreams": 5,
         "dream_steps": 10, "dream_rewards": False, "rules": {"lr_policy": 0.002}},
+    # the visited dreams on DYNAP-SE2 (its no-dreaming control: paired_coding_no_dream_lr_0.002_dynapse2)
+    "paired_coding_dream_lr_0.002_visited_dynapse2": {
+        "paired_windows": True, "coding_level": 0.1, "profile": "dynapse2", "mismatch_sigma": 0.2,
+        "dream_start": "visited", "dreams": 5, "dream_steps": 10, "rules": {"lr_policy": 0.002}},
     "paired_coding_dream_lr_0.002_visited_seeds10": {
         "paired_windows": True, "coding_level": 0.1, "seed": 10, "dream_start": "visited", "dreams": 5,
         "dream_steps": 10, "rules": {"lr_policy": 0.002}},
@@ -158,6 +162,7 @@ PAIRS = [("dream", "no_dream"), ("reference_dream", "reference_no_dream"), ("pap
     ("paired_coding_dream_lr_0.002_visited_no_rewards", "paired_coding_no_dream_lr_0.002"),
     ("paired_coding_dream_lr_0.002_visited_20", "paired_coding_no_dream_lr_0.002_20"),
     ("paired_coding_dream_lr_0.002_visited_20", "paired_coding_dream_lr_0.002_20"),
+    ("paired_coding_dream_lr_0.002_visited_dynapse2", "paired_coding_no_dream_lr_0.002_dynapse2"),
     ("paired_coding_dream_lr_0.002_visited_no_rewards_20", "paired_coding_no_dream_lr_0.002_20"),
     ("paired_coding_dream_lr_0.002_visited_no_rewards_20", "paired_coding_dream_lr_0.002_visited_20"),
     ("reference_dream_lr_0.002_20", "reference_no_dream_lr_0.002_20"), ("reference_dream_lr_0.002_20", "paper_dream"),

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lavaloop import rollout
-from lavaloop.atomic import atomic_path, write_json
+from lavaloop.atomic import save_figure, write_json
 from lavaloop.conversion.models.grsn import CHIP_WINDOW
 from lavaloop.deploy.mixed_signal_grsn import HybridPolicy
 from lavaloop.deploy.results import versions
@@ -119,9 +119,7 @@ def plot(res: dict, path: Path) -> None:
     axes[0].legend(fontsize=8)
     fig.suptitle(f"GRSN / LIF-with-TAP membranes on {res['profile']} (host gates), median and 5-95 % band")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.mixed_signal_replicas import INSTANCES
-from lavaloop.atomic import atomic_path, write_json
+from lavaloop.atomic import save_figure, write_json
 from lavaloop.conversion.loaders import load_checkpoint
 from lavaloop.conversion.mixed_signal import chip_topology, plan
 from lavaloop.conversion.normalize import collect_observations, layer_scales, normalize
@@ -125,9 +125,7 @@ def plot(rows: list[dict], path: Path) -> None:
             ax.grid(alpha=0.3)
         axes[0, col].legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def grsn_records(path: Path) -> list[dict]:

@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import lavaloop  # noqa: E402
-from lavaloop.atomic import atomic_path, write_json  # noqa: E402
+from lavaloop.atomic import save_figure, write_json  # noqa: E402
 from lavaloop.conversion.mixed_signal import replicate  # noqa: E402
 
 OUT = Path("results/mixed_signal_replicas")
@@ -110,9 +110,7 @@ def plot(res: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lavaloop.atomic import atomic_path, write_json
+from lavaloop.atomic import atomic_path, save_figure, write_json
 from lavaloop.deploy.results import versions
 from lavaloop.deploy.sweep.spec import Cell, SweepSpec
 from lavaloop.deploy.sweep.store import SweepStore
@@ -151,9 +151,7 @@ def plot(spec: SweepSpec, record: dict, path: Path) -> None:
         axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"sweep {spec.name}: {len(record['cells'])} cells")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _fmt(v) -> str:
