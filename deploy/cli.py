@@ -250,7 +250,7 @@ def parser() -> argparse.ArgumentParser:
                         "(default 0.3; the refractory period bounds it)")
     c.add_argument("--replicas", type=int, metavar="N",
                    help="DQN on a mixed-signal profile: N copies of the chip network on their own cores, one host "
-                        "readout (default 1); with run --calibrate-readout they average out device mismatch")
+                        "readout (default 1); run --calibrate-readout then combines their mismatched counts")
     c.add_argument("--distill-mismatch", type=float, metavar="SIGMA",
                    help="DQN on a mixed-signal profile, with --distill: device mismatch sampled while training "
                         "through the chip (default: the profile's; 0: the nominal chip only)")

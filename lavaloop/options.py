@@ -143,8 +143,9 @@ class ConvertOptions:
         (None: `conversion.mixed_signal.RATE`, 0.3); the profile's refractory period bounds it
         (dynapse2: 0.5), and a rate its neurons cannot reach is refused.
     replicas: mixed-signal profiles only: copies (>= 1) of the chip network on their own cores,
-        read by one host readout (`conversion.mixed_signal.replicate`; trained as one copy):
-        they average out device mismatch when the readout is fitted per chip instance.
+        read by one host readout (`conversion.mixed_signal.replicate`; trained as one copy): a
+        readout fitted per chip instance (run --calibrate-readout) combines their differently
+        mismatched counts (docs/mixed_signal.md).
     distill_mismatch: mixed-signal profiles with distill only: the device mismatch sigma
         (>= 0) sampled while training through the chip (None: the profile's; 0: the nominal
         chip only); lavaloop.conversion.mismatch_training.
