@@ -5,7 +5,7 @@
     python -m benchmarks.mixed_signal_replicas cp.h5 --name "cartpole T=32, rate 0.45" [--replicas 1 2 4]
 
 A trained artifact (one copy of the network) is deployed as N copies
-(`conversion.mixed_signal.replicate`: each on its own cores, one host readout) on chip
+(`MixedSignalArtifact.replicated`: each on its own cores, one host readout) on chip
 instances 0-19 (training draws from seed 1,000,000 on: unseen) at each sigma, 3 episodes per
 instance on the emulator (bit-exact with Lava per instance, tests/test_mixed_signal.py), with
 the nominal readout (the copies averaged) and with the readout fitted to each instance
@@ -22,7 +22,6 @@ import argparse
 import fcntl
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -32,7 +31,6 @@ from tqdm import tqdm  # noqa: E402
 
 import lavaloop  # noqa: E402
 from lavaloop.atomic import save_figure, write_json  # noqa: E402
-from lavaloop.conversion.mixed_signal import replicate  # noqa: E402
 
 OUT = Path("results/mixed_signal_replicas")
 INSTANCES = range(20)
@@ -66,8 +64,8 @@ def save(path: Path, name: str, net: dict) -> dict:
 def measure(art, name: str, replicas: int, sigma: float, per_chip: bool, res: dict, path: Path) -> None:
     """Play one cell's instances not yet in `res`, saving the file after each."""
     net = res["networks"].setdefault(name, {"cells": {}})
-    mapped = replicate(art.mapped, replicas, art.profile)
-    copies = replace(art, mapped=mapped, manifest={**art.manifest, "mapping": mapped.report})
+    copies = art.replicated(replicas)
+    mapped = copies.mapped
     t = art.manifest.get("mismatch_training") or {}
     cell = net["cells"].setdefault(cell_key(replicas, sigma, per_chip), {
         "replicas": replicas, "sigma": sigma, "readout_per_chip": per_chip, "per_instance": [],

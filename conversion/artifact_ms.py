@@ -15,14 +15,14 @@ draws one from a seed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import h5py
 import numpy as np
 
 from lavaloop.artifact import COMMON_KEYS
 from lavaloop.conversion.artifact_dqn import ConvertedDQN
-from lavaloop.conversion.mixed_signal import ChipLayer, MappedNetwork, bits_of, draw_instance
+from lavaloop.conversion.mixed_signal import ChipLayer, MappedNetwork, bits_of, draw_instance, replicate
 from lavaloop.conversion.network import Layer
 from lavaloop.errors import ArtifactError
 from lavaloop.profiles import MixedSignalProfile
@@ -50,6 +50,12 @@ class MixedSignalArtifact(ConvertedDQN):
         """Every chip layer's parameters on chip instance `seed` (None: the nominal chip) with
         mismatch `sigma` (None: the profile's); see `conversion.mixed_signal.draw_instance`."""
         return draw_instance(self.mapped.layers, self.profile, seed, sigma)
+
+    def replicated(self, replicas: int) -> MixedSignalArtifact:
+        """The artifact deployed as `replicas` copies of its chip network, one host readout
+        (`conversion.mixed_signal.replicate`; the manifest's mapping report follows)."""
+        copies = replicate(self.mapped, replicas, self.profile)
+        return replace(self, mapped=copies, manifest={**self.manifest, "mapping": copies.report})
 
     def _write(self, f: h5py.File) -> None:
         f["input/gain"] = self.mapped.input_gain

@@ -17,7 +17,7 @@ from lavaloop.conversion.auto_timesteps import choose_timesteps
 from lavaloop.conversion.distill import HELDOUT_SEED_OFFSET, DistillConfig, distill, own_agreement
 from lavaloop.conversion.distill import agreement as distill_agreement
 from lavaloop.conversion.loaders import load_checkpoint
-from lavaloop.conversion.mixed_signal import INPUT_BITS, RATE, check_mappable, map_network, replicate
+from lavaloop.conversion.mixed_signal import INPUT_BITS, RATE, check_mappable, map_network
 from lavaloop.conversion.models.qnet import FeedForwardQ
 from lavaloop.conversion.network import ConvLayer, Layer, SourceNetwork
 from lavaloop.conversion.normalize import (
@@ -246,10 +246,7 @@ def convert_mixed_signal(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, p
     art = calibrate_readout(MixedSignalArtifact(manifest, mapped, net.layers), q, obs, heldout)
     if opts.distill:
         art = train_through_chip(art, q, obs, spec, heldout, opts)
-    if opts.replicas == 1:
-        return art
-    copies = replicate(art.mapped, opts.replicas, profile)   # trained as one copy, deployed as several
-    return replace(art, mapped=copies, manifest={**art.manifest, "mapping": copies.report})
+    return art.replicated(opts.replicas)   # trained as one copy, deployed as several
 
 
 def convert_sigma_delta(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, profile: ChipProfile,

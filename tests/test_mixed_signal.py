@@ -2,7 +2,6 @@
 frozen per seed, Lava == emulator per instance, the training model is the chip, bad input."""
 import json
 import multiprocessing
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -165,14 +164,13 @@ def test_copies_decide_as_one_on_the_nominal_chip_and_differ_on_an_instance(mapp
     them: same decisions); on an instance the copies' mismatch differs, and so do their counts.
     The copies run on Lava bit for bit as on the emulator."""
     import lavaloop
-    from lavaloop.conversion.mixed_signal import replicate
     from lavaloop.deploy.mixed_signal import MixedSignalNetwork
     from lavaloop.processes.dynamics import encode_input
 
     _, arts = mapped
     art = arts["prune"]
-    mapped3 = replicate(art.mapped, 3, art.profile)
-    copies = replace(art, mapped=mapped3, manifest={**art.manifest, "mapping": mapped3.report})
+    copies = art.replicated(3)
+    mapped3 = copies.mapped
     r, r3 = art.manifest["mapping"], mapped3.report
     assert (r3["neurons"], r3["cores"], r3["synapses"], r3["replicas"]) == (3 * r["neurons"], 3 * r["cores"],
                                                                              3 * r["synapses"], 3)
