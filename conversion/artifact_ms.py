@@ -132,7 +132,8 @@ class MixedSignalArtifact(ConvertedDQN):
                          f"{100 * c['heldout_after']:.1f}%")
         t = m.get("mismatch_training")
         if t:
-            lines.append(f"trained    through the chip at sigma {t['sigma']} ({t['steps']} steps, "
+            per_chip = ", readout refitted per instance" if t.get("readout") == "per-chip" else ""
+            lines.append(f"trained    through the chip at sigma {t['sigma']}{per_chip} ({t['steps']} steps, "
                          f"{t['seconds']:.0f} s): "
                          f"nominal-chip agreement on held-out observations {100 * t['heldout_before']:.1f}% -> "
                          f"{100 * t['heldout_after']:.1f}%")

@@ -147,9 +147,9 @@ def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact | 
     if mixed:
         check_mixed_signal_options(opts)
     elif (opts.fan_in != "split" or opts.distill_mismatch is not None or opts.spike_rate is not None
-          or opts.replicas != 1):
-        raise ProfileError("fan_in, spike_rate, replicas and distill_mismatch apply to mixed-signal profiles "
-                           "(dynapse1, dynapse2) only")
+          or opts.replicas != 1 or opts.distill_readout != "shared"):
+        raise ProfileError("fan_in, spike_rate, replicas, distill_mismatch and distill_readout apply to mixed-signal "
+                           "profiles (dynapse1, dynapse2) only")
     net = load_checkpoint(checkpoint)
     if mixed:
         check_mappable(net.layers, profile)

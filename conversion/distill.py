@@ -265,18 +265,24 @@ def step_groups(weights: list[torch.Tensor], biases: list[torch.Tensor], lr: flo
     return groups
 
 
-def distill_step(model: nn.Module, opt: torch.optim.Optimizer, x, target: torch.Tensor, greedy: torch.Tensor,
-                 cfg: DistillConfig, advantage: bool) -> dict:
-    """One optimizer step of the distillation loss on a minibatch: the mean squared error to
-    `target` (of the outputs minus their mean over actions with `advantage`) plus
-    cfg.ce_weight x the cross-entropy on `greedy` at cfg.temperature. Returns both losses."""
-    out = model(x)
+def distill_loss(out: torch.Tensor, target: torch.Tensor, greedy: torch.Tensor, cfg: DistillConfig,
+                 advantage: bool) -> tuple[torch.Tensor, dict]:
+    """The distillation loss of outputs `out`: the mean squared error to `target` (of the outputs
+    minus their mean over actions with `advantage`) plus cfg.ce_weight x the cross-entropy on
+    `greedy` at cfg.temperature. Returns (loss, both terms as floats)."""
     mse = F.mse_loss(out - out.mean(1, keepdim=True) if advantage else out, target)
     ce = F.cross_entropy(out / cfg.temperature, greedy)
+    return mse + cfg.ce_weight * ce, {"mse": float(mse), "cross_entropy": float(ce)}
+
+
+def distill_step(model: nn.Module, opt: torch.optim.Optimizer, x, target: torch.Tensor, greedy: torch.Tensor,
+                 cfg: DistillConfig, advantage: bool) -> dict:
+    """One optimizer step of `distill_loss` on a minibatch `x`. Returns both terms."""
+    loss, terms = distill_loss(model(x), target, greedy, cfg, advantage)
     opt.zero_grad()
-    (mse + cfg.ce_weight * ce).backward()
+    loss.backward()
     opt.step()
-    return {"mse": float(mse), "cross_entropy": float(ce)}
+    return terms
 
 
 def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per_neuron: list[bool],

@@ -37,6 +37,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from lavaloop.conversion.network import ConvLayer, DenseLayer, Layer
 from lavaloop.errors import ProfileError
@@ -323,10 +324,19 @@ def integer_readout(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, n
 def least_squares_readout(features: np.ndarray, target: np.ndarray, ridge: float = 1e-3
                           ) -> tuple[np.ndarray, np.ndarray]:
     """(weight (|A|, n), bias): the ridge fit (bias unpenalized) of target (B, |A|) on features (B, n)."""
-    x = np.concatenate([np.asarray(features, np.float64), np.ones((len(features), 1))], 1)
-    reg = ridge * len(x) * np.eye(x.shape[1])
+    w, b = ridge_readout(torch.as_tensor(np.asarray(features, np.float64)),
+                         torch.as_tensor(np.asarray(target, np.float64)), ridge)
+    return w.numpy(), b.numpy()
+
+
+def ridge_readout(features: torch.Tensor, target: torch.Tensor, ridge: float = 1e-3
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`least_squares_readout` on tensors, differentiable in both (mismatch training fits a
+    readout per sampled chip instance inside the loss)."""
+    x = torch.cat([features, torch.ones(len(features), 1, dtype=features.dtype)], 1)
+    reg = ridge * len(x) * torch.eye(x.shape[1], dtype=x.dtype)
     reg[-1, -1] = 0.0
-    sol = np.linalg.solve(x.T @ x + reg, x.T @ np.asarray(target, np.float64))
+    sol = torch.linalg.solve(x.T @ x + reg, x.T @ target.to(x.dtype))
     return sol[:-1].T, sol[-1]
 
 

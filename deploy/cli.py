@@ -70,7 +70,7 @@ def cmd_convert(args) -> None:
                  "percentile", "normalization", "timesteps", "timesteps_target", "readout", "profile", "calib_steps",
                  "calib_seed", "calib_episodes", "epsilon", "v_init", "sticky", "max_episode_steps", "distill",
                  "distill_steps", "distill_model", "distill_objective", "fan_in", "spike_rate", "replicas",
-                 "distill_mismatch", "distill_dagger_rounds", "distill_dagger_steps")
+                 "distill_mismatch", "distill_readout", "distill_dagger_rounds", "distill_dagger_steps")
     opts.update(env_params(args))
     art = lavaloop.convert(args.checkpoint, args.env, **opts)
     art.save(args.output)
@@ -254,6 +254,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--distill-mismatch", type=float, metavar="SIGMA",
                    help="DQN on a mixed-signal profile, with --distill: device mismatch sampled while training "
                         "through the chip (default: the profile's; 0: the nominal chip only)")
+    c.add_argument("--distill-readout", choices=["shared", "per-chip"],
+                   help="DQN on a mixed-signal profile, with --distill: train one host readout with the chip "
+                        "(default), or refit it on every sampled chip instance, for chips run with "
+                        "--calibrate-readout")
     c.add_argument("--distill-dagger-rounds", type=int, metavar="N",
                    help="DQN, with --distill: rounds >= 0 in which the network being trained plays and its "
                         "observations, labelled by the source, join the training data (default 2)")

@@ -20,6 +20,7 @@ DISTILL_MODELS = ("spikes", "staircase")
 DISTILL_OBJECTIVES = ("q", "advantage", "both")
 CODINGS = ("rate", "sigma-delta")
 FAN_IN_MODES = ("split", "prune")
+DISTILL_READOUTS = ("shared", "per-chip")
 MAX_SPLIT_BITS = 7                      # the low synapse holds them in its 8-bit mantissa
 LAYOUTS = ("per-agent", "shared")       # GRSN teams on Lava
 RATE_ONLY = {"percentile": 99.9, "normalization": "layer", "timesteps": 32, "readout": "robust", "v_init": "half",
@@ -149,6 +150,9 @@ class ConvertOptions:
     distill_mismatch: mixed-signal profiles with distill only: the device mismatch sigma
         (>= 0) sampled while training through the chip (None: the profile's; 0: the nominal
         chip only); lavaloop.conversion.mismatch_training.
+    distill_readout: mixed-signal profiles with distill only: "shared" (one host readout trained
+        with the chip layers, for the nominal readout) or "per-chip" (the readout refitted on
+        every sampled instance inside the loss, for chips deployed with run --calibrate-readout).
     distill_dagger_rounds: with distill: times (>= 0) the network being trained plays
         `distill_dagger_steps` (>= 1) env steps whose observations, labelled by the source,
         join the training data (DAgger; the conversion rate is measured on its own states).
@@ -182,6 +186,7 @@ class ConvertOptions:
     spike_rate: float | None = None
     replicas: int = 1
     distill_mismatch: float | None = None
+    distill_readout: str = "shared"
     distill_dagger_rounds: int = 2
     distill_dagger_steps: int = 2000
 
@@ -196,6 +201,9 @@ class ConvertOptions:
         at_least("distill_mismatch", self.distill_mismatch, 0.0)
         if self.distill_mismatch is not None and not self.distill:
             raise LavaloopError("distill_mismatch applies only with distill")
+        one_of("distill readout", self.distill_readout, DISTILL_READOUTS)
+        if self.distill_readout != "shared" and not self.distill:
+            raise LavaloopError("distill_readout applies only with distill")
         if self.distill_objective is not None:
             one_of("distill objective", self.distill_objective, DISTILL_OBJECTIVES)
         within("percentile", self.percentile, 0, 100, low_open=True)
