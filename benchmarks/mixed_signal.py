@@ -166,6 +166,7 @@ def replicas_records(path: Path) -> list[dict]:
                         "variant": f"{name}, {c['replicas']} copies{per_chip}",
                         "fan_in": a["mapping"]["fan_in"]["mode"],
                         "mismatch_aware": c["mismatch_aware"], "training_sigma": a["mismatch_training"].get("sigma"),
+                        "training_readout": a["mismatch_training"].get("readout", "shared"),
                         "replicas": c["replicas"], "readout_per_chip": c["readout_per_chip"], "sigma": c["sigma"],
                         **{k: c[k] for k in ("instances", "agreement_median", "agreement_p05", "agreement_p95",
                                              "score_median", "score_p05", "neurons", "cores", "chips", "synapses")}})

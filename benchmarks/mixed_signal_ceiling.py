@@ -25,7 +25,9 @@ scales by a factor of SD 0.2-0.3 against the nominal chip's, measured per neuron
 instances (median, 5th percentile of the held-out agreement): the readout fitted to the
 nominal network, or refitted per instance on 2,000 calibration observations (least squares to
 the advantages, as `run --calibrate-readout`); before and after training through sampled
-gains at s (the distillation above; a new instance every minibatch).
+gains at s (the distillation above; a new instance every minibatch), with one shared readout
+trained along, or with the readout refitted on every sampled instance inside the loss
+(`conversion.mismatch_training.per_chip_step`, as `convert --distill-readout per-chip`).
 
 The spread those s stand for is measured on the chip (`chip_rate_spread`): the DQN mapped
 onto `dynapse2` (prune, T = 32, 0.45 spikes per step, untrained), every chip layer's spike
@@ -50,7 +52,7 @@ from torch import nn  # noqa: E402
 from lavaloop.atomic import write_json  # noqa: E402
 from lavaloop.conversion.distill import DistillConfig, distill_step, straight_through  # noqa: E402
 from lavaloop.conversion.loaders import load_checkpoint  # noqa: E402
-from lavaloop.conversion.mismatch_training import advantages  # noqa: E402
+from lavaloop.conversion.mismatch_training import PER_CHIP_BATCH, advantages, per_chip_step  # noqa: E402
 from lavaloop.conversion.mixed_signal import least_squares_readout  # noqa: E402
 from lavaloop.conversion.models.qnet import FeedForwardQ  # noqa: E402
 from lavaloop.conversion.normalize import collect_observations  # noqa: E402
@@ -152,22 +154,30 @@ def gain_mismatch(source: FeedForwardQ, x: torch.Tensor, target: torch.Tensor, x
     """Rows of what per-neuron gain mismatch costs the float network (see the module docstring)."""
     rows = {}
     for s in GAIN_SIGMAS:
-        for trained in (False, True):
+        for training in ("source", "shared", "per-instance"):
             model = GainMismatch(source)
             model.fit_readout(x[:CALIBRATION], target[:CALIBRATION])    # the readout in advantage units
-            if trained:
+            if training != "source":
                 opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
                 gen = torch.Generator().manual_seed(0)
+                batch = sum(PER_CHIP_BATCH) if training == "per-instance" else cfg.batch
                 for step in range(steps):
                     model.sample(TRAINING_SEEDS + step, s)
-                    idx = torch.randint(len(x), (cfg.batch,), generator=gen)
-                    distill_step(model, opt, x[idx], target[idx], target[idx].argmax(1), cfg, advantage=True)
+                    idx = torch.randint(len(x), (batch,), generator=gen)
+                    if training == "per-instance":
+                        per_chip_step(model.hidden, opt, x[idx], target[idx], target[idx].argmax(1), cfg)
+                    else:
+                        distill_step(model, opt, x[idx], target[idx], target[idx].argmax(1), cfg, advantage=True)
                 model.sample(None, 0.0)
+                if training == "per-instance":   # its nominal readout: the fit, as every instance's
+                    model.fit_readout(x[:CALIBRATION], target[:CALIBRATION])
             row = {f"readout_{mode}": over_instances(model, s, mode == "per_instance", x[:CALIBRATION],
                                                       target[:CALIBRATION], xh, greedy_h)
                    for mode in ("nominal", "per_instance")}
-            rows[f"s={s}, {'trained through gains' if trained else 'source'}"] = row
-            print(f"gain mismatch s={s} {'trained' if trained else 'source '}: " + "; ".join(
+            label = {"source": "source", "shared": "trained through gains",
+                     "per-instance": "trained through gains, readout per instance"}[training]
+            rows[f"s={s}, {label}"] = row
+            print(f"gain mismatch s={s} {label}: " + "; ".join(
                 f"{k} {v['agreement_median']:.3f} [{v['agreement_p05']:.3f}]" for k, v in row.items()), flush=True)
     return rows
 

@@ -37,6 +37,7 @@ agreement of the nominal chip with the source on held-out observations before an
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -200,13 +201,14 @@ def surrogate_spikes(spikes_in: torch.Tensor, w: torch.Tensor, p: dict, spikes: 
     return torch.stack(out)
 
 
-def per_chip_step(model: ChipModel, opt: torch.optim.Optimizer, trains: np.ndarray, target: torch.Tensor,
+def per_chip_step(features: Callable[[object], torch.Tensor], opt: torch.optim.Optimizer, x, target: torch.Tensor,
                   greedy: torch.Tensor, cfg: DistillConfig) -> dict:
-    """One optimizer step with the readout refitted to the model's current instance: the ridge
-    fit (`ridge_readout`, differentiable) of the advantages on the first PER_CHIP_BATCH[0]
-    observations' features, `distill_loss` on the rest, so the fit is scored on observations it
-    did not see. Returns the loss terms."""
-    feats = model.features(trains)
+    """One optimizer step with the readout refitted to the current instance: the ridge fit
+    (`ridge_readout`, differentiable) of the advantages `target` on `features(x)` of the first
+    PER_CHIP_BATCH[0] observations, `distill_loss` on the rest, so the fit is scored on
+    observations it did not see. `features`: e.g. `ChipModel.features` (x: the generators'
+    trains). Returns the loss terms."""
+    feats = features(x)
     fit = PER_CHIP_BATCH[0]
     w, b = ridge_readout(feats[:fit], target[:fit])
     loss, terms = distill_loss(feats[fit:] @ w.T + b, target[fit:], greedy[fit:], cfg, advantage=True)
@@ -309,7 +311,7 @@ def train_through_chip(art: MixedSignalArtifact, source: FeedForwardQ, obs: np.n
                 idx = torch.randint(len(x_all), (min(batch, len(x_all)),), generator=gen).numpy()
                 model.sample(TRAINING_INSTANCES + int(step) if sigma > 0 else None, sigma)
                 trains = generator_trains(art, x_all[idx])
-                losses = (per_chip_step(model, opt, trains, target[idx], greedy[idx], cfg) if per_chip else
+                losses = (per_chip_step(model.features, opt, trains, target[idx], greedy[idx], cfg) if per_chip else
                           distill_step(model, opt, trains, target[idx], greedy[idx], cfg, advantage=True))
                 bar.update(1)
     finally:

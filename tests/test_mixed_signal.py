@@ -205,7 +205,7 @@ def test_per_chip_readout_training_fits_the_readout_refitted_per_instance(mapped
         for step in range(16):
             model.sample(7 + step % 2, 0.1)
             if per_chip:
-                per_chip_step(model, opt, trains, target, greedy, cfg)
+                per_chip_step(model.features, opt, trains, target, greedy, cfg)
             else:
                 distill_step(model, opt, trains, target, greedy, cfg, advantage=True)
         after[per_chip] = scored(model)
