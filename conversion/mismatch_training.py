@@ -66,7 +66,13 @@ from lavaloop.conversion.models.qnet import FeedForwardQ
 from lavaloop.conversion.normalize import collect_observations
 from lavaloop.envs import EnvSpec
 from lavaloop.options import ConvertOptions
-from lavaloop.processes.dynamics import encode_input, generator_increments, mapped_layer_step, regular_spikes
+from lavaloop.processes.dynamics import (
+                                          encode_input,
+                                          generator_increments,
+                                          mapped_layer_step,
+                                          regular_spikes,
+                                          sparse_conn,
+)
 
 CONFIG = {"target": "advantage", "ce_weight": 0.1, "temperature": 0.1, "lr": 1e-3}
 TRAINING_INSTANCES = 1_000_000   # training's chip instances start at this seed: lower ones are unseen
@@ -150,7 +156,7 @@ class ChipModel(torch.nn.Module):
         spikes, batch = torch.as_tensor(trains, dtype=torch.float32), trains.shape[1]
         for i, p in enumerate(self.instance):
             conn = self.instance_weights(i)
-            layer = {**p, "conn": conn}
+            layer = {**p, "conn": sparse_conn(conn)}   # event-driven drive
             n = conn.shape[1]
             state = {"i_syn": np.zeros((batch, n)), "v": np.zeros((batch, n)), "refr": np.zeros((batch, n), np.int64)}
             out, refractory = [], []

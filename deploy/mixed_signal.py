@@ -18,7 +18,14 @@ from lavaloop.conversion.artifact_ms import MixedSignalArtifact
 from lavaloop.conversion.mixed_signal import ONE, integer_readout, least_squares_readout
 from lavaloop.deploy.episodes import EpisodeLog, play_feedforward
 from lavaloop.envs import EnvSpec, make_env
-from lavaloop.processes.dynamics import encode_input, fanout, generator_increments, mapped_layer_step, regular_spikes
+from lavaloop.processes.dynamics import (
+                                          encode_input,
+                                          fanout,
+                                          generator_increments,
+                                          mapped_layer_step,
+                                          regular_spikes,
+                                          sparse_conn,
+)
 
 
 class MixedSignalNetwork:
@@ -30,10 +37,11 @@ class MixedSignalNetwork:
     """
 
     def __init__(self, art: MixedSignalArtifact, instance: list[dict]):
-        self.params, self.timesteps = instance, art.timesteps
+        self.params = [{**p, "conn": sparse_conn(p["conn"])} for p in instance]   # event-driven drive
+        self.timesteps = art.timesteps
         self.gain = art.mapped.input_gain
         self.w_ro, self.b_ro = art.mapped.readout_weight, art.mapped.readout_bias
-        self.fanout = [fanout(p["conn"]) for p in instance]
+        self.fanout = [fanout(p["conn"]) for p in self.params]
         self.spikes = np.zeros(len(instance) + 1, np.int64)    # generators, then every chip layer
         self.synops = np.zeros(len(instance), np.int64)          # synaptic events into every chip layer
 

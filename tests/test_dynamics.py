@@ -136,6 +136,26 @@ def test_compiled_lif_neurons_equal_the_numpy_equations_bit_for_bit(batch, share
     assert np.array_equal(ph, phase_ref + inc - s * one)
 
 
+@pytest.mark.parametrize("batch", [(), (7,), (2, 3)])
+def test_sparse_connections_give_the_dense_drive_bit_for_bit(batch):
+    """A `SparseConn` (what the mapped networks' emulator and Lava model use) gives the dense
+    product's sums exactly, for a block-sparse matrix of weights on the analog grid, and the
+    same fan-out."""
+    rng = np.random.default_rng(len(batch))
+    conn = D.on_grid(rng.normal(0, 3, (65, 48)) * (rng.random((65, 48)) < 0.25))
+    conn[:, :12] = 0.0                                   # a target that nothing reaches
+    conn[5] = 0.0                                        # an input that reaches nothing
+    sparse = D.sparse_conn(conn)
+    assert sparse.shape == conn.shape and len(sparse.data) == np.count_nonzero(conn)
+    assert np.array_equal(D.fanout(sparse), D.fanout(conn))
+    for rate in (0.0, 0.3, 1.0):
+        s = (rng.random((*batch, 65)) < rate).astype(np.int64)
+        dense = D.synaptic_drive(s, conn)
+        assert dense.shape == (*batch, 48)
+        assert np.array_equal(D.synaptic_drive(s, sparse), dense)
+    assert np.abs(dense).sum() > 0
+
+
 def test_population_window_refuses_a_connection_of_the_wrong_shape():
     state = {"i_syn": np.zeros(4), "v": np.zeros(4), "refr": np.zeros(4, np.int64)}
     p = {"conn": np.ones((3, 5)), "gain": np.ones(4), "a_syn": np.ones(4), "a_mem": np.ones(4), "b_mem": np.ones(4),

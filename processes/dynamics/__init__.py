@@ -29,6 +29,7 @@ from lavaloop.processes.dynamics.grsn import (
                                                stage_ops,
 )
 from lavaloop.processes.dynamics.mixed_signal import (
+                                               SparseConn,
                                                fanout,
                                                generator_increments,
                                                lif_step,
@@ -38,6 +39,7 @@ from lavaloop.processes.dynamics.mixed_signal import (
                                                population_window,
                                                regular_spikes,
                                                restart_generators,
+                                               sparse_conn,
                                                synaptic_drive,
 )
 from lavaloop.processes.dynamics.rate import (
@@ -52,11 +54,11 @@ from lavaloop.processes.dynamics.rate import (
 )
 from lavaloop.processes.dynamics.sigma_delta import delta_encode, sigma_delta_step, sigma_readout
 
-__all__ = ["Synapse", "continuous_action", "conv2d", "conv_fanout", "conv_reach", "delta_encode", "dense",
+__all__ = ["SparseConn", "Synapse", "continuous_action", "conv2d", "conv_fanout", "conv_reach", "delta_encode", "dense",
            "encode_input", "fanout", "generator_increments",
            "exact_float", "exact_int", "graded_dense", "grsn_gates", "grsn_step", "if_step", "if_steps",
            "lif_step", "mapped_layer_step", "on_grid",
            "place_cell_increments", "population_window", "prepare_stage", "readout", "rewired", "regular_spikes",
            "restart_generators", "run_stage",
-           "saturate", "shift", "sigma_delta_step", "sigma_readout", "sigmoid_lookup", "stage_ops",
+           "saturate", "shift", "sigma_delta_step", "sparse_conn", "sigma_readout", "sigmoid_lookup", "stage_ops",
            "synapse_count", "synaptic_drive"]

@@ -13,7 +13,7 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from lavaloop.processes.dynamics import fanout, generator_increments, mapped_layer_step, regular_spikes
+from lavaloop.processes.dynamics import fanout, generator_increments, mapped_layer_step, regular_spikes, sparse_conn
 from lavaloop.processes.mixed_signal.process import MixedSignalStack
 
 
@@ -29,7 +29,8 @@ class PyMixedSignalStackModel(PyLoihiProcessModel):
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = proc_params
-        self.layers, self.gain, self.one = list(p["layers"]), p["input_gain"], p["one"]
+        self.layers = [{**l, "conn": sparse_conn(l["conn"])} for l in p["layers"]]   # event-driven drive
+        self.gain, self.one = p["input_gain"], p["one"]
         self.w_ro, self.b_ro = p["readout_weight"], p["readout_bias"]
         self.timesteps, self.window = p["timesteps"], p["window"]
         self.gen_phase = np.zeros(2 * len(self.gain) + 1, np.int64)
