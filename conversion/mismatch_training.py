@@ -27,7 +27,7 @@ squares decodes, rather than counts that survive one shared readout. On the floa
 DQN with per-neuron gain mismatch (`benchmarks.mixed_signal_ceiling`, s = 0.1, 20 unseen
 instances, readout refitted per instance) the shared readout's training reaches 0.966
 [5th percentile 0.963], the per-chip one 0.985 [0.983]; on the chip it adds 0.010 at best
-(docs/mixed_signal.md, "Readout-aware training").
+(docs/mixed_signal_findings.md, "Readout-aware training").
 
 Targets are as `conversion.distill`'s "advantage" target: the source's Q minus its mean
 over actions in units of its RMS, plus a cross-entropy on the source's greedy action; the
