@@ -22,6 +22,7 @@ import numpy as np
 
 from lavaloop.artifact import COMMON_KEYS
 from lavaloop.conversion.artifact_dqn import ConvertedDQN
+from lavaloop.conversion.dither import widen
 from lavaloop.conversion.network import ConvLayer, Layer
 from lavaloop.conversion.quantize import QuantizedLayer
 from lavaloop.errors import ArtifactError
@@ -95,7 +96,10 @@ class IFArtifact(ConvertedDQN):
         if not self.layers or len(self.layers) != len(self.source):
             raise ArtifactError(f"{what}: {len(self.layers)} layers but {len(self.source)} source layers")
         n_in = int(np.prod(m["obs_shape"]))
-        for i, (q, s) in enumerate(zip(self.layers, self.source)):
+        copies = m.get("dither", 1)
+        if not isinstance(copies, int) or copies < 1:
+            raise ArtifactError(f"{what}: dither must be an integer >= 1, got {copies!r}")
+        for i, (q, s) in enumerate(zip(self.layers, widen(self.source, copies))):
             if (q.weight.shape != s.weight.shape or q.in_size != n_in or q.bias.shape != (q.weight.shape[0],)
                     or q.is_conv != isinstance(s, ConvLayer) or (q.is_conv and q.weight.shape[1] != q.in_shape[0])):
                 raise ArtifactError(f"{what}: layer {i} has inconsistent shapes "
@@ -136,6 +140,10 @@ class IFArtifact(ConvertedDQN):
                  f"calibration steps; scales {scales}",
                  f"ceiling    the T -> infinity limit agrees with the source on "
                  f"{100 * m['rate_limit_agreement']:.1f}% of calibration observations"]
+        if m.get("dither", 1) > 1:
+            k = m["dither"]
+            lines.append(f"dither     {k} copies of every hidden neuron, started {k} phases apart: rates resolved "
+                         f"as in {k * m['timesteps']} steps, in {m['timesteps']}")
         auto = m.get("timesteps_auto")
         if auto:
             curve = ", ".join(f"T={t}: {a:.3f}" for t, a in auto["curve"].items())

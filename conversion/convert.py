@@ -16,6 +16,7 @@ from lavaloop.conversion.artifact_sd import SDArtifact, held_input_values
 from lavaloop.conversion.auto_timesteps import choose_timesteps
 from lavaloop.conversion.distill import HELDOUT_SEED_OFFSET, DistillConfig, distill, own_agreement
 from lavaloop.conversion.distill import agreement as distill_agreement
+from lavaloop.conversion.dither import dither, unit_phases, widen
 from lavaloop.conversion.loaders import load_checkpoint
 from lavaloop.conversion.mixed_signal import INPUT_BITS, RATE, check_mappable, map_network
 from lavaloop.conversion.models.qnet import FeedForwardQ
@@ -89,24 +90,25 @@ def distill_layers(q: FeedForwardQ, normed: list, layers: list, obs: np.ndarray,
     episodes, where the conversion rate is measured, the converted network is kept (report
     "kept": "converted"), so distillation never makes the artifact worse by that measure.
     requantize(float layers) -> integer layers, without bias correction (the training saw the
-    rounding). chip: the sigma-delta model's `in_scale`, `shift` and `split_bits` (see
-    `distill.ChipForward`).
+    rounding). chip: the sigma-delta model's `in_scale`, `shift` and `split_bits`, the rate
+    model's `v0` (see `distill.ChipForward`).
     """
-    seed = opts.calib_seed + HELDOUT_SEED_OFFSET
+    seed, v0 = opts.calib_seed + HELDOUT_SEED_OFFSET, chip.get("v0")
     base = DistillConfig(steps=opts.distill_steps, seed=opts.calib_seed, model=model,
                          dagger_rounds=opts.distill_dagger_rounds, dagger_steps=opts.distill_dagger_steps)
     heldout = collect_observations(q, spec, base.heldout_steps, seed, opts.calib_epsilon)
-    before = distill_agreement(q, layers, heldout, timesteps, model)
-    own_before = own_agreement(q, layers, spec, base.heldout_steps, seed + 1, opts.calib_epsilon, timesteps, model)
+    before = distill_agreement(q, layers, heldout, timesteps, model, v0=v0)
+    own_before = own_agreement(q, layers, spec, base.heldout_steps, seed + 1, opts.calib_epsilon, timesteps, model, v0)
     start = [replace(l, bias=np.asarray(ql.effective()[1], np.float64)) for l, ql in zip(normed, layers)]
     tried = {}
     for name in distill_objectives(opts, model):
         tuned, report = distill(q, start, profile, per_neuron, obs, spec, timesteps, float(out_scale),
                                 opts.calib_epsilon, replace(base, **DISTILL_OBJECTIVES[name]), **chip)
         tuned_q = requantize(tuned)
-        report.update(objective=name, heldout_agreement_after=distill_agreement(q, tuned_q, heldout, timesteps, model),
+        report.update(objective=name,
+                      heldout_agreement_after=distill_agreement(q, tuned_q, heldout, timesteps, model, v0=v0),
                       own_agreement_after=own_agreement(q, tuned_q, spec, base.heldout_steps, seed + 1,
-                                                        opts.calib_epsilon, timesteps, model))
+                                                        opts.calib_epsilon, timesteps, model, v0))
         tried[name] = (tuned, tuned_q, report)
     tuned, tuned_q, report = max(tried.values(), key=lambda t: t[2]["own_agreement_after"])   # first on a tie
     better = report["own_agreement_after"] >= own_before
@@ -183,23 +185,26 @@ def convert_dqn(checkpoint: str | Path, env_id: str, **options) -> IFArtifact | 
 
 def convert_rate(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, profile: ChipProfile, spec: EnvSpec,
                  opts: ConvertOptions, common: dict) -> IFArtifact:
-    """The rate-coded IF network (Tan et al.): normalize, quantize, optionally distill."""
+    """The rate-coded IF network (Tan et al.): normalize, optionally widen to phase-dithered
+    copies (`conversion.dither`), quantize, optionally distill."""
     channels = None if opts.normalization == "layer" else [   # lambdas per layer (None: one)
         l.weight.shape[0] if opts.normalization == "neuron" or isinstance(l, ConvLayer) else None for l in net.layers]
     scales = layer_scales(q, obs, opts.percentile, channels)
-    normed = normalize(net.layers, scales)
-    layers = quantize(normed, profile, obs, opts.v_init)
+    normed = widen(normalize(net.layers, scales), opts.dither)
+    layers = dither(quantize(normed, profile, obs, opts.v_init), opts.dither, opts.v_init)
     distilled = None
     if opts.distill:
         per_neuron = [profile.per_neuron_threshold and i < len(normed) - 1 for i in range(len(normed))]
         normed, layers, distilled = distill_layers(
             q, normed, layers, obs, spec, opts, scales[-1], model=opts.distill_model, timesteps=opts.timesteps,
-            per_neuron=per_neuron, profile=profile,
-            requantize=lambda tuned: quantize(tuned, profile, obs, opts.v_init, bias_correction=False))
+            per_neuron=per_neuron, profile=profile, v0=unit_phases(normed, opts.dither, opts.v_init),
+            requantize=lambda tuned: dither(quantize(tuned, profile, obs, opts.v_init, bias_correction=False),
+                                            opts.dither, opts.v_init))
     report = [quantization_report(ql, l) for ql, l in zip(layers, normed)]
     timesteps, auto = opts.timesteps, None
     manifest = {
         **common, "timesteps": 1 if timesteps == "auto" else timesteps, "readout": opts.readout, "v_init": opts.v_init,
+        "dither": opts.dither,
         "normalization": {"mode": opts.normalization, "percentile": opts.percentile, "scales": scales,
                           "calib_steps": opts.calib_steps, "calib_seed": opts.calib_seed,
                           "calib_epsilon": opts.calib_epsilon},
@@ -219,7 +224,7 @@ def convert_rate(net: SourceNetwork, q: FeedForwardQ, obs: np.ndarray, profile: 
 def check_mixed_signal_options(opts: ConvertOptions) -> None:
     """Options a mixed-signal mapping does not take, refused in one line."""
     fixed_point = {"coding": "rate", "readout": "robust", "v_init": "half", "normalization": "layer",
-                   "distill_model": "spikes", "distill_objective": None}
+                   "distill_model": "spikes", "distill_objective": None, "dither": 1}
     given = [k for k, v in fixed_point.items() if getattr(opts, k) != v]
     if given or opts.timesteps == "auto":
         raise ProfileError(f"{', '.join(given) or 'timesteps auto'} do not apply to a mixed-signal profile "

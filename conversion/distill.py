@@ -106,16 +106,17 @@ def synapses(layer: Layer | QuantizedLayer, w: torch.Tensor, b: torch.Tensor, x:
 
 
 def if_trains(layer: Layer, w: torch.Tensor, b: torch.Tensor, inputs: torch.Tensor, timesteps: int,
-              held: bool) -> torch.Tensor:
-    """Spike trains (T, B, n) of IF neurons in threshold units: v starts at 1/2, v += W x_k + b,
-    spike at v >= 1, reset by subtraction (the deployed neuron, without integer rounding).
-    `inputs` is the observation held for all T steps (`held`) or the layer below's trains."""
+              held: bool, v0: torch.Tensor | float = 0.5) -> torch.Tensor:
+    """Spike trains (T, B, n) of IF neurons in threshold units: v starts at v0 (per unit, or
+    one value), v += W x_k + b, spike at v >= 1, reset by subtraction (the deployed neuron,
+    without integer rounding). `inputs` is the observation held for all T steps (`held`) or
+    the layer below's trains."""
     if held:
         current = synapses(layer, w, b, inputs).expand(timesteps, -1, -1)
     else:
         t, batch = inputs.shape[:2]
         current = synapses(layer, w, b, inputs.reshape(t * batch, -1)).reshape(t, batch, -1)
-    v = torch.full_like(current[0], 0.5)
+    v = torch.zeros_like(current[0]) + v0
     out = torch.empty_like(current)
     for k in range(timesteps):
         v = v + current[k]
@@ -125,17 +126,20 @@ def if_trains(layer: Layer, w: torch.Tensor, b: torch.Tensor, inputs: torch.Tens
 
 
 def chip_forward(layers: list[Layer], params: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor,
-                 timesteps: int, model: str) -> torch.Tensor:
+                 timesteps: int, model: str, v0: list | None = None) -> torch.Tensor:
     """Output values of the rate-coded network with weights `params` (threshold units).
 
     Every hidden rate is what the deployed layer emits in T steps: with model "spikes", the
     spike count of IF neurons driven by the layer below's spike trains; with "staircase",
-    floor(T clip(r, 0, 1) + 1/2) / T of the rate r computed from the layer below's rates
-    (`quantize.rate_limit(timesteps=T)`). Either way the gradient is the clipped rate's
+    floor(T clip(r, 0, 1) + v0) / T of the rate r computed from the layer below's rates
+    (`quantize.rate_limit(timesteps=T)`). v0: per hidden layer, the units' starting potentials
+    (threshold units, per unit of the flattened output; None: 1/2 everywhere, the "half"
+    start; `dither.unit_phases`). Either way the gradient is the clipped rate's
     (straight-through), and the output is linear in the last hidden layer's rates, as the
     robust readout.
     """
     trains, last = None, len(layers) - 1
+    v0 = [0.5] * last if v0 is None else [torch.as_tensor(np.asarray(v, np.float32)) for v in v0]
     for i, (layer, (w, b)) in enumerate(zip(layers, params)):
         z = synapses(layer, w, b, x)
         if i == last:
@@ -147,10 +151,10 @@ def chip_forward(layers: list[Layer], params: list[tuple[torch.Tensor, torch.Ten
         if model == "spikes":
             with torch.no_grad():
                 trains = if_trains(layer, w.detach(), b.detach(), x.detach() if trains is None else trains,
-                                   timesteps, held=trains is None)
+                                   timesteps, held=trains is None, v0=v0[i])
             rate = trains.mean(0)
         else:
-            rate = torch.floor(r * timesteps + 0.5) / timesteps
+            rate = torch.floor(r * timesteps + v0[i]) / timesteps
         x = straight_through(r, rate)
     return x
 
@@ -166,12 +170,14 @@ class ChipForward(nn.Module):
     in_scale, shift, split_bits: sigma-delta only: the input payload's units per observation
         unit, the message shift and the split synapses' extra weight bits per layer (see
         `sigma_delta.state_scales`).
+    v0: rate coding: the hidden units' starting potentials (see `chip_forward`; None: 1/2).
     """
 
     def __init__(self, layers: list[Layer], profile: ChipProfile, per_neuron: list[bool], timesteps: int,
                  model: str = "spikes", in_scale: float = 1.0, shift: int | None = None,
-                 split_bits: list[int] | None = None):
+                 split_bits: list[int] | None = None, v0: list | None = None):
         super().__init__()
+        self.v0 = v0
         self.layers, self.profile, self.per_neuron = layers, profile, per_neuron
         self.timesteps, self.model, self.in_scale, self.shift = timesteps, model, in_scale, shift
         self.split_bits = split_bits
@@ -198,7 +204,7 @@ class ChipForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = [self.quantized(i) for i in range(len(self.layers))]
-        return chip_forward(self.layers, params, x, self.timesteps, self.model)
+        return chip_forward(self.layers, params, x, self.timesteps, self.model, self.v0)
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray) -> np.ndarray:
@@ -213,10 +219,10 @@ class ChipForward(nn.Module):
 
 @torch.no_grad()
 def agreement(source: FeedForwardQ, layers: list[QuantizedLayer], obs: np.ndarray, timesteps: int,
-              model: str = "spikes", chunk: int = 256) -> float:
-    """Fraction of observations where the quantized network, as `chip_forward` models it at T,
-    picks the source's greedy action."""
-    policy = ChipPolicy(layers, timesteps, model)
+              model: str = "spikes", chunk: int = 256, v0: list | None = None) -> float:
+    """Fraction of observations where the quantized network, as `chip_forward` models it at T
+    (hidden units starting at `v0`), picks the source's greedy action."""
+    policy = ChipPolicy(layers, timesteps, model, v0)
     same = 0
     for i in range(0, len(obs), chunk):
         x = np.asarray(obs[i:i + chunk])
@@ -227,22 +233,22 @@ def agreement(source: FeedForwardQ, layers: list[QuantizedLayer], obs: np.ndarra
 class ChipPolicy:
     """Integer layers as `chip_forward` models them at T, with FeedForwardQ's `q_values`, to be played."""
 
-    def __init__(self, layers: list[QuantizedLayer], timesteps: int, model: str):
-        self.layers, self.timesteps, self.model = layers, timesteps, model
+    def __init__(self, layers: list[QuantizedLayer], timesteps: int, model: str, v0: list | None = None):
+        self.layers, self.timesteps, self.model, self.v0 = layers, timesteps, model, v0
         self.params = [tuple(torch.as_tensor(a, dtype=torch.float32) for a in q.effective()) for q in layers]
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         x = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
-        return chip_forward(self.layers, self.params, x, self.timesteps, self.model).numpy()
+        return chip_forward(self.layers, self.params, x, self.timesteps, self.model, self.v0).numpy()
 
 
 def own_agreement(source: FeedForwardQ, layers: list[QuantizedLayer], spec: EnvSpec, steps: int, seed: int,
-                  epsilon: float, timesteps: int, model: str = "spikes") -> float:
+                  epsilon: float, timesteps: int, model: str = "spikes", v0: list | None = None) -> float:
     """`agreement` on the observations the quantized network visits when it plays (`steps` env
     steps from `seed`, epsilon-greedy): where the conversion rate is measured."""
-    visited = collect_observations(ChipPolicy(layers, timesteps, model), spec, steps, seed, epsilon)
-    return agreement(source, layers, visited, timesteps, model)
+    visited = collect_observations(ChipPolicy(layers, timesteps, model, v0), spec, steps, seed, epsilon)
+    return agreement(source, layers, visited, timesteps, model, v0=v0)
 
 
 def relative_step(p: torch.Tensor) -> float:
@@ -288,7 +294,8 @@ def distill_step(model: nn.Module, opt: torch.optim.Optimizer, x, target: torch.
 def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per_neuron: list[bool],
             obs: np.ndarray, spec: EnvSpec, timesteps: int, out_scale: float, epsilon: float,
             cfg: DistillConfig = DistillConfig(), progress: bool = True, in_scale: float = 1.0,
-            shift: int | None = None, split_bits: list[int] | None = None) -> tuple[list[Layer], dict]:
+            shift: int | None = None, split_bits: list[int] | None = None,
+            v0: list | None = None) -> tuple[list[Layer], dict]:
     """Fine-tune normalized layers through the chip's arithmetic at T = `timesteps`.
 
     Parameters
@@ -300,6 +307,7 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
     epsilon: exploration while the network plays its DAgger episodes.
     cfg: the settings. progress: show a progress bar.
     in_scale, shift, split_bits: sigma-delta only (see `ChipForward`).
+    v0: rate coding: the hidden units' starting potentials (see `chip_forward`; None: 1/2).
 
     Returns (trained float layers, report: steps, observations, final losses, seconds). With
     target "advantage" the sigma-delta model's output layer comes back in units of the source's
@@ -315,7 +323,7 @@ def distill(source: FeedForwardQ, layers: list[Layer], profile: ChipProfile, per
     to_units = out_scale / units if cfg.target == "advantage" else 1.0
     out = layers[-1]
     layers = [*layers[:-1], replace(out, weight=out.weight * to_units, bias=out.bias * to_units)]
-    model = ChipForward(layers, profile, per_neuron, timesteps, cfg.model, in_scale, shift, split_bits)
+    model = ChipForward(layers, profile, per_neuron, timesteps, cfg.model, in_scale, shift, split_bits, v0)
     opt = torch.optim.Adam(step_groups(model.weights, model.biases, cfg.lr))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: 0.5 * (1.0 + np.cos(np.pi * k / cfg.steps)) if cfg.anneal else 1.0)

@@ -70,7 +70,7 @@ def cmd_convert(args) -> None:
                  "percentile", "normalization", "timesteps", "timesteps_target", "readout", "profile", "calib_steps",
                  "calib_seed", "calib_episodes", "epsilon", "v_init", "sticky", "max_episode_steps", "distill",
                  "distill_steps", "distill_model", "distill_objective", "fan_in", "spike_rate", "replicas",
-                 "distill_mismatch", "distill_readout", "distill_dagger_rounds", "distill_dagger_steps")
+                 "distill_mismatch", "distill_readout", "distill_dagger_rounds", "distill_dagger_steps", "dither")
     opts.update(env_params(args))
     art = lavaloop.convert(args.checkpoint, args.env, **opts)
     art.save(args.output)
@@ -242,6 +242,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--distill-objective", choices=["q", "advantage", "both"],
                    help="DQN, with --distill: fit the source's Q-values, its advantages, or both keeping the "
                         "better (default: both for rate coding, advantage for sigma-delta)")
+    c.add_argument("--dither", type=int, metavar="K",
+                   help="DQN, rate coding: K copies of every hidden neuron started at potentials spread over one "
+                        "threshold: T steps resolve rates as K T steps would, for K times the neurons (default 1)")
     c.add_argument("--fan-in", choices=["split", "prune"],
                    help="DQN on a mixed-signal profile: neurons with more inputs than the chip's fan-in are split "
                         "into partial sums and a relay (default) or pruned to their largest weights")

@@ -153,6 +153,9 @@ class ConvertOptions:
     distill_readout: mixed-signal profiles with distill only: "shared" (one host readout trained
         with the chip layers, for the nominal readout) or "per-chip" (the readout refitted on
         every sampled instance inside the loss, for chips deployed with run --calibrate-readout).
+    dither: rate coding: K >= 1 copies of every hidden neuron, started at potentials spread over
+        one threshold, so that T steps resolve a rate as a K T-step window would (neurons K
+        times, synapses between hidden layers K^2 times; lavaloop.conversion.dither); 1: none.
     distill_dagger_rounds: with distill: times (>= 0) the network being trained plays
         `distill_dagger_steps` (>= 1) env steps whose observations, labelled by the source,
         join the training data (DAgger; the conversion rate is measured on its own states).
@@ -189,6 +192,7 @@ class ConvertOptions:
     distill_readout: str = "shared"
     distill_dagger_rounds: int = 2
     distill_dagger_steps: int = 2000
+    dither: int = 1
 
     def __post_init__(self):
         refuse_none("", vars(self), type(self))
@@ -198,6 +202,9 @@ class ConvertOptions:
         one_of("fan-in mode", self.fan_in, FAN_IN_MODES)
         within("spike_rate", self.spike_rate, 0, 1, low_open=True)
         at_least("replicas", self.replicas, 1)
+        at_least("dither", self.dither, 1)
+        if self.dither != 1 and self.coding != "rate":
+            raise LavaloopError("dither applies to rate coding only")
         at_least("distill_mismatch", self.distill_mismatch, 0.0)
         if self.distill_mismatch is not None and not self.distill:
             raise LavaloopError("distill_mismatch applies only with distill")
