@@ -49,6 +49,10 @@ LONG_DISTILL = {"distill_steps": 24_000, "distill_dagger_rounds": 8, "distill_da
 # "rate+distill(+long)" on the MLPs: one lambda per hidden neuron, the start distillation fits best
 # (docs/conversion.md: at T = 32 0.909 / 0.951 / 0.945 with one lambda per layer)
 RATE_DISTILL_NORMALIZATION = "neuron"
+# "rate+ditherK(+distill)": K phase-dithered copies of every hidden neuron (--dither K): T = 32 steps
+# resolve rates as K x 32 would (docs/conversion.md, "Phase-dithered copies"); distilled with K = 2 only
+# (K = 4 distills through 16x the second layer's work: about an hour per network on one core)
+DITHER = (2, 4)
 
 
 def cells(network: str) -> list[tuple[str, int | None]]:
@@ -57,6 +61,7 @@ def cells(network: str) -> list[tuple[str, int | None]]:
         return [("sigma-delta", None), ("sigma-delta+distill", None), ("sigma-delta+split", None), ("rate", 256),
                 ("rate+distill", 64)]
     return ([("rate", t) for t in RATE_T] + [("rate+distill", t) for t in (8, 32)] + [("rate+distill+long", 32)]
+            + [(f"rate+dither{k}", 32) for k in DITHER] + [("rate+dither2+distill", 32)]
             + [("sigma-delta", None), ("sigma-delta+distill", None), ("sigma-delta+split", None),
                ("sigma-delta+split+distill", None)]
             + [("spikingjelly", t) for t in RATE_T])
@@ -73,6 +78,8 @@ def measure(network: str, coding: str, timesteps: int | None) -> dict:
     options = {"coding": "sigma-delta"} if coding.startswith("sigma-delta") else {"timesteps": timesteps}
     if "+split" in coding:
         options["weight_split_bits"] = SPLIT_BITS
+    if "+dither" in coding:
+        options["dither"] = int(coding.split("+dither")[1].split("+")[0])
     if coding in ("sigma-delta+split+distill", "rate+distill+long"):
         options.update(LONG_DISTILL)
     distilled = "+distill" in coding
@@ -106,6 +113,7 @@ def measure(network: str, coding: str, timesteps: int | None) -> dict:
                if distilled else {}),
             **({"normalization": options["normalization"]} if "normalization" in options else {}),
             **({"split_bits": [q.split_bits for q in art.layers]} if "+split" in coding else {}),
+            **({"dither": options["dither"]} if "dither" in options else {}),
             **({"readout_centred": art.manifest["normalization"]["readout_centred"]}
                if coding.startswith("sigma-delta") else {}),
             **({"note": "2 episodes capped at 300 steps: a synaptic-ops reference, not a full-game score"}
@@ -172,7 +180,8 @@ def plot(record: dict, path: Path) -> None:
     nets = list(dict.fromkeys(c["network"] for c in record["cells"]))
     fig, axes = plt.subplots(2, len(nets), figsize=(4.2 * len(nets), 7), squeeze=False)
     style = {"rate": "o-", "rate+distill": "s--", "rate+distill+long": "s", "spikingjelly": "^:", "sigma-delta": "*",
-             "sigma-delta+distill": "P", "sigma-delta+split": "X", "sigma-delta+split+distill": "D"}
+             "sigma-delta+distill": "P", "sigma-delta+split": "X", "sigma-delta+split+distill": "D",
+             "rate+dither2": "v", "rate+dither4": "<", "rate+dither2+distill": ">"}
     for col, net in enumerate(nets):
         for row, key in enumerate(("steps_per_decision", "synops_per_decision")):
             ax = axes[row][col]
