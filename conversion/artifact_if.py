@@ -142,7 +142,7 @@ class IFArtifact(ConvertedDQN):
                  f"{100 * m['rate_limit_agreement']:.1f}% of calibration observations"]
         if m.get("dither", 1) > 1:
             k = m["dither"]
-            lines.append(f"dither     {k} copies of every hidden neuron, started {k} phases apart: rates resolved "
+            lines.append(f"dither     {k} copies of every hidden neuron, started 1/{k} threshold apart: rates resolved "
                          f"as in {k * m['timesteps']} steps, in {m['timesteps']}")
         auto = m.get("timesteps_auto")
         if auto:
