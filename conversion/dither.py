@@ -23,9 +23,7 @@ from dataclasses import replace
 import numpy as np
 
 from lavaloop.conversion.network import ConvLayer, DenseLayer, Layer
-from lavaloop.conversion.quantize import QuantizedLayer
-
-V_INIT_OFFSET = {"half": 0.5, "zero": 0.0}
+from lavaloop.conversion.quantize import QuantizedLayer, start_phases, start_potentials
 
 
 def widen(layers: list[Layer], copies: int) -> list[Layer]:
@@ -62,18 +60,11 @@ def widen(layers: list[Layer], copies: int) -> list[Layer]:
     return out
 
 
-def phases(units: int, copies: int, v_init: str = "half") -> np.ndarray:
-    """Starting potentials (threshold units) of a widened layer's `units` = K n units: copy j's
-    (j + c) / K, with c of `v_init` ("half" 1/2, "zero" 0); K = 1 gives v_init itself."""
-    return np.repeat((np.arange(copies) + V_INIT_OFFSET[v_init]) / copies, units // copies)
-
-
 def dither(layers: list[QuantizedLayer], copies: int, v_init: str = "half") -> list[QuantizedLayer]:
-    """The quantized widened layers with every hidden layer's copies started at their `phases`
-    (in the state's integer units, rounded down as `quantize`'s half threshold is), in place;
-    returns them."""
+    """The quantized widened layers with every hidden layer's copies started at their phases
+    (`quantize.start_potentials`), in place; returns them."""
     for q in layers[:-1]:
-        q.v_init = np.floor(q.vth * phases(len(q.vth), copies, v_init)).astype(np.int64)
+        q.v_init = start_potentials(q.vth, copies, v_init)
     return layers
 
 
@@ -83,5 +74,5 @@ def unit_phases(layers: list[Layer], copies: int, v_init: str = "half") -> list[
     out = []
     for layer in layers[:-1]:
         channels = layer.out_shape[0] if isinstance(layer, ConvLayer) else layer.out_size
-        out.append(np.repeat(phases(channels, copies, v_init), layer.out_size // channels))
+        out.append(np.repeat(start_phases(channels, copies, v_init), layer.out_size // channels))
     return out

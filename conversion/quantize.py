@@ -125,6 +125,21 @@ def quantize_layer(layer: Layer, profile: ChipProfile, per_neuron: bool) -> Quan
                           layer.stride if conv else None, tuple(layer.in_shape) if conv else None)
 
 
+START_OFFSET = {"half": 0.5, "zero": 0.0}   # a decision's starting potential per v_init, in thresholds
+
+
+def start_phases(units: int, copies: int = 1, v_init: str = "half") -> np.ndarray:
+    """Starting potentials (threshold units) of a layer's `units` neurons at each decision:
+    c = 1/2 for v_init "half", 0 for "zero"; with K = `copies` phase-dithered copies of every
+    neuron (`conversion.dither`: copy j is the j-th block of units / K), copy j's (j + c) / K."""
+    return np.repeat((np.arange(copies) + START_OFFSET[v_init]) / copies, units // copies)
+
+
+def start_potentials(vth: np.ndarray, copies: int = 1, v_init: str = "half") -> np.ndarray:
+    """`start_phases` in the state's integer units of thresholds `vth` (int64), rounded down."""
+    return np.floor(vth * start_phases(len(vth), copies, v_init)).astype(np.int64)
+
+
 def quantize(layers: list[Layer], profile: ChipProfile, calib_obs: np.ndarray,
              v_init: str = "half", max_obs: int = 2_000, bias_correction: bool = True) -> list[QuantizedLayer]:
     """Quantize every layer, then bias-correct each against the float network on calibration data.
@@ -138,9 +153,8 @@ def quantize(layers: list[Layer], profile: ChipProfile, calib_obs: np.ndarray,
     """
     last = len(layers) - 1
     out = [quantize_layer(l, profile, profile.per_neuron_threshold and i < last) for i, l in enumerate(layers)]
-    if v_init == "half":
-        for q in out:
-            q.v_init = q.vth // 2
+    for q in out:
+        q.v_init = start_potentials(q.vth, 1, v_init)
     if not bias_correction:
         return out
     step = max(1, len(calib_obs) // max_obs)

@@ -60,5 +60,5 @@ __all__ = ["SparseConn", "Synapse", "continuous_action", "conv2d", "conv_fanout"
            "lif_step", "mapped_layer_step", "on_grid",
            "place_cell_increments", "population_window", "prepare_stage", "readout", "rewired", "regular_spikes",
            "restart_generators", "run_stage",
-           "saturate", "shift", "sigma_delta_step", "sparse_conn", "sigma_readout", "sigmoid_lookup", "stage_ops",
+           "saturate", "shift", "sigma_delta_step", "sigma_readout", "sigmoid_lookup", "sparse_conn", "stage_ops",
            "synapse_count", "synaptic_drive"]
