@@ -31,7 +31,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 import lavaloop  # noqa: E402
-from lavaloop.atomic import write_json  # noqa: E402
+from lavaloop.atomic import save_figure, write_json  # noqa: E402
 from lavaloop.deploy.results import versions  # noqa: E402
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
@@ -178,6 +178,7 @@ def plot(record: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     nets = list(dict.fromkeys(c["network"] for c in record["cells"]))
+    tab20 = plt.get_cmap("tab20")   # one colour per coding in every panel: its ten dark ones first
     fig, axes = plt.subplots(2, len(nets), figsize=(4.2 * len(nets), 7), squeeze=False)
     style = {"rate": "o-", "rate+distill": "s--", "rate+distill+long": "s", "spikingjelly": "^:", "sigma-delta": "*",
              "sigma-delta+distill": "P", "sigma-delta+split": "X", "sigma-delta+split+distill": "D",
@@ -185,11 +186,12 @@ def plot(record: dict, path: Path) -> None:
     for col, net in enumerate(nets):
         for row, key in enumerate(("steps_per_decision", "synops_per_decision")):
             ax = axes[row][col]
-            for coding, fmt in style.items():
+            for i, (coding, fmt) in enumerate(style.items()):
                 pts = sorted((c[key], c["conversion_rate"]) for c in record["cells"]
                              if c["network"] == net and c["coding"] == coding and c.get(key))
                 if pts:
-                    ax.plot(*zip(*pts), fmt, label=coding, ms=11 if coding == "sigma-delta" else 6, alpha=0.8)
+                    ax.plot(*zip(*pts), fmt, label=coding, color=tab20((2 * i) % 20 + (2 * i) // 20),
+                            ms=11 if coding == "sigma-delta" else 6, alpha=0.8)
             ax.axhline(0.99, color="gray", lw=0.8, ls="--")
             ax.set_xscale("log")
             ax.set_title(net)
@@ -197,7 +199,7 @@ def plot(record: dict, path: Path) -> None:
             ax.set_ylabel("conversion rate (agreement)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 def main() -> None:
