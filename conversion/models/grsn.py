@@ -161,8 +161,8 @@ class GRSNCell(nn.Module):
         f, c = self.gates(x)
         h, v = state
         out = []
-        for t in range(x.shape[0]):
-            h = f[t] * h + (1 - f[t]) * c[t]
+        for f_t, c_t in zip(f.unbind(0), c.unbind(0)):   # unbind: f[t]'s backward would copy all of f per step
+            h = f_t * h + (1 - f_t) * c_t
             v, s = lif_update(v, h, self.tau)
             out.append(s)
         return torch.stack(out), (h, v)
@@ -190,8 +190,8 @@ class GRSNChipCell(GRSNCell):
             factors = {k: (1 + self.mismatch_sigma * torch.randn_like(h)).clamp_min(0.05)
                        for k in ("vth", "decay", "gain")}
         out = []
-        for t in range(x.shape[0]):
-            h = f[t] * h + (1 - f[t]) * c[t]
+        for f_t, c_t in zip(f.unbind(0), c.unbind(0)):
+            h = f_t * h + (1 - f_t) * c_t
             membrane, s = window_update(membrane, h, self.tau, CHIP_SYN_DECAY, **factors)
             out.append(s)
         return torch.stack(out), (h, *membrane)
@@ -206,11 +206,11 @@ class GRSNNoTAPCell(GRSNCell):
         f, c = self.gates(x)
         h = v = torch.zeros_like(f[0])
         rates = []
-        for t in range(x.shape[0]):
+        for f_t, c_t in zip(f.unbind(0), c.unbind(0)):
             h, v = torch.zeros_like(h), torch.zeros_like(v)
             count = 0
             for _ in range(self.substeps):
-                h = f[t] * h + (1 - f[t]) * c[t]
+                h = f_t * h + (1 - f_t) * c_t
                 v, s = lif_update(v, h, self.tau)
                 count = count + s
             rates.append(count / self.substeps)
@@ -232,8 +232,8 @@ class LIFCell(nn.Module):
         current = self.w(x)
         (v,) = state
         out = []
-        for t in range(x.shape[0]):
-            v, s = lif_update(v, current[t], self.tau)
+        for current_t in current.unbind(0):
+            v, s = lif_update(v, current_t, self.tau)
             out.append(s)
         return torch.stack(out), (v,)
 
