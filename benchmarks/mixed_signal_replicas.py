@@ -12,8 +12,8 @@ the nominal readout (the copies averaged) and with the readout fitted to each in
 (run --calibrate-readout). Per cell: median and 5-95 % band over instances of the agreement
 with the source and of the normalized score, and the neurons, cores, chips and synapses used.
 Results accumulate in one file keyed by --name; every instance is saved as it finishes (under a
-file lock, so that runs of several networks can share the file), and a rerun resumes where it
-stopped. `python -m benchmarks.mixed_signal` adds the cells to
+file lock, so that runs of several networks, or of different cells of one network, can share the
+file), and a rerun resumes where it stopped. `python -m benchmarks.mixed_signal` adds the cells to
 results/mixed_signal.json.
 """
 from __future__ import annotations
@@ -51,12 +51,18 @@ def summarize(cell: dict) -> dict:
 
 
 def save(path: Path, name: str, net: dict) -> dict:
-    """Write network `name`'s entry into the results file, holding a lock on it; returns the file's contents."""
+    """Write network `name`'s entry into the results file, holding a lock on it; returns the file's contents.
+    Cells merge with the file's: of two versions of a cell the one with more instances is kept, so
+    that runs measuring different cells of one network can share the file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         res = json.loads(path.read_text()) if path.is_file() else {"networks": {}}
-        res["networks"][name] = net
+        cells = res["networks"].get(name, {}).get("cells", {})
+        for key, cell in net["cells"].items():
+            if len(cell["per_instance"]) >= len(cells.get(key, {}).get("per_instance", [])):
+                cells[key] = cell
+        res["networks"][name] = {**net, "cells": cells}
         write_json(path, res)
     return res
 
