@@ -52,38 +52,47 @@ def summarize(cell: dict) -> dict:
 
 def save(path: Path, name: str, net: dict) -> dict:
     """Write network `name`'s entry into the results file, holding a lock on it; returns the file's contents.
-    Cells merge with the file's: of two versions of a cell the one with more instances is kept, so
-    that runs measuring different cells of one network can share the file."""
+    Cells merge with the file's, instance by instance, so that several runs (other cells, or other
+    instances of one cell: `--instances`) can share the file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         res = json.loads(path.read_text()) if path.is_file() else {"networks": {}}
         cells = res["networks"].get(name, {}).get("cells", {})
         for key, cell in net["cells"].items():
-            if len(cell["per_instance"]) >= len(cells.get(key, {}).get("per_instance", [])):
-                cells[key] = cell
+            runs = {r["instance"]: r for r in cells.get(key, {}).get("per_instance", []) + cell["per_instance"]}
+            cells[key] = summarize({**cell, "per_instance": [runs[k] for k in sorted(runs)]})
         res["networks"][name] = {**net, "cells": cells}
         write_json(path, res)
     return res
 
 
-def measure(art, name: str, replicas: int, sigma: float, per_chip: bool, res: dict, path: Path) -> None:
-    """Play one cell's instances not yet in `res`, saving the file after each."""
+def measured(path: Path, name: str, key: str) -> set[int]:
+    """The instances of a cell already in the results file (written by this run or another)."""
+    res = json.loads(path.read_text()) if path.is_file() else {"networks": {}}
+    return {r["instance"] for r in res["networks"].get(name, {}).get("cells", {}).get(key, {}).get("per_instance", [])}
+
+
+def measure(art, name: str, replicas: int, sigma: float, per_chip: bool, res: dict, path: Path,
+            instances=INSTANCES) -> None:
+    """Play one cell's `instances` not yet in the results file, saving it after each."""
     net = res["networks"].setdefault(name, {"cells": {}})
     copies = art.replicated(replicas)
     mapped = copies.mapped
     t = art.manifest.get("mismatch_training") or {}
-    cell = net["cells"].setdefault(cell_key(replicas, sigma, per_chip), {
+    key = cell_key(replicas, sigma, per_chip)
+    cell = net["cells"].setdefault(key, {
         "replicas": replicas, "sigma": sigma, "readout_per_chip": per_chip, "per_instance": [],
         "mismatch_aware": float(t.get("sigma", 0.0)) > 0, "timesteps": art.timesteps,
         "rate": mapped.report["rate"], **{k: mapped.report[k] for k in ("neurons", "cores", "chips", "synapses")}})
-    done = {r["instance"] for r in cell["per_instance"]}
-    for k in tqdm([k for k in INSTANCES if k not in done], desc=cell_key(replicas, sigma, per_chip), leave=False):
+    for k in tqdm(list(instances), desc=key, leave=False):
+        if k in measured(path, name, key):   # by an earlier run, or by another run sharing the cell
+            continue
         r = lavaloop.run(copies, EPISODES, "emulator", epsilon=0.0, mismatch_seed=k, mismatch_sigma=sigma,
                          calibrate_readout=per_chip, progress=False)
         cell["per_instance"].append({"instance": k, "agreement": r.agreement, "normalized_score": r.normalized_score})
-        net["cells"][cell_key(replicas, sigma, per_chip)] = summarize(cell)
-        save(path, name, net)
+        net["cells"][key] = cell = save(path, name, net)["networks"][name]["cells"][key]
+    net["cells"][key] = save(path, name, net)["networks"][name]["cells"][key]
 
 
 def plot(res: dict, path: Path) -> None:
@@ -124,6 +133,9 @@ def main() -> None:
     ap.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--sigma", type=float, nargs="+", default=[0.1])
     ap.add_argument("--readout", choices=("per-chip", "nominal", "both"), default="both")
+    ap.add_argument("--instances", type=int, nargs="+", default=list(INSTANCES),
+                    help="chip instances to play, in this order (default 0-19; e.g. 19 18 ... 10 in a second "
+                         "process to share a cell's instances)")
     args = ap.parse_args()
     art = lavaloop.load_artifact(args.artifact)
     if art.kind != "mixed-signal" or art.manifest["mapping"].get("replicas", 1) != 1:
@@ -138,7 +150,7 @@ def main() -> None:
     for sigma in args.sigma:
         for per_chip in modes:
             for n in args.replicas:
-                measure(art, args.name, n, sigma, per_chip, res, path)
+                measure(art, args.name, n, sigma, per_chip, res, path, args.instances)
                 c = res["networks"][args.name]["cells"][cell_key(n, sigma, per_chip)]
                 print(f"{args.name}: {cell_key(n, sigma, per_chip)}: agreement {c['agreement_median']:.3f} "
                       f"[{c['agreement_p05']:.3f}, {c['agreement_p95']:.3f}], score {c['score_median']:.2f}, "
