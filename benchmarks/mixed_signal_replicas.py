@@ -101,7 +101,8 @@ def plot(res: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 7.5))
+    colours = iter(plt.get_cmap("tab20")((np.arange(20) * 2) % 20 + (np.arange(20) * 2) // 20))
     for name, net in res["networks"].items():
         for per_chip, style in ((True, "-"), (False, ":")):
             for sigma in sorted({c["sigma"] for c in net["cells"].values()}):
@@ -111,7 +112,7 @@ def plot(res: dict, path: Path) -> None:
                 if not cells:
                     continue
                 n = [c["replicas"] for c in cells]
-                line, = ax.plot(n, [c["agreement_median"] for c in cells], style, marker="o",
+                line, = ax.plot(n, [c["agreement_median"] for c in cells], style, marker="o", color=next(colours),
                                 label=f"{name}, sigma {sigma}, readout {'per chip' if per_chip else 'nominal'}")
                 ax.fill_between(n, [c["agreement_p05"] for c in cells], [c["agreement_p95"] for c in cells],
                                 color=line.get_color(), alpha=0.12)
@@ -121,7 +122,7 @@ def plot(res: dict, path: Path) -> None:
     ax.set_ylabel("agreement with the source (median, 5-95 %)")
     ax.set_title("Copies against device mismatch (20 unseen chip instances)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12))
     fig.tight_layout()
     save_figure(fig, path)
 
