@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import itertools
 import json
 import os
 from pathlib import Path
@@ -102,7 +103,7 @@ def plot(res: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 7.5))
-    colours = iter(plt.get_cmap("tab20")((np.arange(20) * 2) % 20 + (np.arange(20) * 2) // 20))
+    colours = itertools.cycle(plt.get_cmap("tab20")((np.arange(20) * 2) % 20 + (np.arange(20) * 2) // 20))
     for name, net in res["networks"].items():
         for per_chip, style in ((True, "-"), (False, ":")):
             for sigma in sorted({c["sigma"] for c in net["cells"].values()}):

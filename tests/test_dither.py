@@ -7,7 +7,7 @@ import lavaloop
 from conftest import CARTPOLE, assert_clean_failure, lavaloop_cli, with_manifest
 from lavaloop.conversion.dither import unit_phases, widen
 from lavaloop.conversion.network import ConvLayer, DenseLayer
-from lavaloop.conversion.quantize import start_phases
+from lavaloop.conversion.quantize import start_potentials
 from lavaloop.processes.dynamics import if_steps
 
 
@@ -42,16 +42,16 @@ def test_widening_keeps_the_function_of_dense_and_convolutional_networks(copies)
 @pytest.mark.parametrize("copies, v_init", [(2, "half"), (4, "half"), (3, "zero")])
 def test_dithered_copies_in_t_steps_spike_as_one_neuron_in_k_t(copies, v_init):
     """Hermite's identity in the deployed fixed-point IF arithmetic (`dynamics.if_steps`): K
-    copies started at their `start_phases` emit, under any held current up to one spike per step,
+    copies started at their `start_potentials` emit, under any held current up to one spike per step,
     exactly the spikes one neuron emits in K T steps (thresholds divisible by 2 K, so that the
     phases are whole state units)."""
     rng = np.random.default_rng(copies)
     t, n = 16, 300
     vth = 2 * copies * rng.integers(20, 2000, n)
     current = rng.integers(0, vth + 1)
-    start = np.floor(np.tile(vth, copies) * start_phases(copies * n, copies, v_init)).astype(np.int64)
+    start = start_potentials(np.tile(vth, copies), copies, v_init)
     dithered = if_steps(start.copy(), np.tile(current, copies), np.tile(vth, copies), 24, steps=t).sum(0)
-    single = if_steps(np.floor(vth * start_phases(n, 1, v_init)).astype(np.int64), current, vth, 24, steps=copies * t)
+    single = if_steps(start_potentials(vth, 1, v_init), current, vth, 24, steps=copies * t)
     assert np.array_equal(dithered.reshape(copies, n).sum(0), single.sum(0))
     assert len(np.unique(single.sum(0))) > t     # finer than T levels
 
