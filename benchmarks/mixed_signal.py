@@ -47,6 +47,14 @@ def variant(params: dict) -> tuple[str, bool, float | None]:
     return f"{params['fan_in']}, trained at sigma {sigma}{dagger}{per_chip}", sigma > 0, sigma
 
 
+def readout_fit(params: dict, metrics: dict) -> str:
+    """How a sweep cell's readout was fitted: "nominal" (at conversion), or per chip instance with
+    the cross-validated ridge ("cv ridge", runs record its choice) or the earlier fixed one."""
+    if not params.get("calibrate_readout"):
+        return "nominal"
+    return "cv ridge" if "details.instance_readout.ridge" in metrics else "ridge 1e-3"
+
+
 def records(sweep: dict, network: str) -> list[dict]:
     """One record per (profile, variant, sigma) from a sweep's summary."""
     out = []
@@ -58,7 +66,8 @@ def records(sweep: dict, network: str) -> list[dict]:
             "mismatch_aware": aware, "training_sigma": train_sigma,
             "dagger": [p.get("distill_dagger_rounds", 2), p.get("distill_dagger_steps", 2000)] if p.get("distill")
             else None,
-            "readout_per_chip": bool(p.get("calibrate_readout")), "sigma": p["mismatch_sigma"],
+            "readout_per_chip": bool(p.get("calibrate_readout")), "readout_fit": readout_fit(p, m),
+            "sigma": p["mismatch_sigma"],
             "instances": m["agreement"]["n"],
             "agreement_median": m["agreement"]["median"], "agreement_p05": m["agreement"]["p05"],
             "agreement_p95": m["agreement"]["p95"],
@@ -161,13 +170,14 @@ def replicas_records(path: Path) -> list[dict]:
         for c in net["cells"].values():
             if len(c["per_instance"]) < len(INSTANCES):   # unfinished
                 continue
-            per_chip = ", readout per chip" if c["readout_per_chip"] else ""
+            per_chip = f", readout per chip ({c['readout_fit']})" if c["readout_per_chip"] else ""
             out.append({"network": a["source"].removesuffix(".pt"), "profile": a["profile"],
                         "variant": f"{name}, {c['replicas']} copies{per_chip}",
                         "fan_in": a["mapping"]["fan_in"]["mode"],
                         "mismatch_aware": c["mismatch_aware"], "training_sigma": a["mismatch_training"].get("sigma"),
                         "training_readout": a["mismatch_training"].get("readout", "shared"),
-                        "replicas": c["replicas"], "readout_per_chip": c["readout_per_chip"], "sigma": c["sigma"],
+                        "replicas": c["replicas"], "readout_per_chip": c["readout_per_chip"],
+                        "readout_fit": c["readout_fit"], "sigma": c["sigma"],
                         **{k: c[k] for k in ("instances", "agreement_median", "agreement_p05", "agreement_p95",
                                              "score_median", "score_p05", "neurons", "cores", "chips", "synapses")}})
     return out

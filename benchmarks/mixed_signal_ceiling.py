@@ -53,9 +53,9 @@ from lavaloop.atomic import write_json  # noqa: E402
 from lavaloop.conversion.distill import DistillConfig, distill_step, straight_through  # noqa: E402
 from lavaloop.conversion.loaders import load_checkpoint  # noqa: E402
 from lavaloop.conversion.mismatch_training import PER_CHIP_BATCH, advantages, per_chip_step  # noqa: E402
-from lavaloop.conversion.mixed_signal import least_squares_readout  # noqa: E402
 from lavaloop.conversion.models.qnet import FeedForwardQ  # noqa: E402
 from lavaloop.conversion.normalize import collect_observations  # noqa: E402
+from lavaloop.conversion.readout_fit import least_squares_readout  # noqa: E402
 from lavaloop.envs import EnvSpec  # noqa: E402
 
 OUT = Path("results/mixed_signal_ceiling.json")

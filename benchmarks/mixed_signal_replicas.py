@@ -9,8 +9,11 @@ A trained artifact (one copy of the network) is deployed as N copies
 instances 0-19 (training draws from seed 1,000,000 on: unseen) at each sigma, 3 episodes per
 instance on the emulator (bit-exact with Lava per instance, tests/test_mixed_signal.py), with
 the nominal readout (the copies averaged) and with the readout fitted to each instance
-(run --calibrate-readout). Per cell: median and 5-95 % band over instances of the agreement
-with the source and of the normalized score, and the neurons, cores, chips and synapses used.
+(run --calibrate-readout; since 2026-12-04 a ridge fit whose strength is cross-validated on the
+calibration windows, `readout_fit.calibrated_readout`: cells keyed "per chip, cv ridge"; the
+earlier cells, "per chip, ridge 1e-3", had a fixed, nearly unpenalized fit). Per cell: median
+and 5-95 % band over instances of the agreement with the source and of the normalized score,
+and the neurons, cores, chips and synapses used.
 Results accumulate in one file keyed by --name; every instance is saved as it finishes (under a
 file lock, so that runs of several networks, or of different cells of one network, can share the
 file), and a rerun resumes where it stopped. `python -m benchmarks.mixed_signal` adds the cells to
@@ -38,8 +41,11 @@ INSTANCES = range(20)
 EPISODES = 3
 
 
+PER_CHIP_FIT = "cv ridge"    # what run --calibrate-readout fits (the cells record it as readout_fit)
+
+
 def cell_key(replicas: int, sigma: float, per_chip: bool) -> str:
-    return f"replicas={replicas} sigma={sigma} readout={'per chip' if per_chip else 'nominal'}"
+    return f"replicas={replicas} sigma={sigma} readout={'per chip, ' + PER_CHIP_FIT if per_chip else 'nominal'}"
 
 
 def summarize(cell: dict) -> dict:
@@ -83,7 +89,8 @@ def measure(art, name: str, replicas: int, sigma: float, per_chip: bool, res: di
     t = art.manifest.get("mismatch_training") or {}
     key = cell_key(replicas, sigma, per_chip)
     cell = net["cells"].setdefault(key, {
-        "replicas": replicas, "sigma": sigma, "readout_per_chip": per_chip, "per_instance": [],
+        "replicas": replicas, "sigma": sigma, "readout_per_chip": per_chip,
+        "readout_fit": PER_CHIP_FIT if per_chip else "nominal", "per_instance": [],
         "mismatch_aware": float(t.get("sigma", 0.0)) > 0, "timesteps": art.timesteps,
         "rate": mapped.report["rate"], **{k: mapped.report[k] for k in ("neurons", "cores", "chips", "synapses")}})
     for k in tqdm(list(instances), desc=key, leave=False):
@@ -105,16 +112,17 @@ def plot(res: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 7.5))
     colours = itertools.cycle(plt.get_cmap("tab20")((np.arange(20) * 2) % 20 + (np.arange(20) * 2) // 20))
     for name, net in res["networks"].items():
-        for per_chip, style in ((True, "-"), (False, ":")):
+        for fit, style in ((PER_CHIP_FIT, "-"), ("ridge 1e-3", "--"), ("nominal", ":")):
             for sigma in sorted({c["sigma"] for c in net["cells"].values()}):
                 cells = sorted((c for c in net["cells"].values() if "agreement_median" in c
-                                and c["readout_per_chip"] == per_chip and c["sigma"] == sigma),
+                                and c["readout_fit"] == fit and c["sigma"] == sigma),
                                key=lambda c: c["replicas"])
                 if not cells:
                     continue
                 n = [c["replicas"] for c in cells]
+                readout = "nominal" if fit == "nominal" else f"per chip ({fit})"
                 line, = ax.plot(n, [c["agreement_median"] for c in cells], style, marker="o", color=next(colours),
-                                label=f"{name}, sigma {sigma}, readout {'per chip' if per_chip else 'nominal'}")
+                                label=f"{name}, sigma {sigma}, readout {readout}")
                 ax.fill_between(n, [c["agreement_p05"] for c in cells], [c["agreement_p95"] for c in cells],
                                 color=line.get_color(), alpha=0.12)
     ax.axhline(0.95, color="grey", lw=0.8, ls="--")

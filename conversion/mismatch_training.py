@@ -58,12 +58,10 @@ from lavaloop.conversion.mixed_signal import (
                                                ONE,
                                                draw_mismatch,
                                                instance_params,
-                                               integer_readout,
-                                               least_squares_readout,
-                                               ridge_readout,
 )
 from lavaloop.conversion.models.qnet import FeedForwardQ
 from lavaloop.conversion.normalize import collect_observations
+from lavaloop.conversion.readout_fit import integer_readout, least_squares_readout, ridge_readout
 from lavaloop.envs import EnvSpec
 from lavaloop.options import ConvertOptions
 from lavaloop.processes.dynamics import (

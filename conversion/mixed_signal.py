@@ -37,9 +37,9 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from lavaloop.conversion.network import ConvLayer, DenseLayer, Layer
+from lavaloop.conversion.readout_fit import integer_readout
 from lavaloop.errors import ProfileError
 from lavaloop.options import FAN_IN_MODES
 from lavaloop.processes.dynamics import lif_step, on_grid
@@ -49,7 +49,6 @@ RATE = 0.3            # default spikes per step of a hidden activation 1 (the re
                       # 0.5; convert --spike-rate; 0.45 decides better on CartPole, docs/mixed_signal.md)
 ONE = 1 << 16         # generator phase of one spike (increments are in these units)
 INPUT_HEADROOM = 1.25  # input_range = this x the calibration maximum of |observation|
-READOUT_BITS = 16     # host readout weights
 MIN_FACTOR = 0.05     # mismatch factors are clipped here: no negative thresholds or gains
 
 
@@ -311,33 +310,6 @@ def to_currents(layer: DenseLayer, profile, in_rate: float, u0: float, slope: fl
     a_syn, _ = decays(profile)
     k = 1.0 - a_syn   # a steady drive d per step makes the current d / (1 - a_syn)
     return np.concatenate([layer.weight * (slope * k / in_rate), ((slope * layer.bias + u0) * k)[:, None]], 1)
-
-
-def integer_readout(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """(weight, bias, shift): a host readout's real weights (per spike) and biases as
-    READOUT_BITS-bit integers, both scaled by 2**shift (decisions do not depend on it)."""
-    top = max(float(np.abs(weight).max()), float(np.abs(bias).max()), 1e-30)
-    shift = READOUT_BITS - 1 - math.ceil(math.log2(top))
-    return (np.rint(weight * 2.0 ** shift).astype(np.int64), np.rint(bias * 2.0 ** shift).astype(np.int64), shift)
-
-
-def least_squares_readout(features: np.ndarray, target: np.ndarray, ridge: float = 1e-3
-                          ) -> tuple[np.ndarray, np.ndarray]:
-    """(weight (|A|, n), bias): the ridge fit (bias unpenalized) of target (B, |A|) on features (B, n)."""
-    w, b = ridge_readout(torch.as_tensor(np.asarray(features, np.float64)),
-                         torch.as_tensor(np.asarray(target, np.float64)), ridge)
-    return w.numpy(), b.numpy()
-
-
-def ridge_readout(features: torch.Tensor, target: torch.Tensor, ridge: float = 1e-3
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`least_squares_readout` on tensors, differentiable in both (mismatch training fits a
-    readout per sampled chip instance inside the loss)."""
-    x = torch.cat([features, torch.ones(len(features), 1, dtype=features.dtype)], 1)
-    reg = ridge * len(x) * torch.eye(x.shape[1], dtype=x.dtype)
-    reg[-1, -1] = 0.0
-    sol = torch.linalg.solve(x.T @ x + reg, x.T @ target.to(x.dtype))
-    return sol[:-1].T, sol[-1]
 
 
 def map_network(layers: list[Layer], obs: np.ndarray, profile, timesteps: int, input_scale_bits: int,

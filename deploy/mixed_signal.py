@@ -15,7 +15,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from lavaloop.conversion.artifact_ms import MixedSignalArtifact
-from lavaloop.conversion.mixed_signal import ONE, integer_readout, least_squares_readout
+from lavaloop.conversion.mixed_signal import ONE
+from lavaloop.conversion.readout_fit import calibrated_readout, integer_readout
 from lavaloop.deploy.episodes import EpisodeLog, play_feedforward
 from lavaloop.envs import EnvSpec, make_env
 from lavaloop.processes.dynamics import (
@@ -81,10 +82,12 @@ CALIBRATION_OBSERVATIONS = 2000   # decision windows a chip instance's readout c
 
 
 def calibrate_instance(art: MixedSignalArtifact, instance: list[dict], chunk: int = 500) -> MixedSignalArtifact:
-    """The artifact with its host readout fitted to one chip instance: least squares of the
-    source's advantages on this chip's spike counts for the first CALIBRATION_OBSERVATIONS of
-    the artifact's calibration observations (regenerated from the source and the recorded
-    calibration settings), as a host would calibrate each chip once before deploying on it."""
+    """The artifact with its host readout fitted to one chip instance, as a host would calibrate
+    each chip once before deploying on it: the ridge fit of the source's advantages on this
+    chip's spike counts for the first CALIBRATION_OBSERVATIONS of the artifact's calibration
+    observations (regenerated from the source and the recorded calibration settings), its
+    strength chosen by cross-validated decision agreement (`calibrated_readout`; the choice is
+    recorded in the mapping report's "instance_readout")."""
     from lavaloop.conversion.mismatch_training import advantages
     from lavaloop.conversion.normalize import collect_observations
     from lavaloop.deploy.kinds.dqn import source_network
@@ -98,8 +101,10 @@ def calibrate_instance(art: MixedSignalArtifact, instance: list[dict], chunk: in
                            art.manifest["input_bits"])
     with threadpool_limits(limits=1, user_api="blas"):
         counts = np.concatenate([net.counts(payload[i:i + chunk]) for i in range(0, len(obs), chunk)])
-    w, b, _ = integer_readout(*least_squares_readout(counts, advantages(source, obs)[0]))
-    return replace(art, mapped=replace(art.mapped, readout_weight=w, readout_bias=b))
+    weight, bias, info = calibrated_readout(counts, advantages(source, obs)[0])
+    w, b, _ = integer_readout(weight, bias)
+    report = {**art.mapped.report, "instance_readout": {**info, "windows": len(obs)}}
+    return replace(art, mapped=replace(art.mapped, readout_weight=w, readout_bias=b, report=report))
 
 
 def run_emulator(art: MixedSignalArtifact, instance: list[dict], seeds: list[int], epsilon: float,

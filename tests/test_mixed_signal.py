@@ -177,7 +177,7 @@ def test_per_chip_readout_training_fits_the_readout_refitted_per_instance(mapped
                                                         generator_trains,
                                                         per_chip_step,
     )
-    from lavaloop.conversion.mixed_signal import ridge_readout
+    from lavaloop.conversion.readout_fit import ridge_readout
 
     art = mapped[1]["prune"]
     fit = PER_CHIP_BATCH[0]
@@ -293,8 +293,9 @@ def test_a_convolution_does_not_map_and_says_which_layer(tmp_path):
 
 
 def test_a_readout_calibrated_to_a_chip_instance_fits_that_chip(mapped):
-    """run --calibrate-readout: least squares on this instance's counts decides as the source on
-    its calibration observations at least as often as the nominal chip's readout does there."""
+    """run --calibrate-readout: the cross-validated ridge fit on this instance's counts decides as
+    the source on its calibration observations at least as often as the nominal chip's readout
+    does there, and the run records the strength it chose."""
     from lavaloop.conversion.normalize import collect_observations
     from lavaloop.deploy.kinds.dqn import source_network
     from lavaloop.deploy.mixed_signal import MixedSignalNetwork, calibrate_instance
@@ -316,6 +317,9 @@ def test_a_readout_calibrated_to_a_chip_instance_fits_that_chip(mapped):
     result = run(art, RunSettings(episodes=1, backend="emulator", mismatch_seed=11, mismatch_sigma=0.2,
                                   calibrate_readout=True), progress=False)
     assert result.details["readout_calibrated_to_instance"]
+    fit = result.details["instance_readout"]
+    assert fit["windows"] == len(obs) and fit["ridge"] in [lam for lam, _ in fit["curve"]]
+    assert "readout calibrated to this chip (ridge" in result.summary()
 
 
 @pytest.mark.slow

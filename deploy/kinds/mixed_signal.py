@@ -55,6 +55,7 @@ class MixedSignalDeployment(DQNDeployment):
                 "mismatch_seed": self.settings.mismatch_seed,
                 "mismatch_sigma": None if self.settings.mismatch_seed is None else self.sigma,
                 "readout_calibrated_to_instance": self.settings.calibrate_readout,
+                "instance_readout": self.art.mapped.report.get("instance_readout"),
                 "neurons": m["neurons"], "cores": m["cores"], "chips": m["chips"], "synapses": m["synapses"]}
 
     @staticmethod
@@ -62,7 +63,9 @@ class MixedSignalDeployment(DQNDeployment):
         d = result.details
         chip = ("the nominal chip (no mismatch)" if d["mismatch_seed"] is None
                 else f"chip instance {d['mismatch_seed']} (mismatch sigma {d['mismatch_sigma']})")
-        calibrated = "; readout calibrated to this chip" if d["readout_calibrated_to_instance"] else ""
+        c = d.get("instance_readout")
+        calibrated = (f"; readout calibrated to this chip (ridge {c['ridge']:.3g}, {c['folds']}-fold agreement "
+                      f"{c['cv_agreement']:.3f} on {c['windows']} windows)" if c else "")
         return [f"coding: mixed-signal, T={d['timesteps']}, on {chip}{calibrated}; {d['neurons']} neurons on "
                 f"{d['cores']} cores; spikes (generators, layers) {d['spikes_per_layer']}",
                 "energy: the digital models applied to this chip's synaptic events, not a DYNAP-SE estimate"]
