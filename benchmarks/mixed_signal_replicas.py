@@ -9,9 +9,9 @@ A trained artifact (one copy of the network) is deployed as N copies
 instances 0-19 (training draws from seed 1,000,000 on: unseen) at each sigma, 3 episodes per
 instance on the emulator (bit-exact with Lava per instance, tests/test_mixed_signal.py), with
 the nominal readout (the copies averaged) and with the readout fitted to each instance
-(run --calibrate-readout; since 2026-12-04 a ridge fit whose strength is cross-validated on the
-calibration windows, `readout_fit.calibrated_readout`: cells keyed "per chip, cv ridge"; the
-earlier cells, "per chip, ridge 1e-3", had a fixed, nearly unpenalized fit). Per cell: median
+(run --calibrate-readout: `--readout per-chip`, the ridge strength cross-validated on the
+calibration windows, cells keyed "per chip, cv ridge"; `per-chip-fixed`, run --readout-fit
+fixed, the nearly unpenalized fit of the cells before 2026-12-04, "per chip, ridge 1e-3"). Per cell: median
 and 5-95 % band over instances of the agreement with the source and of the normalized score,
 and the neurons, cores, chips and synapses used.
 Results accumulate in one file keyed by --name; every instance is saved as it finishes (under a
@@ -41,11 +41,13 @@ INSTANCES = range(20)
 EPISODES = 3
 
 
-PER_CHIP_FIT = "cv ridge"    # what run --calibrate-readout fits (the cells record it as readout_fit)
+# --readout: (run --readout-fit, or None for the nominal readout; the cells' readout_fit label)
+READOUTS = {"per-chip": ("cv", "cv ridge"), "per-chip-fixed": ("fixed", "ridge 1e-3"), "nominal": (None, "nominal")}
 
 
-def cell_key(replicas: int, sigma: float, per_chip: bool) -> str:
-    return f"replicas={replicas} sigma={sigma} readout={'per chip, ' + PER_CHIP_FIT if per_chip else 'nominal'}"
+def cell_key(replicas: int, sigma: float, readout: str) -> str:
+    fit = READOUTS[readout][1]
+    return f"replicas={replicas} sigma={sigma} readout={'nominal' if fit == 'nominal' else 'per chip, ' + fit}"
 
 
 def summarize(cell: dict) -> dict:
@@ -80,24 +82,24 @@ def measured(path: Path, name: str, key: str) -> set[int]:
     return {r["instance"] for r in res["networks"].get(name, {}).get("cells", {}).get(key, {}).get("per_instance", [])}
 
 
-def measure(art, name: str, replicas: int, sigma: float, per_chip: bool, res: dict, path: Path,
+def measure(art, name: str, replicas: int, sigma: float, readout: str, res: dict, path: Path,
             instances=INSTANCES) -> None:
     """Play one cell's `instances` not yet in the results file, saving it after each."""
     net = res["networks"].setdefault(name, {"cells": {}})
     copies = art.replicated(replicas)
     mapped = copies.mapped
     t = art.manifest.get("mismatch_training") or {}
-    key = cell_key(replicas, sigma, per_chip)
+    key, (fit, label) = cell_key(replicas, sigma, readout), READOUTS[readout]
     cell = net["cells"].setdefault(key, {
-        "replicas": replicas, "sigma": sigma, "readout_per_chip": per_chip,
-        "readout_fit": PER_CHIP_FIT if per_chip else "nominal", "per_instance": [],
+        "replicas": replicas, "sigma": sigma, "readout_per_chip": fit is not None, "readout_fit": label,
+        "per_instance": [],
         "mismatch_aware": float(t.get("sigma", 0.0)) > 0, "timesteps": art.timesteps,
         "rate": mapped.report["rate"], **{k: mapped.report[k] for k in ("neurons", "cores", "chips", "synapses")}})
     for k in tqdm(list(instances), desc=key, leave=False):
         if k in measured(path, name, key):   # by an earlier run, or by another run sharing the cell
             continue
         r = lavaloop.run(copies, EPISODES, "emulator", epsilon=0.0, mismatch_seed=k, mismatch_sigma=sigma,
-                         calibrate_readout=per_chip, progress=False)
+                         calibrate_readout=fit is not None, readout_fit=fit, progress=False)
         cell["per_instance"].append({"instance": k, "agreement": r.agreement, "normalized_score": r.normalized_score})
         net["cells"][key] = cell = save(path, name, net)["networks"][name]["cells"][key]
     net["cells"][key] = save(path, name, net)["networks"][name]["cells"][key]
@@ -112,7 +114,7 @@ def plot(res: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 7.5))
     colours = itertools.cycle(plt.get_cmap("tab20")((np.arange(20) * 2) % 20 + (np.arange(20) * 2) // 20))
     for name, net in res["networks"].items():
-        for fit, style in ((PER_CHIP_FIT, "-"), ("ridge 1e-3", "--"), ("nominal", ":")):
+        for fit, style in (("cv ridge", "-"), ("ridge 1e-3", "--"), ("nominal", ":")):
             for sigma in sorted({c["sigma"] for c in net["cells"].values()}):
                 cells = sorted((c for c in net["cells"].values() if "agreement_median" in c
                                 and c["readout_fit"] == fit and c["sigma"] == sigma),
@@ -142,7 +144,8 @@ def main() -> None:
     ap.add_argument("--name", required=True, help="the network's name in the results file")
     ap.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--sigma", type=float, nargs="+", default=[0.1])
-    ap.add_argument("--readout", choices=("per-chip", "nominal", "both"), default="both")
+    ap.add_argument("--readout", choices=(*READOUTS, "both"), default="both",
+                    help="per-chip (cross-validated ridge), per-chip-fixed, nominal, or both per-chip and nominal")
     ap.add_argument("--instances", type=int, nargs="+", default=list(INSTANCES),
                     help="chip instances to play, in this order (default 0-19; e.g. 19 18 ... 10 in a second "
                          "process to share a cell's instances)")
@@ -156,13 +159,13 @@ def main() -> None:
         "file": Path(args.artifact).name, "source": art.manifest["source"]["file"], "profile": art.profile.name,
         "timesteps": art.timesteps, "mapping": {k: art.manifest["mapping"][k] for k in ("rate", "fan_in")},
         "mismatch_training": {k: v for k, v in (art.manifest.get("mismatch_training") or {}).items() if k != "config"}}
-    modes = {"per-chip": (True,), "nominal": (False,), "both": (True, False)}[args.readout]
+    modes = ("per-chip", "nominal") if args.readout == "both" else (args.readout,)
     for sigma in args.sigma:
-        for per_chip in modes:
+        for readout in modes:
             for n in args.replicas:
-                measure(art, args.name, n, sigma, per_chip, res, path, args.instances)
-                c = res["networks"][args.name]["cells"][cell_key(n, sigma, per_chip)]
-                print(f"{args.name}: {cell_key(n, sigma, per_chip)}: agreement {c['agreement_median']:.3f} "
+                measure(art, args.name, n, sigma, readout, res, path, args.instances)
+                c = res["networks"][args.name]["cells"][cell_key(n, sigma, readout)]
+                print(f"{args.name}: {cell_key(n, sigma, readout)}: agreement {c['agreement_median']:.3f} "
                       f"[{c['agreement_p05']:.3f}, {c['agreement_p95']:.3f}], score {c['score_median']:.2f}, "
                       f"{c['neurons']} neurons, {c['cores']} cores, {c['chips']} chips", flush=True)
     plot(save(path, args.name, res["networks"][args.name]), OUT.with_suffix(".png"))

@@ -16,7 +16,7 @@ import lavaloop  # noqa: E402
 from lavaloop.atomic import check_writable, write_json  # noqa: E402
 from lavaloop.envs import parse_env_param  # noqa: E402
 from lavaloop.errors import LavaloopError  # noqa: E402
-from lavaloop.options import LAYOUTS, NORMALIZATIONS  # noqa: E402
+from lavaloop.options import LAYOUTS, NORMALIZATIONS, READOUT_FITS  # noqa: E402
 from lavaloop.runtime import signals_as_interrupts  # noqa: E402
 
 GIVEN = argparse.SUPPRESS   # options left out are not passed on: the kind's defaults apply
@@ -87,7 +87,7 @@ def cmd_run(args) -> None:
     if args.json:
         check_writable(args.json)
     settings = given(args, "epsilon", "timesteps", "readout", "env", "sticky_actions", "per_layer_processes",
-                     "mismatch_seed", "mismatch_sigma", "calibrate_readout", "layout")
+                     "mismatch_seed", "mismatch_sigma", "calibrate_readout", "readout_fit", "layout")
     settings.update(env_params(args))
     result = lavaloop.run(args.artifact, episodes=args.episodes, backend=args.backend, seed=args.seed,
                           progress=not args.no_progress, **settings)
@@ -298,6 +298,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--calibrate-readout", action="store_true", default=GIVEN,
                    help="mixed-signal: fit the host readout to this chip instance first (on the artifact's "
                         "calibration observations, labelled by its source)")
+    r.add_argument("--readout-fit", choices=READOUT_FITS, default=GIVEN,
+                   help="with --calibrate-readout: ridge strength chosen by cross-validation (cv, default) or "
+                        "fixed (the fit before 2026-12-04; docs/mixed_signal.md)")
     r.add_argument("--layout", choices=LAYOUTS, default=GIVEN,
                    help="GRSN team on Lava: one process per agent (default) or one shared process")
     r.add_argument("--json", help="write the results record (RunResult) here")

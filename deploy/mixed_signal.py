@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from lavaloop.conversion.artifact_ms import MixedSignalArtifact
 from lavaloop.conversion.mixed_signal import ONE
-from lavaloop.conversion.readout_fit import calibrated_readout, integer_readout
+from lavaloop.conversion.readout_fit import calibrated_readout, integer_readout, least_squares_readout
 from lavaloop.deploy.episodes import EpisodeLog, play_feedforward
 from lavaloop.envs import EnvSpec, make_env
 from lavaloop.processes.dynamics import (
@@ -81,13 +81,15 @@ class MixedSignalNetwork:
 CALIBRATION_OBSERVATIONS = 2000   # decision windows a chip instance's readout calibration records
 
 
-def calibrate_instance(art: MixedSignalArtifact, instance: list[dict], chunk: int = 500) -> MixedSignalArtifact:
+def calibrate_instance(art: MixedSignalArtifact, instance: list[dict], fit: str = "cv", chunk: int = 500
+                       ) -> MixedSignalArtifact:
     """The artifact with its host readout fitted to one chip instance, as a host would calibrate
     each chip once before deploying on it: the ridge fit of the source's advantages on this
     chip's spike counts for the first CALIBRATION_OBSERVATIONS of the artifact's calibration
     observations (regenerated from the source and the recorded calibration settings), its
-    strength chosen by cross-validated decision agreement (`calibrated_readout`; the choice is
-    recorded in the mapping report's "instance_readout")."""
+    strength chosen by cross-validated decision agreement (fit "cv": `calibrated_readout`; the
+    choice is recorded in the mapping report's "instance_readout") or fixed (fit "fixed": 1e-3
+    per window on raw counts, nearly unpenalized, `least_squares_readout`)."""
     from lavaloop.conversion.mismatch_training import advantages
     from lavaloop.conversion.normalize import collect_observations
     from lavaloop.deploy.kinds.dqn import source_network
@@ -101,9 +103,13 @@ def calibrate_instance(art: MixedSignalArtifact, instance: list[dict], chunk: in
                            art.manifest["input_bits"])
     with threadpool_limits(limits=1, user_api="blas"):
         counts = np.concatenate([net.counts(payload[i:i + chunk]) for i in range(0, len(obs), chunk)])
-    weight, bias, info = calibrated_readout(counts, advantages(source, obs)[0])
+    target = advantages(source, obs)[0]
+    if fit == "cv":
+        weight, bias, info = calibrated_readout(counts, target)
+    else:
+        (weight, bias), info = least_squares_readout(counts, target), {}
     w, b, _ = integer_readout(weight, bias)
-    report = {**art.mapped.report, "instance_readout": {**info, "windows": len(obs)}}
+    report = {**art.mapped.report, "instance_readout": {"fit": fit, **info, "windows": len(obs)}}
     return replace(art, mapped=replace(art.mapped, readout_weight=w, readout_bias=b, report=report))
 
 

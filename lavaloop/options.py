@@ -23,6 +23,7 @@ FAN_IN_MODES = ("split", "prune")
 DISTILL_READOUTS = ("shared", "per-chip")
 MAX_SPLIT_BITS = 7                      # the low synapse holds them in its 8-bit mantissa
 LAYOUTS = ("per-agent", "shared")       # GRSN teams on Lava
+READOUT_FITS = ("cv", "fixed")          # run --calibrate-readout: the ridge strength (deploy.mixed_signal)
 RATE_ONLY = {"percentile": 99.9, "normalization": "layer", "timesteps": 32, "readout": "robust", "v_init": "half",
              "distill_model": "spikes"}
 
@@ -302,6 +303,9 @@ class RunSettings:
     mismatch_sigma: mixed-signal kinds: its device mismatch, >= 0 (None: the profile's).
     calibrate_readout: mixed-signal kinds: before running, fit the host readout to this chip
         instance on the artifact's calibration observations (lavaloop.deploy.mixed_signal).
+    readout_fit: with calibrate_readout: "cv" (the ridge strength chosen by cross-validated
+        decision agreement; None means this) or "fixed" (1e-3 per window on raw counts, the
+        fit before 2026-12-04).
     layout: GRSN teams on Lava: "per-agent" (one process, one chip, per agent; the default) or
         "shared" (one process holding all agents).
     """
@@ -319,6 +323,7 @@ class RunSettings:
     mismatch_seed: int | None = None
     mismatch_sigma: float | None = None
     calibrate_readout: bool = False
+    readout_fit: str | None = None
     layout: str | None = None
 
     def __post_init__(self):
@@ -335,6 +340,9 @@ class RunSettings:
         one_of("readout", self.readout, READOUTS)
         within("sticky-action probability", self.sticky_actions, 0, 1)
         one_of("layout", self.layout, LAYOUTS)
+        one_of("readout fit", self.readout_fit, READOUT_FITS)
+        if self.readout_fit is not None and not self.calibrate_readout:
+            raise LavaloopError("readout_fit applies to calibrate_readout only")
 
     @property
     def seeds(self) -> list[int]:
@@ -346,5 +354,6 @@ class RunSettings:
                  "per_layer_processes": self.per_layer_processes, "env": self.env is not None,
                  "sticky_actions": self.sticky_actions is not None, "env_params": bool(self.env_params),
                  "mismatch_seed": self.mismatch_seed is not None, "mismatch_sigma": self.mismatch_sigma is not None,
-                 "calibrate_readout": self.calibrate_readout, "layout": self.layout is not None}
+                 "calibrate_readout": self.calibrate_readout, "readout_fit": self.readout_fit is not None,
+                 "layout": self.layout is not None}
         return [k for k, v in given.items() if v]

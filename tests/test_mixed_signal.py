@@ -318,8 +318,11 @@ def test_a_readout_calibrated_to_a_chip_instance_fits_that_chip(mapped):
                                   calibrate_readout=True), progress=False)
     assert result.details["readout_calibrated_to_instance"]
     fit = result.details["instance_readout"]
-    assert fit["windows"] == len(obs) and fit["ridge"] in [lam for lam, _ in fit["curve"]]
+    assert fit["fit"] == "cv" and fit["windows"] == len(obs) and fit["ridge"] in [lam for lam, _ in fit["curve"]]
     assert "readout calibrated to this chip (ridge" in result.summary()
+    fixed = run(art, RunSettings(episodes=1, backend="emulator", mismatch_seed=11, mismatch_sigma=0.2,
+                                 calibrate_readout=True, readout_fit="fixed"), progress=False)
+    assert fixed.details["instance_readout"]["fit"] == "fixed" and "(fixed ridge" in fixed.summary()
 
 
 @pytest.mark.slow

@@ -19,14 +19,15 @@ from lavaloop.runtime import LavaRuntime
 
 
 class MixedSignalDeployment(DQNDeployment):
-    accepts = ("env", "sticky_actions", "env_params", "mismatch_seed", "mismatch_sigma", "calibrate_readout")
+    accepts = ("env", "sticky_actions", "env_params", "mismatch_seed", "mismatch_sigma", "calibrate_readout",
+               "readout_fit")
 
     def __init__(self, art: MixedSignalArtifact, settings: RunSettings):
         super().__init__(art, settings)
         self.sigma = self.art.profile.mismatch_sigma if settings.mismatch_sigma is None else settings.mismatch_sigma
         self.chip = self.art.instance(settings.mismatch_seed, self.sigma)
         if settings.calibrate_readout:
-            self.art = calibrate_instance(self.art, self.chip)
+            self.art = calibrate_instance(self.art, self.chip, settings.readout_fit or "cv")
 
     def run_lava(self, progress: bool) -> EpisodeLog:
         envio, stack = build_graph(self.art, self.chip, self.seeds, self.epsilon, episode_limit(self.art.env_spec))
@@ -64,8 +65,9 @@ class MixedSignalDeployment(DQNDeployment):
         chip = ("the nominal chip (no mismatch)" if d["mismatch_seed"] is None
                 else f"chip instance {d['mismatch_seed']} (mismatch sigma {d['mismatch_sigma']})")
         c = d.get("instance_readout")
-        calibrated = (f"; readout calibrated to this chip (ridge {c['ridge']:.3g}, {c['folds']}-fold agreement "
-                      f"{c['cv_agreement']:.3f} on {c['windows']} windows)" if c else "")
+        fit = (f"ridge {c['ridge']:.3g}, {c['folds']}-fold agreement {c['cv_agreement']:.3f}" if c and c["fit"] == "cv"
+               else "fixed ridge")
+        calibrated = f"; readout calibrated to this chip ({fit}, {c['windows']} windows)" if c else ""
         return [f"coding: mixed-signal, T={d['timesteps']}, on {chip}{calibrated}; {d['neurons']} neurons on "
                 f"{d['cores']} cores; spikes (generators, layers) {d['spikes_per_layer']}",
                 "energy: the digital models applied to this chip's synaptic events, not a DYNAP-SE estimate"]
