@@ -9,9 +9,9 @@ A trained artifact (one copy of the network) is deployed as N copies
 instances 0-19 (training draws from seed 1,000,000 on: unseen) at each sigma, 3 episodes per
 instance on the emulator (bit-exact with Lava per instance, tests/test_mixed_signal.py), with
 the nominal readout (the copies averaged) and with the readout fitted to each instance
-(run --calibrate-readout: `--readout per-chip`, the ridge strength cross-validated on the
-calibration windows, cells keyed "per chip, cv ridge"; `per-chip-fixed`, run --readout-fit
-fixed, the nearly unpenalized fit of the cells before 2026-12-04, "per chip, ridge 1e-3"). Per cell: median
+(run --calibrate-readout: `--readout per-chip`, its default nearly unpenalized ridge, cells keyed
+"per chip, ridge 1e-3"; `per-chip-cv`, run --readout-fit cv, the strength cross-validated on
+the calibration windows, "per chip, cv ridge"). Per cell: median
 and 5-95 % band over instances of the agreement with the source and of the normalized score,
 and the neurons, cores, chips and synapses used.
 Results accumulate in one file keyed by --name; every instance is saved as it finishes (under a
@@ -42,7 +42,7 @@ EPISODES = 3
 
 
 # --readout: (run --readout-fit, or None for the nominal readout; the cells' readout_fit label)
-READOUTS = {"per-chip": ("cv", "cv ridge"), "per-chip-fixed": ("fixed", "ridge 1e-3"), "nominal": (None, "nominal")}
+READOUTS = {"per-chip": ("fixed", "ridge 1e-3"), "per-chip-cv": ("cv", "cv ridge"), "nominal": (None, "nominal")}
 
 
 def cell_key(replicas: int, sigma: float, readout: str) -> str:
@@ -114,7 +114,7 @@ def plot(res: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 7.5))
     colours = itertools.cycle(plt.get_cmap("tab20")((np.arange(20) * 2) % 20 + (np.arange(20) * 2) // 20))
     for name, net in res["networks"].items():
-        for fit, style in (("cv ridge", "-"), ("ridge 1e-3", "--"), ("nominal", ":")):
+        for fit, style in (("ridge 1e-3", "-"), ("cv ridge", "--"), ("nominal", ":")):
             for sigma in sorted({c["sigma"] for c in net["cells"].values()}):
                 cells = sorted((c for c in net["cells"].values() if "agreement_median" in c
                                 and c["readout_fit"] == fit and c["sigma"] == sigma),
@@ -145,7 +145,8 @@ def main() -> None:
     ap.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--sigma", type=float, nargs="+", default=[0.1])
     ap.add_argument("--readout", choices=(*READOUTS, "both"), default="both",
-                    help="per-chip (cross-validated ridge), per-chip-fixed, nominal, or both per-chip and nominal")
+                    help="per-chip (run --calibrate-readout), per-chip-cv (... --readout-fit cv), nominal, or "
+                         "both per-chip and nominal")
     ap.add_argument("--instances", type=int, nargs="+", default=list(INSTANCES),
                     help="chip instances to play, in this order (default 0-19; e.g. 19 18 ... 10 in a second "
                          "process to share a cell's instances)")

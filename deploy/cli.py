@@ -299,8 +299,8 @@ def parser() -> argparse.ArgumentParser:
                    help="mixed-signal: fit the host readout to this chip instance first (on the artifact's "
                         "calibration observations, labelled by its source)")
     r.add_argument("--readout-fit", choices=READOUT_FITS, default=GIVEN,
-                   help="with --calibrate-readout: ridge strength chosen by cross-validation (cv, default) or "
-                        "fixed (the fit before 2026-12-04; docs/mixed_signal.md)")
+                   help="with --calibrate-readout: a fixed, nearly unpenalized ridge (default) or its strength "
+                        "chosen by cross-validation (cv: for many copies; docs/mixed_signal.md)")
     r.add_argument("--layout", choices=LAYOUTS, default=GIVEN,
                    help="GRSN team on Lava: one process per agent (default) or one shared process")
     r.add_argument("--json", help="write the results record (RunResult) here")

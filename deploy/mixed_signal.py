@@ -81,15 +81,15 @@ class MixedSignalNetwork:
 CALIBRATION_OBSERVATIONS = 2000   # decision windows a chip instance's readout calibration records
 
 
-def calibrate_instance(art: MixedSignalArtifact, instance: list[dict], fit: str = "cv", chunk: int = 500
+def calibrate_instance(art: MixedSignalArtifact, instance: list[dict], fit: str = "fixed", chunk: int = 500
                        ) -> MixedSignalArtifact:
     """The artifact with its host readout fitted to one chip instance, as a host would calibrate
     each chip once before deploying on it: the ridge fit of the source's advantages on this
     chip's spike counts for the first CALIBRATION_OBSERVATIONS of the artifact's calibration
     observations (regenerated from the source and the recorded calibration settings), its
-    strength chosen by cross-validated decision agreement (fit "cv": `calibrated_readout`; the
-    choice is recorded in the mapping report's "instance_readout") or fixed (fit "fixed": 1e-3
-    per window on raw counts, nearly unpenalized, `least_squares_readout`)."""
+    strength fixed (fit "fixed": 1e-3 per window on raw counts, nearly unpenalized,
+    `least_squares_readout`) or chosen by cross-validated decision agreement (fit "cv":
+    `calibrated_readout`). The mapping report's "instance_readout" records the fit."""
     from lavaloop.conversion.mismatch_training import advantages
     from lavaloop.conversion.normalize import collect_observations
     from lavaloop.deploy.kinds.dqn import source_network

@@ -303,9 +303,9 @@ class RunSettings:
     mismatch_sigma: mixed-signal kinds: its device mismatch, >= 0 (None: the profile's).
     calibrate_readout: mixed-signal kinds: before running, fit the host readout to this chip
         instance on the artifact's calibration observations (lavaloop.deploy.mixed_signal).
-    readout_fit: with calibrate_readout: "cv" (the ridge strength chosen by cross-validated
-        decision agreement; None means this) or "fixed" (1e-3 per window on raw counts, the
-        fit before 2026-12-04).
+    readout_fit: with calibrate_readout: "fixed" (a ridge of 1e-3 per window on raw counts,
+        nearly unpenalized; None means this) or "cv" (the strength chosen by cross-validated
+        decision agreement: better on fixed states and with many copies, docs/mixed_signal.md).
     layout: GRSN teams on Lava: "per-agent" (one process, one chip, per agent; the default) or
         "shared" (one process holding all agents).
     """

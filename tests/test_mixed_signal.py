@@ -293,9 +293,9 @@ def test_a_convolution_does_not_map_and_says_which_layer(tmp_path):
 
 
 def test_a_readout_calibrated_to_a_chip_instance_fits_that_chip(mapped):
-    """run --calibrate-readout: the cross-validated ridge fit on this instance's counts decides as
-    the source on its calibration observations at least as often as the nominal chip's readout
-    does there, and the run records the strength it chose."""
+    """run --calibrate-readout: the ridge fit on this instance's counts decides as the source on
+    its calibration observations at least as often as the nominal chip's readout does there;
+    runs record the fit (cross-validated: the strength chosen)."""
     from lavaloop.conversion.normalize import collect_observations
     from lavaloop.deploy.kinds.dqn import source_network
     from lavaloop.deploy.mixed_signal import MixedSignalNetwork, calibrate_instance
@@ -315,13 +315,13 @@ def test_a_readout_calibrated_to_a_chip_instance_fits_that_chip(mapped):
     assert agree["calibrated"] >= agree["nominal"] and agree["calibrated"] > 0.7
     assert np.array_equal(calibrated.mapped.layers[0].code, art.mapped.layers[0].code)
     result = run(art, RunSettings(episodes=1, backend="emulator", mismatch_seed=11, mismatch_sigma=0.2,
-                                  calibrate_readout=True), progress=False)
+                                  calibrate_readout=True, readout_fit="cv"), progress=False)
     assert result.details["readout_calibrated_to_instance"]
     fit = result.details["instance_readout"]
     assert fit["fit"] == "cv" and fit["windows"] == len(obs) and fit["ridge"] in [lam for lam, _ in fit["curve"]]
     assert "readout calibrated to this chip (ridge" in result.summary()
     fixed = run(art, RunSettings(episodes=1, backend="emulator", mismatch_seed=11, mismatch_sigma=0.2,
-                                 calibrate_readout=True, readout_fit="fixed"), progress=False)
+                                 calibrate_readout=True), progress=False)
     assert fixed.details["instance_readout"]["fit"] == "fixed" and "(fixed ridge" in fixed.summary()
 
 

@@ -27,7 +27,7 @@ class MixedSignalDeployment(DQNDeployment):
         self.sigma = self.art.profile.mismatch_sigma if settings.mismatch_sigma is None else settings.mismatch_sigma
         self.chip = self.art.instance(settings.mismatch_seed, self.sigma)
         if settings.calibrate_readout:
-            self.art = calibrate_instance(self.art, self.chip, settings.readout_fit or "cv")
+            self.art = calibrate_instance(self.art, self.chip, settings.readout_fit or "fixed")
 
     def run_lava(self, progress: bool) -> EpisodeLog:
         envio, stack = build_graph(self.art, self.chip, self.seeds, self.epsilon, episode_limit(self.art.env_spec))
