@@ -342,7 +342,7 @@ class RunSettings:
         one_of("layout", self.layout, LAYOUTS)
         one_of("readout fit", self.readout_fit, READOUT_FITS)
         if self.readout_fit is not None and not self.calibrate_readout:
-            raise LavaloopError("readout_fit applies to calibrate_readout only")
+            raise LavaloopError("readout_fit applies only with calibrate_readout")
 
     @property
     def seeds(self) -> list[int]:

@@ -270,6 +270,7 @@ def test_copies_decide_as_one_on_the_nominal_chip_and_differ_on_an_instance(mapp
     (["--profile", "dynapse2", "--distill-mismatch", "0.1"], None, "distill_mismatch applies only with distill"),
     (["--profile", "EXTRA"], None, "has unknown fields: tau_leak"),
     (["--profile", "dynapse2"], ["--mismatch-sigma", "-0.1"], "mismatch_sigma must be >= 0.0"),
+    (["--profile", "dynapse2"], ["--readout-fit", "cv"], "readout_fit applies only with calibrate_readout"),
     ([], ["--mismatch-seed", "1"], "does not take --mismatch-seed"),
 ])
 def test_bad_mixed_signal_input_fails_in_one_line(tmp_path, convert_args, run_args, needle):
