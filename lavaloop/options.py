@@ -305,7 +305,7 @@ class RunSettings:
         instance on the artifact's calibration observations (lavaloop.deploy.mixed_signal).
     readout_fit: with calibrate_readout: "fixed" (a ridge of 1e-3 per window on raw counts,
         nearly unpenalized; None means this) or "cv" (the strength chosen by cross-validated
-        decision agreement: better on fixed states and with many copies, docs/mixed_signal.md).
+        decision agreement: better in closed loop only with many copies, docs/mixed_signal.md).
     layout: GRSN teams on Lava: "per-agent" (one process, one chip, per agent; the default) or
         "shared" (one process holding all agents).
     """
