@@ -2,9 +2,10 @@
 
 A mixed-signal chip sends the last layer's spikes out; the host decides from their counts
 with integer weights (`integer_readout`). The weights are a ridge regression of the source
-network's advantages on the counts, the bias unpenalized: fixed strength during training
-(`ridge_readout`, differentiable), and, when a host calibrates one chip instance,
-`calibrated_readout`, whose strength is chosen by cross-validated decision agreement.
+network's advantages on the counts, the bias unpenalized, at a fixed strength
+(`least_squares_readout`; `ridge_readout` is its differentiable form for training), or with
+the strength chosen by cross-validated decision agreement (`calibrated_readout`: run
+--calibrate-readout --readout-fit cv).
 """
 from __future__ import annotations
 
