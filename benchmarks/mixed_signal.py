@@ -171,8 +171,10 @@ def replicas_records(path: Path) -> list[dict]:
             if len(c["per_instance"]) < len(INSTANCES):   # unfinished
                 continue
             per_chip = f", readout per chip ({c['readout_fit']})" if c["readout_per_chip"] else ""
+            window = "" if c["timesteps"] == a["timesteps"] else f", deployed at T={c['timesteps']}"
             out.append({"network": a["source"].removesuffix(".pt"), "profile": a["profile"],
-                        "variant": f"{name}, {c['replicas']} copies{per_chip}",
+                        "variant": f"{name}, {c['replicas']} copies{window}{per_chip}",
+                        "timesteps": c["timesteps"], "trained_timesteps": a["timesteps"],
                         "fan_in": a["mapping"]["fan_in"]["mode"],
                         "mismatch_aware": c["mismatch_aware"], "training_sigma": a["mismatch_training"].get("sigma"),
                         "training_readout": a["mismatch_training"].get("readout", "shared"),

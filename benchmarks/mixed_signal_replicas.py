@@ -11,7 +11,9 @@ instance on the emulator (bit-exact with Lava per instance, tests/test_mixed_sig
 the nominal readout (the copies averaged) and with the readout fitted to each instance
 (run --calibrate-readout: `--readout per-chip`, its default nearly unpenalized ridge, cells keyed
 "per chip, ridge 1e-3"; `per-chip-cv`, run --readout-fit cv, the strength cross-validated on
-the calibration windows, "per chip, cv ridge"). Per cell: median
+the calibration windows, "per chip, cv ridge"); `--timesteps T` deploys a window of T steps
+instead of the trained one (run --timesteps; per-chip readouts only, fitted to the new counts;
+cells keyed "... T=256"). Per cell: median
 and 5-95 % band over instances of the agreement with the source and of the normalized score,
 and the neurons, cores, chips and synapses used.
 Results accumulate in one file keyed by --name; every instance is saved as it finishes (under a
@@ -45,9 +47,11 @@ EPISODES = 3
 READOUTS = {"per-chip": ("fixed", "ridge 1e-3"), "per-chip-cv": ("cv", "cv ridge"), "nominal": (None, "nominal")}
 
 
-def cell_key(replicas: int, sigma: float, readout: str) -> str:
+def cell_key(replicas: int, sigma: float, readout: str, timesteps: int | None = None) -> str:
+    """A cell's key; `timesteps`: the window deployed, when not the one the network was trained for."""
     fit = READOUTS[readout][1]
-    return f"replicas={replicas} sigma={sigma} readout={'nominal' if fit == 'nominal' else 'per chip, ' + fit}"
+    window = "" if timesteps is None else f" T={timesteps}"
+    return f"replicas={replicas} sigma={sigma} readout={'nominal' if fit == 'nominal' else 'per chip, ' + fit}{window}"
 
 
 def summarize(cell: dict) -> dict:
@@ -83,23 +87,25 @@ def measured(path: Path, name: str, key: str) -> set[int]:
 
 
 def measure(art, name: str, replicas: int, sigma: float, readout: str, res: dict, path: Path,
-            instances=INSTANCES) -> None:
-    """Play one cell's `instances` not yet in the results file, saving it after each."""
+            instances=INSTANCES, timesteps: int | None = None) -> None:
+    """Play one cell's `instances` not yet in the results file, saving it after each; `timesteps`:
+    deploy with this window instead of the trained one (run --timesteps; a per-chip readout only)."""
     net = res["networks"].setdefault(name, {"cells": {}})
     copies = art.replicated(replicas)
     mapped = copies.mapped
     t = art.manifest.get("mismatch_training") or {}
-    key, (fit, label) = cell_key(replicas, sigma, readout), READOUTS[readout]
+    key, (fit, label) = cell_key(replicas, sigma, readout, timesteps), READOUTS[readout]
     cell = net["cells"].setdefault(key, {
         "replicas": replicas, "sigma": sigma, "readout_per_chip": fit is not None, "readout_fit": label,
         "per_instance": [],
-        "mismatch_aware": float(t.get("sigma", 0.0)) > 0, "timesteps": art.timesteps,
+        "mismatch_aware": float(t.get("sigma", 0.0)) > 0, "timesteps": timesteps or art.timesteps,
+        "trained_timesteps": art.timesteps,
         "rate": mapped.report["rate"], **{k: mapped.report[k] for k in ("neurons", "cores", "chips", "synapses")}})
     for k in tqdm(list(instances), desc=key, leave=False):
         if k in measured(path, name, key):   # by an earlier run, or by another run sharing the cell
             continue
         r = lavaloop.run(copies, EPISODES, "emulator", epsilon=0.0, mismatch_seed=k, mismatch_sigma=sigma,
-                         calibrate_readout=fit is not None, readout_fit=fit, progress=False)
+                         calibrate_readout=fit is not None, readout_fit=fit, timesteps=timesteps, progress=False)
         cell["per_instance"].append({"instance": k, "agreement": r.agreement, "normalized_score": r.normalized_score})
         net["cells"][key] = cell = save(path, name, net)["networks"][name]["cells"][key]
     net["cells"][key] = save(path, name, net)["networks"][name]["cells"][key]
@@ -115,16 +121,17 @@ def plot(res: dict, path: Path) -> None:
     colours = itertools.cycle(plt.get_cmap("tab20")((np.arange(20) * 2) % 20 + (np.arange(20) * 2) // 20))
     for name, net in res["networks"].items():
         for fit, style in (("ridge 1e-3", "-"), ("cv ridge", "--"), ("nominal", ":")):
-            for sigma in sorted({c["sigma"] for c in net["cells"].values()}):
+            for sigma, window in sorted({(c["sigma"], c["timesteps"]) for c in net["cells"].values()}):
                 cells = sorted((c for c in net["cells"].values() if "agreement_median" in c
-                                and c["readout_fit"] == fit and c["sigma"] == sigma),
+                                and c["readout_fit"] == fit and c["sigma"] == sigma and c["timesteps"] == window),
                                key=lambda c: c["replicas"])
                 if not cells:
                     continue
                 n = [c["replicas"] for c in cells]
                 readout = "nominal" if fit == "nominal" else f"per chip ({fit})"
+                deployed = "" if cells[0].get("trained_timesteps", window) == window else f", deployed at T={window}"
                 line, = ax.plot(n, [c["agreement_median"] for c in cells], style, marker="o", color=next(colours),
-                                label=f"{name}, sigma {sigma}, readout {readout}")
+                                label=f"{name}, sigma {sigma}, readout {readout}{deployed}")
                 ax.fill_between(n, [c["agreement_p05"] for c in cells], [c["agreement_p95"] for c in cells],
                                 color=line.get_color(), alpha=0.12)
     ax.axhline(0.95, color="grey", lw=0.8, ls="--")
@@ -150,8 +157,13 @@ def main() -> None:
     ap.add_argument("--instances", type=int, nargs="+", default=list(INSTANCES),
                     help="chip instances to play, in this order (default 0-19; e.g. 19 18 ... 10 in a second "
                          "process to share a cell's instances)")
+    ap.add_argument("--timesteps", type=int, help="deploy with this window (steps per decision) instead of the "
+                    "trained one; the per-chip readouts are fitted to its counts (run --timesteps)")
     args = ap.parse_args()
+    if args.timesteps is not None and args.readout in ("nominal", "both"):
+        raise SystemExit("--timesteps needs a per-chip readout (--readout per-chip or per-chip-cv)")
     art = lavaloop.load_artifact(args.artifact)
+    window = None if args.timesteps in (None, art.timesteps) else args.timesteps
     if art.kind != "mixed-signal" or art.manifest["mapping"].get("replicas", 1) != 1:
         raise SystemExit(f"{args.artifact}: not a one-copy mixed-signal artifact")
     path = OUT.with_suffix(".json")
@@ -164,9 +176,9 @@ def main() -> None:
     for sigma in args.sigma:
         for readout in modes:
             for n in args.replicas:
-                measure(art, args.name, n, sigma, readout, res, path, args.instances)
-                c = res["networks"][args.name]["cells"][cell_key(n, sigma, readout)]
-                print(f"{args.name}: {cell_key(n, sigma, readout)}: agreement {c['agreement_median']:.3f} "
+                measure(art, args.name, n, sigma, readout, res, path, args.instances, window)
+                c = res["networks"][args.name]["cells"][cell_key(n, sigma, readout, window)]
+                print(f"{args.name}: {cell_key(n, sigma, readout, window)}: agreement {c['agreement_median']:.3f} "
                       f"[{c['agreement_p05']:.3f}, {c['agreement_p95']:.3f}], score {c['score_median']:.2f}, "
                       f"{c['neurons']} neurons, {c['cores']} cores, {c['chips']} chips", flush=True)
     plot(save(path, args.name, res["networks"][args.name]), OUT.with_suffix(".png"))

@@ -51,6 +51,12 @@ class MixedSignalArtifact(ConvertedDQN):
         mismatch `sigma` (None: the profile's); see `conversion.mixed_signal.draw_instance`."""
         return draw_instance(self.mapped.layers, self.profile, seed, sigma)
 
+    def with_timesteps(self, timesteps: int) -> MixedSignalArtifact:
+        """The artifact deployed with a window of `timesteps` steps per decision instead of the one
+        it was trained for; its host readout still reads the old window's counts, so refit it
+        (`deploy.mixed_signal.calibrate_instance`) before deciding with it."""
+        return replace(self, manifest={**self.manifest, "timesteps": int(timesteps)})
+
     def replicated(self, replicas: int) -> MixedSignalArtifact:
         """The artifact deployed as `replicas` copies of its chip network, one host readout
         (`conversion.mixed_signal.replicate`; the manifest's mapping report follows)."""

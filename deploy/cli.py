@@ -279,7 +279,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="first seed >= 0; episode k uses seed + k")
     r.add_argument("--backend", default="lava", choices=["lava", "emulator"])
     r.add_argument("--epsilon", type=float, default=GIVEN, help="override the artifact's evaluation epsilon, in [0, 1]")
-    r.add_argument("--timesteps", type=int, default=GIVEN, help="rate-coded: override the artifact's T (>= 1)")
+    r.add_argument("--timesteps", type=int, default=GIVEN,
+                   help="rate-coded: override the artifact's T (>= 1); mixed-signal: with --calibrate-readout")
     r.add_argument("--readout", choices=["robust", "spike_count"], default=GIVEN,
                    help="rate-coded: override the artifact's readout")
     r.add_argument("--env", default=GIVEN, help="rate-coded: deploy on this environment id instead of the "

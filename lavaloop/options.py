@@ -293,7 +293,8 @@ class RunSettings:
     backend: "lava" (Lava's CPU simulator, fixed-point models) or "emulator" (the bit-exact
         vectorized emulator).
     epsilon: evaluation epsilon in [0, 1].
-    timesteps, readout: rate-coded kinds only: override T (>= 1) and the readout.
+    timesteps, readout: rate-coded kinds: override T (>= 1) and the readout; mixed-signal kinds
+        take timesteps with calibrate_readout (the readout is refitted to the new window's counts).
     per_layer_processes: rate-coded kinds on Lava: one process per layer instead of one for the network.
     env: deploy on this environment id instead of the artifact's (same shapes; ALE: same game).
     sticky_actions: ALE sticky-action probability in [0, 1].

@@ -271,6 +271,7 @@ def test_copies_decide_as_one_on_the_nominal_chip_and_differ_on_an_instance(mapp
     (["--profile", "EXTRA"], None, "has unknown fields: tau_leak"),
     (["--profile", "dynapse2"], ["--mismatch-sigma", "-0.1"], "mismatch_sigma must be >= 0.0"),
     (["--profile", "dynapse2"], ["--readout-fit", "cv"], "readout_fit applies only with calibrate_readout"),
+    (["--profile", "dynapse2"], ["--timesteps", "64"], "--timesteps 64 needs --calibrate-readout"),
     ([], ["--mismatch-seed", "1"], "does not take --mismatch-seed"),
 ])
 def test_bad_mixed_signal_input_fails_in_one_line(tmp_path, convert_args, run_args, needle):
@@ -324,6 +325,39 @@ def test_a_readout_calibrated_to_a_chip_instance_fits_that_chip(mapped):
     fixed = run(art, RunSettings(episodes=1, backend="emulator", mismatch_seed=11, mismatch_sigma=0.2,
                                  calibrate_readout=True), progress=False)
     assert fixed.details["instance_readout"]["fit"] == "fixed" and "(fixed ridge" in fixed.summary()
+
+
+def test_a_longer_window_deploys_with_the_readout_refitted_to_it(mapped):
+    """run --timesteps on a mixed-signal artifact: the chip counts over the new window (twice the
+    window, more than twice the spikes: from rest the layers charge before their first spikes),
+    the readout refitted to those counts decides as the source more often than the stored one,
+    fitted to the trained window's counts, and Lava == emulator over the new window."""
+    from lavaloop.conversion.normalize import collect_observations
+    from lavaloop.deploy.kinds.dqn import source_network
+    from lavaloop.deploy.mixed_signal import MixedSignalNetwork, calibrate_instance
+    from lavaloop.processes.dynamics import encode_input
+
+    art = mapped[1]["prune"]
+    chip = art.instance(11, 0.2)
+    obs = collect_observations(source_network(art), art.env_spec, 500, 7, 0.0)
+    source = source_network(art).q_values(obs).argmax(1)
+    payload = encode_input(obs, 1 << art.manifest["input_scale_bits"], 16)
+    counts = {t: MixedSignalNetwork(art.with_timesteps(t), chip).counts(payload).sum() for t in (32, 64)}
+    assert counts[64] > 2 * counts[32] > 0
+    longer = art.with_timesteps(64)
+    agree = {name: float((MixedSignalNetwork(a, chip).decide(payload).argmax(1) == source).mean())
+             for name, a in (("stored", longer), ("refitted", calibrate_instance(longer, chip)))}
+    assert agree["refitted"] > agree["stored"]
+    short = with_manifest(art, env={**art.manifest["env"], "max_episode_steps": 8})
+    settings = dict(episodes=1, epsilon=0.2, mismatch_seed=11, mismatch_sigma=0.2, calibrate_readout=True,
+                    timesteps=64)
+    lava = run(short, RunSettings(**settings, backend="lava"), progress=False)
+    emu = run(short, RunSettings(**settings, backend="emulator"), progress=False)
+    assert lava.details["timesteps"] == emu.details["timesteps"] == 64 and "T=64" in emu.summary()
+    assert lava.decisions == emu.decisions == 8 and lava.log.spikes == emu.log.spikes
+    for a, b in zip(lava.log.greedy + lava.log.actions, emu.log.greedy + emu.log.actions):
+        assert np.array_equal(a, b)
+    assert not multiprocessing.active_children()
 
 
 @pytest.mark.slow

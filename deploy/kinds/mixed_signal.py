@@ -1,7 +1,9 @@
 """Deployment of the mixed-signal kind (a DQN mapped onto a DYNAP-SE profile).
 
 Lava: EnvIO -> MixedSignalStack -> EnvIO, one window of T + layers + 1 steps per env step, on
-one chip instance (`--mismatch-seed`, `--mismatch-sigma`; none: the nominal chip).
+one chip instance (`--mismatch-seed`, `--mismatch-sigma`; none: the nominal chip). `--timesteps`
+deploys with another window than the one trained for; the host readout is then refitted to the
+chip's counts over it (`--calibrate-readout`, required).
 Emulator: deploy.mixed_signal, bit-exact per instance. Fidelity: as the other DQN kinds',
 against the float source on the visited observations.
 """
@@ -14,16 +16,22 @@ from lavaloop.deploy.episodes import EpisodeLog, idle_corrected_counters, record
 from lavaloop.deploy.kinds.dqn import DQNDeployment
 from lavaloop.deploy.mixed_signal import build_graph, calibrate_instance, run_emulator
 from lavaloop.envs import episode_limit
+from lavaloop.errors import LavaloopError
 from lavaloop.options import RunSettings
 from lavaloop.runtime import LavaRuntime
 
 
 class MixedSignalDeployment(DQNDeployment):
-    accepts = ("env", "sticky_actions", "env_params", "mismatch_seed", "mismatch_sigma", "calibrate_readout",
-               "readout_fit")
+    accepts = ("timesteps", "env", "sticky_actions", "env_params", "mismatch_seed", "mismatch_sigma",
+               "calibrate_readout", "readout_fit")
 
     def __init__(self, art: MixedSignalArtifact, settings: RunSettings):
         super().__init__(art, settings)
+        if settings.timesteps is not None and settings.timesteps != art.timesteps:
+            if not settings.calibrate_readout:
+                raise LavaloopError(f"the artifact's host readout reads counts over T={art.timesteps} steps: "
+                                    f"--timesteps {settings.timesteps} needs --calibrate-readout")
+            self.art = self.art.with_timesteps(settings.timesteps)
         self.sigma = self.art.profile.mismatch_sigma if settings.mismatch_sigma is None else settings.mismatch_sigma
         self.chip = self.art.instance(settings.mismatch_seed, self.sigma)
         if settings.calibrate_readout:
