@@ -117,7 +117,7 @@ def plot(res: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 7.5))
+    fig, ax = plt.subplots(figsize=(10, 8.5))
     colours = itertools.cycle(plt.get_cmap("tab20")((np.arange(20) * 2) % 20 + (np.arange(20) * 2) // 20))
     for name, net in res["networks"].items():
         for fit, style in (("ridge 1e-3", "-"), ("cv ridge", "--"), ("nominal", ":")):
