@@ -353,7 +353,8 @@ def test_a_longer_window_deploys_with_the_readout_refitted_to_it(mapped):
                     timesteps=64)
     lava = run(short, RunSettings(**settings, backend="lava"), progress=False)
     emu = run(short, RunSettings(**settings, backend="emulator"), progress=False)
-    assert lava.details["timesteps"] == emu.details["timesteps"] == 64 and "T=64" in emu.summary()
+    assert lava.details["timesteps"] == emu.details["timesteps"] == 64 and emu.details["trained_timesteps"] == 32
+    assert "T=64 (trained at T=32)" in emu.summary()
     assert lava.decisions == emu.decisions == 8 and lava.log.spikes == emu.log.spikes
     for a, b in zip(lava.log.greedy + lava.log.actions, emu.log.greedy + emu.log.actions):
         assert np.array_equal(a, b)

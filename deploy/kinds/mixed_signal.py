@@ -27,6 +27,7 @@ class MixedSignalDeployment(DQNDeployment):
 
     def __init__(self, art: MixedSignalArtifact, settings: RunSettings):
         super().__init__(art, settings)
+        self.trained_timesteps = art.timesteps
         if settings.timesteps is not None and settings.timesteps != art.timesteps:
             if not settings.calibrate_readout:
                 raise LavaloopError(f"the artifact's host readout reads counts over T={art.timesteps} steps: "
@@ -60,7 +61,7 @@ class MixedSignalDeployment(DQNDeployment):
 
     def config(self) -> dict:
         m = self.art.manifest["mapping"]
-        return {"coding": "mixed-signal", "timesteps": self.art.timesteps,
+        return {"coding": "mixed-signal", "timesteps": self.art.timesteps, "trained_timesteps": self.trained_timesteps,
                 "mismatch_seed": self.settings.mismatch_seed,
                 "mismatch_sigma": None if self.settings.mismatch_seed is None else self.sigma,
                 "readout_calibrated_to_instance": self.settings.calibrate_readout,
@@ -77,6 +78,8 @@ class MixedSignalDeployment(DQNDeployment):
             fit = (f"ridge {c['ridge']:.3g}, {c['folds']}-fold agreement {c['cv_agreement']:.3f}" if c["fit"] == "cv"
                    else "fixed ridge")
             calibrated = f"; readout calibrated to this chip ({fit}, {c['windows']} windows)"
-        return [f"coding: mixed-signal, T={d['timesteps']}, on {chip}{calibrated}; {d['neurons']} neurons on "
+        window = f"T={d['timesteps']}" + (f" (trained at T={d['trained_timesteps']})"
+                                          if d.get("trained_timesteps", d["timesteps"]) != d["timesteps"] else "")
+        return [f"coding: mixed-signal, {window}, on {chip}{calibrated}; {d['neurons']} neurons on "
                 f"{d['cores']} cores; spikes (generators, layers) {d['spikes_per_layer']}",
                 "energy: the digital models applied to this chip's synaptic events, not a DYNAP-SE estimate"]
