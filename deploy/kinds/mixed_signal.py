@@ -73,13 +73,13 @@ class MixedSignalDeployment(DQNDeployment):
         d = result.details
         chip = ("the nominal chip (no mismatch)" if d["mismatch_seed"] is None
                 else f"chip instance {d['mismatch_seed']} (mismatch sigma {d['mismatch_sigma']})")
-        calibrated, c = "", d.get("instance_readout")
+        calibrated, c = "", d["instance_readout"]
         if c:
             fit = (f"ridge {c['ridge']:.3g}, {c['folds']}-fold agreement {c['cv_agreement']:.3f}" if c["fit"] == "cv"
                    else "fixed ridge")
             calibrated = f"; readout calibrated to this chip ({fit}, {c['windows']} windows)"
         window = f"T={d['timesteps']}" + (f" (trained at T={d['trained_timesteps']})"
-                                          if d.get("trained_timesteps", d["timesteps"]) != d["timesteps"] else "")
+                                          if d["trained_timesteps"] != d["timesteps"] else "")
         return [f"coding: mixed-signal, {window}, on {chip}{calibrated}; {d['neurons']} neurons on "
                 f"{d['cores']} cores; spikes (generators, layers) {d['spikes_per_layer']}",
                 "energy: the digital models applied to this chip's synaptic events, not a DYNAP-SE estimate"]
