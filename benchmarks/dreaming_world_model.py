@@ -1,13 +1,15 @@
 """What the dreaming agent's world model learns: its predictions of real transitions, with one
-shared readout or one per action, at the pilot drive and at coding level 0.1.
+shared readout or one per action, of one window or two, at the pilot drive and at coding level 0.1.
 
     python -m benchmarks.dreaming_world_model            # results/dreaming_world_model.json
 
 A dream is only as useful as its world model is right about what the chosen action does. Here
 the agent plays real games in our protocol with paired windows (no dreams: the policy learns
-from the games, as in `paired_coding_no_dream`) while two world models read the same spike
+from the games, as in `paired_coding_no_dream`) while four world models read the same spike
 counts of the model population and learn from the same transitions: the shared readout (the
-default) and one readout per action (`ReadoutRules.model_per_action`). Measured over the
+default) and one readout per action (`ReadoutRules.model_per_action`), each reading the
+features of the current model window or of the last two (`ReadoutRules.model_taps`: a state
+shows positions, and a velocity is a difference of two). Measured over the
 last quarter of the games, per run: R^2 of each predicted state change (ball x and y, the
 two paddles) and of the reward trace. The player's paddle moves by the action (sticky with
 probability 0.25), so its R^2 says whether a model knows what an action does. Two drives:
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -31,7 +34,9 @@ from lavaloop.atomic import write_json  # noqa: E402
 
 OUT = Path("results/dreaming_world_model.json")
 VARIABLES = ("ball_x", "ball_y", "cpu_paddle_y", "player_paddle_y", "reward_trace")
-READOUTS = {"shared": False, "per_action": True}
+READOUTS = {"shared": {}, "per_action": {"model_per_action": True},
+            "shared_taps2": {"model_taps": 2}, "per_action_taps2": {"model_per_action": True, "model_taps": 2}}
+DRIVES = {"pilot_weight_0.03": None, "coding_level_0.1": 0.1}
 
 
 class Tee:
@@ -73,14 +78,15 @@ def measure(coding_level: float | None, runs: int, games: int) -> dict:
     from lavaloop.deploy.dreaming.protocol import make_agent
     from lavaloop.deploy.dreaming.readouts import WorldModel
 
+    t0 = time.time()
     cfg = dream_config({"paired_windows": True, "dream": False, "runs": runs, "games": games})
     if coding_level is not None:
         cfg = calibrate_drive(cfg, coding_level)
     chip = EmulatedChip(cfg.setups())
     try:
         agent = make_agent(cfg, chip)
-        tee = Tee({name: WorldModel(dataclasses.replace(cfg.rules, model_per_action=per), runs, cfg.topology.hidden)
-                   for name, per in READOUTS.items()})
+        tee = Tee({name: WorldModel(dataclasses.replace(cfg.rules, **rules), runs, cfg.topology.hidden)
+                   for name, rules in READOUTS.items()})
         agent.model = tee
         returns, scored = [], max(games // 4, 1)
         for g in tqdm(range(games), desc=f"coding level {coding_level}", unit="game"):
@@ -92,11 +98,13 @@ def measure(coding_level: float | None, runs: int, games: int) -> dict:
     out = {"coding_level": coding_level, "weight": cfg.topology.weight,
            "model_weight_ratio": cfg.topology.model_weight_ratio, "filter_gain": cfg.rules.filter_gain,
            "model_filter_gain": cfg.rules.model_filter_gain,
-           "final_return": float(np.mean(returns[-scored:])), "transitions": len(tee.record["shared"]) * runs}
+           "final_return": float(np.mean(returns[-scored:])), "transitions": len(tee.record["shared"]) * runs,
+           "runs": runs, "games": games}
     for name in READOUTS:
         r2 = r_squared(tee.record[name])
         out[name] = {v: {"mean": float(r2[:, i].mean()), "per_run": r2[:, i].round(4).tolist()}
                      for i, v in enumerate(VARIABLES)}
+    out["wall_s"] = round(time.time() - t0, 1)
     return out
 
 
@@ -105,18 +113,23 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3, help="runs (>= 3: the drive is calibrated on 3, as in "
                    "the dreaming_pong conditions)")
     p.add_argument("--games", type=int, default=400)
+    p.add_argument("--drives", nargs="+", choices=list(DRIVES), default=list(DRIVES),
+                   help="measure these drives (the others keep their entries in the results file)")
     args = p.parse_args()
-    t0 = time.time()
-    drives = {"pilot_weight_0.03": measure(None, args.runs, args.games),
-              "coding_level_0.1": measure(0.1, args.runs, args.games)}
-    res = {"benchmark": "dreaming world model: R^2 of real transitions, shared vs per-action readouts",
-           "settings": f"{args.runs} runs x {args.games} games, our protocol with paired windows, no dreams, "
-                       "dynapse1, mismatch sigma 0.2, chip instance 0; R^2 over the last quarter of the games",
-           "drives": drives, "wall_s": round(time.time() - t0, 1)}
+    old = json.loads(OUT.read_text())["drives"] if OUT.exists() else {}
+    drives = {name: measure(level, args.runs, args.games) if name in args.drives else old[name]
+              for name, level in DRIVES.items() if name in args.drives or name in old}
+    res = {"benchmark": "dreaming world model: R^2 of real transitions, shared vs per-action readouts, "
+                        "of one model window or two",
+           "settings": "our protocol with paired windows, no dreams, dynapse1, mismatch sigma 0.2, chip instance 0; "
+                       "R^2 over the last quarter of each drive's games (its runs and games)",
+           "drives": drives}
     write_json(OUT, res)
     for drive, rec in drives.items():
         for name in READOUTS:
-            print(f"{drive:18s} {name:10s} " + "  ".join(f"{v} {rec[name][v]['mean']:+.2f}" for v in VARIABLES))
+            if name not in rec:
+                continue
+            print(f"{drive:18s} {name:16s} " + "  ".join(f"{v} {rec[name][v]['mean']:+.2f}" for v in VARIABLES))
 
 
 if __name__ == "__main__":

@@ -144,7 +144,7 @@ def cmd_dream(args) -> None:
     if args.no_dream:
         config["dream"] = False
     rules = {"model_per_action": True} if args.model_per_action else {}
-    rules.update(given(args, "entropy", "dream_baseline"))
+    rules.update(given(args, "entropy", "dream_baseline", "model_taps"))
     if rules:
         config["rules"] = rules
     rec = lavaloop.dream(args.env, args.out, args.backend, checkpoint_every=args.checkpoint_every,
@@ -377,6 +377,8 @@ def parser() -> argparse.ArgumentParser:
                    "(default) or from a state the last real game visited (docs/dreaming.md)")
     d.add_argument("--model-per-action", action="store_true", default=False, help="the world model's "
                    "readouts: one per action, selected by the transition's action (docs/dreaming.md)")
+    d.add_argument("--model-taps", type=int, help="the world model reads its features of the last K model "
+                   "windows side by side, >= 1 (default 1; 2 lets it see velocities: docs/dreaming.md)")
     d.add_argument("--entropy", type=float, help="entropy bonus of the policy gradient >= 0 (default 0: "
                    "plain REINFORCE; docs/dreaming.md, 'Runs that stop scoring')")
     d.add_argument("--dream-baseline", type=float, help="dreamed rewards less their running mean, which moves "

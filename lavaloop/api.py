@@ -168,6 +168,7 @@ def dream(env: str = "pong", out: str | Path | None = None, backend: str = "emul
     prefix = "" if cfg.protocol == "ours" else f"{cfg.protocol}_"
     suffix = ("" if cfg.coding_level is None else f"_coding{cfg.coding_level:g}") + (
         f"_dreams{cfg.dreams}" if cfg.dreams != 1 else "") + ("_peraction" if cfg.rules.model_per_action else "") + (
+        f"_taps{cfg.rules.model_taps}" if cfg.rules.model_taps != 1 else "") + (
         f"_entropy{cfg.rules.entropy:g}" if cfg.rules.entropy else "") + (
         f"_baseline{cfg.rules.dream_baseline:g}" if cfg.rules.dream_baseline else "") + (
         f"_from{cfg.dream_start}" if cfg.dream_start != "reset" else "") + (

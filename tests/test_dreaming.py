@@ -301,6 +301,34 @@ def test_per_action_world_model_learns_what_each_action_does():
                                                                                          before[:, 0])
 
 
+def test_world_model_taps_read_a_velocity():
+    """A state change that is the difference of this step's and the last step's position (a
+    velocity): a readout of the last two windows' features learns it, one of the current
+    window's cannot (half its variance is the last position); taps restart at an episode."""
+    rng = np.random.default_rng(0)
+    rules = {k: ReadoutRules(filter_decay=0.0, model_filter_gain=1.0, lr_state=0.02, model_taps=k) for k in (1, 2)}
+    models = {k: WorldModel(r, runs=1, n=20) for k, r in rules.items()}
+    errors = {k: [] for k in models}
+    last = rng.integers(20)
+    for step in range(6000):
+        pos = rng.integers(20)
+        counts = (np.arange(20) == pos)[None].astype(float)     # a place code of the position
+        delta = np.zeros((1, 4))
+        delta[:, 0] = 0.5 * (pos - last)
+        for k, model in models.items():
+            pred, reward_pred = model.predict(counts, np.zeros(1, np.int64))
+            if step >= 5000:
+                errors[k].append((pred[0, 0] - delta[0, 0]) ** 2)
+            model.learn(pred, reward_pred, delta, np.zeros(1), np.zeros(1, np.int64))
+        last = pos
+    variance = 2 * np.var(0.5 * np.arange(20))                 # of the target
+    assert np.mean(errors[2]) < 0.01 * variance and np.mean(errors[1]) > 0.4 * variance
+    assert models[2].W_s.shape[-1] == 40
+    models[2].start_episode()                   # an episode's first window has no earlier one
+    models[2].predict(counts, np.zeros(1, np.int64))
+    assert np.array_equal(models[2].x[:, :20], counts) and not models[2].x[:, 20:].any()
+
+
 @pytest.mark.parametrize("second, keeps, updates", [(True, [False] * 3, 1 + 3), (False, [False, True, True], 1)])
 def test_several_dreams_per_game(monkeypatch, second, keeps, updates):
     """`dreams` dreams after a game, each its own policy update, or (without the second Adam

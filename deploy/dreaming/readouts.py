@@ -34,12 +34,14 @@ class ReadoutRules:
     lr_drop: float = 1.0              # every Adam's step size x lr_drop every lr_drop_every steps
     lr_drop_every: int = 10_000
     model_per_action: bool = False    # the world model's readouts: one set per action (see WorldModel)
+    model_taps: int = 1               # the world model reads its features of this many model windows (see WorldModel)
     entropy: float = 0.0              # entropy bonus: beta x the gradient of each step's policy entropy joins G
     dream_baseline: float = 0.0       # dreamed rewards less their running mean, which moves this share of the way
     #                                   to each dream's mean (0: no baseline, the authors'; see DreamBaseline)
 
     def __post_init__(self):
         at_least("entropy", self.entropy, 0.0)
+        at_least("model_taps", self.model_taps, 1)
         within("dream_baseline", self.dream_baseline, 0.0, 1.0)
 
     def adam(self, shape, lr: float) -> Adam:
@@ -162,20 +164,27 @@ class WorldModel:
     population's features times the one-hot action, which the host that chose the action can
     compute. Its predictions then depend on the action by construction, where one shared
     readout sees the action only through the few synapses an action channel has on the chip.
+
+    With `rules.model_taps` k > 1 the readouts read the filtered features of the last k model
+    windows side by side (a tapped delay line on the host; zeros before an episode's first): a
+    state shows positions, not velocities, and one filtered trace cannot weigh this window
+    against the last, which a difference (the ball's velocity) needs.
     """
 
     def __init__(self, rules: ReadoutRules, runs: int, n: int):
         self.rules = rules
         self.filter = Filter(rules.filter_decay, rules.model_filter_gain, runs, n)
-        heads = (3,) if rules.model_per_action else ()
-        self.W_s, self.W_r = np.zeros((runs, *heads, 4, n)), np.zeros((runs, *heads, 1, n))
+        heads, width = (3,) if rules.model_per_action else (), n * rules.model_taps
+        self.W_s, self.W_r = np.zeros((runs, *heads, 4, width)), np.zeros((runs, *heads, 1, width))
         self.adam_s = rules.adam(self.W_s.shape, rules.lr_state)
         self.adam_r = rules.adam(self.W_r.shape, rules.lr_reward)
         self.r_trace = np.zeros(runs)
+        self.x = np.zeros((runs, width))    # the features last read: this window's, then the earlier taps'
 
     def start_episode(self) -> None:
         self.filter.reset()
         self.r_trace[:] = 0.0
+        self.x[:] = 0.0
 
     def _head(self, w: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """The readout (R, k, N) of each run's action (the shared one without per-action readouts)."""
@@ -200,7 +209,8 @@ class WorldModel:
         actions: the transition's action per run (R,).
         """
         s = self.filter.update(counts)
-        return linear(self._head(self.W_s, actions), s), linear(self._head(self.W_r, actions), s)[:, 0]
+        self.x = np.concatenate([s, self.x[:, :self.x.shape[1] - s.shape[1]]], axis=1)
+        return linear(self._head(self.W_s, actions), self.x), linear(self._head(self.W_r, actions), self.x)[:, 0]
 
     def learn(self, delta_pred, reward_pred, delta: np.ndarray, reward: np.ndarray, actions: np.ndarray) -> None:
         """One delta-rule step toward the observed change and reward trace of the transition
@@ -208,7 +218,7 @@ class WorldModel:
         r = self.rules
         delta = np.where(np.abs(delta) > r.max_delta, 0.0, delta)
         self.r_trace = r.reward_decay * self.r_trace + reward
-        s = self.filter.s[:, None, :]
+        s = self.x[:, None, :]
         self.W_s += self._step(self.adam_s, (delta - delta_pred)[:, :, None] * s, actions)
         self.W_r += self._step(self.adam_r, (self.r_trace - reward_pred)[:, None, None] * s, actions)
 
