@@ -50,8 +50,8 @@ LONG_DISTILL = {"distill_steps": 24_000, "distill_dagger_rounds": 8, "distill_da
 # (docs/conversion.md: at T = 32 0.909 / 0.951 / 0.945 with one lambda per layer)
 RATE_DISTILL_NORMALIZATION = "neuron"
 # "rate+ditherK(+distill)": K phase-dithered copies of every hidden neuron (--dither K): T = 32 steps
-# resolve rates as K x 32 would (docs/conversion.md, "Phase-dithered copies"); distilled with K = 2 only
-# (K = 4 distills through 16x the second layer's work: about an hour per network on one core)
+# resolve rates as K x 32 would (docs/conversion.md, "Phase-dithered copies"); K = 4 distills through 16x the
+# second layer's work (about 15 min per objective and network on a shared core, twice that with both)
 DITHER = (2, 4)
 
 
@@ -61,7 +61,7 @@ def cells(network: str) -> list[tuple[str, int | None]]:
         return [("sigma-delta", None), ("sigma-delta+distill", None), ("sigma-delta+split", None), ("rate", 256),
                 ("rate+distill", 64)]
     return ([("rate", t) for t in RATE_T] + [("rate+distill", t) for t in (8, 32)] + [("rate+distill+long", 32)]
-            + [(f"rate+dither{k}", 32) for k in DITHER] + [("rate+dither2+distill", 32)]
+            + [(f"rate+dither{k}", 32) for k in DITHER] + [(f"rate+dither{k}+distill", 32) for k in DITHER]
             + [("sigma-delta", None), ("sigma-delta+distill", None), ("sigma-delta+split", None),
                ("sigma-delta+split+distill", None)]
             + [("spikingjelly", t) for t in RATE_T])
@@ -182,7 +182,7 @@ def plot(record: dict, path: Path) -> None:
     fig, axes = plt.subplots(2, len(nets), figsize=(4.2 * len(nets), 7), squeeze=False)
     style = {"rate": "o-", "rate+distill": "s--", "rate+distill+long": "s", "spikingjelly": "^:", "sigma-delta": "*",
              "sigma-delta+distill": "P", "sigma-delta+split": "X", "sigma-delta+split+distill": "D",
-             "rate+dither2": "v", "rate+dither4": "<", "rate+dither2+distill": ">"}
+             "rate+dither2": "v", "rate+dither4": "<", "rate+dither2+distill": ">", "rate+dither4+distill": "d"}
     for col, net in enumerate(nets):
         for row, key in enumerate(("steps_per_decision", "synops_per_decision")):
             ax = axes[row][col]

@@ -378,7 +378,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--model-per-action", action="store_true", default=False, help="the world model's "
                    "readouts: one per action, selected by the transition's action (docs/dreaming.md)")
     d.add_argument("--model-taps", type=int, help="the world model reads its features of the last K model "
-                   "windows side by side, >= 1 (default 1; 2 lets it see velocities: docs/dreaming.md)")
+                   "windows side by side, >= 1 (default 1; two taps, for velocities, measured no better: "
+                   "docs/dreaming.md)")
     d.add_argument("--entropy", type=float, help="entropy bonus of the policy gradient >= 0 (default 0: "
                    "plain REINFORCE; docs/dreaming.md, 'Runs that stop scoring')")
     d.add_argument("--dream-baseline", type=float, help="dreamed rewards less their running mean, which moves "
