@@ -51,7 +51,7 @@ LONG_DISTILL = {"distill_steps": 24_000, "distill_dagger_rounds": 8, "distill_da
 RATE_DISTILL_NORMALIZATION = "neuron"
 # "rate+ditherK(+distill)": K phase-dithered copies of every hidden neuron (--dither K): T = 32 steps
 # resolve rates as K x 32 would (docs/conversion.md, "Phase-dithered copies"); K = 4 distills through 16x the
-# second layer's work (about 15 min per objective and network on a shared core, twice that with both)
+# second layer's work (14-24 min per objective and network on a shared core; the cell tries two objectives)
 DITHER = (2, 4)
 
 
