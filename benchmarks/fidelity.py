@@ -53,6 +53,8 @@ RATE_DISTILL_NORMALIZATION = "neuron"
 # resolve rates as K x 32 would (docs/conversion.md, "Phase-dithered copies"); K = 4 distills through 16x the
 # second layer's work (14-24 min per objective and network on a shared core; the cell tries two objectives)
 DITHER = (2, 4)
+# "rate+dither2+distill+long" (CartPole only, the network that needs both): two copies and the long budget on
+# the Q objective, 50 min of distillation on a shared core (docs/conversion.md)
 
 
 def cells(network: str) -> list[tuple[str, int | None]]:
@@ -62,6 +64,7 @@ def cells(network: str) -> list[tuple[str, int | None]]:
                 ("rate+distill", 64)]
     return ([("rate", t) for t in RATE_T] + [("rate+distill", t) for t in (8, 32)] + [("rate+distill+long", 32)]
             + [(f"rate+dither{k}", 32) for k in DITHER] + [(f"rate+dither{k}+distill", 32) for k in DITHER]
+            + ([("rate+dither2+distill+long", 32)] if network == "cartpole" else [])
             + [("sigma-delta", None), ("sigma-delta+distill", None), ("sigma-delta+split", None),
                ("sigma-delta+split+distill", None)]
             + [("spikingjelly", t) for t in RATE_T])
@@ -71,19 +74,28 @@ def measure(network: str, coding: str, timesteps: int | None) -> dict:
     """One cell: convert, run on the emulator, record."""
     spec = NETWORKS[network]
     ckpt, env = CHECKPOINTS / spec["checkpoint"], spec["env"]
-    episodes = spec["episodes"]
-    run_kw = {"epsilon": 0.0} if network != "pong" else {}
     if coding == "spikingjelly":
-        return {"network": network, "coding": coding, "timesteps": timesteps, **peer(ckpt, env, timesteps, episodes)}
+        return {"network": network, "coding": coding, "timesteps": timesteps,
+                **peer(ckpt, env, timesteps, spec["episodes"])}
+    options, episodes = cell_options(network, coding, timesteps)
+    t0 = time.time()
+    art = lavaloop.convert(ckpt, env, **options)
+    return evaluate(network, coding, timesteps, art, time.time() - t0, options, episodes)
+
+
+def cell_options(network: str, coding: str, timesteps: int | None) -> tuple[dict, int]:
+    """(`lavaloop.convert` options, episodes) of a converted cell."""
+    episodes = NETWORKS[network]["episodes"]
     options = {"coding": "sigma-delta"} if coding.startswith("sigma-delta") else {"timesteps": timesteps}
     if "+split" in coding:
         options["weight_split_bits"] = SPLIT_BITS
     if "+dither" in coding:
         options["dither"] = int(coding.split("+dither")[1].split("+")[0])
-    if coding in ("sigma-delta+split+distill", "rate+distill+long"):
+    if coding == "sigma-delta+split+distill" or coding.endswith("+long"):
         options.update(LONG_DISTILL)
-    distilled = "+distill" in coding
-    if distilled:
+    if coding.startswith("rate") and coding.endswith("+long"):   # the objective the long budget gains on
+        options["distill_objective"] = "q"
+    if "+distill" in coding:
         options["distill"] = True
         if coding.startswith("rate"):
             options["distill_model"] = "spikes" if timesteps <= 32 else "staircase"
@@ -92,9 +104,14 @@ def measure(network: str, coding: str, timesteps: int | None) -> dict:
     if network == "pong" and coding == "rate":
         options.update(percentile=99.99, max_episode_steps=300)
         episodes = 2
-    t0 = time.time()
-    art = lavaloop.convert(ckpt, env, **options)
-    conversion_s = time.time() - t0
+    return options, episodes
+
+
+def evaluate(network: str, coding: str, timesteps: int | None, art, conversion_s: float, options: dict,
+             episodes: int) -> dict:
+    """A cell's record: the converted artifact `art` (made with conversion `options` in `conversion_s`
+    seconds) run for `episodes` on the emulator against its source."""
+    run_kw = {"epsilon": 0.0} if network != "pong" else {}
     res = lavaloop.run(art, episodes=episodes, backend="emulator", progress=False, **run_kw)
     e = res.energy["energy_per_decision_nj"]
     return {"network": network, "coding": coding, "timesteps": timesteps,
@@ -110,7 +127,7 @@ def measure(network: str, coding: str, timesteps: int | None) -> dict:
                                  ("steps", "dagger_rounds", "observations", "heldout_agreement_before",
                                   "heldout_agreement_after", "own_agreement_before", "own_agreement_after", "kept",
                                   "objective", "objectives") if k in art.manifest["distillation"]}}
-               if distilled else {}),
+               if "+distill" in coding else {}),
             **({"normalization": options["normalization"]} if "normalization" in options else {}),
             **({"split_bits": [q.split_bits for q in art.layers]} if "+split" in coding else {}),
             **({"dither": options["dither"]} if "dither" in options else {}),

@@ -40,10 +40,12 @@ ATARI_EPISODE_STEPS = 18_000   # the paper's evaluation cap, in agent steps
 ATARI_EPSILON = 0.05           # the paper's evaluation epsilon
 EQUALIZE_SWEEPS = 3      # sigma-delta: equalization sweeps tried (docs/conversion.md measures 1-10)
 CENTRE_MARGIN = 0.005    # sigma-delta: calibration agreement a centred readout must gain (docs/conversion.md)
-# distillation objectives (conversion.distill; docs/conversion.md): Q-values, or advantages in RMS units
-# with a stronger cross-entropy and an annealed rate
-DISTILL_OBJECTIVES = {"q": {}, "advantage": {"target": "advantage", "ce_weight": 0.3, "temperature": 0.03,
-                                             "anneal": True}}
+# distillation objectives (conversion.distill; docs/conversion.md): Q-values with a cross-entropy as strong as
+# their MSE at a temperature of 0.002 (in Q / lambda units, near the decisions' gaps) and a 10x larger, annealed rate
+# (since 2026-12-05; before: 0.01 x cross-entropy at 0.02, constant lr 1e-4), or advantages in RMS units with
+# 0.3 x the cross-entropy at 0.03 of that RMS and an annealed rate
+DISTILL_OBJECTIVES = {"q": {"ce_weight": 1.0, "temperature": 0.002, "lr": 1e-3, "anneal": True},
+                      "advantage": {"target": "advantage", "ce_weight": 0.3, "temperature": 0.03, "anneal": True}}
 
 
 def check_env_fits(net: SourceNetwork, env: gym.Env, env_id: str) -> tuple[list[int], int]:

@@ -55,7 +55,8 @@ class DistillConfig:
         whose largest entry is 1 or more (smaller ones: in proportion, `step_groups`).
     anneal: lower the rate to 0 over the steps on a cosine. The sigma-delta model needs it (at
         a constant rate its rounded weights keep flipping and the agreement wanders by a few
-        points); rate coding through spike trains learns less with it (docs/conversion.md).
+        points); rate coding through spike trains learns less with it at lr 1e-4 and more at 1e-3
+        (docs/conversion.md).
     ce_weight: weight of the cross-entropy on the source's greedy action (against the MSE).
     temperature: of that cross-entropy, in the target's units.
     target: "q" (the normalized Q-values, Q / lambda, about 1 at the top; the output layer in

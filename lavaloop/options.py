@@ -134,8 +134,9 @@ class ConvertOptions:
     distill_steps: its optimizer steps, >= 1.
     distill_model: what it trains through: "spikes" (simulated IF spike trains; closest to the
         chip, T times the work) or "staircase" (rounded rates; for large T and conv nets).
-    distill_objective: what distillation fits: "q" (the source's Q-values), "advantage" (its
-        advantages in units of their RMS, a stronger cross-entropy, an annealed rate) or "both"
+    distill_objective: what distillation fits: "q" (the source's Q-values and, as strongly,
+        its greedy action at a temperature near the decisions' gaps), "advantage" (its
+        advantages in units of their RMS, with a cross-entropy at 0.03 of that RMS) or "both"
         (each, keeping the network that decides better on its own episodes; twice the time);
         None: "both" for rate coding, "advantage" for sigma-delta (docs/conversion.md).
     fan_in: mixed-signal profiles only: a neuron with more inputs than the chip's fan-in is
