@@ -53,8 +53,6 @@ RATE_DISTILL_NORMALIZATION = "neuron"
 # resolve rates as K x 32 would (docs/conversion.md, "Phase-dithered copies"); K = 4 distills through 16x the
 # second layer's work (14-24 min per objective and network on a shared core; the cell tries two objectives)
 DITHER = (2, 4)
-# "rate+dither2+distill+long" (CartPole only, the network that needs both): two copies and the long budget on
-# the Q objective, 50 min of distillation on a shared core (docs/conversion.md)
 
 
 def cells(network: str) -> list[tuple[str, int | None]]:
@@ -64,6 +62,7 @@ def cells(network: str) -> list[tuple[str, int | None]]:
                 ("rate+distill", 64)]
     return ([("rate", t) for t in RATE_T] + [("rate+distill", t) for t in (8, 32)] + [("rate+distill+long", 32)]
             + [(f"rate+dither{k}", 32) for k in DITHER] + [(f"rate+dither{k}+distill", 32) for k in DITHER]
+            # two copies and the long budget: CartPole only, the network that needs both (50 min of distillation)
             + ([("rate+dither2+distill+long", 32)] if network == "cartpole" else [])
             + [("sigma-delta", None), ("sigma-delta+distill", None), ("sigma-delta+split", None),
                ("sigma-delta+split+distill", None)]
@@ -199,7 +198,8 @@ def plot(record: dict, path: Path) -> None:
     fig, axes = plt.subplots(2, len(nets), figsize=(4.2 * len(nets), 7), squeeze=False)
     style = {"rate": "o-", "rate+distill": "s--", "rate+distill+long": "s", "spikingjelly": "^:", "sigma-delta": "*",
              "sigma-delta+distill": "P", "sigma-delta+split": "X", "sigma-delta+split+distill": "D",
-             "rate+dither2": "v", "rate+dither4": "<", "rate+dither2+distill": ">", "rate+dither4+distill": "d"}
+             "rate+dither2": "v", "rate+dither4": "<", "rate+dither2+distill": ">", "rate+dither4+distill": "d",
+             "rate+dither2+distill+long": "h"}
     for col, net in enumerate(nets):
         for row, key in enumerate(("steps_per_decision", "synops_per_decision")):
             ax = axes[row][col]
